@@ -1,0 +1,167 @@
+"""Caller identity: JWT verification against membership's JWKS, shared by the gateway and every service.
+
+Tokens are signed by membership with an asymmetric key (RS256/ES256). Only those algorithms are accepted
+(never `none`, never HS*), `exp`, `iss` and `aud` are required, with a small clock skew. Services verify the
+original token again, so an outsider cannot forge an identity by reaching a service directly.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import jwt
+from aiohttp import web
+
+from libs.logging import bind_contextvars, get_logger
+from libs.problems import Problem
+from libs.settings import ServiceSettings
+
+ALLOWED_ALGORITHMS = ["RS256", "ES256"]
+CLOCK_SKEW_S = 30
+JWKS_MIN_REFRESH_S = 10
+log = get_logger("auth")
+
+ROLES = ("customer", "store_staff", "store_manager", "franchisee", "hq_admin", "service")
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    roles: frozenset[str]
+    member_id: str | None = None
+    staff_id: str | None = None
+    store_ids: frozenset[str] = field(default_factory=frozenset)
+    franchisee_id: str | None = None
+    claims: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def has(self, *roles: str) -> bool:
+        return bool(self.roles.intersection(roles))
+
+    @property
+    def is_admin(self) -> bool:
+        return "hq_admin" in self.roles or "service" in self.roles
+
+    def can_see_store(self, store_id: str | None) -> bool:
+        return self.is_admin or (store_id is not None and store_id in self.store_ids)
+
+    @classmethod
+    def from_claims(cls, claims: dict[str, Any]) -> Principal:
+        return cls(subject=str(claims["sub"]), roles=frozenset(claims.get("roles", [])),
+                   member_id=claims.get("member_id"), staff_id=claims.get("staff_id"),
+                   store_ids=frozenset(claims.get("store_ids", [])), franchisee_id=claims.get("franchisee_id"),
+                   claims=claims)
+
+
+class TokenVerifier:
+    """Verifies bearer tokens; JWKS cached and refreshed on an unknown kid (at most every 10 s)."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.jwks_url = settings.jwks_url
+        self.issuer = settings.jwt_issuer
+        self.audience = settings.jwt_audience
+        self._keys: dict[str, Any] = {}
+        self._fetched_at = 0.0
+        self._lock = asyncio.Lock()
+        self._session: aiohttp.ClientSession | None = None
+
+    def load_jwks(self, jwks: dict[str, Any]) -> None:
+        keys = {}
+        for jwk in jwks.get("keys", []):
+            try:
+                keys[jwk["kid"]] = jwt.PyJWK.from_dict(jwk)
+            except (jwt.PyJWKError, KeyError) as exc:
+                log.warning("auth.bad_jwk", error=str(exc))
+        self._keys = keys
+
+    async def _refresh(self) -> None:
+        async with self._lock:
+            if time.monotonic() - self._fetched_at < JWKS_MIN_REFRESH_S and self._keys:
+                return
+            if self._session is None:
+                self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3))
+            async with self._session.get(self.jwks_url) as response:
+                response.raise_for_status()
+                self.load_jwks(await response.json())
+            self._fetched_at = time.monotonic()
+
+    async def _key_for(self, kid: str):
+        if kid not in self._keys:
+            try:
+                await self._refresh()
+            except Exception as exc:
+                log.warning("auth.jwks_unavailable", error=f"{type(exc).__name__}: {exc}")
+                raise Problem(503, "auth-unavailable", "token keys cannot be fetched right now",
+                              headers={"Retry-After": "2"}) from None
+        key = self._keys.get(kid)
+        if key is None:
+            raise Problem(401, "invalid-token", "token signed by an unknown key")
+        return key
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Problem(401, "invalid-token", "malformed token") from None
+        if header.get("alg") not in ALLOWED_ALGORITHMS:
+            raise Problem(401, "invalid-token", "token algorithm not allowed")
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise Problem(401, "invalid-token", "token has no key id")
+        key = await self._key_for(kid)
+        if key.algorithm_name != header["alg"]:
+            raise Problem(401, "invalid-token", "token algorithm does not match its key")
+        try:
+            claims = jwt.decode(token, key.key, algorithms=[key.algorithm_name], audience=self.audience,
+                                issuer=self.issuer, leeway=CLOCK_SKEW_S,
+                                options={"require": ["exp", "iat", "iss", "aud", "sub"]})
+        except jwt.ExpiredSignatureError:
+            raise Problem(401, "token-expired", "token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise Problem(401, "invalid-token", "token is not yet valid") from None
+        except jwt.PyJWTError as exc:
+            raise Problem(401, "invalid-token", f"token rejected: {exc}") from None
+        return Principal.from_claims(claims)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+VERIFIER = web.AppKey("token_verifier", TokenVerifier)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler):
+    """Attach the verified principal (or None); routes decide what they require."""
+    request["principal"] = None
+    header = request.headers.get("Authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Problem(401, "invalid-token", "Authorization must be 'Bearer <token>'")
+        principal = await request.app[VERIFIER].verify(token.strip())
+        request["principal"] = principal
+        bind_contextvars(principal=principal.subject)
+    return await handler(request)
+
+
+def principal_of(request: web.Request) -> Principal | None:
+    return request.get("principal")
+
+
+def require(request: web.Request, *roles: str) -> Principal:
+    """The caller's principal, or 401 without a token and 403 without one of `roles` (if given)."""
+    principal = request.get("principal")
+    if principal is None:
+        raise Problem(401, "unauthorized", "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+    if roles and not principal.has(*roles, "service"):
+        raise Problem(403, "forbidden", f"requires one of the roles: {', '.join(roles)}")
+    return principal
+
+
+def dumps_jwks(keys: list[dict[str, Any]]) -> str:
+    return json.dumps({"keys": keys})

@@ -1,0 +1,318 @@
+"""The event bus on aio-pika: envelope, topology, confirmed publishing and the consumer loop.
+
+Topology (names carry the settings' bus_namespace prefix):
+  exchange  o2o.events  (topic, durable)          routing key = event type
+  exchange  o2o.dlx     (direct, durable)
+  queue     <service>.events  (quorum)  bound to the keys the service handles; rejects go to <service>.dlq
+  queue     <service>.retry   (quorum, message TTL) dead-letters back into <service>.events
+  queue     <service>.dlq     (quorum)  bound to o2o.dlx with key <service>.dlq
+  queue     o2o.events.audit  (quorum, bounded) bound to '#': every event, for replay and audit
+
+A message is acked only after its effect (and the inbox record) committed, or after a copy was safely
+published to the retry queue or the DLQ. Robust objects are kept referenced so that aio-pika restores
+channels, queues, bindings and consumers after the broker drops the connection.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import DuplicateKeyError
+from structlog.contextvars import bind_contextvars, clear_contextvars, get_contextvars
+
+from libs import metrics
+from libs.logging import get_logger
+from libs.mongo import Mongo
+from libs.settings import ServiceSettings
+
+log = get_logger("bus")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Envelope(BaseModel):
+    """CloudEvents-like envelope of every integration event (DESIGN §2)."""
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    type: str
+    version: int = 1
+    source: str
+    occurred_at: datetime = Field(default_factory=utcnow)
+    subject: str
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    data: dict[str, Any]
+
+
+class IntegrationEvent(BaseModel):
+    """Base of the events a service publishes; each service owns its event models.
+
+    Subclasses set `event_type` (past tense, e.g. "orders.order.placed") and `version`.
+    """
+    model_config = ConfigDict(extra="forbid")
+    event_type: ClassVar[str]
+    version: ClassVar[int] = 1
+
+
+class Names:
+    def __init__(self, namespace: str) -> None:
+        self.ns = namespace
+        self.exchange = f"{namespace}o2o.events"
+        self.dlx = f"{namespace}o2o.dlx"
+        self.audit = f"{namespace}o2o.events.audit"
+
+    def queue(self, service: str) -> str:
+        return f"{self.ns}{service}.events"
+
+    def retry_queue(self, service: str) -> str:
+        return f"{self.ns}{service}.retry"
+
+    def dlq(self, service: str) -> str:
+        return f"{self.ns}{service}.dlq"
+
+
+Handler = Callable[[Envelope, AsyncClientSession], Awaitable[None]]
+
+
+class Bus:
+    """One robust connection per process; a confirmed publisher channel and one consumer channel."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.service = settings.service_name
+        self.names = Names(settings.bus_namespace)
+        self.connection: AbstractRobustConnection | None = None
+        self._publish_channel: AbstractRobustChannel | None = None
+        self._consume_channel: AbstractRobustChannel | None = None
+        self._exchange = None
+        self._dlx = None
+        self._queue = None
+        self._retry_queue = None
+        self._dlq = None
+        self._consumer_tag: str | None = None
+        self._handlers: dict[str, Handler] = {}
+        self._mongo: Mongo | None = None
+        self._publish_lock = asyncio.Lock()
+
+    # -- connection ------------------------------------------------------------------------------
+    async def connect(self) -> None:
+        self.connection = await aio_pika.connect_robust(
+            self.settings.amqp_url, client_properties={"connection_name": self.service}, reconnect_interval=1.0)
+        self.connection.close_callbacks.add(self._on_close)
+        self.connection.reconnect_callbacks.add(self._on_reconnect)
+        metrics.BUS_CONNECTED.labels(self.service).set(1)
+        self._publish_channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        self._exchange = await self._publish_channel.declare_exchange(
+            self.names.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        self._dlx = await self._publish_channel.declare_exchange(
+            self.names.dlx, aio_pika.ExchangeType.DIRECT, durable=True)
+        # Every event lands in a bounded audit queue too (replay, debugging, other teams' backfill), so an
+        # event type nobody subscribes to yet is still routable; `mandatory` catches a broken topology.
+        self._audit = await self._publish_channel.declare_queue(self.names.audit, durable=True, arguments={
+            "x-queue-type": "quorum", "x-max-length": 100_000, "x-overflow": "drop-head"})
+        await self._audit.bind(self._exchange, routing_key="#")
+
+    def _on_close(self, *_: Any) -> None:
+        metrics.BUS_CONNECTED.labels(self.service).set(0)
+        log.warning("bus.connection_lost")
+
+    def _on_reconnect(self, *_: Any) -> None:
+        metrics.BUS_CONNECTED.labels(self.service).set(1)
+        log.info("bus.reconnected")
+
+    @property
+    def connected(self) -> bool:
+        return self.connection is not None and not self.connection.is_closed
+
+    async def check(self) -> None:
+        if not self.connected:
+            raise ConnectionError("broker connection is not open")
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+            metrics.BUS_CONNECTED.labels(self.service).set(0)
+
+    # -- publishing ------------------------------------------------------------------------------
+    @staticmethod
+    def message_for(envelope: Envelope, headers: dict[str, Any] | None = None) -> aio_pika.Message:
+        return aio_pika.Message(
+            body=envelope.model_dump_json().encode(), content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=envelope.id, type=envelope.type,
+            correlation_id=envelope.correlation_id, timestamp=envelope.occurred_at, app_id=envelope.source,
+            headers=headers or {})
+
+    async def publish(self, envelope: Envelope, timeout: float = 10.0) -> None:
+        """Publish with publisher confirms and `mandatory`: an unroutable event raises."""
+        assert self._exchange is not None, "bus not connected"
+        await self._exchange.publish(self.message_for(envelope), routing_key=envelope.type,
+                                     mandatory=True, timeout=timeout)
+
+    async def _publish_raw(self, exchange, message: aio_pika.Message, routing_key: str) -> None:
+        await exchange.publish(message, routing_key=routing_key, mandatory=True, timeout=10.0)
+
+    # -- consuming -------------------------------------------------------------------------------
+    def on(self, event_type: str, handler: Handler) -> None:
+        """Register the handler of one event type (one per type per service)."""
+        self._handlers[event_type] = handler
+
+    async def declare_consumer_topology(self) -> None:
+        assert self.connection is not None
+        self._consume_channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        await self._consume_channel.set_qos(prefetch_count=self.settings.bus_prefetch)
+        channel = self._consume_channel
+        exchange = await channel.declare_exchange(self.names.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        dlx = await channel.declare_exchange(self.names.dlx, aio_pika.ExchangeType.DIRECT, durable=True)
+        queue_name = self.names.queue(self.service)
+        dlq_name = self.names.dlq(self.service)
+        self._dlq = await channel.declare_queue(dlq_name, durable=True, arguments={"x-queue-type": "quorum"})
+        await self._dlq.bind(dlx, routing_key=dlq_name)
+        self._queue = await channel.declare_queue(queue_name, durable=True, arguments={
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": self.names.dlx,
+            "x-dead-letter-routing-key": dlq_name,
+            # A message that keeps killing the consumer process ends in the DLQ instead of looping forever.
+            "x-delivery-limit": max(self.settings.bus_max_attempts * 4, 20),
+        })
+        self._retry_queue = await channel.declare_queue(self.names.retry_queue(self.service), durable=True, arguments={
+            "x-queue-type": "quorum",
+            "x-message-ttl": self.settings.bus_retry_delay_ms,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": queue_name,
+        })
+        for event_type in sorted(self._handlers):
+            await self._queue.bind(exchange, routing_key=event_type)
+        self._consume_exchange = exchange
+        self._consume_dlx = dlx
+
+    async def start_consuming(self, mongo: Mongo) -> None:
+        self._mongo = mongo
+        if self._queue is None:
+            await self.declare_consumer_topology()
+        self._consumer_tag = await self._queue.consume(self._on_message, no_ack=False)
+
+    async def stop_consuming(self) -> None:
+        if self._queue is not None and self._consumer_tag is not None:
+            try:
+                await self._queue.cancel(self._consumer_tag)
+            except Exception:  # the channel may already be gone
+                pass
+            self._consumer_tag = None
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        clear_contextvars()
+        try:
+            envelope = Envelope.model_validate_json(message.body)
+        except ValidationError as exc:
+            bind_contextvars(service=self.service, message_id=message.message_id)
+            await self._dead_letter(message, "unknown", f"malformed envelope: {exc}", attempt=1)
+            return
+        bind_contextvars(service=self.service, event_id=envelope.id, event_type=envelope.type,
+                         correlation_id=envelope.correlation_id or envelope.id, causation_id=envelope.id)
+        handler = self._handlers.get(envelope.type)
+        if handler is None:
+            await self._dead_letter(message, envelope.type, "no handler for this event type", attempt=1)
+            return
+        attempt = int((message.headers or {}).get("x-attempt", 1))
+        started = time.perf_counter()
+        try:
+            processed = await self._handle_once(envelope, handler)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning("bus.handler_failed", attempt=attempt, error=error)
+            if attempt >= self.settings.bus_max_attempts:
+                await self._dead_letter(message, envelope.type, error, attempt, traceback.format_exc())
+            else:
+                await self._retry(message, envelope.type, error, attempt)
+            return
+        finally:
+            metrics.CONSUMER_LATENCY.labels(self.service, envelope.type).observe(time.perf_counter() - started)
+        await message.ack()
+        outcome = "processed" if processed else "duplicate"
+        metrics.EVENTS_CONSUMED.labels(self.service, envelope.type, outcome).inc()
+        log.info("bus.event_handled", outcome=outcome, attempt=attempt)
+
+    async def _handle_once(self, envelope: Envelope, handler: Handler) -> bool:
+        """Run the handler and record the event id in the inbox in one transaction."""
+        assert self._mongo is not None
+        inbox = self._mongo.db["inbox"]
+
+        async def unit(session: AsyncClientSession) -> bool:
+            if await inbox.find_one({"_id": envelope.id}, session=session) is not None:
+                return False
+            await inbox.insert_one({"_id": envelope.id, "type": envelope.type, "handled_at": utcnow()},
+                                   session=session)
+            await handler(envelope, session)
+            return True
+
+        try:
+            return await self._mongo.transaction(unit)
+        except DuplicateKeyError as exc:
+            if "inbox" in str(exc):
+                return False  # a concurrent redelivery committed first
+            raise
+
+    async def _retry(self, message: AbstractIncomingMessage, event_type: str, error: str, attempt: int) -> None:
+        headers = dict(message.headers or {})
+        headers.update({"x-attempt": attempt + 1, "x-last-error": error[:1000]})
+        copy = aio_pika.Message(body=message.body, headers=headers, content_type=message.content_type,
+                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=message.message_id,
+                                type=message.type, correlation_id=message.correlation_id)
+        try:
+            await self._publish_raw(self._consume_channel.default_exchange, copy,
+                                    self.names.retry_queue(self.service))
+        except Exception:
+            log.exception("bus.retry_publish_failed")
+            return  # not acked: the broker redelivers it
+        await message.ack()
+        metrics.EVENTS_CONSUMED.labels(self.service, event_type, "retried").inc()
+
+    async def _dead_letter(self, message: AbstractIncomingMessage, event_type: str, error: str, attempt: int,
+                           trace: str = "") -> None:
+        headers = dict(message.headers or {})
+        headers.update({"x-attempt": attempt, "x-error": error[:1000], "x-traceback": trace[-2000:],
+                        "x-original-routing-key": message.routing_key or "", "x-dead-lettered-at": utcnow().isoformat(),
+                        "x-service": self.service})
+        copy = aio_pika.Message(body=message.body, headers=headers, content_type=message.content_type,
+                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=message.message_id,
+                                type=message.type, correlation_id=message.correlation_id)
+        try:
+            await self._publish_raw(self._consume_dlx, copy, self.names.dlq(self.service))
+        except Exception:
+            log.exception("bus.dead_letter_publish_failed")
+            return
+        await message.ack()
+        metrics.EVENTS_CONSUMED.labels(self.service, event_type, "dead_lettered").inc()
+        log.error("bus.dead_lettered", error=error, attempt=attempt)
+
+    async def consumer_count(self) -> int:
+        """Consumers on this service's queue, as the broker sees them (passive declare)."""
+        channel = await self.connection.channel()
+        try:
+            queue = await channel.declare_queue(self.names.queue(self.service), passive=True)
+            return queue.declaration_result.consumer_count
+        finally:
+            await channel.close()
+
+
+def current_correlation() -> tuple[str | None, str | None]:
+    ctx = get_contextvars()
+    return ctx.get("correlation_id"), ctx.get("causation_id")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False)

@@ -1,0 +1,108 @@
+"""Synchronous calls between services (where a user is waiting): service token, timeout, problem passthrough.
+
+A service authenticates to another with a short-lived service token from membership
+(`POST /auth/service/token` with its client id and the shared service secret). Internal endpoints
+live under `/<service>/internal/...`; the gateway never routes them.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+
+from libs.http import CORRELATION_HEADER, REQUEST_ID_HEADER
+from libs.logging import get_logger
+from libs.problems import Problem
+from structlog.contextvars import get_contextvars
+
+log = get_logger("clients")
+
+
+class UpstreamError(Exception):
+    """Another service answered with a problem; `status` and `body` carry it."""
+
+    def __init__(self, service: str, status: int, body: dict[str, Any]) -> None:
+        super().__init__(f"{service} answered {status}: {body.get('detail') or body}")
+        self.service = service
+        self.status = status
+        self.body = body
+
+    @property
+    def problem_type(self) -> str:
+        return str(self.body.get("type", "")).rsplit("/", 1)[-1]
+
+
+class ServiceTokenProvider:
+    def __init__(self, membership_url: str, client_id: str, client_secret: str) -> None:
+        self.url = membership_url.rstrip("/") + "/auth/service/token"
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def token(self, session: aiohttp.ClientSession) -> str:
+        if self._token and time.monotonic() < self._expires_at - 30:
+            return self._token
+        async with self._lock:
+            if self._token and time.monotonic() < self._expires_at - 30:
+                return self._token
+            async with session.post(self.url, json={"client_id": self.client_id,
+                                                    "client_secret": self.client_secret}) as response:
+                body = await response.json(content_type=None)
+                if response.status != 200:
+                    raise UpstreamError("membership", response.status, body)
+            self._token = body["access_token"]
+            self._expires_at = time.monotonic() + float(body.get("expires_in", 300))
+            return self._token
+
+
+class ServiceClient:
+    """HTTP client of one upstream service with a per-call timeout and the caller's ids propagated."""
+
+    def __init__(self, name: str, base_url: str, session: aiohttp.ClientSession,
+                 tokens: ServiceTokenProvider | None = None, timeout_s: float = 3.0) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.session = session
+        self.tokens = tokens
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def request(self, method: str, path: str, *, json: Any = None, params: dict | None = None,
+                      headers: dict[str, str] | None = None, timeout_s: float | None = None) -> tuple[int, Any]:
+        """Returns (status, body) for 2xx; raises UpstreamError for 4xx and Problem(503/504) when unavailable."""
+        ctx = get_contextvars()
+        sent = {REQUEST_ID_HEADER: ctx.get("request_id", ""), CORRELATION_HEADER: ctx.get("correlation_id", "")}
+        sent = {k: v for k, v in sent.items() if v}
+        if headers:
+            sent.update(headers)
+        timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else self.timeout
+        try:
+            if self.tokens is not None:
+                sent["Authorization"] = "Bearer " + await self.tokens.token(self.session)
+            async with self.session.request(method, self.base_url + path, json=json, params=params,
+                                            headers=sent, timeout=timeout) as response:
+                body = await response.json(content_type=None) if response.content_length != 0 else None
+                status = response.status
+        except UpstreamError as exc:
+            raise Problem(503, "upstream-unavailable", f"cannot authenticate to {self.name}: {exc}",
+                          headers={"Retry-After": "2"}) from None
+        except asyncio.TimeoutError:
+            raise Problem(504, "upstream-timeout", f"{self.name} did not answer in time") from None
+        except aiohttp.ClientError as exc:
+            raise Problem(503, "upstream-unavailable", f"{self.name} is unreachable: {type(exc).__name__}",
+                          headers={"Retry-After": "2"}) from None
+        if status >= 500:
+            raise Problem(503, "upstream-unavailable", f"{self.name} failed with {status}",
+                          headers={"Retry-After": "2"})
+        if status >= 400:
+            raise UpstreamError(self.name, status, body if isinstance(body, dict) else {"detail": str(body)})
+        return status, body
+
+    async def get(self, path: str, **kw) -> Any:
+        return (await self.request("GET", path, **kw))[1]
+
+    async def post(self, path: str, json: Any = None, **kw) -> Any:
+        return (await self.request("POST", path, json=json, **kw))[1]

@@ -1,0 +1,97 @@
+"""`Idempotency-Key` for POSTs that create something (Stripe's rules).
+
+Same key and same body: the stored response. Same key, other body: 422. A duplicate while the first is
+still running: 409. The record is completed in the same transaction as the creation when the caller
+passes its session, so a crash never leaves a created object without its stored response.
+"""
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError
+
+from libs.http import json_response
+from libs.mongo import IndexSpec, Mongo
+from libs.problems import Problem
+
+IDEMPOTENCY_INDEXES = [IndexSpec("idempotency", [("created_at", ASCENDING)], name="expire_after_1d",
+                                 options={"expireAfterSeconds": 86400})]
+HEADER = "Idempotency-Key"
+
+
+class IdempotencyGuard:
+    def __init__(self, mongo: Mongo, request: web.Request, body: bytes) -> None:
+        self.mongo = mongo
+        self.key = request.headers.get(HEADER)
+        principal = request.get("principal")
+        owner = principal.subject if principal else "anonymous"
+        self.scope = f"{owner}|{request.method}|{request.path}|{self.key}"
+        self.body_hash = hashlib.sha256(body).hexdigest()
+        self.active = bool(self.key)
+        if self.key is not None and not (0 < len(self.key) <= 255):
+            raise Problem(400, "bad-idempotency-key", "Idempotency-Key must be 1 to 255 characters")
+
+    async def begin(self) -> web.Response | None:
+        """Claim the key. Returns the stored response to replay, or None when the caller should proceed."""
+        if not self.active:
+            return None
+        collection = self.mongo.db["idempotency"]
+        try:
+            await self.mongo.transaction(lambda s: collection.insert_one(
+                {"_id": self.scope, "state": "in_progress", "body_hash": self.body_hash,
+                 "created_at": datetime.now(UTC)}, session=s))
+            return None
+        except DuplicateKeyError:
+            pass
+        existing = await self.mongo.read_committed(lambda: collection.find_one({"_id": self.scope}))
+        if existing is None:  # released in between: the caller may retry
+            raise Problem(409, "idempotency-conflict", "a request with this Idempotency-Key is in progress")
+        if existing["body_hash"] != self.body_hash:
+            raise Problem(422, "idempotency-key-reused",
+                          "this Idempotency-Key was used with a different request body")
+        if existing["state"] != "completed":
+            raise Problem(409, "idempotency-conflict", "a request with this Idempotency-Key is in progress")
+        return json_response(existing["response"], status=existing["status"], headers={"Idempotent-Replayed": "true"})
+
+    async def complete(self, status: int, body: Any, session=None) -> None:
+        if not self.active:
+            return
+        update = {"$set": {"state": "completed", "status": status, "response": body}}
+        if session is not None:
+            await self.mongo.db["idempotency"].update_one({"_id": self.scope}, update, session=session)
+        else:
+            await self.mongo.transaction(lambda s: self.mongo.db["idempotency"].update_one(
+                {"_id": self.scope}, update, session=s))
+
+    async def complete_in(self, session, status: int, body: Any) -> None:
+        await self.complete(status, body, session=session)
+
+    async def release(self) -> None:
+        """Forget an attempt that failed, so the client may retry with the same key."""
+        if not self.active:
+            return
+        await self.mongo.transaction(lambda s: self.mongo.db["idempotency"].delete_one(
+            {"_id": self.scope, "state": "in_progress"}, session=s))
+
+
+async def guarded(mongo: Mongo, request: web.Request, create) -> web.Response:
+    """Run `create(remember)` under the request's Idempotency-Key.
+
+    `create(remember)` must return (status, body) and call `await remember(session, status, body)` inside
+    its own transaction, so the response is stored atomically with what it created.
+    """
+    guard = IdempotencyGuard(mongo, request, await request.read())
+    replay = await guard.begin()
+    if replay is not None:
+        return replay
+    try:
+        status, body = await create(guard.complete_in)
+    except BaseException:
+        await guard.release()
+        raise
+    return json_response(body, status=status)
+

@@ -1,0 +1,149 @@
+"""One AsyncMongoClient per process, index creation at start-up, and the transaction helper.
+
+Every state change of a service goes through `Mongo.transaction(fn)`, so the change, its outbox events
+and its inbox record commit together or not at all. On a real replica set, transactions run concurrently
+and transient conflicts are retried. The local nx-27017 wire server shares one SQLite connection per
+database and cannot isolate concurrent transactions, so when the server is not a replica-set member the
+helper runs this process's transactions one at a time ("auto" mode).
+"""
+from __future__ import annotations
+
+import asyncio
+from contextvars import ContextVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pymongo import AsyncMongoClient, IndexModel
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+
+from libs.logging import get_logger
+
+T = TypeVar("T")
+log = get_logger("mongo")
+TRANSIENT = "TransientTransactionError"
+UNKNOWN_COMMIT = "UnknownTransactionCommitResult"
+_after_commit: ContextVar[list | None] = ContextVar("after_commit", default=None)
+
+
+@dataclass
+class IndexSpec:
+    collection: str
+    keys: list[tuple[str, int]]
+    unique: bool = False
+    name: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def model(self) -> IndexModel:
+        kw = dict(self.options)
+        if self.name:
+            kw["name"] = self.name
+        return IndexModel(self.keys, unique=self.unique, **kw)
+
+
+class ConcurrencyConflict(Exception):
+    """An aggregate changed under us (optimistic version check failed); the caller may retry."""
+
+
+class Mongo:
+    def __init__(self, url: str, database: str, serialize_transactions: str = "auto", app_name: str = "o2o") -> None:
+        self.client: AsyncMongoClient = AsyncMongoClient(url, tz_aware=True, appname=app_name,
+                                                         serverSelectionTimeoutMS=5000, connectTimeoutMS=3000)
+        self.db = self.client[database]
+        self._serialize_mode = serialize_transactions
+        self._serialize: bool | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self, indexes: list[IndexSpec], collections: list[str] = ()) -> None:
+        await self.ping()
+        if self._serialize_mode == "auto":
+            hello = await self.client.admin.command("hello")
+            self._serialize = not (hello.get("setName") or hello.get("msg") == "isdbgrid")
+        else:
+            self._serialize = self._serialize_mode.lower() in ("1", "true", "yes")
+        existing = set(await self.db.list_collection_names())
+        wanted = {spec.collection for spec in indexes} | set(collections) | {"outbox", "inbox", "idempotency"}
+        for name in sorted(wanted - existing):
+            try:
+                await self.db.create_collection(name)
+            except OperationFailure:
+                pass  # created concurrently by another replica
+        by_collection: dict[str, list[IndexModel]] = {}
+        for spec in indexes:
+            by_collection.setdefault(spec.collection, []).append(spec.model())
+        for name, models in by_collection.items():
+            await self.db[name].create_indexes(models)
+        log.info("mongo.ready", database=self.db.name, serialized_transactions=self._serialize)
+
+    async def ping(self) -> None:
+        await self.client.admin.command("ping")
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    @staticmethod
+    def after_commit(callback: Callable[[], None]) -> None:
+        """Run `callback` once the current transaction commits (at once outside a transaction)."""
+        pending = _after_commit.get()
+        if pending is None:
+            callback()
+        elif callback not in pending:
+            pending.append(callback)
+
+    async def transaction(self, fn: Callable[[AsyncClientSession], Awaitable[T]], *, max_attempts: int = 20) -> T:
+        """Run `fn(session)` in one transaction; retry the whole of it on transient errors."""
+        token = _after_commit.set([])
+        try:
+            if self._serialize:
+                async with self._lock:
+                    result = await self._run_transaction(fn, max_attempts)
+            else:
+                result = await self._run_transaction(fn, max_attempts)
+            callbacks = list(_after_commit.get() or [])
+        finally:
+            _after_commit.reset(token)
+        for callback in callbacks:
+            callback()
+        return result
+
+    async def read_committed(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run a read that must not see another transaction's uncommitted writes (matters on nx only)."""
+        if self._serialize:
+            async with self._lock:
+                return await fn()
+        return await fn()
+
+    async def _run_transaction(self, fn, max_attempts: int):
+        delay = 0.005
+        for attempt in range(1, max_attempts + 1):
+            _after_commit.set([])
+            try:
+                async with self.client.start_session() as session:
+                    async with await session.start_transaction():
+                        result = await fn(session)
+                    return result
+            except (ConcurrencyConflict, PyMongoError) as exc:
+                retryable = isinstance(exc, ConcurrencyConflict) or (
+                    isinstance(exc, PyMongoError) and (exc.has_error_label(TRANSIENT) or exc.has_error_label(UNKNOWN_COMMIT)))
+                if not retryable or attempt == max_attempts:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.25)
+        raise RuntimeError("unreachable")
+
+
+async def wait_for_mongo(url: str, timeout: float = 30.0) -> None:
+    client: AsyncMongoClient = AsyncMongoClient(url, serverSelectionTimeoutMS=1000)
+    deadline = asyncio.get_running_loop().time() + timeout
+    try:
+        while True:
+            try:
+                await client.admin.command("ping")
+                return
+            except (ConnectionFailure, PyMongoError):
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.3)
+    finally:
+        await client.close()

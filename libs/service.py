@@ -1,0 +1,97 @@
+"""Assembly of a domain service: Mongo, bus, outbox relay, consumers and periodic jobs as cleanup contexts."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+
+from libs.auth import TokenVerifier, auth_middleware, VERIFIER
+from libs.bus import Bus
+from libs.http import add_readiness_check, create_base_app
+from libs.idempotency import IDEMPOTENCY_INDEXES
+from libs.logging import configure_logging, get_logger
+from libs.mongo import IndexSpec, Mongo
+from libs.outbox import OUTBOX_INDEXES, Outbox, OutboxRelay
+from libs.settings import ServiceSettings
+
+MONGO = web.AppKey("mongo", Mongo)
+BUS = web.AppKey("bus", Bus)
+OUTBOX = web.AppKey("outbox", Outbox)
+RELAY = web.AppKey("relay", OutboxRelay)
+
+log = get_logger("service")
+Subscriber = Callable[[web.Application, Bus], None]
+
+
+def create_service_app(settings: ServiceSettings, *, indexes: Iterable[IndexSpec], routes: Iterable[web.AbstractRouteDef],
+                       subscribe: Subscriber | None = None, client_max_size: int = 1024 ** 2) -> web.Application:
+    """The application of one domain service: its routes, its consumers, and the kit's resources."""
+    app = create_base_app(settings, client_max_size=client_max_size, middlewares=[auth_middleware])
+    app[VERIFIER] = TokenVerifier(settings)
+    app.add_routes(list(routes))
+    index_list = [*indexes, *OUTBOX_INDEXES, *IDEMPOTENCY_INDEXES]
+
+    async def resources(app: web.Application):
+        mongo = Mongo(settings.mongo_url, settings.mongo_db, settings.mongo_serialize_transactions,
+                      app_name=settings.service_name)
+        await mongo.start(index_list)
+        bus = Bus(settings)
+        await bus.connect()
+        outbox = Outbox(mongo, settings.service_name)
+        relay = OutboxRelay(mongo, bus, outbox, settings.service_name, settings.outbox_poll_interval_s)
+        app[MONGO], app[BUS], app[OUTBOX], app[RELAY] = mongo, bus, outbox, relay
+        add_readiness_check(app, "mongo", mongo.ping)
+        add_readiness_check(app, "broker", bus.check)
+        await relay.start()
+        if subscribe is not None:
+            subscribe(app, bus)
+            await bus.start_consuming(mongo)
+        log.info("service.started", port=settings.port)
+        yield
+        await bus.stop_consuming()
+        await relay.stop()
+        await app[VERIFIER].close()
+        await bus.close()
+        await mongo.close()
+
+    app.cleanup_ctx.append(resources)
+    return app
+
+
+def add_periodic_job(app: web.Application, name: str, interval_s: float,
+                     job: Callable[[web.Application], Awaitable[Any]]) -> None:
+    """Run `job(app)` every `interval_s` seconds while the app runs (sweepers, schedulers)."""
+
+    async def context(app: web.Application):
+        async def loop():
+            while True:
+                await asyncio.sleep(interval_s)
+                try:
+                    await job(app)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("job.failed", job=name)
+
+        task = asyncio.create_task(loop(), name=name)
+        yield
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    app.cleanup_ctx.append(context)
+
+
+def run_service(app_factory: Callable[[], web.Application], settings: ServiceSettings) -> None:
+    configure_logging(settings.service_name, settings.log_level)
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is optional
+        pass
+    web.run_app(app_factory(), host=settings.host, port=settings.port, access_log=None, print=None,
+                shutdown_timeout=5)

@@ -1,0 +1,59 @@
+"""Settings read from the environment, one subclass per service.
+
+Infrastructure settings shared by every service use plain names (MONGO_URL, AMQP_URL, ...);
+service-specific ones carry the service prefix (e.g. STOCK_PORT) through each subclass's env_prefix.
+"""
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def shared(name: str, default, **kw):
+    """A field read from an unprefixed environment variable shared by all services."""
+    return Field(default, validation_alias=AliasChoices(name, name.lower()), **kw)
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    service_name: str = "service"
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+    mongo_url: str = shared("MONGO_URL", "mongodb://127.0.0.1:27017/?directConnection=true")
+    mongo_db_prefix: str = shared("MONGO_DB_PREFIX", "o2o_")
+    # "auto": serialize transactions in-process when the server is not a replica set member
+    # (the local nx-27017 wire server cannot isolate concurrent transactions).
+    mongo_serialize_transactions: str = shared("MONGO_SERIALIZE_TRANSACTIONS", "auto")
+
+    amqp_url: str = shared("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    # Prefix for every exchange and queue name, so test runs never see each other's messages.
+    bus_namespace: str = shared("O2O_BUS_NAMESPACE", "")
+    bus_prefetch: int = shared("O2O_BUS_PREFETCH", 32)
+    bus_max_attempts: int = shared("O2O_BUS_MAX_ATTEMPTS", 5)
+    bus_retry_delay_ms: int = shared("O2O_BUS_RETRY_DELAY_MS", 2000)
+    outbox_poll_interval_s: float = shared("O2O_OUTBOX_POLL_INTERVAL_S", 0.5)
+
+    log_level: str = shared("LOG_LEVEL", "INFO")
+    dev_mode: bool = shared("O2O_DEV_MODE", False)
+
+    # Token verification (issuer is membership; every service re-verifies the caller's token).
+    jwks_url: str = shared("O2O_JWKS_URL", "http://127.0.0.1:8084/auth/jwks")
+    jwt_issuer: str = shared("O2O_JWT_ISSUER", "o2o-membership")
+    jwt_audience: str = shared("O2O_JWT_AUDIENCE", "o2o-api")
+
+    # Service-to-service authentication (client credentials at membership's /auth/service/token).
+    service_client_secret: str = shared("O2O_SERVICE_CLIENT_SECRET", "dev-service-secret-change-me")
+    membership_url: str = shared("MEMBERSHIP_URL", "http://127.0.0.1:8084")
+    demo_data: bool = shared("O2O_DEMO_DATA", False)
+
+    @property
+    def mongo_db(self) -> str:
+        return f"{self.mongo_db_prefix}{self.service_name}"
+
+
+def service_url_field(service: str, port: int):
+    """Base URL of another service, overridable as <SERVICE>_URL."""
+    env = f"{service.upper()}_URL"
+    return Field(f"http://127.0.0.1:{port}", validation_alias=AliasChoices(env, env.lower()))
