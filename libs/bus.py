@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
+from yarl import URL
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import DuplicateKeyError
@@ -108,8 +109,9 @@ class Bus:
 
     # -- connection ------------------------------------------------------------------------------
     async def connect(self) -> None:
-        self.connection = await aio_pika.connect_robust(
-            self.settings.amqp_url, client_properties={"connection_name": self.service}, reconnect_interval=1.0)
+        # aiormq takes the connection name (shown by the broker, used by operators) from the URL.
+        url = URL(self.settings.amqp_url).update_query(name=self.service)
+        self.connection = await aio_pika.connect_robust(url, reconnect_interval=1.0)
         self.connection.close_callbacks.add(self._on_close)
         self.connection.reconnect_callbacks.add(self._on_reconnect)
         metrics.BUS_CONNECTED.labels(self.service).set(1)

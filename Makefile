@@ -1,0 +1,61 @@
+# O2O Loop: the one front door. `make run` starts the suite with demo data; `make test` runs what CI runs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: help install run stop status logs test test-unit test-integration test-e2e bench demo clean
+
+help:
+	@echo "make run     start the whole suite with demo data (RabbitMQ, nx-27017, 6 services, gateway)"
+	@echo "make stop    stop what make run started"
+	@echo "make logs    tail every service's log"
+	@echo "make test    unit, integration and end-to-end tests (what CI runs)"
+	@echo "make bench   benchmarks (not part of make test); results in bench-results/"
+	@echo "make demo    narrated walk through the closed loop on a running suite"
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(PY) scripts/suite.py start
+
+stop:
+	@test -x $(PY) && $(PY) scripts/suite.py stop || true
+
+status: install
+	$(PY) scripts/suite.py status
+
+logs:
+	tail -n 50 -F .state/logs/*.log
+
+test: install
+	$(PY) scripts/suite.py broker
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests/unit tests/integration tests/e2e
+
+test-unit: install
+	$(PY) -m pytest -q tests/unit
+
+test-integration: install
+	$(PY) scripts/suite.py broker
+	$(PY) -m pytest -q tests/integration
+
+test-e2e: install
+	$(PY) scripts/suite.py broker
+	$(PY) -m pytest -q tests/e2e
+
+bench: install
+	$(PY) scripts/suite.py broker
+	$(PY) -m tests.bench.run
+
+demo: install
+	$(PY) scripts/demo.py
+
+clean: stop
+	rm -rf .state bench-results

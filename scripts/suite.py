@@ -1,0 +1,290 @@
+"""Start, stop and inspect the whole suite on one machine (what `make run` / `make stop` call).
+
+The same `Suite` class starts the suite for the end-to-end tests, with their own ports, state folder,
+bus namespace and database prefix, so a test run never touches a running `make run`.
+
+    python scripts/suite.py start   # RabbitMQ (if installed and down), nx-27017 unless MONGO_URL, services, gateway
+    python scripts/suite.py stop
+    python scripts/suite.py status
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("catalog", "stock", "orders", "membership", "notifications", "settlement", "gateway")
+DEFAULT_PORTS = {"gateway": 8080, "catalog": 8081, "stock": 8082, "orders": 8083, "membership": 8084,
+                 "notifications": 8085, "settlement": 8086}
+# Start order: membership first (it issues the tokens the others verify and call with).
+START_ORDER = ("membership", "catalog", "stock", "orders", "notifications", "settlement", "gateway")
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours is not alive
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def http_json(url: str, timeout: float = 2.0) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except ValueError:
+            return exc.code, {}
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0, {}
+
+
+def ensure_rabbitmq(amqp_port: int = 5672, wait_s: float = 60.0) -> None:
+    if port_open(amqp_port):
+        return
+    server = shutil.which("rabbitmq-server")
+    if server is None:
+        sys.exit("RabbitMQ is not running on 127.0.0.1:5672 and is not installed.\n"
+                 "Install it (Debian/Ubuntu: sudo apt-get install -y rabbitmq-server) or point AMQP_URL at a broker.")
+    print("starting RabbitMQ (rabbitmq-server -detached) ...", flush=True)
+    subprocess.run([server, "-detached"], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + wait_s
+    while not port_open(amqp_port):
+        if time.monotonic() > deadline:
+            sys.exit("RabbitMQ did not come up within a minute; see `rabbitmqctl status`.")
+        time.sleep(0.5)
+    time.sleep(2)  # the listener opens a moment before the broker accepts connections
+
+
+@dataclass
+class Suite:
+    state_dir: Path = field(default_factory=lambda: ROOT / ".state")
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    mongo_url: str | None = None        # None: start nx-27017 under state_dir
+    nx_port: int = 27017
+    bus_namespace: str = ""
+    db_prefix: str = "o2o_"
+    dev_mode: bool = True
+    demo_data: bool = True
+    extra_env: dict[str, str] = field(default_factory=dict)
+    python: str = sys.executable
+
+    @property
+    def logs(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def pids(self) -> Path:
+        return self.state_dir / "pids"
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    @property
+    def effective_mongo_url(self) -> str:
+        return self.mongo_url or f"mongodb://127.0.0.1:{self.nx_port}/?directConnection=true"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()}
+        env.update({
+            "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1",
+            "MONGO_URL": self.effective_mongo_url, "MONGO_DB_PREFIX": self.db_prefix,
+            "O2O_BUS_NAMESPACE": self.bus_namespace,
+            "O2O_DEV_MODE": "true" if self.dev_mode else "false",
+            "O2O_DEMO_DATA": "true" if self.demo_data else "false",
+            "O2O_JWKS_URL": self.url("membership") + "/auth/jwks",
+            "MEMBERSHIP_URL": self.url("membership"),
+        })
+        for service in SERVICES:
+            env[f"{service.upper()}_PORT"] = str(self.ports[service])
+            env[f"{service.upper()}_URL"] = self.url(service)
+        env.update(self.extra_env)
+        return env
+
+    # -- processes -------------------------------------------------------------------------------
+    def _pid_file(self, name: str) -> Path:
+        return self.pids / f"{name}.pid"
+
+    def pid_of(self, name: str) -> int | None:
+        try:
+            pid = int(self._pid_file(name).read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if pid_alive(pid) else None
+
+    def start_mongo(self) -> None:
+        if self.mongo_url:
+            return
+        if self.pid_of("nx-27017") and port_open(self.nx_port):
+            return
+        if port_open(self.nx_port):
+            sys.exit(f"port {self.nx_port} is taken by another program; set MONGO_URL or stop it")
+        data = self.state_dir / "mongo"
+        data.mkdir(parents=True, exist_ok=True)
+        binary = Path(self.python).with_name("nx-27017")
+        process = subprocess.Popen(
+            [str(binary) if binary.exists() else "nx-27017", "--data-dir", str(data), "-p", str(self.nx_port),
+             "--pid-file", str(self.state_dir / "nx-27017.daemon.pid"), "--log-file", str(self.logs / "nx-27017.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self._pid_file("nx-27017").write_text(str(process.pid))
+        deadline = time.monotonic() + 20
+        while not port_open(self.nx_port):
+            if time.monotonic() > deadline or process.poll() is not None:
+                sys.exit(f"nx-27017 did not start; see {self.logs / 'nx-27017.log'}")
+            time.sleep(0.1)
+
+    def start_service(self, service: str) -> None:
+        if self.pid_of(service) and port_open(self.ports[service]):
+            return
+        if port_open(self.ports[service]):
+            raise RuntimeError(f"port {self.ports[service]} for {service} is taken by another program")
+        log = open(self.logs / f"{service}.log", "ab")
+        process = subprocess.Popen([self.python, "-m", f"services.{service}"], cwd=ROOT, env=self.env(),
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._pid_file(service).write_text(str(process.pid))
+
+    def wait_ready(self, services=SERVICES, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = list(services)
+        while pending:
+            for service in list(pending):
+                status, _ = http_json(self.url(service) + "/readyz")
+                if status == 200:
+                    pending.remove(service)
+                elif self.pid_of(service) is None:
+                    raise RuntimeError(f"{service} exited; see {self.logs / (service + '.log')}")
+            if pending and time.monotonic() > deadline:
+                raise RuntimeError(f"not ready after {timeout:.0f}s: {', '.join(pending)} (see {self.logs})")
+            if pending:
+                time.sleep(0.3)
+
+    def start(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.pids.mkdir(parents=True, exist_ok=True)
+        self.start_mongo()
+        for service in START_ORDER:
+            if service == "gateway":
+                continue
+            self.start_service(service)
+            if service == "membership":  # the others fetch its JWKS and service tokens
+                self.wait_ready(["membership"])
+        self.wait_ready([s for s in SERVICES if s != "gateway"])
+        self.start_service("gateway")
+        self.wait_ready(["gateway"])
+
+    def kill(self, service: str, sig: int = signal.SIGKILL) -> None:
+        pid = self.pid_of(service)
+        if pid is None:
+            return
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 15
+        while pid_alive(pid) and time.monotonic() < deadline:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.05)
+        if pid_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+
+    def restart(self, service: str) -> None:
+        self.kill(service)
+        self.start_service(service)
+        self.wait_ready([service])
+
+    def stop(self) -> None:
+        for service in reversed(START_ORDER):
+            self.kill(service, signal.SIGTERM)
+        self.kill("nx-27017", signal.SIGTERM)
+        for name in (*SERVICES, "nx-27017"):
+            self._pid_file(name).unlink(missing_ok=True)
+
+    def status(self) -> dict[str, str]:
+        result = {}
+        for service in SERVICES:
+            code, _ = http_json(self.url(service) + "/readyz")
+            result[service] = "ready" if code == 200 else ("running" if self.pid_of(service) else "stopped")
+        return result
+
+
+def print_welcome(suite: Suite) -> None:
+    dataset = json.loads((ROOT / "deploy/demo/dataset.json").read_text())
+    print("\nO2O Loop is running.\n")
+    print(f"  Gateway (public API)   {suite.url('gateway')}/api/v1   (health: {suite.url('gateway')}/healthz,"
+          f" docs: {suite.url('gateway')}/api/docs)")
+    for service in SERVICES:
+        if service != "gateway":
+            print(f"  {service:<22} {suite.url(service)}   (/healthz /readyz /metrics)")
+    print(f"  MongoDB                {suite.effective_mongo_url}")
+    print(f"  RabbitMQ               amqp://127.0.0.1:5672 (exchange {suite.bus_namespace}o2o.events)")
+    print(f"  Logs                   {suite.logs}/<service>.log   (make logs)")
+    print("\nDemo staff logins (POST /api/v1/auth/staff/token {\"username\", \"password\"}):")
+    for person in dataset["staff"]:
+        print(f"  {person['username']:<22} {person['password']:<26} {', '.join(person['roles'])}"
+              f"{'  ' + ','.join(person['store_ids']) if person['store_ids'] else ''}")
+    print("\nDemo members log in by phone + OTP (dev mode answers with dev_code):")
+    for member in dataset["members"]:
+        print(f"  {member['phone']}  {member['name']}")
+    print("\nStop with `make stop`.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["start", "stop", "status", "restart", "broker"])
+    parser.add_argument("service", nargs="?")
+    args = parser.parse_args()
+    suite = Suite(mongo_url=os.environ.get("MONGO_URL") or None,
+                  nx_port=int(os.environ.get("O2O_NX_PORT", "27017")),
+                  dev_mode=os.environ.get("O2O_DEV_MODE", "true").lower() == "true")
+    if args.command == "broker":
+        ensure_rabbitmq()
+        return
+    if args.command == "start":
+        ensure_rabbitmq()
+        try:
+            suite.start()
+        except RuntimeError as exc:
+            sys.exit(f"start failed: {exc}")
+        code, health = http_json(suite.url("gateway") + "/healthz")
+        print(json.dumps(health, indent=1))
+        print_welcome(suite)
+    elif args.command == "stop":
+        suite.stop()
+        print("stopped")
+    elif args.command == "restart":
+        suite.restart(args.service)
+    else:
+        for service, state in suite.status().items():
+            print(f"{service:<15} {state}")
+
+
+if __name__ == "__main__":
+    main()
