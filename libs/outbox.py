@@ -62,6 +62,7 @@ class OutboxRelay:
         self.batch = batch
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
         self._wake = asyncio.Event()
+        self._lease_until_ms = 0
         self._task: asyncio.Task | None = None
         outbox.listeners.append(self._wake.set)
 
@@ -106,6 +107,8 @@ class OutboxRelay:
 
     async def _hold_lease(self) -> bool:
         now_ms = int(time.time() * 1000)
+        if now_ms < self._lease_until_ms - LEASE_SECONDS * 500:
+            return True  # renew only when half of the lease is gone
 
         async def take(session):
             result = await self.mongo.db["outbox_lease"].update_one(
@@ -113,37 +116,51 @@ class OutboxRelay:
                 {"$set": {"owner": self.owner, "until_ms": now_ms + LEASE_SECONDS * 1000}}, session=session)
             return result.matched_count == 1
 
-        return await self.mongo.transaction(take)
+        held = await self.mongo.transaction(take)
+        self._lease_until_ms = now_ms + LEASE_SECONDS * 1000 if held else 0
+        return held
 
     async def publish_pending(self) -> int:
-        """Publish pending events in order; stop at the first failure so order is kept."""
+        """Publish a batch of pending events in recording order, then mark the confirmed ones sent.
+
+        The batch is pipelined on one confirming channel (frames keep their order); only the prefix
+        confirmed before the first failure is marked, so order is kept and nothing is marked unpublished.
+        """
         outbox = self.mongo.db["outbox"]
         pending = await self.mongo.read_committed(
             lambda: outbox.find({"state": PENDING}).sort("_id", ASCENDING).limit(self.batch).to_list())
         metrics.OUTBOX_BACKLOG.labels(self.service).set(len(pending))
-        published = 0
-        for doc in pending:
-            envelope = Envelope.model_validate(doc["envelope"])
-            try:
-                await self.bus.publish(envelope)
-            except Exception as exc:
-                await self._note_failure(doc["_id"], exc)
-                raise
-            await self.after_publish(doc)
-            await self.mark_sent(doc["_id"])
-            published += 1
-            metrics.EVENTS_PUBLISHED.labels(self.service, envelope.type).inc()
-            metrics.OUTBOX_LAG.labels(self.service).observe((utcnow() - doc["recorded_at"]).total_seconds())
-        if published:
-            metrics.OUTBOX_BACKLOG.labels(self.service).set(await outbox.count_documents({"state": PENDING}))
-        return published
+        if not pending:
+            return 0
+        envelopes = [Envelope.model_validate(doc["envelope"]) for doc in pending]
+        outcomes = await asyncio.gather(*(self.bus.publish(e) for e in envelopes), return_exceptions=True)
+        confirmed = 0
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                break
+            confirmed += 1
+        done = pending[:confirmed]
+        if done:
+            for doc in done:
+                await self.after_publish(doc)
+            await self.mark_sent([doc["_id"] for doc in done])
+            for doc, envelope in zip(done, envelopes):
+                metrics.EVENTS_PUBLISHED.labels(self.service, envelope.type).inc()
+                metrics.OUTBOX_LAG.labels(self.service).observe((utcnow() - doc["recorded_at"]).total_seconds())
+        if confirmed < len(pending):
+            failure = outcomes[confirmed]
+            await self._note_failure(pending[confirmed]["_id"], failure)
+            raise failure
+        metrics.OUTBOX_BACKLOG.labels(self.service).set(max(len(pending) - confirmed, 0))
+        return confirmed
 
     async def after_publish(self, doc: dict) -> None:
         """Hook between publish and mark (fault-injection tests crash here)."""
 
-    async def mark_sent(self, doc_id: ObjectId) -> None:
-        await self.mongo.transaction(lambda s: self.mongo.db["outbox"].update_one(
-            {"_id": doc_id}, {"$set": {"state": SENT, "sent_at_ms": int(time.time() * 1000)}}, session=s))
+    async def mark_sent(self, doc_ids: list[ObjectId]) -> None:
+        sent_at_ms = int(time.time() * 1000)
+        await self.mongo.transaction(lambda s: self.mongo.db["outbox"].update_many(
+            {"_id": {"$in": doc_ids}}, {"$set": {"state": SENT, "sent_at_ms": sent_at_ms}}, session=s))
 
     async def _note_failure(self, doc_id: ObjectId, exc: Exception) -> None:
         error = f"{type(exc).__name__}: {exc}"[:500]

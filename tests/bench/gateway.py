@@ -1,0 +1,2 @@
+async def run(mongo_url: str, namespace: str) -> dict:
+    raise NotImplementedError

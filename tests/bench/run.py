@@ -1,0 +1,90 @@
+"""`make bench`: run the benchmarks, write bench-results/results.json and summary.md, print the ratios.
+
+Each figure is a ratio against a raw baseline measured in the same run on the same machine, so the
+numbers compare across machines better than absolute rates do.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from libs.testing import NxServer, delete_bus_namespace, new_namespace
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "bench-results"
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    try:
+        mem_kb = int(next(l for l in open("/proc/meminfo") if l.startswith("MemTotal")).split()[1])
+        mem = f"{mem_kb / 1024 / 1024:.0f} GiB"
+    except (OSError, StopIteration):
+        mem = "?"
+    return f"{platform.system()} {platform.machine()}, {cpus} cores, {mem}, Python {platform.python_version()}"
+
+
+async def main(selected: list[str]) -> dict:
+    from tests.bench import bus, flash_sale, gateway
+    results: dict = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine()}
+    server = NxServer().start()
+    namespace = new_namespace()
+    try:
+        if not selected or "bus" in selected:
+            started = time.perf_counter()
+            results["bus"] = await bus.run(server.url, namespace)
+            results["bus"]["seconds"] = round(time.perf_counter() - started, 1)
+            print("bus", json.dumps(results["bus"]), flush=True)
+        if not selected or "gateway" in selected:
+            started = time.perf_counter()
+            results["gateway"] = await gateway.run(server.url, namespace)
+            results["gateway"]["seconds"] = round(time.perf_counter() - started, 1)
+            print("gateway", json.dumps(results["gateway"]), flush=True)
+        if not selected or "flash_sale" in selected:
+            started = time.perf_counter()
+            results["flash_sale"] = await flash_sale.run(server.url, namespace)
+            results["flash_sale"]["seconds"] = round(time.perf_counter() - started, 1)
+            print("flash_sale", json.dumps(results["flash_sale"]), flush=True)
+    finally:
+        await delete_bus_namespace(namespace)
+        server.stop()
+    return results
+
+
+def summary(results: dict) -> str:
+    lines = [f"# Benchmarks ({results['measured_at']})", "", f"Machine: {results['machine']}", ""]
+    if "bus" in results:
+        b = results["bus"]
+        lines += ["## Bus: outbox -> relay -> consumer with inbox", "",
+                  f"- pipeline: {b['pipeline_per_s']} events/s ({b['events']} events)",
+                  f"- raw aio-pika confirmed publish: {b['raw_publish_per_s']}/s; raw consume: {b['raw_consume_per_s']}/s",
+                  f"- **ratio vs raw publish: {b['ratio_vs_raw_publish']}**, vs raw consume: {b['ratio_vs_raw_consume']}", ""]
+    if "gateway" in results:
+        g = results["gateway"]
+        lines += ["## Gateway (auth + rate limits + metrics on)", ""]
+        for key, value in g.items():
+            lines.append(f"- {key}: {value}")
+        lines.append("")
+    if "flash_sale" in results:
+        f = results["flash_sale"]
+        lines += ["## Flash sale through the gateway", ""]
+        for key, value in f.items():
+            lines.append(f"- {key}: {value}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    selected = sys.argv[1:]
+    results = asyncio.run(main(selected))
+    OUT.mkdir(exist_ok=True)
+    (OUT / "results.json").write_text(json.dumps(results, indent=1))
+    text = summary(results)
+    (OUT / "summary.md").write_text(text)
+    print(text)
