@@ -1,0 +1,25 @@
+from aiohttp import web
+
+from libs.service import MONGO, OUTBOX, add_periodic_job, create_service_app
+from services.stock.consumers import subscribe
+from services.stock.demo import load_demo_data
+from services.stock.handlers import routes
+from services.stock.jobs import release_expired_reservations
+from services.stock.repository import INDEXES
+from services.stock.settings import StockSettings
+from services.stock.usecases import STOCK, Stock
+
+
+def create_app(settings: StockSettings | None = None) -> web.Application:
+    settings = settings or StockSettings()
+    app = create_service_app(settings, indexes=INDEXES, routes=routes, subscribe=subscribe)
+
+    async def use_cases(app: web.Application):
+        app[STOCK] = Stock(app[MONGO], app[OUTBOX], settings)
+        if settings.demo_data:
+            await load_demo_data(app[STOCK])
+        yield
+
+    app.cleanup_ctx.append(use_cases)
+    add_periodic_job(app, "stock-reservation-sweeper", settings.sweeper_interval_s, release_expired_reservations)
+    return app

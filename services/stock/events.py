@@ -1,0 +1,71 @@
+"""Integration events stock publishes (past tense; never renamed)."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from libs.bus import IntegrationEvent
+
+
+class AllocatedLine(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sku_id: str
+    qty: int
+
+
+class AllocationData(BaseModel):
+    """Where the goods of a reservation are held; ownership lets settlement credit a franchise store."""
+    model_config = ConfigDict(extra="forbid")
+    location_id: str
+    ownership: str
+    franchisee_id: str | None
+    lines: list[AllocatedLine]
+
+
+class NearbyStore(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    location_id: str
+    distance_m: int
+
+
+class StockReserved(IntegrationEvent):
+    event_type = "stock.reserved"
+    reservation_id: str
+    order_id: str
+    mode: str
+    allocations: list[AllocationData]
+    expires_at: datetime
+
+
+class ReservationRejected(IntegrationEvent):
+    event_type = "stock.reservation_rejected"
+    order_id: str
+    mode: str
+    lines: list[AllocatedLine]
+    reason: str
+    nearest: list[NearbyStore]
+
+
+class StockReleased(IntegrationEvent):
+    event_type = "stock.released"
+    reservation_id: str
+    order_id: str
+    reason: str  # cancelled | expired | order_cancelled
+    allocations: list[AllocationData]
+
+
+class StockCommitted(IntegrationEvent):
+    event_type = "stock.committed"
+    reservation_id: str
+    order_id: str
+    allocations: list[AllocationData]
+
+
+class StockLevelLow(IntegrationEvent):
+    event_type = "stock.level_low"
+    location_id: str
+    sku_id: str
+    available: int
+    on_hand: int
+    reorder_point: int

@@ -1,0 +1,223 @@
+"""Mongo repositories of stock: one per aggregate. Every write takes the caller's transaction session."""
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+
+from libs.mongo import ConcurrencyConflict, IndexSpec, Mongo
+
+INDEXES = [
+    IndexSpec("locations", [("kind", ASCENDING)], name="kind"),
+    IndexSpec("levels", [("sku_id", ASCENDING)], name="sku"),
+    IndexSpec("levels", [("location_id", ASCENDING), ("sku_id", ASCENDING)], unique=True, name="location_sku"),
+    IndexSpec("movements", [("key", ASCENDING)], unique=True, name="key_unique"),
+    IndexSpec("movements", [("location_id", ASCENDING), ("sku_id", ASCENDING), ("seq", ASCENDING)],
+              name="location_sku_seq"),
+    IndexSpec("reservations", [("order_id", ASCENDING)], unique=True, name="order_unique"),
+    IndexSpec("reservations", [("status", ASCENDING), ("expires_at_ms", ASCENDING)], name="status_expiry"),
+    IndexSpec("capacity", [("day", ASCENDING)], name="day"),
+    IndexSpec("transfers", [("status", ASCENDING)], name="status"),
+]
+
+
+def level_id(location_id: str, sku_id: str) -> str:
+    return f"{location_id}:{sku_id}"
+
+
+class LocationRepository:
+    def __init__(self, mongo: Mongo) -> None:
+        self.collection = mongo.db["locations"]
+
+    async def get(self, location_id: str, session=None) -> dict | None:
+        return await self.collection.find_one({"_id": location_id}, session=session)
+
+    async def all(self, session=None) -> list[dict]:
+        return await self.collection.find({}, session=session).sort("_id", ASCENDING).to_list()
+
+    async def page(self, after: str | None, limit: int, kind: str | None = None) -> list[dict]:
+        query: dict[str, Any] = {}
+        if after:
+            query["_id"] = {"$gt": after}
+        if kind:
+            query["kind"] = kind
+        return await self.collection.find(query).sort("_id", ASCENDING).limit(limit).to_list()
+
+    async def add(self, doc: dict, session) -> None:
+        await self.collection.insert_one({**doc, "version": 1}, session=session)
+
+    async def add_if_missing(self, doc: dict, session) -> None:
+        """Demo loading: insert once; a location an admin has since changed is left as it is."""
+        await self.collection.update_one({"_id": doc["_id"]}, {"$setOnInsert": {
+            **{k: v for k, v in doc.items() if k != "_id"}, "version": 1}}, upsert=True, session=session)
+
+    async def save(self, doc: dict, session) -> dict:
+        expected = doc["version"]
+        new = {**doc, "version": expected + 1}
+        result = await self.collection.replace_one({"_id": doc["_id"], "version": expected}, new, session=session)
+        if result.matched_count != 1:
+            raise ConcurrencyConflict(f"location {doc['_id']} changed concurrently")
+        return new
+
+
+class LevelRepository:
+    """Stock level per (location, SKU). `available` = on_hand - reserved is maintained by every update so
+    that plain guarded filters (`available >= q`) decide contention atomically."""
+
+    def __init__(self, mongo: Mongo, default_reorder_point: int = 0) -> None:
+        self.collection = mongo.db["levels"]
+        self.default_reorder_point = default_reorder_point
+
+    async def get(self, location_id: str, sku_id: str, session=None) -> dict | None:
+        return await self.collection.find_one({"_id": level_id(location_id, sku_id)}, session=session)
+
+    async def for_skus(self, sku_ids: list[str], session=None) -> list[dict]:
+        return await self.collection.find({"sku_id": {"$in": sku_ids}}, session=session).to_list()
+
+    async def page(self, query: dict, after: str | None, limit: int) -> list[dict]:
+        if after:
+            query = {**query, "_id": {"$gt": after}}
+        return await self.collection.find(query).sort("_id", ASCENDING).limit(limit).to_list()
+
+    async def ensure(self, location_id: str, sku_id: str, session, reorder_point: int | None = None) -> dict:
+        """Create the level at zero if missing (upsert then read: nx ignores $setOnInsert on find-and-modify)."""
+        await self.collection.update_one(
+            {"_id": level_id(location_id, sku_id)},
+            {"$setOnInsert": {"location_id": location_id, "sku_id": sku_id, "on_hand": 0, "reserved": 0,
+                              "available": 0, "in_transit": 0,
+                              "reorder_point": self.default_reorder_point if reorder_point is None else reorder_point}},
+            upsert=True, session=session)
+        return await self.get(location_id, sku_id, session)
+
+    async def hold(self, location_id: str, sku_id: str, qty: int, held_back: int, session) -> bool:
+        """Reserve `qty` if at least qty + held_back is available (held_back = safety stock for online)."""
+        result = await self.collection.update_one(
+            {"_id": level_id(location_id, sku_id), "available": {"$gte": qty + held_back}},
+            {"$inc": {"available": -qty, "reserved": qty}}, session=session)
+        return result.modified_count == 1
+
+    async def unhold(self, location_id: str, sku_id: str, qty: int, session) -> bool:
+        result = await self.collection.update_one(
+            {"_id": level_id(location_id, sku_id), "reserved": {"$gte": qty}},
+            {"$inc": {"available": qty, "reserved": -qty}}, session=session)
+        return result.modified_count == 1
+
+    async def ship_held(self, location_id: str, sku_id: str, qty: int, session) -> bool:
+        """Held goods leave: on-hand and reserved go down together, available is unchanged."""
+        result = await self.collection.update_one(
+            {"_id": level_id(location_id, sku_id), "reserved": {"$gte": qty}, "on_hand": {"$gte": qty}},
+            {"$inc": {"on_hand": -qty, "reserved": -qty}}, session=session)
+        return result.modified_count == 1
+
+    async def change_on_hand(self, location_id: str, sku_id: str, delta: int, expected_on_hand: int,
+                             session) -> bool:
+        """Apply a movement; guarded on the on-hand it was planned from and on available staying >= 0."""
+        query: dict[str, Any] = {"_id": level_id(location_id, sku_id), "on_hand": expected_on_hand}
+        if delta < 0:
+            query["available"] = {"$gte": -delta}
+        result = await self.collection.update_one(query, {"$inc": {"on_hand": delta, "available": delta}},
+                                                  session=session)
+        return result.modified_count == 1
+
+    async def change_in_transit(self, location_id: str, sku_id: str, delta: int, session) -> bool:
+        query: dict[str, Any] = {"_id": level_id(location_id, sku_id)}
+        if delta < 0:
+            query["in_transit"] = {"$gte": -delta}
+        result = await self.collection.update_one(query, {"$inc": {"in_transit": delta}}, session=session)
+        return result.modified_count == 1
+
+    async def upsert_demo(self, location_id: str, sku_id: str, on_hand: int, reorder_point: int, session) -> None:
+        """Demo loading: create the level with its stock once; never touches a level that exists."""
+        await self.collection.update_one(
+            {"_id": level_id(location_id, sku_id)},
+            {"$setOnInsert": {"location_id": location_id, "sku_id": sku_id, "on_hand": on_hand, "reserved": 0,
+                              "available": on_hand, "in_transit": 0, "reorder_point": reorder_point}},
+            upsert=True, session=session)
+
+
+class MovementLedger:
+    """The append-only ledger: one document per movement, idempotent by its key."""
+
+    def __init__(self, mongo: Mongo) -> None:
+        self.collection = mongo.db["movements"]
+
+    async def by_key(self, key: str, session=None) -> dict | None:
+        return await self.collection.find_one({"key": key}, session=session)
+
+    async def append(self, doc: dict, session) -> None:
+        await self.collection.insert_one(doc, session=session)
+
+    async def page(self, query: dict, before_seq: int | None, limit: int) -> list[dict]:
+        if before_seq is not None:
+            query = {**query, "seq": {"$lt": before_seq}}
+        return await self.collection.find(query).sort("seq", DESCENDING).limit(limit).to_list()
+
+
+class ReservationRepository:
+    def __init__(self, mongo: Mongo) -> None:
+        self.collection = mongo.db["reservations"]
+
+    async def by_order(self, order_id: str, session=None) -> dict | None:
+        return await self.collection.find_one({"order_id": order_id}, session=session)
+
+    async def add(self, doc: dict, session) -> None:
+        await self.collection.insert_one({**doc, "version": 1}, session=session)
+
+    async def save(self, doc: dict, session) -> dict:
+        expected = doc["version"]
+        new = {**doc, "version": expected + 1}
+        result = await self.collection.replace_one({"_id": doc["_id"], "version": expected}, new, session=session)
+        if result.matched_count != 1:
+            raise ConcurrencyConflict(f"reservation {doc['_id']} changed concurrently")
+        return new
+
+    async def expired(self, now_ms: int, limit: int) -> list[dict]:
+        return await self.collection.find({"status": "reserved", "expires_at_ms": {"$lte": now_ms}}) \
+            .sort("expires_at_ms", ASCENDING).limit(limit).to_list()
+
+
+class CapacityRepository:
+    """Ship-from-store capacity per location per local day: counter created by upsert, taken by a guarded $inc."""
+
+    def __init__(self, mongo: Mongo) -> None:
+        self.collection = mongo.db["capacity"]
+
+    @staticmethod
+    def key(location_id: str, day: str) -> str:
+        return f"{location_id}:{day}"
+
+    async def used_on(self, day: str, session=None) -> dict[str, int]:
+        docs = await self.collection.find({"day": day}, session=session).to_list()
+        return {doc["location_id"]: doc["used"] for doc in docs}
+
+    async def take(self, location_id: str, day: str, capacity: int, session) -> bool:
+        key = self.key(location_id, day)
+        await self.collection.update_one({"_id": key}, {"$setOnInsert": {"location_id": location_id, "day": day,
+                                                                         "used": 0}},
+                                         upsert=True, session=session)
+        result = await self.collection.update_one({"_id": key, "used": {"$lt": capacity}}, {"$inc": {"used": 1}},
+                                                  session=session)
+        return result.modified_count == 1
+
+    async def give_back(self, location_id: str, day: str, session) -> None:
+        await self.collection.update_one({"_id": self.key(location_id, day), "used": {"$gt": 0}},
+                                         {"$inc": {"used": -1}}, session=session)
+
+
+class TransferRepository:
+    def __init__(self, mongo: Mongo) -> None:
+        self.collection = mongo.db["transfers"]
+
+    async def get(self, transfer_id: str, session=None) -> dict | None:
+        return await self.collection.find_one({"_id": transfer_id}, session=session)
+
+    async def add(self, doc: dict, session) -> None:
+        await self.collection.insert_one({**doc, "version": 1}, session=session)
+
+    async def save(self, doc: dict, session) -> dict:
+        expected = doc["version"]
+        new = {**doc, "version": expected + 1}
+        result = await self.collection.replace_one({"_id": doc["_id"], "version": expected}, new, session=session)
+        if result.matched_count != 1:
+            raise ConcurrencyConflict(f"transfer {doc['_id']} changed concurrently")
+        return new

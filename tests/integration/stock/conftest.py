@@ -1,0 +1,99 @@
+"""Stock integration fixtures: the stock app on the real broker and wire server, and RS256 tokens.
+
+Membership (the token issuer) is another team's service; the tests mint their own RS256 tokens and load
+the matching JWKS into the app's verifier, so the production verification path runs unchanged.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import aiohttp
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from libs.auth import VERIFIER
+from libs.testing import running_app, settings_for
+from services.stock.app import create_app
+from services.stock.settings import StockSettings
+
+
+class TokenMint:
+    def __init__(self) -> None:
+        self.kid = f"test-{uuid.uuid4().hex[:8]}"
+        self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.private_key.public_key()))
+        self.jwks = {"keys": [{**public, "kid": self.kid, "alg": "RS256", "use": "sig"}]}
+
+    def token(self, settings, sub: str, roles: list[str], **claims) -> str:
+        now = int(time.time())
+        payload = {"sub": sub, "roles": roles, "iss": settings.jwt_issuer, "aud": settings.jwt_audience,
+                   "iat": now, "exp": now + 3600, **claims}
+        return jwt.encode(payload, self.private_key, algorithm="RS256", headers={"kid": self.kid})
+
+
+@pytest.fixture(scope="session")
+def token_mint() -> TokenMint:
+    return TokenMint()
+
+
+class StockApi:
+    """A running stock app plus an HTTP session and tokens for each role."""
+
+    def __init__(self, app, base: str, http: aiohttp.ClientSession, mint: TokenMint) -> None:
+        self.app, self.base, self.http = app, base, http
+        self.service = {"Authorization": "Bearer " + mint.token(_settings(app), "svc:orders", ["service"])}
+        self.admin = {"Authorization": "Bearer " + mint.token(_settings(app), "stf_hq", ["hq_admin"],
+                                                             staff_id="stf_hq")}
+        self.mint = mint
+
+    def staff_of(self, *store_ids: str, role: str = "store_staff") -> dict:
+        token = self.mint.token(_settings(self.app), f"stf_{store_ids[0]}", [role], staff_id=f"stf_{store_ids[0]}",
+                                store_ids=list(store_ids))
+        return {"Authorization": "Bearer " + token}
+
+    async def call(self, method: str, path: str, headers: dict | None = None, **kw) -> tuple[int, dict, dict]:
+        async with self.http.request(method, self.base + path, headers=headers or {}, **kw) as response:
+            body = await response.json(content_type=None) if (await response.read()) else None
+            return response.status, body, dict(response.headers)
+
+    async def reserve(self, body: dict, headers: dict | None = None) -> tuple[int, dict]:
+        status, payload, _ = await self.call("POST", "/stock/internal/reservations", headers or self.service, json=body)
+        return status, payload
+
+    async def move(self, body: dict, headers: dict | None = None) -> tuple[int, dict]:
+        status, payload, _ = await self.call("POST", "/stock/movements", headers or self.admin, json=body)
+        return status, payload
+
+    async def location(self, **fields) -> dict:
+        body = {"kind": "store", "ownership": "direct", "capabilities": {"pickup": True, "ship": True},
+                "daily_capacity": 100, "safety_stock": 0, **fields}
+        status, payload, _ = await self.call("POST", "/stock/locations", self.admin, json=body)
+        assert status == 201, payload
+        return payload
+
+    async def level(self, location_id: str, sku_id: str) -> dict:
+        status, payload, _ = await self.call("GET", f"/stock/levels?location_id={location_id}&sku_id={sku_id}",
+                                             self.admin)
+        assert status == 200, payload
+        return payload["items"][0]
+
+
+def _settings(app):
+    from libs.http import SETTINGS
+    return app[SETTINGS]
+
+
+@pytest.fixture
+async def stock_api(mongo_url, bus_namespace, token_mint, request):
+    """A fresh stock database per test (its own prefix), the session's bus namespace."""
+    overrides = getattr(request, "param", {}) or {}
+    settings = settings_for(StockSettings, mongo_url, bus_namespace,
+                            mongo_db_prefix=f"st{uuid.uuid4().hex[:10]}_", **overrides)
+    app = create_app(settings)
+    app[VERIFIER].load_jwks(token_mint.jwks)
+    async with running_app(app, settings.port) as base:
+        async with aiohttp.ClientSession() as http:
+            yield StockApi(app, base, http, token_mint)
