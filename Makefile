@@ -36,6 +36,7 @@ logs:
 	tail -n 50 -F .state/logs/*.log
 
 test: install
+	@scripts/install-tools.sh
 	$(PY) scripts/suite.py broker
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests/unit tests/integration tests/e2e
 
