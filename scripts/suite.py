@@ -93,6 +93,8 @@ class Suite:
     demo_data: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
     python: str = sys.executable
+    with_prometheus: bool = False       # make run: a local Prometheus scraping the suite, when installed
+    prometheus_port: int = 9090
 
     @property
     def logs(self) -> Path:
@@ -197,6 +199,22 @@ class Suite:
         self.start_service("gateway")
         self.wait_ready(["gateway"])
 
+    def start_prometheus(self) -> str | None:
+        binary = shutil.which("prometheus")
+        config = ROOT / "deploy/prometheus/prometheus.local.yml"
+        if not self.with_prometheus or binary is None or not config.exists():
+            return None
+        if self.pid_of("prometheus") or port_open(self.prometheus_port):
+            return f"http://127.0.0.1:{self.prometheus_port}"
+        data = self.state_dir / "prometheus"
+        data.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs / "prometheus.log", "ab")
+        process = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={data}",
+                                    f"--web.listen-address=127.0.0.1:{self.prometheus_port}"],
+                                   cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._pid_file("prometheus").write_text(str(process.pid))
+        return f"http://127.0.0.1:{self.prometheus_port}"
+
     def kill(self, service: str, sig: int = signal.SIGKILL) -> None:
         pid = self.pid_of(service)
         if pid is None:
@@ -224,7 +242,8 @@ class Suite:
         for service in reversed(START_ORDER):
             self.kill(service, signal.SIGTERM)
         self.kill("nx-27017", signal.SIGTERM)
-        for name in (*SERVICES, "nx-27017"):
+        self.kill("prometheus", signal.SIGTERM)
+        for name in (*SERVICES, "nx-27017", "prometheus"):
             self._pid_file(name).unlink(missing_ok=True)
 
     def status(self) -> dict[str, str]:
@@ -245,6 +264,8 @@ def print_welcome(suite: Suite) -> None:
             print(f"  {service:<22} {suite.url(service)}   (/healthz /readyz /metrics)")
     print(f"  MongoDB                {suite.effective_mongo_url}")
     print(f"  RabbitMQ               amqp://127.0.0.1:5672 (exchange {suite.bus_namespace}o2o.events)")
+    if suite.pid_of("prometheus"):
+        print(f"  Prometheus             http://127.0.0.1:{suite.prometheus_port}   (scraping every service)")
     print(f"  Logs                   {suite.logs}/<service>.log   (make logs)")
     print("\nDemo staff logins (POST /api/v1/auth/staff/token {\"username\", \"password\"}):")
     for person in dataset["staff"]:
@@ -263,7 +284,7 @@ def main() -> None:
     args = parser.parse_args()
     suite = Suite(mongo_url=os.environ.get("MONGO_URL") or None,
                   nx_port=int(os.environ.get("O2O_NX_PORT", "27017")),
-                  dev_mode=os.environ.get("O2O_DEV_MODE", "true").lower() == "true")
+                  dev_mode=os.environ.get("O2O_DEV_MODE", "true").lower() == "true", with_prometheus=True)
     if args.command == "broker":
         ensure_rabbitmq()
         return
@@ -271,6 +292,7 @@ def main() -> None:
         ensure_rabbitmq()
         try:
             suite.start()
+            suite.start_prometheus()
         except RuntimeError as exc:
             sys.exit(f"start failed: {exc}")
         code, health = http_json(suite.url("gateway") + "/healthz")
