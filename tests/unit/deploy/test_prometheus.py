@@ -1,0 +1,81 @@
+"""Prometheus configuration and alert rules: promtool accepts them and the rule unit tests pass."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+PROMETHEUS = Path(__file__).resolve().parents[3] / "deploy" / "prometheus"
+CONFIGS = sorted(PROMETHEUS.glob("prometheus.*.yml"))
+RULE_FILES = sorted((PROMETHEUS / "rules").glob("*.yml"))
+RULE_TESTS = sorted((PROMETHEUS / "tests").glob("*.test.yml"))
+SERVICES = {"gateway": 8080, "catalog": 8081, "stock": 8082, "orders": 8083, "membership": 8084,
+            "notifications": 8085, "settlement": 8086}
+
+promtool_required = pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool is not installed (Debian: apt-get install -y prometheus)")
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["promtool", *args], capture_output=True, text=True, timeout=60, cwd=PROMETHEUS)
+
+
+@promtool_required
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_promtool_accepts_the_scrape_config(config):
+    result = promtool("check", "config", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@promtool_required
+def test_promtool_accepts_the_alert_rules():
+    result = promtool("check", "rules", *map(str, RULE_FILES))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@promtool_required
+def test_alert_rule_unit_tests_pass():
+    result = promtool("test", "rules", *map(str, RULE_TESTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr
+
+
+@promtool_required
+def test_promtool_rejects_a_broken_rule(tmp_path):
+    """The checks above can fail: a rule with a bad expression is refused."""
+    broken = tmp_path / "broken.yml"
+    broken.write_text("groups:\n- name: x\n  rules:\n  - alert: Broken\n    expr: sum by (service (up)\n")
+    assert promtool("check", "rules", str(broken)).returncode != 0
+
+
+def test_every_alert_has_a_unit_test():
+    alerts = {rule["alert"] for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"]
+              for rule in group["rules"] if "alert" in rule}
+    tested = {case["alertname"] for path in RULE_TESTS for test in yaml.safe_load(path.read_text())["tests"]
+              for case in test.get("alert_rule_test", []) if case.get("exp_alerts")}
+    assert alerts - tested == set(), "alerts without a firing unit test"
+
+
+def test_every_alert_has_severity_summary_and_description():
+    for path in RULE_FILES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                if "alert" in rule:
+                    assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
+                    assert {"summary", "description"} <= set(rule["annotations"]), rule["alert"]
+
+
+@pytest.mark.parametrize("config,host", [("prometheus.local.yml", None), ("prometheus.compose.yml", "service")])
+def test_scrape_config_names_every_service_on_its_port(config, host):
+    scrape = yaml.safe_load((PROMETHEUS / config).read_text())["scrape_configs"]
+    o2o = next(job for job in scrape if job["job_name"] == "o2o")
+    targets = {group["labels"]["service"]: group["targets"] for group in o2o["static_configs"]}
+    assert set(targets) == set(SERVICES)
+    for service, port in SERVICES.items():
+        expected = f"{service}:{port}" if host == "service" else f"127.0.0.1:{port}"
+        assert targets[service] == [expected]
+    assert {"rabbitmq", "o2o"} <= {job["job_name"] for job in scrape}
