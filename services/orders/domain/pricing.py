@@ -1,0 +1,84 @@
+"""Order totals in integer fen, with discounts allocated to lines so they add up exactly.
+
+A coupon discount and a points discount are order-level amounts. Each is split over the lines in
+proportion to the line subtotal with the largest-remainder method: every line gets the floor of its
+exact share, and the fen left over go one by one to the lines with the largest remainders (earlier line
+first on a tie). So line discounts always sum to the order discount, to the fen.
+"""
+from __future__ import annotations
+
+from services.orders.domain.lifecycle import OrderError
+
+
+def allocate(amount: int, weights: list[int]) -> list[int]:
+    """Split `amount` fen over `weights` proportionally; the parts sum to `amount` exactly."""
+    if amount < 0:
+        raise ValueError("amount must be >= 0")
+    total = sum(weights)
+    if amount == 0 or total == 0:
+        if amount and not total:
+            raise ValueError("cannot allocate a positive amount over zero weights")
+        return [0] * len(weights)
+    shares = [amount * w // total for w in weights]
+    remainders = [amount * w % total for w in weights]
+    left = amount - sum(shares)
+    order = sorted(range(len(weights)), key=lambda i: (-remainders[i], i))
+    for i in order[:left]:
+        shares[i] += 1
+    return shares
+
+
+def price_lines(requested: list[dict], quotes: dict[str, dict]) -> list[dict]:
+    """Lines as charged: the quoted unit price for each requested (sku_id, qty); same SKUs merged."""
+    merged: dict[str, int] = {}
+    for line in requested:
+        merged[line["sku_id"]] = merged.get(line["sku_id"], 0) + int(line["qty"])
+    lines = []
+    for sku_id, qty in merged.items():
+        quote = quotes.get(sku_id)
+        if quote is None:
+            raise OrderError("sku-not-sellable", f"{sku_id} has no price", status=422, sku_ids=[sku_id])
+        unit_price = int(quote["unit_price"])
+        lines.append({"sku_id": sku_id, "product_id": quote.get("product_id"), "name": quote.get("name"),
+                      "category": quote.get("category"), "qty": qty, "unit_price": unit_price,
+                      "base_price": int(quote.get("base_price", unit_price)),
+                      "cost_price": int(quote.get("cost_price", 0) or 0),
+                      "subtotal": unit_price * qty})
+    return lines
+
+
+def apply_discounts(lines: list[dict], coupon_discount: int, points_discount: int) -> tuple[list[dict], dict]:
+    """Lines with their share of each discount and their net total, and the order totals."""
+    subtotal = sum(line["subtotal"] for line in lines)
+    if coupon_discount < 0 or points_discount < 0:
+        raise OrderError("invalid-discount", "discounts cannot be negative", status=422)
+    if coupon_discount + points_discount > subtotal:
+        raise OrderError("discount-exceeds-subtotal",
+                         f"discounts {coupon_discount + points_discount} exceed the subtotal {subtotal}")
+    weights = [line["subtotal"] for line in lines]
+    coupon_parts = allocate(coupon_discount, weights)
+    points_parts = allocate(points_discount, weights)
+    priced = []
+    for line, coupon_part, points_part in zip(lines, coupon_parts, points_parts):
+        priced.append({**line, "discount": coupon_part, "points_discount": points_part,
+                       "line_total": line["subtotal"] - coupon_part - points_part})
+    totals = {"subtotal": subtotal, "discount": coupon_discount, "points_discount": points_discount,
+              "total": subtotal - coupon_discount - points_discount}
+    return priced, totals
+
+
+def refund_for(line: dict, already_returned: int, returning: int) -> int:
+    """Refund of `returning` more units of a line: cumulative shares, so a full return refunds line_total."""
+    qty = line["qty"]
+    if returning <= 0 or already_returned + returning > qty:
+        raise OrderError("return-exceeds-purchase",
+                         f"{line['sku_id']}: {already_returned} of {qty} already returned, cannot return {returning}",
+                         status=422)
+    before = line["line_total"] * already_returned // qty
+    after = line["line_total"] * (already_returned + returning) // qty
+    return after - before
+
+
+def payment_fee(amount: int, rate_per_10000: int) -> int:
+    """Provider fee in fen, rounded half up."""
+    return (amount * rate_per_10000 + 5000) // 10000

@@ -1,0 +1,25 @@
+"""Business metrics of orders (bounded labels only: channels, fulfilment types, fixed outcomes)."""
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+ORDERS_PLACED = Counter("o2o_orders_placed_total", "Orders placed (stock reserved, awaiting payment)",
+                        ["channel", "fulfilment"])
+CHECKOUTS_REJECTED = Counter("o2o_orders_checkouts_rejected_total", "Checkouts that did not place an order",
+                             ["reason"])  # sold-out | coupon-unavailable | insufficient-points | upstream | other
+CHECKOUT_DURATION = Histogram("o2o_orders_checkout_duration_seconds", "Time of POST /orders by outcome",
+                              ["outcome"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+ORDER_VALUE = Histogram("o2o_orders_order_value_fen", "Order total in fen at placement", ["channel"],
+                        buckets=(1000, 5000, 10000, 20000, 50000, 100000, 200000, 500000))
+PAYMENTS = Counter("o2o_orders_payments_total", "Payment attempts by outcome",
+                   ["provider", "outcome"])  # succeeded | declined | timeout | late_refunded
+ORDERS_PAID = Counter("o2o_orders_paid_total", "Orders confirmed (paid)", ["fulfilment"])
+ORDERS_CANCELLED = Counter("o2o_orders_cancelled_total", "Orders cancelled", ["fulfilment", "cause"])
+# cause: customer | staff | expired | uncollected
+TRANSITIONS = Counter("o2o_orders_transitions_total", "Order status changes", ["fulfilment", "status"])
+PICKUP_VERIFICATIONS = Counter("o2o_orders_pickup_verifications_total", "Pickup code checks",
+                               ["outcome"])  # accepted | refused | locked_now | locked | reset
+SAGA_ACTIONS = Counter("o2o_orders_saga_actions_total", "Follow-up and compensation actions run",
+                       ["action", "outcome"])  # outcome: done | failed
+RETURNS = Counter("o2o_orders_returns_total", "Returns by stage", ["stage"])  # requested | received
+REFUNDED_FEN = Counter("o2o_orders_refunded_fen_total", "Money refunded, in fen", ["reason"])  # cancel | return

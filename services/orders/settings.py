@@ -1,0 +1,28 @@
+from pydantic_settings import SettingsConfigDict
+
+from libs.settings import ServiceSettings, service_url_field
+
+
+class OrdersSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ORDERS_", extra="ignore", populate_by_name=True)
+
+    service_name: str = "orders"
+    port: int = 8083
+    catalog_url: str = service_url_field("catalog", 8081)
+    stock_url: str = service_url_field("stock", 8082)
+    upstream_timeout_s: float = 5.0
+
+    payment_window_s: int = 15 * 60           # unpaid orders are cancelled after this
+    reservation_margin_s: int = 120           # stock holds a little longer than the payment window
+    paid_reservation_ttl_s: int = 10 * 86400  # once paid, stock stays reserved until shipped / picked up
+    uncollected_after_s: int = 3 * 86400      # ready_for_pickup and not collected -> cancelled and refunded
+    auto_complete_after_s: int = 7 * 86400    # shipped -> completed when nobody confirmed delivery
+    stuck_checkout_after_s: int = 60          # a checkout saga this old without an outcome is compensated
+    sweep_interval_s: float = 5.0
+
+    pickup_code_secret: str = "dev-pickup-secret-change-me"
+    pickup_max_attempts: int = 5
+
+    payment_provider: str = "sandbox"
+    payment_webhook_secret: str = "dev-payment-webhook-secret-change-me"
+    payment_fee_per_10000: int = 60           # 0.6 % provider fee

@@ -1,0 +1,85 @@
+"""Calls to catalog, stock and membership, exactly as the contracts in libs/README.md describe them.
+
+Each method is one idempotent call; problems from the other service come back as `UpstreamError` with
+their problem type, which the saga turns into the caller's answer.
+"""
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from libs.clients import ServiceClient, ServiceTokenProvider, UpstreamError
+from services.orders.settings import OrdersSettings
+
+
+class Upstreams:
+    def __init__(self, settings: OrdersSettings) -> None:
+        self.settings = settings
+        self.session: aiohttp.ClientSession | None = None
+        self.catalog: ServiceClient | None = None
+        self.stock: ServiceClient | None = None
+        self.membership: ServiceClient | None = None
+
+    async def start(self) -> None:
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
+        tokens = ServiceTokenProvider(self.settings.membership_url, "orders", self.settings.service_client_secret)
+        timeout = self.settings.upstream_timeout_s
+        self.catalog = ServiceClient("catalog", self.settings.catalog_url, self.session, tokens, timeout)
+        self.stock = ServiceClient("stock", self.settings.stock_url, self.session, tokens, timeout)
+        self.membership = ServiceClient("membership", self.settings.membership_url, self.session, tokens, timeout)
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    # -- catalog ---------------------------------------------------------------------------------
+    async def quote(self, channel: str, sku_ids: list[str]) -> dict[str, dict]:
+        body = await self.catalog.post("/catalog/internal/quote", {"channel": channel, "sku_ids": sku_ids})
+        return {item["sku_id"]: item for item in body["items"]}
+
+    # -- stock -----------------------------------------------------------------------------------
+    async def reserve(self, order_id: str, mode: str, lines: list[dict], *, location_id: str | None,
+                      destination: dict | None, ttl_s: int) -> dict:
+        payload = {"order_id": order_id, "mode": mode, "lines": lines, "ttl_s": ttl_s}
+        if location_id:
+            payload["location_id"] = location_id
+        if destination:
+            payload["destination"] = destination
+        return await self.stock.post("/stock/internal/reservations", payload)
+
+    async def reservation_action(self, order_id: str, action: str, payload: dict | None = None) -> None:
+        """commit | release | extend; a reservation the stock service never made needs no release."""
+        try:
+            await self.stock.post(f"/stock/internal/reservations/{order_id}/{action}", payload or {})
+        except UpstreamError as exc:
+            if action == "release" and exc.status == 404:
+                return
+            raise
+
+    async def return_to_stock(self, location_id: str, sku_id: str, qty: int, key: str) -> None:
+        await self.stock.post("/stock/movements", {"kind": "return_to_stock", "location_id": location_id,
+                                                   "sku_id": sku_id, "qty": qty, "key": key})
+
+    # -- membership ------------------------------------------------------------------------------
+    async def hold_benefits(self, payload: dict) -> dict:
+        return await self.membership.post("/members/internal/checkout-holds", payload)
+
+    async def hold_action(self, order_id: str, action: str) -> None:
+        """commit | release; a hold membership never made needs no release."""
+        try:
+            await self.membership.post(f"/members/internal/checkout-holds/{order_id}/{action}", {})
+        except UpstreamError as exc:
+            if action == "release" and exc.status == 404:
+                return
+            raise
+
+    async def attribution(self, member_id: str) -> dict:
+        try:
+            return await self.membership.get(f"/members/internal/members/{member_id}/attribution")
+        except UpstreamError as exc:
+            if exc.status == 404:
+                return {}
+            raise
+
+
+UPSTREAMS = web.AppKey("upstreams", Upstreams)
