@@ -185,12 +185,12 @@ def _route_ship(lines: list[Line], sites: list[Site], stock: dict[tuple[str, str
                                    -sum(min(c.sellable[l.sku_id], l.qty) for l in lines), c.location_id))
     eligible = [c for c in candidates if not c.excluded]
 
-    for candidate in eligible:
-        shortages = _shortages(lines, candidate.sellable)
-        if not shortages:
-            return Decision("ship", [Allocation(candidate.location_id, tuple(lines))], candidates, "single_location")
+    # Note what each eligible location lacks: it cannot serve alone, it may still take part in a split.
     for candidate in eligible:
         candidate.excluded.extend(f"partial:{s.split(':', 1)[1]}" for s in _shortages(lines, candidate.sellable))
+    for candidate in eligible:
+        if not candidate.excluded:
+            return Decision("ship", [Allocation(candidate.location_id, tuple(lines))], candidates, "single_location")
 
     pool = eligible[:SPLIT_SEARCH_WIDTH]
     for size in range(2, max(1, max_splits) + 1):

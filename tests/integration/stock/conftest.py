@@ -74,6 +74,11 @@ class StockApi:
         assert status == 201, payload
         return payload
 
+    async def stock_up(self, location_id: str, sku_id: str, qty: int) -> None:
+        status, payload = await self.move({"kind": "receive", "key": f"seed:{location_id}:{sku_id}:{uuid.uuid4().hex}",
+                                           "location_id": location_id, "sku_id": sku_id, "qty": qty})
+        assert status == 201, payload
+
     async def level(self, location_id: str, sku_id: str) -> dict:
         status, payload, _ = await self.call("GET", f"/stock/levels?location_id={location_id}&sku_id={sku_id}",
                                              self.admin)
@@ -95,5 +100,6 @@ async def stock_api(mongo_url, bus_namespace, token_mint, request):
     app = create_app(settings)
     app[VERIFIER].load_jwks(token_mint.jwks)
     async with running_app(app, settings.port) as base:
-        async with aiohttp.ClientSession() as http:
+        # No connection cap: concurrency tests really put hundreds of requests in flight at once.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             yield StockApi(app, base, http, token_mint)

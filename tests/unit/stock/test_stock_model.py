@@ -1,0 +1,57 @@
+"""Reservation state machine and movement rules on the pure core."""
+import pytest
+
+from services.stock.domain.model import (COMMITTED, RELEASED, RESERVED, StockError, check_extendable,
+                                         commit_outcome, crossed_below, plan_movement, release_outcome)
+
+
+def test_commit_is_idempotent_and_refused_after_release():
+    assert commit_outcome(RESERVED) is True
+    assert commit_outcome(COMMITTED) is False
+    with pytest.raises(StockError) as refused:
+        commit_outcome(RELEASED)
+    assert refused.value.code == "reservation-released" and refused.value.status == 409
+
+
+def test_release_is_idempotent_and_refused_after_commit():
+    assert release_outcome(RESERVED) is True
+    assert release_outcome(RELEASED) is False
+    with pytest.raises(StockError) as refused:
+        release_outcome(COMMITTED)
+    assert refused.value.code == "reservation-committed"
+
+
+def test_only_a_held_reservation_extends():
+    check_extendable(RESERVED)
+    with pytest.raises(StockError):
+        check_extendable(RELEASED)
+
+
+def test_movements_move_on_hand_and_ask_for_available_when_goods_leave():
+    assert plan_movement("receive", qty=5).on_hand == 5
+    sale = plan_movement("sale", qty=3)
+    assert sale.on_hand == -3 and sale.needs_available == 3
+    assert plan_movement("adjust", delta=-2).needs_available == 2
+    assert plan_movement("return_to_stock", qty=1).on_hand == 1
+
+
+def test_count_sets_on_hand_and_records_the_variance_but_never_below_reserved():
+    count = plan_movement("count", counted=7, on_hand=10, reserved=2)
+    assert count.on_hand == -3 and count.variance == -3 and count.needs_available == 3
+    with pytest.raises(StockError) as refused:
+        plan_movement("count", counted=1, on_hand=10, reserved=2)
+    assert refused.value.code == "count-below-reserved"
+
+
+@pytest.mark.parametrize("kwargs", [dict(kind="receive", qty=0), dict(kind="adjust", delta=0),
+                                    dict(kind="count", counted=-1), dict(kind="teleport", qty=1)])
+def test_invalid_movements_are_client_errors(kwargs):
+    with pytest.raises(StockError) as refused:
+        plan_movement(**kwargs)
+    assert refused.value.status == 422
+
+
+def test_level_low_fires_once_when_crossing_the_reorder_point():
+    assert crossed_below(3, 1, 2)
+    assert not crossed_below(1, 0, 2)
+    assert not crossed_below(5, 3, 2)
