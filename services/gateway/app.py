@@ -1,105 +1,452 @@
-"""The gateway: one entry point that routes /api/v1/<service>/... to the owning service.
+"""The gateway: one safe front door that routes /api/v1/<service>/... to the owning service.
 
-Bodies stream both ways without being parsed; connections to upstreams are pooled and kept alive.
-An upstream timeout answers 504 and an unreachable upstream 503, both as problem+json.
+For every request, in this order (cheapest refusals first):
+1. request limits: URL and header size (414 / 431), declared body size (413);
+2. path hygiene: no dot segments or encoded slashes (400); internal routes and unknown segments are 404;
+3. a token bucket per client IP;
+4. the bearer token, if any, verified (401) with libs.auth.TokenVerifier, then the route policy (401 / 403);
+5. buckets per principal; stricter ones on login, OTP and pickup-code routes; one order in flight per member;
+6. the upstream's circuit breaker (503 + Retry-After while open);
+7. the pass-through: bodies stream both ways without being parsed (a chunked body is counted and cut at the
+   size limit), the token is forwarded unchanged so the service verifies it again, pooled keep-alive
+   connections, a timeout per route (504), an unreachable upstream is 503.
 """
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
-from libs.http import CORRELATION_HEADER, REQUEST_ID_HEADER, SETTINGS, create_base_app, json_response
-from libs.logging import get_logger
+from libs.auth import Principal, TokenVerifier
+from libs.http import (CORRELATION_HEADER, READINESS_CHECKS, REQUEST_ID_HEADER, SETTINGS, context_middleware,
+                       json_response, metrics_endpoint, readyz)
+from libs.logging import bind_contextvars, get_logger
 from libs.problems import Problem
-from services.gateway.routing import resolve
+from services.gateway import metrics
+from services.gateway.breaker import BreakerState, CircuitBreaker
+from services.gateway.docs import aggregate, fetch_documents, render_html
+from services.gateway.policy import Access, LimitClass, RoutePolicy, has_dot_segment, is_internal, match
+from services.gateway.ratelimit import BucketRule, InFlightGate, RateLimiter, retry_after_header
+from services.gateway.routing import API_PREFIX, resolve
 from services.gateway.settings import GatewaySettings
 
-UPSTREAM = web.AppKey("upstream_session", aiohttp.ClientSession)
 log = get_logger("gateway")
 
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-              "transfer-encoding", "upgrade", "host", "content-length"}
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+                        "trailers", "transfer-encoding", "upgrade", "host", "content-length"})
+# Set by the gateway itself; what a client sends under these names is dropped, never trusted.
+GATEWAY_SET = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip"})
+CORS_ALLOWED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE"
+CORS_ALLOWED_HEADERS = ("authorization", "content-type", "idempotency-key", "x-request-id", "x-correlation-id",
+                        "accept", "accept-language")
+CORS_EXPOSED_HEADERS = "X-Request-ID, Retry-After, Location"
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+DOCS_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
+STREAM_CHUNK = 64 * 1024
 
 
-def _settings(app: web.Application) -> GatewaySettings:
-    return app[SETTINGS]  # type: ignore[return-value]
+class BodyTooLarge(Exception):
+    """A chunked request body grew past the limit while streaming to the upstream."""
+
+
+@dataclass
+class GatewayState:
+    settings: GatewaySettings
+    verifier: TokenVerifier
+    limiter: RateLimiter
+    order_gate: InFlightGate
+    breakers: dict[str, CircuitBreaker]
+    rules: dict[str, BucketRule]
+    docs_cache: dict = field(default_factory=dict)  # {"at": monotonic, "document": dict}
+    session: aiohttp.ClientSession | None = None
+
+
+STATE = web.AppKey("gateway_state", GatewayState)
+
+
+def _on_breaker_change(service: str, state: BreakerState) -> None:
+    metrics.BREAKER_STATE.labels(service).set(state.value)
+    metrics.BREAKER_TRANSITIONS.labels(service, state.name.lower()).inc()
+    log.warning("gateway.breaker_state", upstream=service, state=state.name.lower())
+
+
+def _bucket_rules(settings: GatewaySettings) -> dict[str, BucketRule]:
+    sensitive = (settings.rate_sensitive_per_s, settings.rate_sensitive_burst)
+    return {
+        "ip": BucketRule("ip", settings.rate_ip_per_s, settings.rate_ip_burst),
+        "principal": BucketRule("principal", settings.rate_principal_per_s, settings.rate_principal_burst),
+        "sensitive_ip": BucketRule("sensitive_ip", *sensitive),
+        "sensitive_principal": BucketRule("sensitive_principal", *sensitive),
+        "sensitive_target": BucketRule("sensitive_target", *sensitive),
+        "order_member": BucketRule("order_member", settings.rate_order_per_s, settings.rate_order_burst),
+    }
+
+
+def _rate_limited(bucket: str, wait_s: float, detail: str) -> Problem:
+    metrics.RATE_LIMITED.labels(bucket).inc()
+    return Problem(429, "rate-limited", detail, headers={"Retry-After": retry_after_header(wait_s)})
+
+
+def _take(state: GatewayState, bucket: str, key: str, detail: str) -> None:
+    wait = state.limiter.take(state.rules[bucket], key)
+    if wait > 0:
+        raise _rate_limited(bucket, wait, detail)
+
+
+def client_ip(request: web.Request, settings: GatewaySettings) -> str:
+    if settings.trust_forwarded_for:
+        # The rightmost entry is the one our trusted proxy appended; entries left of it are client-supplied.
+        hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
+        if hops:
+            return hops[-1]
+    return request.remote or "unknown"
+
+
+# --- middlewares and response decoration ---------------------------------------------------------------
+
+@web.middleware
+async def request_limits_middleware(request: web.Request, handler):
+    settings: GatewaySettings = request.app[SETTINGS]  # type: ignore[assignment]
+    if len(request.raw_path) > settings.max_url_bytes:
+        metrics.REJECTED.labels("url_too_long").inc()
+        raise Problem(414, "uri-too-long", f"the URL is longer than {settings.max_url_bytes} bytes",
+                      title="URI Too Long")
+    header_bytes = sum(len(k) + len(v) + 4 for k, v in request.raw_headers)
+    if header_bytes > settings.max_header_bytes:
+        metrics.REJECTED.labels("headers_too_large").inc()
+        raise Problem(431, "headers-too-large", f"request headers exceed {settings.max_header_bytes} bytes",
+                      title="Request Header Fields Too Large")
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        metrics.REJECTED.labels("body_too_large").inc()
+        raise Problem(413, "payload-too-large", f"request body exceeds {settings.max_body_bytes} bytes",
+                      max_bytes=settings.max_body_bytes)
+    return await handler(request)
+
+
+@web.middleware
+async def cors_preflight_middleware(request: web.Request, handler):
+    origin = request.headers.get("Origin")
+    if request.method != "OPTIONS" or not origin or "Access-Control-Request-Method" not in request.headers:
+        return await handler(request)
+    settings: GatewaySettings = request.app[SETTINGS]  # type: ignore[assignment]
+    if origin not in settings.cors_origins:
+        metrics.REJECTED.labels("cors_origin").inc()
+        raise Problem(403, "cors-origin-denied", "this origin may not call the API from a browser")
+    asked = [h.strip().lower() for h in request.headers.get("Access-Control-Request-Headers", "").split(",")
+             if h.strip()]
+    refused = [h for h in asked if h not in CORS_ALLOWED_HEADERS]
+    if refused:
+        raise Problem(403, "cors-header-denied", f"headers not allowed cross-origin: {', '.join(refused)}")
+    return web.Response(status=204, headers={
+        "Access-Control-Allow-Methods": CORS_ALLOWED_METHODS,
+        "Access-Control-Allow-Headers": ", ".join(CORS_ALLOWED_HEADERS),
+        "Access-Control-Max-Age": str(settings.cors_max_age_s),
+    })
+
+
+async def decorate_response(request: web.Request, response: web.StreamResponse) -> None:
+    """Security headers and CORS on every answer, including problems and streamed pass-through answers."""
+    headers = response.headers
+    for name, value in SECURITY_HEADERS.items():
+        headers[name] = value
+    headers.setdefault("Content-Security-Policy", API_CSP)
+    headers.setdefault("Cache-Control", "no-store")
+    headers["Server"] = "o2o-gateway"
+    origin = request.headers.get("Origin")
+    settings: GatewaySettings = request.app[SETTINGS]  # type: ignore[assignment]
+    if origin and origin in settings.cors_origins:
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Access-Control-Expose-Headers"] = CORS_EXPOSED_HEADERS
+    if settings.cors_origins:
+        headers.add("Vary", "Origin")
+
+
+# --- the pass-through -----------------------------------------------------------------------------------
+
+async def _authenticate(request: web.Request, state: GatewayState) -> Principal | None:
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    try:
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Problem(401, "invalid-token", "Authorization must be 'Bearer <token>'",
+                          headers={"WWW-Authenticate": "Bearer"})
+        principal = await state.verifier.verify(token.strip())
+    except Problem as problem:
+        metrics.AUTH_FAILURES.labels(problem.type).inc()
+        if problem.status == 401:
+            problem.headers.setdefault("WWW-Authenticate", 'Bearer error="invalid_token"')
+        raise
+    bind_contextvars(principal=principal.subject)
+    return principal
+
+
+def _authorize(policy: RoutePolicy, principal: Principal | None) -> None:
+    if policy.access is Access.PUBLIC:
+        return
+    if principal is None:
+        metrics.AUTH_FAILURES.labels("unauthorized").inc()
+        raise Problem(401, "unauthorized", "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+    if policy.access is Access.ROLES and not principal.has(*policy.roles, "service"):
+        metrics.AUTH_FAILURES.labels("forbidden").inc()
+        raise Problem(403, "forbidden", f"requires one of the roles: {', '.join(sorted(policy.roles))}")
+
+
+async def _capped(stream: aiohttp.StreamReader, limit: int, overflow: list[bool]) -> AsyncIterator[bytes]:
+    """Stream a body without Content-Length, refusing it once it passes `limit` bytes."""
+    seen = 0
+    async for chunk in stream.iter_chunked(STREAM_CHUNK):
+        seen += len(chunk)
+        if seen > limit:
+            overflow.append(True)
+            raise BodyTooLarge()
+        yield chunk
+
+
+def _too_large(settings: GatewaySettings) -> Problem:
+    metrics.REJECTED.labels("body_too_large").inc()
+    return Problem(413, "payload-too-large", f"request body exceeds {settings.max_body_bytes} bytes",
+                   max_bytes=settings.max_body_bytes)
+
+
+def _upstream_headers(request: web.Request, settings: GatewaySettings) -> CIMultiDict:
+    named_by_connection = {token.strip().lower() for token in request.headers.get("Connection", "").split(",")}
+    headers = CIMultiDict((k, v) for k, v in request.headers.items()
+                          if k.lower() not in HOP_BY_HOP and k.lower() not in GATEWAY_SET
+                          and k.lower() not in named_by_connection)
+    headers[REQUEST_ID_HEADER] = request["request_id"]
+    headers[CORRELATION_HEADER] = request["correlation_id"]
+    headers["X-Forwarded-For"] = client_ip(request, settings)
+    headers["X-Forwarded-Proto"] = request.scheme
+    if request.body_exists and request.content_length is not None:
+        headers["Content-Length"] = str(request.content_length)
+    return headers
 
 
 async def proxy(request: web.Request) -> web.StreamResponse:
-    target = resolve(request.path)
-    if target is None:
-        raise Problem(404, "not-found", f"no API route for {request.path}")
+    state = request.app[STATE]
+    settings = state.settings
+    path, raw_path = request.path, request.rel_url.raw_path
+    if has_dot_segment(path) or "\\" in path or "%2f" in raw_path.lower() or "%5c" in raw_path.lower():
+        metrics.REJECTED.labels("bad_path").inc()
+        raise Problem(400, "bad-path", "dot segments and encoded slashes are not accepted in API paths")
+    target = resolve(path)
+    if target is None or not raw_path.startswith(API_PREFIX + "/"):
+        metrics.REJECTED.labels("no_route").inc()
+        raise Problem(404, "not-found", f"no API route for {path}")
+    if is_internal(path):
+        metrics.REJECTED.labels("internal_route").inc()
+        raise Problem(404, "not-found", f"no API route for {path}")
     service, upstream_path = target
-    settings = _settings(request.app)
-    base = settings.upstreams()[service]
-    headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
-    headers[REQUEST_ID_HEADER] = request["request_id"]
-    headers[CORRELATION_HEADER] = request["correlation_id"]
-    forwarded_for = request.headers.get("X-Forwarded-For")
-    peer = request.remote or ""
-    headers["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
-    body = request.content if request.body_exists else None
-    session = request.app[UPSTREAM]
+    ip = client_ip(request, settings)
+    _take(state, "ip", ip, "too many requests from this address")
+
+    principal = await _authenticate(request, state)
+    policy, params = match(request.method, upstream_path)
+    if policy.access is Access.DENIED:
+        metrics.REJECTED.labels("internal_route").inc()
+        raise Problem(404, "not-found", f"no API route for {path}")
+    _authorize(policy, principal)
+    if principal is not None:
+        _take(state, "principal", principal.subject, "too many requests for this caller")
+
+    gate_key: str | None = None
+    if policy.limit is LimitClass.SENSITIVE:
+        detail = "too many attempts; wait before trying again"
+        _take(state, "sensitive_ip", ip, detail)
+        if principal is not None:
+            _take(state, "sensitive_principal", principal.subject, detail)
+        if params:  # e.g. the pickup code of one order: its own budget, whoever tries it
+            _take(state, "sensitive_target", upstream_path, detail)
+    elif policy.limit is LimitClass.ORDER_CREATE and principal is not None:
+        member = principal.member_id or principal.subject
+        _take(state, "order_member", member, "too many orders from this member; wait before trying again")
+        if not state.order_gate.try_enter(member):
+            raise _rate_limited("order_in_flight", 1.0, "an order from this member is already being placed")
+        gate_key = member
     try:
-        upstream = await session.request(request.method, base + upstream_path, params=request.rel_url.query,
-                                         headers=headers, data=body, allow_redirects=False)
-    except asyncio.TimeoutError:
-        raise Problem(504, "upstream-timeout", f"{service} did not answer in time") from None
-    except aiohttp.ClientConnectionError as exc:
-        raise Problem(503, "upstream-unavailable", f"{service} is unreachable: {type(exc).__name__}",
-                      headers={"Retry-After": "2"}) from None
+        return await _forward(request, state, service, upstream_path, raw_path, policy)
+    finally:
+        if gate_key is not None:
+            state.order_gate.leave(gate_key)
+
+
+async def _forward(request: web.Request, state: GatewayState, service: str, upstream_path: str, raw_path: str,
+                   policy: RoutePolicy) -> web.StreamResponse:
+    settings = state.settings
+    breaker = state.breakers[service]
+    wait = breaker.before_call()
+    if wait is not None:
+        metrics.BREAKER_REFUSED.labels(service).inc()
+        raise Problem(503, "upstream-unavailable", f"{service} is failing; calls are paused",
+                      headers={"Retry-After": retry_after_header(wait)})
+
+    raw_query = request.rel_url.raw_query_string
+    url = URL(settings.upstreams()[service] + raw_path[len(API_PREFIX):] + (f"?{raw_query}" if raw_query else ""),
+              encoded=True)
+    overflow: list[bool] = []
+    body = None
+    if request.body_exists:
+        body = request.content if request.content_length is not None else _capped(
+            request.content, settings.max_body_bytes, overflow)
+    timeout = aiohttp.ClientTimeout(total=policy.timeout_s or settings.upstream_timeout_s,
+                                    connect=settings.upstream_connect_timeout_s)
+    assert state.session is not None
+    started = time.perf_counter()
+    metrics.UPSTREAM_IN_FLIGHT.labels(service).inc()
     try:
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        for key, value in upstream.headers.items():
-            if key.lower() not in HOP_BY_HOP and key.lower() != REQUEST_ID_HEADER.lower():
-                response.headers.add(key, value)
-        if upstream.content_length is not None:
-            response.content_length = upstream.content_length
-        await response.prepare(request)
-        async for chunk in upstream.content.iter_chunked(64 * 1024):
+        try:
+            upstream = await state.session.request(request.method, url, headers=_upstream_headers(request, settings),
+                                                   data=body, allow_redirects=False, timeout=timeout)
+        except asyncio.TimeoutError:
+            metrics.UPSTREAM_LATENCY.labels(service, "timeout").observe(time.perf_counter() - started)
+            breaker.record_failure()
+            raise Problem(504, "upstream-timeout", f"{service} did not answer in time") from None
+        except aiohttp.ClientError as exc:
+            if overflow:
+                breaker.record_abandoned()
+                raise _too_large(settings) from None
+            metrics.UPSTREAM_LATENCY.labels(service, "unreachable").observe(time.perf_counter() - started)
+            breaker.record_failure()
+            raise Problem(503, "upstream-unavailable", f"{service} is unreachable: {type(exc).__name__}",
+                          headers={"Retry-After": "2"}) from None
+        outcome = "ok" if upstream.status < 400 else "client_error" if upstream.status < 500 else "server_error"
+        metrics.UPSTREAM_LATENCY.labels(service, outcome).observe(time.perf_counter() - started)
+        if upstream.status in (502, 503, 504):
+            breaker.record_failure()
+        else:
+            breaker.record_success()
+        try:
+            if overflow:
+                raise _too_large(settings)
+            return await _stream_back(request, upstream, service)
+        finally:
+            upstream.release()
+    finally:
+        metrics.UPSTREAM_IN_FLIGHT.labels(service).dec()
+
+
+async def _stream_back(request: web.Request, upstream: aiohttp.ClientResponse, service: str) -> web.StreamResponse:
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+    for key, value in upstream.headers.items():
+        lowered = key.lower()
+        # The gateway is the one authority on CORS and identity headers of the answer.
+        if lowered in HOP_BY_HOP or lowered == REQUEST_ID_HEADER.lower() or lowered == "server" \
+                or lowered.startswith("access-control-"):
+            continue
+        response.headers.add(key, value)
+    if upstream.content_length is not None:
+        response.content_length = upstream.content_length
+    await response.prepare(request)
+    try:
+        async for chunk in upstream.content.iter_chunked(STREAM_CHUNK):
             await response.write(chunk)
         await response.write_eof()
-        return response
-    except asyncio.TimeoutError:
-        raise Problem(504, "upstream-timeout", f"{service} did not finish its answer in time") from None
-    finally:
-        upstream.release()
+    except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        # Headers are gone already: the only honest signal left is to cut the connection, so the client
+        # never takes a truncated body for a complete one.
+        log.warning("gateway.upstream_broke_mid_answer", upstream=service, error=type(exc).__name__)
+        if request.transport is not None:
+            request.transport.abort()
+    except ConnectionError:
+        pass  # the client went away
+    return response
 
+
+# --- gateway's own endpoints -----------------------------------------------------------------------------
 
 async def aggregated_health(request: web.Request) -> web.Response:
     """Health of the gateway and every service behind it (each service's /readyz)."""
-    settings = _settings(request.app)
-    session = request.app[UPSTREAM]
+    state = request.app[STATE]
+    assert state.session is not None
 
     async def probe(name: str, base: str) -> tuple[str, dict]:
         try:
-            async with session.get(base + "/readyz", timeout=aiohttp.ClientTimeout(total=2)) as response:
+            async with state.session.get(base + "/readyz", timeout=aiohttp.ClientTimeout(total=2)) as response:
                 body = await response.json(content_type=None)
-                return name, {"status": "up" if response.status == 200 else "degraded", "checks": body.get("checks")}
-        except Exception as exc:
-            return name, {"status": "down", "error": type(exc).__name__}
+                return name, {"status": "up" if response.status == 200 else "degraded",
+                              "checks": body.get("checks") if isinstance(body, dict) else None,
+                              "breaker": state.breakers[name].state.name.lower()}
+        except Exception as exc:  # a down service is reported, not raised
+            return name, {"status": "down", "error": type(exc).__name__,
+                          "breaker": state.breakers[name].state.name.lower()}
 
-    results = dict(await asyncio.gather(*(probe(n, b) for n, b in settings.upstreams().items())))
+    results = dict(await asyncio.gather(*(probe(n, b) for n, b in state.settings.upstreams().items())))
     all_up = all(r["status"] == "up" for r in results.values())
-    return json_response({"status": "ok" if all_up else "degraded", "service": "gateway", "services": results},
-                         status=200)
+    return json_response({"status": "ok" if all_up else "degraded", "service": "gateway", "services": results})
+
+
+async def _aggregated_document(state: GatewayState) -> dict:
+    cached = state.docs_cache
+    if cached and time.monotonic() - cached["at"] < state.settings.docs_cache_s:
+        return cached["document"]
+    assert state.session is not None
+    documents = await fetch_documents(state.session, state.settings.upstreams(), state.settings.docs_fetch_timeout_s)
+    for service, document in documents.items():
+        metrics.DOCS_SOURCES.labels(service).set(0 if document is None else 1)
+    document = aggregate(documents)
+    state.docs_cache.update(at=time.monotonic(), document=document)
+    return document
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return json_response(await _aggregated_document(request.app[STATE]))
+
+
+async def openapi_page(request: web.Request) -> web.Response:
+    page = render_html(await _aggregated_document(request.app[STATE]))
+    return web.Response(text=page, content_type="text/html", headers={"Content-Security-Policy": DOCS_CSP})
 
 
 def create_app(settings: GatewaySettings | None = None) -> web.Application:
     settings = settings or GatewaySettings()
-    app = create_base_app(settings, client_max_size=settings.max_body_bytes, health_handler=aggregated_health)
+    # aiohttp's own parser limits sit above ours, so an oversized URL or header gets our problem+json answer.
+    handler_args = {"max_line_size": settings.max_url_bytes + 4096,
+                    "max_field_size": max(8190, settings.max_header_bytes + 1024)}
+    app = web.Application(middlewares=[context_middleware, request_limits_middleware, cors_preflight_middleware],
+                          client_max_size=settings.max_body_bytes, handler_args=handler_args)
+    app[SETTINGS] = settings
+    app[READINESS_CHECKS] = {}
+    breakers = {name: CircuitBreaker(name, settings.breaker_failure_threshold, settings.breaker_open_s,
+                                     on_change=_on_breaker_change) for name in settings.upstreams()}
+    for name in breakers:
+        metrics.BREAKER_STATE.labels(name).set(BreakerState.CLOSED.value)
+    state = GatewayState(settings=settings, verifier=TokenVerifier(settings),
+                         limiter=RateLimiter(settings.rate_limit_max_keys),
+                         order_gate=InFlightGate(settings.order_in_flight_per_member), breakers=breakers,
+                         rules=_bucket_rules(settings))
+    app[STATE] = state
 
     async def upstream_pool(app: web.Application):
         connector = aiohttp.TCPConnector(limit=settings.pool_size, limit_per_host=settings.pool_size,
                                          keepalive_timeout=30, ttl_dns_cache=300)
         timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s)
-        app[UPSTREAM] = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
+        state.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
         yield
-        await app[UPSTREAM].close()
+        await state.session.close()
+        await state.verifier.close()
 
     app.cleanup_ctx.append(upstream_pool)
+    app.on_response_prepare.append(decorate_response)
+    app.router.add_get("/healthz", aggregated_health)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/api/docs", openapi_page)
+    app.router.add_get("/api/docs/openapi.json", openapi_json)
     app.router.add_route("*", "/api/v1/{tail:.*}", proxy)
     return app

@@ -1,9 +1,12 @@
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from libs.settings import ServiceSettings, service_url_field
 
 
 class GatewaySettings(ServiceSettings):
+    """Gateway settings (env prefix GATEWAY_). Rates are tokens per second; bursts are bucket capacities."""
+
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", populate_by_name=True)
 
     service_name: str = "gateway"
@@ -14,10 +17,46 @@ class GatewaySettings(ServiceSettings):
     membership_url: str = service_url_field("membership", 8084)
     notifications_url: str = service_url_field("notifications", 8085)
     settlement_url: str = service_url_field("settlement", 8086)
+
+    # Upstream calls: the default timeout; the route policy table overrides it per route.
     upstream_timeout_s: float = 10.0
     upstream_connect_timeout_s: float = 2.0
-    max_body_bytes: int = 1024 * 1024
     pool_size: int = 200
+
+    # Request limits (answered 413 / 414 / 431 as problem+json before anything reaches a service).
+    max_body_bytes: int = 1024 * 1024
+    max_url_bytes: int = 4096
+    max_header_bytes: int = 16 * 1024
+
+    # Token buckets. Per client IP before authentication, per principal after it.
+    rate_ip_per_s: float = 100.0
+    rate_ip_burst: int = 200
+    rate_principal_per_s: float = 50.0
+    rate_principal_burst: int = 100
+    # Login, OTP and pickup-code endpoints: a few tries, slowly refilled (brute force is cut off).
+    rate_sensitive_per_s: float = 5 / 60
+    rate_sensitive_burst: int = 5
+    # POST /orders per member (flash sale: one person, one place in the queue): at most
+    # `order_in_flight_per_member` order requests at once, and a slow bucket on top.
+    rate_order_per_s: float = 1.0
+    rate_order_burst: int = 3
+    order_in_flight_per_member: int = 1
+    rate_limit_max_keys: int = 200_000
+    # Client IP is the TCP peer unless the gateway sits behind a proxy we trust to set X-Forwarded-For.
+    trust_forwarded_for: bool = False
+
+    # Circuit breaker per upstream: opens after this many consecutive failures (connect errors, timeouts,
+    # 502/503/504) and stays open for `breaker_open_s` before one trial request is let through.
+    breaker_failure_threshold: int = 5
+    breaker_open_s: float = 10.0
+
+    # CORS: browser origins allowed to call the API (exact match, e.g. "https://app.o2o.example").
+    cors_origins: list[str] = Field(default_factory=list)
+    cors_max_age_s: int = 600
+
+    # Aggregated OpenAPI: how long the assembled document is reused, and how long a service may take.
+    docs_cache_s: float = 30.0
+    docs_fetch_timeout_s: float = 3.0
 
     def upstreams(self) -> dict[str, str]:
         return {"catalog": self.catalog_url, "stock": self.stock_url, "orders": self.orders_url,

@@ -1,0 +1,155 @@
+"""The route policy table: who may call which method and path through the gateway. Pure, unit-tested.
+
+Paths are the service paths (what follows `/api/v1`). The first matching rule wins. A rule says whether the
+route is public, open to any authenticated caller, open to some roles only, or never routed; which rate-limit
+class it belongs to; and how long its upstream may take.
+
+The gateway is the coarse gate. Services still enforce roles and ownership themselves (a customer asking for
+another member's order gets 404 from orders), so a route that is not listed here is open to any authenticated
+caller and left to its service. Public routes are listed explicitly: nothing is public by accident.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Access(Enum):
+    PUBLIC = "public"
+    AUTHENTICATED = "authenticated"
+    ROLES = "roles"
+    DENIED = "denied"  # never routed (answered 404 as if it did not exist)
+
+
+class LimitClass(str, Enum):
+    DEFAULT = "default"
+    # Login, OTP and pickup-code endpoints: guessable secrets, so few attempts per client and per target.
+    SENSITIVE = "sensitive"
+    # Order placement: one place in the queue per member.
+    ORDER_CREATE = "order_create"
+
+
+ANY_METHOD = frozenset({"*"})
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+STAFF = frozenset({"store_staff", "store_manager", "hq_admin"})
+ADMIN = frozenset({"hq_admin"})
+
+
+@dataclass(frozen=True)
+class RoutePolicy:
+    methods: frozenset[str]
+    pattern: str
+    access: Access
+    roles: frozenset[str] = frozenset()
+    limit: LimitClass = LimitClass.DEFAULT
+    timeout_s: float | None = None
+    regex: re.Pattern = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "regex", compile_pattern(self.pattern))
+
+    def allows_method(self, method: str) -> bool:
+        return "*" in self.methods or method in self.methods
+
+
+def compile_pattern(pattern: str) -> re.Pattern:
+    """`/orders/{order_id}/pay` -> regex with named groups; a trailing `/**` matches the rest (or nothing)."""
+    tail = ""
+    if pattern.endswith("/**"):
+        pattern, tail = pattern[:-3], "(?:/.*)?"
+    parts = re.split(r"(\{[a-z_]+\})", pattern)
+    body = "".join(f"(?P<{p[1:-1]}>[^/]+)" if p.startswith("{") else re.escape(p) for p in parts)
+    return re.compile(f"^{body}{tail}/?$")
+
+
+def public(methods, pattern: str, **kw) -> RoutePolicy:
+    return RoutePolicy(frozenset(methods), pattern, Access.PUBLIC, **kw)
+
+
+def roles(methods, pattern: str, allowed: frozenset[str], **kw) -> RoutePolicy:
+    return RoutePolicy(frozenset(methods), pattern, Access.ROLES, allowed, **kw)
+
+
+def authenticated(methods, pattern: str, **kw) -> RoutePolicy:
+    return RoutePolicy(frozenset(methods), pattern, Access.AUTHENTICATED, **kw)
+
+
+def denied(pattern: str) -> RoutePolicy:
+    return RoutePolicy(ANY_METHOD, pattern, Access.DENIED)
+
+
+GET = ("GET", "HEAD")
+POST = ("POST",)
+
+POLICIES: tuple[RoutePolicy, ...] = (
+    # --- membership: identity -------------------------------------------------------------------
+    # Client credentials for services are for the internal network only: brute-forcing service secrets
+    # through the front door must not even be possible.
+    denied("/auth/service/**"),
+    public(GET, "/auth/jwks"),
+    public(POST, "/auth/member/otp", limit=LimitClass.SENSITIVE),
+    public(POST, "/auth/member/token", limit=LimitClass.SENSITIVE),
+    public(POST, "/auth/staff/token", limit=LimitClass.SENSITIVE),
+    public(POST, "/auth/token/refresh", limit=LimitClass.SENSITIVE),
+    roles(POST, "/members/scan", frozenset({"customer"}) | STAFF),
+    roles(ANY_METHOD, "/members/me/**", frozenset({"customer"})),
+    roles(ANY_METHOD, "/members/**", STAFF),
+    roles(ANY_METHOD, "/membership/**", STAFF),
+    # --- catalog: browsing is public, writes are HQ's ----------------------------------------------
+    public(GET, "/catalog/products"),
+    public(GET, "/catalog/products/{product_id}"),
+    public(GET, "/catalog/skus/by-code/{code}"),
+    public(GET, "/catalog/skus/{sku_id}"),
+    public(GET, "/catalog/categories"),
+    public(GET, "/catalog/categories/{category_id}"),
+    roles(WRITE_METHODS, "/catalog/**", ADMIN),
+    # --- stock: availability and store locations are public ----------------------------------------
+    public(GET, "/stock/availability", timeout_s=5.0),
+    public(GET, "/stock/locations"),
+    public(GET, "/stock/locations/{location_id}"),
+    roles(WRITE_METHODS, "/stock/locations/**", ADMIN),
+    roles(WRITE_METHODS, "/stock/**", STAFF),
+    roles(GET, "/stock/**", STAFF | {"franchisee"}),
+    # --- orders ------------------------------------------------------------------------------------
+    # The payment provider calls back without a member token; orders verifies the provider's signature.
+    public(POST, "/orders/payments/callback"),
+    roles(POST, "/orders", frozenset({"customer"}) | STAFF, limit=LimitClass.ORDER_CREATE, timeout_s=15.0),
+    # The pickup code is a short secret: attempts are limited per staff member and per order.
+    roles(POST, "/orders/{order_id}/pickup", STAFF, limit=LimitClass.SENSITIVE),
+    roles(POST, "/orders/{order_id}/ready-for-pickup", STAFF),
+    roles(POST, "/orders/{order_id}/ship", STAFF),
+    roles(POST, "/orders/{order_id}/pay", frozenset({"customer"}) | STAFF, timeout_s=15.0),
+    roles(POST, "/orders/{order_id}/returns/**", frozenset({"customer"}) | STAFF, timeout_s=15.0),
+    authenticated(ANY_METHOD, "/orders/**"),
+    # --- notifications -------------------------------------------------------------------------------
+    roles(GET, "/notifications/deliveries/**", ADMIN | {"store_manager"}),
+    authenticated(ANY_METHOD, "/notifications/**"),
+    # --- settlement: statements and reports can be long ------------------------------------------------
+    roles(ANY_METHOD, "/settlement/**", frozenset({"franchisee", "store_manager", "hq_admin"}), timeout_s=30.0),
+)
+
+DEFAULT_POLICY = RoutePolicy(ANY_METHOD, "/**", Access.AUTHENTICATED)
+
+
+def match(method: str, path: str, policies: tuple[RoutePolicy, ...] = POLICIES) -> tuple[RoutePolicy, dict[str, str]]:
+    """The policy of `method path` and the path parameters it captured (the default policy when none matches)."""
+    lookup = "GET" if method == "HEAD" else method
+    for policy in policies:
+        if not policy.allows_method(lookup) and not policy.allows_method(method):
+            continue
+        found = policy.regex.match(path)
+        if found:
+            return policy, found.groupdict()
+    return DEFAULT_POLICY, {}
+
+
+def is_internal(path: str) -> bool:
+    """Service-to-service routes (`/<segment>/internal/...`) are never routed, whatever their case."""
+    return any(segment.lower() == "internal" for segment in path.split("/"))
+
+
+def has_dot_segment(path: str) -> bool:
+    return any(segment in (".", "..") for segment in path.split("/"))

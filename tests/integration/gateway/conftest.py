@@ -1,0 +1,40 @@
+"""Fixtures of the gateway tests: membership's signing key and JWKS, and the real catalog service behind it.
+
+Module-scoped async fixtures run on the module's event loop; test modules here declare
+`pytestmark = pytest.mark.asyncio(loop_scope="module")`.
+"""
+from __future__ import annotations
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from tests.integration.gateway.gateway_kit import SigningKey, jwks_server
+
+from libs.testing import running_app, settings_for
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> SigningKey:
+    return SigningKey()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def jwks_url(signing_key):
+    async with jwks_server(signing_key) as url:
+        yield url
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def catalog_url(mongo_url, bus_namespace, jwks_url):
+    """The real catalog service (Mongo + broker), verifying tokens against the same JWKS."""
+    from services.catalog.app import create_app
+    from services.catalog.settings import CatalogSettings
+    settings = settings_for(CatalogSettings, mongo_url, bus_namespace, jwks_url=jwks_url)
+    async with running_app(create_app(settings), settings.port) as base:
+        yield base
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def http():
+    async with aiohttp.ClientSession() as session:
+        yield session

@@ -1,0 +1,155 @@
+"""Test kit for the gateway: a signing key with its JWKS served over HTTP, tokens of every kind, a gateway
+started in-process, and small recording upstreams for behaviours no real service can be made to show on cue
+(hanging, failing, counting attempts)."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+import jwt
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from libs.testing import free_port, running_app
+from services.gateway.app import create_app
+from services.gateway.settings import GatewaySettings
+
+ISSUER = "o2o-membership"
+AUDIENCE = "o2o-api"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class SigningKey:
+    """An RSA key as membership would hold it, and the tokens it (or an attacker) can make."""
+
+    def __init__(self, kid: str | None = None) -> None:
+        self.kid = kid or f"test-{uuid.uuid4().hex[:8]}"
+        self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.public_pem = self.private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    def jwk(self) -> dict:
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.private.public_key()))
+        return {**jwk, "kid": self.kid, "alg": "RS256", "use": "sig"}
+
+    def claims(self, sub: str = "mbr_a", roles: tuple[str, ...] = ("customer",), **extra) -> dict:
+        now = int(time.time())
+        claims = {"sub": sub, "roles": list(roles), "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 600}
+        if "customer" in roles:
+            claims["member_id"] = sub
+        claims.update(extra)
+        return {k: v for k, v in claims.items() if v is not None}
+
+    def token(self, sub: str = "mbr_a", roles: tuple[str, ...] = ("customer",), headers: dict | None = None,
+              **extra) -> str:
+        return jwt.encode(self.claims(sub, roles, **extra), self.private, algorithm="RS256",
+                          headers={"kid": self.kid, **(headers or {})})
+
+    def unsigned_token(self, alg: str, secret: bytes | None, **claims) -> str:
+        """A token built by hand, as an attacker would: `alg: none`, or HMAC keyed with our public key."""
+        header = b64url(json.dumps({"alg": alg, "typ": "JWT", "kid": self.kid}).encode())
+        payload = b64url(json.dumps(self.claims(**claims)).encode())
+        signing_input = f"{header}.{payload}".encode()
+        signature = b"" if secret is None else hmac.new(secret, signing_input, hashlib.sha256).digest()
+        return f"{header}.{payload}.{b64url(signature)}"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@contextlib.asynccontextmanager
+async def jwks_server(*keys: SigningKey, published: list[SigningKey] | None = None) -> AsyncIterator[str]:
+    """Membership's JWKS endpoint, served by a tiny app; yields the JWKS URL. Pass a list as `published` to
+    change the keys while it runs (rotation)."""
+    keys = published if published is not None else list(keys)
+    app = web.Application()
+
+    async def jwks(_: web.Request) -> web.Response:
+        return web.json_response({"keys": [key.jwk() for key in keys]})
+
+    app.router.add_get("/auth/jwks", jwks)
+    port = free_port()
+    async with running_app(app, port) as base:
+        yield f"{base}/auth/jwks"
+
+
+DOWN = "http://127.0.0.1:9"  # the discard port: nothing listens there
+
+
+def gateway_settings(jwks_url: str, **overrides) -> GatewaySettings:
+    values = dict(port=free_port(), jwks_url=jwks_url, catalog_url=DOWN, stock_url=DOWN, orders_url=DOWN,
+                  membership_url=DOWN, notifications_url=DOWN, settlement_url=DOWN, upstream_timeout_s=5.0,
+                  upstream_connect_timeout_s=1.0)
+    values.update(overrides)
+    return GatewaySettings(**values)
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(jwks_url: str, **overrides) -> AsyncIterator[str]:
+    settings = gateway_settings(jwks_url, **overrides)
+    async with running_app(create_app(settings), settings.port) as base:
+        yield base
+
+
+@dataclass
+class Recorder:
+    """What a fake upstream saw."""
+    requests: list[dict] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def count(self, method: str, path: str) -> int:
+        return sum(1 for r in self.requests if r["method"] == method and r["path"] == path)
+
+
+@contextlib.asynccontextmanager
+async def recording_upstream(answers: dict[tuple[str, str], tuple[int, dict]] | None = None,
+                             hang_paths: frozenset[str] = frozenset(),
+                             block_header: str | None = None) -> AsyncIterator[tuple[str, Recorder]]:
+    """An upstream that records every request. It answers `answers[(method, path)]` (default 200 echo),
+    never answers `hang_paths` until the test ends, and holds requests carrying `block_header` until
+    `recorder.release` is set."""
+    recorder = Recorder()
+    answers = answers or {}
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        recorder.requests.append({"method": request.method, "path": request.path, "query": dict(request.query),
+                                  "headers": dict(request.headers), "body": body})
+        if request.path in hang_paths:
+            await asyncio.Event().wait()
+        if block_header and block_header in request.headers:
+            await recorder.release.wait()
+        status, payload = answers.get((request.method, request.path), (200, {"echo": request.path}))
+        content_type = "application/problem+json" if status >= 400 else "application/json"
+        return web.Response(status=status, body=json.dumps(payload).encode(), content_type=content_type)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    port = free_port()
+    async with running_app(app, port) as base:
+        yield base, recorder
+
+
+async def call(session: aiohttp.ClientSession, method: str, url: str, **kw) -> tuple[int, dict, aiohttp.typedefs.CIMultiDictProxy]:
+    """One request; the JSON body (or {} when there is none) and headers."""
+    async with session.request(method, url, **kw) as response:
+        raw = await response.read()
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            body = {"_raw": raw.decode(errors="replace")}
+        return response.status, body, response.headers
