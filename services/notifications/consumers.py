@@ -1,0 +1,23 @@
+"""Bus entrypoints: one thin handler for every event type notifications reacts to or relays to webhooks."""
+from __future__ import annotations
+
+from functools import partial
+
+from aiohttp import web
+
+from libs.bus import Bus, Envelope
+from services.notifications.domain.rules import CONSUMED_EVENT_TYPES
+from services.notifications.fanout import handle_event
+from services.notifications.jobs import context_of
+
+
+async def on_event(app: web.Application, envelope: Envelope, session) -> None:
+    """Create this event's deliveries in the inbox transaction; the delivery worker sends them."""
+    await handle_event(context_of(app), envelope, session)
+
+
+def subscribe(app: web.Application, bus: Bus) -> None:
+    # Bound to every event type of DESIGN §2: webhooks may ask for any of them, not only the ones that
+    # notify a person.
+    for event_type in CONSUMED_EVENT_TYPES:
+        bus.on(event_type, partial(on_event, app))

@@ -1,0 +1,255 @@
+"""Turning one event (or one campaign member) into deliveries, inside the caller's transaction.
+
+Consumers and the campaign runner call these with their session, so the deliveries, the cap counters and
+the inbox record commit together: a redelivered event finds its id in the inbox and creates nothing, and
+the unique (event id, recipient, channel) index backs that up.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from libs.bus import Envelope
+from libs.logging import get_logger
+from libs.mongo import Mongo
+from libs.outbox import Outbox
+from services.notifications import metrics
+from services.notifications.domain import policy, templates
+from services.notifications.domain.policy import Plan, Planned, Recipient
+from services.notifications.domain.rules import (
+    FRANCHISEE, MEMBER, PHONE, PRIVATE_EVENT_TYPES, RULES, SINK, STORE_MANAGERS, WEBHOOK, Rule,
+)
+from services.notifications.events import DeliveryFailed
+from services.notifications.repository import (
+    DailyCaps, DeliveryRepository, PreferenceRepository, RecipientDirectory, TemplateRepository, WebhookRepository,
+    new_id, recipient_from,
+)
+from services.notifications.settings import NotificationsSettings
+
+log = get_logger("notifications.fanout")
+
+
+@dataclass
+class Context:
+    mongo: Mongo
+    outbox: Outbox
+    settings: NotificationsSettings
+
+    @property
+    def directory(self) -> RecipientDirectory:
+        return RecipientDirectory(self.mongo)
+
+    @property
+    def deliveries(self) -> DeliveryRepository:
+        return DeliveryRepository(self.mongo)
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def delivery_doc(*, event_id: str, event_type: str, category: str, recipient_id: str, member_id: str | None,
+                 channel: str, address: str | None, locale: str, subject: str, body: str, status: str,
+                 reason: str | None, due_at_ms: int, now: datetime, **extra: Any) -> dict:
+    return {"_id": new_id("dlv"), "event_id": event_id, "event_type": event_type, "category": category,
+            "recipient_id": recipient_id, "member_id": member_id, "channel": channel, "address": address,
+            "locale": locale, "subject": subject, "body": body, "status": status, "reason": reason,
+            "due_at_ms": due_at_ms, "attempt_count": 0, "created_at": now, "created_ms": _ms(now),
+            "updated_at": now, "last_error": None, **extra}
+
+
+# --- the recipient directory ---------------------------------------------------------------------
+
+def _contact(data: dict[str, Any]) -> dict[str, Any]:
+    """Contact fields an event carries, at top level or under `contact`."""
+    nested = data.get("contact") if isinstance(data.get("contact"), dict) else {}
+    found = {}
+    for key in ("phone", "email", "locale", "wechat_openid", "name"):
+        value = nested.get(key) or data.get(key)
+        if isinstance(value, str) and value:
+            found[key] = value
+    return found
+
+
+async def update_directory(ctx: Context, envelope: Envelope, session) -> None:
+    data = envelope.data
+    member_id = data.get("member_id")
+    if not isinstance(member_id, str) or not member_id:
+        return
+    fields: dict[str, Any] = {"kind": "member", "member_id": member_id, **_contact(data)}
+    if "locale" in fields:
+        fields["locale"] = policy.normalize_locale(fields["locale"])
+    if isinstance(data.get("marketing_consent"), bool):
+        fields["marketing_consent"] = data["marketing_consent"]
+    directory = ctx.directory
+    await directory.upsert(member_id, fields, session)
+    if envelope.type == "membership.member.merged":
+        merged = [data.get(k) for k in ("merged_member_id", "merged_from", "source_member_id",
+                                        "duplicate_member_id")]
+        merged_ids = [m for value in merged for m in (value if isinstance(value, list) else [value])
+                      if isinstance(m, str) and m and m != member_id]
+        for merged_id in merged_ids:
+            await directory.upsert(merged_id, {"kind": "member", "member_id": merged_id, "merged_into": member_id},
+                                   session)
+
+
+async def resolve_recipients(ctx: Context, rule: Rule, data: dict[str, Any], session) -> list[Recipient]:
+    directory = ctx.directory
+    contact = _contact(data)
+    if isinstance(data.get("marketing_consent"), bool):
+        contact["marketing_consent"] = data["marketing_consent"]
+    if rule.audience == MEMBER:
+        member_id = data.get("member_id")
+        if isinstance(member_id, str) and member_id:
+            doc = await directory.resolve_member(member_id, session)
+            return [recipient_from(doc, doc["_id"] if doc else member_id, "member", contact)]
+        if contact.get("phone"):  # a guest order: only what the event carries
+            return [recipient_from(None, f"phone:{contact['phone']}", "phone", contact)]
+        return []
+    if rule.audience == PHONE:
+        phone = contact.get("phone")
+        return [recipient_from(None, f"phone:{phone}", "phone", contact)] if phone else []
+    if rule.audience == STORE_MANAGERS:
+        location_id = data.get("location_id")
+        if not isinstance(location_id, str) or not location_id:
+            return []
+        recipient_id = f"store:{location_id}"
+        return [recipient_from(await directory.get(recipient_id, session), recipient_id, "store", {})]
+    if rule.audience == FRANCHISEE:
+        franchisee_id = data.get("franchisee_id")
+        if not franchisee_id and str(data.get("party_id", "")).startswith("frn_"):
+            franchisee_id = data["party_id"]
+        if not isinstance(franchisee_id, str) or not franchisee_id:
+            return []
+        recipient_id = f"franchisee:{franchisee_id}"
+        return [recipient_from(await directory.get(recipient_id, session), recipient_id, "franchisee", {})]
+    return []
+
+
+# --- rendering and planning ------------------------------------------------------------------------
+
+async def render_for(ctx: Context, template_type: str, channel: str, locale: str, context: dict[str, Any],
+                     session) -> templates.Rendered:
+    """Render the stored template (the member's locale, else zh-CN, else the built-in default)."""
+    repo = TemplateRepository(ctx.mongo)
+    stored = await repo.get(template_type, channel, locale, session) or await repo.get(
+        template_type, channel, policy.DEFAULT_LOCALE, session)
+    if stored is not None:
+        subject, body = stored["subject"], stored["body"]
+    else:
+        fallback = templates.default_for(template_type, channel, locale)
+        if fallback is None:
+            raise templates.TemplateProblem(f"no template for {template_type} on {channel}")
+        subject, body = fallback
+    return templates.render(subject, body, context)
+
+
+async def deliveries_for(ctx: Context, *, rule: Rule, template_type: str, event_id: str, occurred_at: str,
+                         data: dict[str, Any], recipient: Recipient, now: datetime, session,
+                         channels: tuple[str, ...] | None = None, not_before_ms: int | None = None,
+                         extra: dict[str, Any] | None = None) -> list[dict]:
+    """Plan, cap, render and insert the deliveries of one message to one recipient."""
+    prefs_repo = PreferenceRepository(ctx.mongo, ctx.settings.default_daily_cap)
+    prefs = await prefs_repo.get(recipient.member_id, session) if recipient.kind == "member" else \
+        policy.Preferences(daily_cap=ctx.settings.default_daily_cap)
+    decided: Plan = policy.plan(rule, recipient, prefs, now, channels)
+    if decided.counts_toward_cap and not await DailyCaps(ctx.mongo).take(
+            recipient.member_id, policy.cap_day(now, prefs), prefs.daily_cap, session):
+        decided = decided.suppressed("daily-cap")
+    if not decided.deliveries:
+        metrics.SUPPRESSED.labels(rule.category, decided.reason or "none").inc()
+        return []
+    docs: list[dict] = []
+    context = templates.context_for(template_type, event_id, occurred_at, data, recipient.name, recipient.locale)
+    for planned in decided.deliveries:
+        docs.append(await _planned_doc(ctx, rule, template_type, event_id, recipient, planned, context, now,
+                                       session, not_before_ms, extra or {}))
+    mirrored = [d for d in docs if d["status"] == "pending"]
+    if ctx.settings.mirror_to_sink and mirrored:
+        first = mirrored[0]
+        docs.append(delivery_doc(event_id=event_id, event_type=template_type, category=rule.category,
+                                 recipient_id=recipient.id, member_id=recipient.member_id, channel=SINK,
+                                 address=f"sink:{first['channel']}:{first['address']}", locale=recipient.locale,
+                                 subject=first["subject"], body=first["body"], status="pending", reason=None,
+                                 due_at_ms=first["due_at_ms"], now=now, **(extra or {})))
+    created = await ctx.deliveries.add_many(docs, session)
+    for doc in created:
+        metrics.DELIVERIES_CREATED.labels(doc["channel"], rule.category, doc["status"]).inc()
+        if doc["status"] == "suppressed":
+            metrics.SUPPRESSED.labels(rule.category, doc["reason"] or "none").inc()
+        if doc["status"] == "failed":
+            await record_failure(ctx, doc, session)
+    return created
+
+
+async def _planned_doc(ctx: Context, rule: Rule, template_type: str, event_id: str, recipient: Recipient,
+                       planned: Planned, context: dict[str, Any], now: datetime, session,
+                       not_before_ms: int | None, extra: dict[str, Any]) -> dict:
+    due_ms = max(_ms(planned.due_at), not_before_ms or 0)
+    status, reason, subject, body = planned.status, planned.reason, "", ""
+    try:
+        rendered = await render_for(ctx, template_type, planned.channel, recipient.locale, context, session)
+        subject, body = rendered.subject, rendered.body
+    except templates.TemplateProblem as exc:
+        # A broken template fails this delivery for good (and says so); other channels still go out.
+        status, reason = "failed", f"template-error: {exc}"[:300]
+    doc = delivery_doc(event_id=event_id, event_type=template_type, category=rule.category,
+                       recipient_id=recipient.id, member_id=recipient.member_id, channel=planned.channel,
+                       address=planned.address, locale=recipient.locale, subject=subject, body=body, status=status,
+                       reason=reason, due_at_ms=due_ms, now=now, **extra)
+    if status == "failed":
+        doc["last_error"] = reason
+    return doc
+
+
+async def record_failure(ctx: Context, delivery: dict, session) -> None:
+    """Publish `notifications.delivery.failed` in the transaction that marks the delivery failed."""
+    if delivery["event_type"] == "notifications.delivery.failed" and delivery["channel"] == WEBHOOK:
+        return  # a failed webhook about a failure must not produce another failure event (no feedback loop)
+    metrics.DELIVERIES_FAILED.labels(delivery["channel"], delivery["category"]).inc()
+    await ctx.outbox.record(session, DeliveryFailed(
+        delivery_id=delivery["_id"], event_id=delivery["event_id"], event_type_notified=delivery["event_type"],
+        recipient_id=delivery["recipient_id"], member_id=delivery.get("member_id"), channel=delivery["channel"],
+        category=delivery["category"], attempts=delivery["attempt_count"],
+        error=(delivery.get("last_error") or delivery.get("reason") or "unknown")[:500],
+        failed_at=datetime.now(UTC).isoformat().replace("+00:00", "Z")), subject=delivery["_id"])
+
+
+# --- one consumed event ------------------------------------------------------------------------------
+
+async def handle_event(ctx: Context, envelope: Envelope, session) -> int:
+    """All the deliveries of one event: to people by the rules, and to webhook subscribers."""
+    now = datetime.now(UTC)
+    if envelope.type in ("membership.member.registered", "membership.member.merged"):
+        await update_directory(ctx, envelope, session)
+    created = 0
+    occurred_at = envelope.occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    rule = RULES.get(envelope.type)
+    if rule is not None:
+        recipients = await resolve_recipients(ctx, rule, envelope.data, session)
+        if not recipients:
+            metrics.SUPPRESSED.labels(rule.category, "no-recipient").inc()
+        for recipient in recipients:
+            created += len(await deliveries_for(ctx, rule=rule, template_type=envelope.type, event_id=envelope.id,
+                                                occurred_at=occurred_at, data=envelope.data, recipient=recipient,
+                                                now=now, session=session))
+    if envelope.type not in PRIVATE_EVENT_TYPES:
+        created += await webhook_deliveries(ctx, envelope, now, session)
+    return created
+
+
+async def webhook_deliveries(ctx: Context, envelope: Envelope, now: datetime, session) -> int:
+    subscriptions = await WebhookRepository(ctx.mongo).active_for(envelope.type, session)
+    if not subscriptions:
+        return 0
+    payload = envelope.model_dump_json()
+    docs = [delivery_doc(event_id=envelope.id, event_type=envelope.type, category="webhook",
+                         recipient_id=sub["_id"], member_id=None, channel=WEBHOOK, address=sub["url"],
+                         locale=policy.DEFAULT_LOCALE, subject=envelope.type, body="", status="pending", reason=None,
+                         due_at_ms=_ms(now), now=now, payload=payload, webhook_id=sub["_id"])
+            for sub in subscriptions]
+    created = await ctx.deliveries.add_many(docs, session)
+    for _ in created:
+        metrics.DELIVERIES_CREATED.labels(WEBHOOK, "webhook", "pending").inc()
+    return len(created)
