@@ -7,7 +7,7 @@ from pymongo import ASCENDING, DESCENDING
 from libs.mongo import ConcurrencyConflict, IndexSpec, Mongo
 
 INDEXES = [
-    IndexSpec("orders", [("member_id", ASCENDING), ("_id", DESCENDING)], name="member_orders"),
+    IndexSpec("orders", [("member_id", ASCENDING)], name="member_orders"),
     IndexSpec("orders", [("store_ids", ASCENDING), ("status", ASCENDING)], name="store_orders"),
     IndexSpec("orders", [("status", ASCENDING), ("expires_at_ms", ASCENDING)], name="status_expiry"),
     IndexSpec("orders", [("status", ASCENDING), ("status_changed_at_ms", ASCENDING)], name="status_age"),

@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.orders.kit import orders_suite
+
+
+@pytest.fixture
+async def suite(mongo_url, bus_namespace, request):
+    """Orders with its siblings, fresh databases per test; `@pytest.mark.parametrize("suite", [{...}],
+    indirect=True)` passes orders settings overrides."""
+    overrides = getattr(request, "param", {}) or {}
+    async with orders_suite(mongo_url, bus_namespace, orders_overrides=overrides) as harness:
+        yield harness
