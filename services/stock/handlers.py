@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import time
 import uuid
 from typing import Literal
@@ -166,8 +167,8 @@ def decode_cursor(cursor: str | None) -> str | None:
     if not cursor:
         return None
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, UnicodeDecodeError):
+        return base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
+    except (ValueError, UnicodeDecodeError, binascii.Error):
         raise Problem(400, "bad-cursor", "cursor is not one this API issued") from None
 
 

@@ -223,7 +223,8 @@ class Stock:
                                       "created_at_ms": now_ms()}, session)
             await self.levels.ensure(movement["to_location_id"], movement["sku_id"], session)
             await self.levels.change_in_transit(movement["to_location_id"], movement["sku_id"], movement["qty"], session)
-        await self._maybe_low(level, level["available"], level["available"] + change.on_hand, session)
+        await self._maybe_low(level, level["available"], level["available"] + change.on_hand, session,
+                              on_hand=level["on_hand"] + change.on_hand)
         entry = await self._append_ledger(session, key=movement["key"], kind=kind, location_id=location["_id"],
                                           sku_id=movement["sku_id"], qty=movement.get("qty"), delta=change.on_hand,
                                           level_before=level, variance=change.variance, reason=movement.get("reason"),
@@ -269,11 +270,12 @@ class Stock:
         metrics.MOVEMENTS.labels(kind).inc()
         return entry
 
-    async def _maybe_low(self, level: dict, before: int, after: int, session) -> None:
+    async def _maybe_low(self, level: dict, before: int, after: int, session, on_hand: int | None = None) -> None:
         reorder_point = level.get("reorder_point", self.settings.default_reorder_point)
         if model.crossed_below(before, after, reorder_point):
             await self.outbox.record(session, StockLevelLow(location_id=level["location_id"], sku_id=level["sku_id"],
-                                                            available=after, on_hand=level["on_hand"],
+                                                            available=after,
+                                                            on_hand=level["on_hand"] if on_hand is None else on_hand,
                                                             reorder_point=reorder_point), subject=level["_id"])
             self.mongo.after_commit(metrics.LEVEL_LOW.inc)
 

@@ -49,6 +49,15 @@ class StockApi:
                                                              staff_id="stf_hq")}
         self.mint = mint
 
+    @property
+    def settings(self):
+        return _settings(self.app)
+
+    @property
+    def db(self):
+        from libs.service import MONGO
+        return self.app[MONGO].db
+
     def staff_of(self, *store_ids: str, role: str = "store_staff") -> dict:
         token = self.mint.token(_settings(self.app), f"stf_{store_ids[0]}", [role], staff_id=f"stf_{store_ids[0]}",
                                 store_ids=list(store_ids))
@@ -60,11 +69,13 @@ class StockApi:
             return response.status, body, dict(response.headers)
 
     async def reserve(self, body: dict, headers: dict | None = None) -> tuple[int, dict]:
-        status, payload, _ = await self.call("POST", "/stock/internal/reservations", headers or self.service, json=body)
+        status, payload, _ = await self.call("POST", "/stock/internal/reservations",
+                                               self.service if headers is None else headers, json=body)
         return status, payload
 
     async def move(self, body: dict, headers: dict | None = None) -> tuple[int, dict]:
-        status, payload, _ = await self.call("POST", "/stock/movements", headers or self.admin, json=body)
+        status, payload, _ = await self.call("POST", "/stock/movements",
+                                               self.admin if headers is None else headers, json=body)
         return status, payload
 
     async def location(self, **fields) -> dict:
@@ -103,3 +114,65 @@ async def stock_api(mongo_url, bus_namespace, token_mint, request):
         # No connection cap: concurrency tests really put hundreds of requests in flight at once.
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             yield StockApi(app, base, http, token_mint)
+
+
+class EventTap:
+    """A private queue bound to the run's exchange: what stock really published on the broker."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.events: list[dict] = []
+
+    async def start(self, *keys: str) -> None:
+        import aio_pika
+        from libs.bus import Names
+        from libs.testing import AMQP_URL
+        self.connection = await aio_pika.connect(AMQP_URL)
+        channel = await self.connection.channel()
+        exchange = await channel.declare_exchange(Names(self.namespace).exchange, aio_pika.ExchangeType.TOPIC,
+                                                  durable=True)
+        queue = await channel.declare_queue(f"{self.namespace}tap.{uuid.uuid4().hex[:8]}", exclusive=True,
+                                            auto_delete=True)
+        for key in keys:
+            await queue.bind(exchange, routing_key=key)
+
+        async def collect(message):
+            async with message.process():
+                self.events.append(json.loads(message.body))
+
+        await queue.consume(collect)
+
+    def of(self, event_type: str, **data) -> list[dict]:
+        return [e for e in self.events if e["type"] == event_type
+                and all(e["data"].get(k) == v for k, v in data.items())]
+
+    async def stop(self) -> None:
+        await self.connection.close()
+
+
+@pytest.fixture
+async def event_tap(bus_namespace):
+    tap = EventTap(bus_namespace)
+    yield tap
+    await tap.stop()
+
+
+async def publish_raw(namespace: str, envelope: dict) -> None:
+    """Publish an envelope as another service would (used for consumer and redelivery tests)."""
+    import aio_pika
+    from libs.bus import Names
+    from libs.testing import AMQP_URL
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(Names(namespace).exchange, aio_pika.ExchangeType.TOPIC,
+                                                  durable=True)
+        await exchange.publish(aio_pika.Message(json.dumps(envelope).encode(), message_id=envelope["id"],
+                                                content_type="application/json"), routing_key=envelope["type"])
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def publish(bus_namespace):
+    return lambda envelope: publish_raw(bus_namespace, envelope)
