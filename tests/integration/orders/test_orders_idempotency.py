@@ -1,0 +1,66 @@
+"""Must-show 4: replaying POST /orders with the same Idempotency-Key creates one order; another body gets
+422; concurrent duplicates never create a second order."""
+from __future__ import annotations
+
+import asyncio
+
+JINGAN, TEE = "loc_sh_jingan", "sku_tee_classic_whi_s"
+LIN = "mbr_demo_lin"
+
+
+def body(qty=1):
+    return {"channel": "app", "lines": [{"sku_id": TEE, "qty": qty}],
+            "fulfilment": {"type": "pickup", "location_id": JINGAN}}
+
+
+async def member_orders(suite, headers):
+    status, page, _ = await suite.call("GET", "/orders?limit=100", headers)
+    assert status == 200, page
+    return page["items"]
+
+
+async def test_same_key_same_body_gives_the_same_order_and_holds_stock_once(suite):
+    member = suite.mint.member(LIN)
+    before = await suite.level(JINGAN, TEE)
+    first_status, first = await suite.place(body(), member, key="checkout-1")
+    assert first_status == 201, first
+    again_status, again, headers = await suite.call("POST", "/orders", {**member, "Idempotency-Key": "checkout-1"},
+                                                     json=body())
+    assert again_status == 201 and again["id"] == first["id"]
+    assert headers.get("Idempotent-Replayed") == "true"
+    assert [o["id"] for o in await member_orders(suite, member)] == [first["id"]]
+    assert (await suite.level(JINGAN, TEE))["available"] == before["available"] - 1
+
+
+async def test_same_key_with_another_body_is_refused_with_422_and_changes_nothing(suite):
+    member = suite.mint.member(LIN)
+    status, first = await suite.place(body(qty=1), member, key="checkout-2")
+    assert status == 201
+    level = await suite.level(JINGAN, TEE)
+    status, problem = await suite.place(body(qty=2), member, key="checkout-2")
+    assert status == 422
+    assert problem["type"].endswith("idempotency-key-reused")
+    assert len(await member_orders(suite, member)) == 1
+    assert (await suite.level(JINGAN, TEE))["available"] == level["available"]
+
+
+async def test_concurrent_duplicates_create_exactly_one_order(suite):
+    member = suite.mint.member(LIN)
+    before = await suite.level(JINGAN, TEE)
+    answers = await asyncio.gather(*(suite.place(body(), member, key="checkout-3") for _ in range(20)))
+    created = {payload["id"] for status, payload in answers if status == 201}
+    assert len(created) == 1, answers
+    # The others either replayed the stored answer (201, same id) or met the first still running (409).
+    assert all(status in (201, 409) for status, _ in answers)
+    assert all(p["type"].endswith("idempotency-conflict") for s, p in answers if s == 409)
+    assert [o["id"] for o in await member_orders(suite, member)] == list(created)
+    assert (await suite.level(JINGAN, TEE))["available"] == before["available"] - 1
+
+
+async def test_the_key_belongs_to_its_caller(suite):
+    """Another member reusing the same key string gets their own order, not the first member's."""
+    status, lin_order = await suite.place(body(), suite.mint.member(LIN), key="shared-key")
+    assert status == 201
+    status, chen_order = await suite.place(body(), suite.mint.member("mbr_demo_chen"), key="shared-key")
+    assert status == 201 and chen_order["id"] != lin_order["id"]
+    assert chen_order["member_id"] == "mbr_demo_chen"
