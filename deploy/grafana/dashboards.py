@@ -1,0 +1,365 @@
+"""Grafana dashboards of the O2O Loop suite, written as code and rendered to deploy/grafana/dashboards/*.json.
+
+    python deploy/grafana/dashboards.py          # rewrite the JSON files (commit them)
+    python deploy/grafana/dashboards.py --check  # exit 1 when a committed file is stale
+
+Grafana loads the JSON files through file provisioning (deploy/grafana/provisioning/). Every PromQL
+expression here is syntax-checked by promtool and every o2o_* metric it names must be exported by the
+services (tests/unit/deploy/test_grafana.py, tests/integration/deploy/test_metrics_exported.py).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "dashboards"
+DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
+SERVICES = ("gateway", "catalog", "stock", "orders", "membership", "notifications", "settlement")
+RATE = "$__rate_interval"
+PROBES = 'route!~"/metrics|/healthz|/readyz"'
+
+
+class Board:
+    """Lays panels out left to right on a 24-column grid, rows of equal height."""
+
+    def __init__(self, uid: str, title: str, description: str, variables: list[dict] | None = None) -> None:
+        self.uid, self.title, self.description = uid, title, description
+        self.variables = variables or []
+        self.panels: list[dict] = []
+        self._x = self._y = 0
+        self._row_height = 0
+
+    def row(self, title: str) -> None:
+        self._newline()
+        self.panels.append({"type": "row", "title": title, "collapsed": False, "id": len(self.panels) + 1,
+                            "gridPos": {"h": 1, "w": 24, "x": 0, "y": self._y}, "panels": []})
+        self._y += 1
+
+    def _newline(self) -> None:
+        if self._x:
+            self._y += self._row_height
+            self._x, self._row_height = 0, 0
+
+    def _place(self, width: int, height: int) -> dict:
+        if self._x + width > 24:
+            self._newline()
+        pos = {"h": height, "w": width, "x": self._x, "y": self._y}
+        self._x += width
+        self._row_height = max(self._row_height, height)
+        return pos
+
+    def _panel(self, kind: str, title: str, targets: list[tuple[str, str]], unit: str, width: int, height: int,
+               description: str, **options) -> None:
+        panel = {
+            "id": len(self.panels) + 1, "type": kind, "title": title, "description": description,
+            "datasource": DATASOURCE, "gridPos": self._place(width, height),
+            "targets": [{"refId": chr(ord("A") + i), "datasource": DATASOURCE, "expr": expr, "legendFormat": legend,
+                         "range": True} for i, (expr, legend) in enumerate(targets)],
+            "fieldConfig": {"defaults": {"unit": unit, **options.pop("defaults", {})}, "overrides": []},
+            "options": options,
+        }
+        self.panels.append(panel)
+
+    def graph(self, title: str, *targets: tuple[str, str], unit: str = "short", width: int = 12, height: int = 8,
+              description: str = "", stack: bool = False) -> None:
+        custom = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "showPoints": "never",
+                  "stacking": {"mode": "normal" if stack else "none", "group": "A"}}
+        self._panel("timeseries", title, list(targets), unit, width, height, description,
+                    defaults={"custom": custom},
+                    legend={"displayMode": "table", "placement": "bottom", "showLegend": True, "calcs": ["mean", "max"]},
+                    tooltip={"mode": "multi", "sort": "desc"})
+
+    def stat(self, title: str, expr: str, unit: str = "short", width: int = 4, height: int = 4,
+             description: str = "", thresholds: list[tuple[float | None, str]] | None = None) -> None:
+        steps = [{"value": v, "color": c} for v, c in (thresholds or [(None, "green")])]
+        self._panel("stat", title, [(expr, "")], unit, width, height, description,
+                    defaults={"thresholds": {"mode": "absolute", "steps": steps}, "color": {"mode": "thresholds"}},
+                    reduceOptions={"calcs": ["lastNotNull"], "fields": "", "values": False},
+                    colorMode="background", graphMode="area", textMode="auto")
+
+    def render(self) -> dict:
+        return {
+            "uid": self.uid, "title": self.title, "description": self.description, "tags": ["o2o"],
+            "timezone": "utc", "editable": True, "graphTooltip": 1, "schemaVersion": 39, "version": 1,
+            "refresh": "30s", "time": {"from": "now-3h", "to": "now"},
+            "templating": {"list": self.variables},
+            "annotations": {"list": [{"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                                      "enable": True, "hide": True, "iconColor": "rgba(0, 211, 255, 1)",
+                                      "name": "Annotations & Alerts", "type": "dashboard"}]},
+            "links": [{"type": "dashboards", "tags": ["o2o"], "asDropdown": True, "title": "O2O dashboards",
+                       "includeVars": False, "keepTime": True}],
+            "panels": self.panels,
+        }
+
+
+def query_variable(name: str, label: str, query: str, multi: bool = True) -> dict:
+    return {"name": name, "label": label, "type": "query", "datasource": DATASOURCE, "refresh": 2,
+            "query": {"query": query, "refId": f"{name}-values"}, "definition": query, "multi": multi,
+            "includeAll": multi, "current": {}, "sort": 1, "regex": ""}
+
+
+RED_THRESHOLDS = [(None, "green"), (0.01, "orange"), (0.05, "red")]
+
+
+def overview() -> Board:
+    b = Board("o2o-overview", "O2O Loop / Overview",
+              "Is the suite up and serving? Availability, traffic, errors and the bus at a glance.")
+    b.stat("Services up", 'sum(up{job="o2o"})', thresholds=[(None, "red"), (7, "green")],
+           description="Scrape targets answering (7 services expected).")
+    b.stat("Requests / s", f'sum(rate(o2o_http_requests_total{{{PROBES}}}[{RATE}]))', unit="reqps")
+    b.stat("5xx ratio", f'sum(rate(o2o_http_requests_total{{status=~"5..",{PROBES}}}[{RATE}])) / '
+           f'sum(rate(o2o_http_requests_total{{{PROBES}}}[{RATE}]))', unit="percentunit", thresholds=RED_THRESHOLDS)
+    b.stat("p99 latency", f'histogram_quantile(0.99, sum by (le) (rate(o2o_http_request_duration_seconds_bucket'
+           f'{{{PROBES}}}[{RATE}])))', unit="s", thresholds=[(None, "green"), (0.5, "orange"), (1, "red")])
+    b.stat("Outbox backlog", "sum(o2o_outbox_backlog)", thresholds=[(None, "green"), (50, "orange"), (500, "red")],
+           description="Events recorded but not yet published, all services.")
+    b.stat("Dead letters (1h)", 'sum(increase(o2o_bus_events_consumed_total{outcome="dead_lettered"}[1h]))',
+           thresholds=[(None, "green"), (1, "red")])
+    b.graph("Up by service", ('up{job="o2o"}', "{{service}}"), width=8,
+            description="1 = scraped; 0 = down (alert O2OServiceDown).")
+    b.graph("Requests / s by service", (f'sum by (service) (rate(o2o_http_requests_total{{{PROBES}}}[{RATE}]))',
+                                        "{{service}}"), unit="reqps", width=8)
+    b.graph("5xx ratio by service", (f'sum by (service) (rate(o2o_http_requests_total{{status=~"5.."}}[{RATE}])) / '
+                                     f'sum by (service) (rate(o2o_http_requests_total[{RATE}]))', "{{service}}"),
+            unit="percentunit", width=8)
+    b.graph("p95 latency by service", (f'histogram_quantile(0.95, sum by (service, le) (rate('
+                                       f'o2o_http_request_duration_seconds_bucket{{{PROBES}}}[{RATE}])))',
+                                       "{{service}}"), unit="s", width=8)
+    b.graph("Events published / s by service", (f"sum by (service) (rate(o2o_bus_events_published_total[{RATE}]))",
+                                                "{{service}}"), unit="ops", width=8)
+    b.graph("Broker connection", ("o2o_bus_connected", "{{service}}"), width=8,
+            description="1 while the service's AMQP connection is open.")
+    b.row("Gateway")
+    b.graph("Rate-limited / s by bucket", (f"sum by (bucket) (rate(o2o_gateway_rate_limited_total[{RATE}]))",
+                                           "{{bucket}}"), unit="reqps", width=8)
+    b.graph("Refused before routing / s", (f"sum by (reason) (rate(o2o_gateway_rejected_total[{RATE}]))", "{{reason}}"),
+            (f"sum by (reason) (rate(o2o_gateway_auth_failures_total[{RATE}]))", "auth: {{reason}}"),
+            unit="reqps", width=8)
+    b.graph("Circuit breakers", ("max by (service) (o2o_gateway_breaker_state)", "{{service}}"), width=8,
+            description="0 closed, 1 half-open, 2 open (upstream shed).")
+    b.graph("Upstream p95 by service", (f'histogram_quantile(0.95, sum by (service, le) (rate('
+                                        f'o2o_gateway_upstream_duration_seconds_bucket[{RATE}])))', "{{service}}"),
+            unit="s", width=12)
+    b.graph("Upstream in flight", ("sum by (service) (o2o_gateway_upstream_in_flight)", "{{service}}"), width=12)
+    return b
+
+
+def service_red() -> Board:
+    sel = 'service=~"$service"'
+    b = Board("o2o-service-red", "O2O Loop / Service RED",
+              "Rate, errors and duration per route of the chosen services.",
+              [query_variable("service", "Service", 'label_values(o2o_http_requests_total, service)')])
+    b.graph("Requests / s by route", (f'sum by (service, method, route) (rate(o2o_http_requests_total{{{sel},{PROBES}}}'
+                                      f'[{RATE}]))', "{{service}} {{method}} {{route}}"), unit="reqps")
+    b.graph("Errors / s by route and status", (f'sum by (service, method, route, status) (rate(o2o_http_requests_total'
+                                               f'{{{sel},status=~"4..|5.."}}[{RATE}]))',
+                                               "{{service}} {{method}} {{route}} {{status}}"), unit="reqps")
+    for quantile in ("0.5", "0.95", "0.99"):
+        b.graph(f"p{quantile[2:].ljust(2, '0')} latency by route",
+                (f'histogram_quantile({quantile}, sum by (service, method, route, le) (rate('
+                 f'o2o_http_request_duration_seconds_bucket{{{sel},{PROBES}}}[{RATE}])))',
+                 "{{service}} {{method}} {{route}}"), unit="s", width=8)
+    b.graph("5xx ratio", (f'sum by (service) (rate(o2o_http_requests_total{{{sel},status=~"5.."}}[{RATE}])) / '
+                          f'sum by (service) (rate(o2o_http_requests_total{{{sel}}}[{RATE}]))', "{{service}}"),
+            unit="percentunit", width=8)
+    b.graph("In-flight requests", (f"sum by (service) (o2o_http_requests_in_flight{{{sel}}})", "{{service}}"), width=8)
+    b.graph("Status classes / s", (f'sum by (service, status) (rate(o2o_http_requests_total{{{sel}}}[{RATE}]))',
+                                   "{{service}} {{status}}"), unit="reqps", width=8, stack=True)
+    return b
+
+
+def bus_health() -> Board:
+    sel = 'service=~"$service"'
+    b = Board("o2o-bus", "O2O Loop / Bus health",
+              "Outbox relays, consumers (processed, duplicate, retried, dead-lettered) and RabbitMQ queues.",
+              [query_variable("service", "Service", "label_values(o2o_bus_connected, service)")])
+    b.row("Publishing (outbox)")
+    b.graph("Outbox backlog", (f"sum by (service) (o2o_outbox_backlog{{{sel}}})", "{{service}}"), width=8,
+            description="Recorded, not yet published. Growing = relay behind (alert O2OOutboxBacklogGrowing).")
+    b.graph("Publish lag p95", (f"histogram_quantile(0.95, sum by (service, le) (rate("
+                                f"o2o_outbox_publish_lag_seconds_bucket{{{sel}}}[{RATE}])))", "{{service}}"),
+            unit="s", width=8, description="From the state change's commit to the broker's confirm.")
+    b.graph("Publish failures / s", (f"sum by (service) (rate(o2o_bus_publish_failures_total{{{sel}}}[{RATE}]))",
+                                     "{{service}}"), unit="ops", width=8)
+    b.graph("Published / s by event type", (f"sum by (event_type) (rate(o2o_bus_events_published_total{{{sel}}}"
+                                            f"[{RATE}]))", "{{event_type}}"), unit="ops", width=24, stack=True)
+    b.row("Consuming")
+    b.graph("Consumed / s by outcome", (f"sum by (service, outcome) (rate(o2o_bus_events_consumed_total{{{sel}}}"
+                                        f"[{RATE}]))", "{{service}} {{outcome}}"), unit="ops", width=12, stack=True)
+    b.graph("Retried and dead-lettered / s", (f'sum by (service, event_type, outcome) (rate(o2o_bus_events_consumed_total'
+                                              f'{{{sel},outcome=~"retried|dead_lettered"}}[{RATE}]))',
+                                              "{{service}} {{event_type}} {{outcome}}"), unit="ops", width=12)
+    b.graph("Handler p95 by event type", (f"histogram_quantile(0.95, sum by (service, event_type, le) (rate("
+                                          f"o2o_bus_handler_duration_seconds_bucket{{{sel}}}[{RATE}])))",
+                                          "{{service}} {{event_type}}"), unit="s", width=12)
+    b.graph("Broker connection", (f"o2o_bus_connected{{{sel}}}", "{{service}} {{instance}}"), width=12)
+    b.row("RabbitMQ (rabbitmq_prometheus plugin)")
+    b.graph("Ready messages by service queue", ('sum by (queue) (rabbitmq_detailed_queue_messages_ready'
+                                                '{queue=~".*\\\\.events"})', "{{queue}}"), width=8,
+            description="Consumer lag: events waiting in <service>.events.")
+    b.graph("Dead-letter queues", ('sum by (queue) (rabbitmq_detailed_queue_messages{queue=~".*\\\\.dlq"})', "{{queue}}"),
+            width=8, description="Anything here needs a person (alert O2ODeadLetterQueueNotEmpty).")
+    b.graph("Consumers by queue", ('sum by (queue) (rabbitmq_detailed_queue_consumers{queue=~".*\\\\.events"})',
+                                   "{{queue}}"), width=8)
+    b.graph("Retry queues", ('sum by (queue) (rabbitmq_detailed_queue_messages{queue=~".*\\\\.retry"})', "{{queue}}"),
+            width=12)
+    b.graph("Audit queue depth", ('sum by (queue) (rabbitmq_detailed_queue_messages{queue=~".*o2o\\\\.events\\\\.audit"})',
+                                  "{{queue}}"), width=12, description="Bounded (drop-head) copy of every event.")
+    return b
+
+
+def business() -> Board:
+    b = Board("o2o-business", "O2O Loop / Business KPIs",
+              "Orders, GMV, stock reservations, pickups, members, points and coupons, notifications and settlement.")
+    hour = "[1h]"
+    b.row("Orders")
+    b.stat("Orders placed (1h)", f"sum(increase(o2o_orders_placed_total{hour}))")
+    b.stat("Orders paid (1h)", f"sum(increase(o2o_orders_paid_total{hour}))")
+    b.stat("GMV placed (1h, CNY)", f"sum(increase(o2o_orders_order_value_fen_sum{hour})) / 100", unit="currencyCNY",
+           description="Order totals at placement; the metric counts fen.")
+    b.stat("Average order (CNY)", f"sum(increase(o2o_orders_order_value_fen_sum{hour})) / "
+           f"sum(increase(o2o_orders_order_value_fen_count{hour})) / 100", unit="currencyCNY")
+    b.stat("Checkouts rejected (1h)", f"sum(increase(o2o_orders_checkouts_rejected_total{hour}))",
+           thresholds=[(None, "green"), (10, "orange")])
+    b.stat("Refunded (1h, CNY)", f"sum(increase(o2o_orders_refunded_fen_total{hour})) / 100", unit="currencyCNY")
+    b.graph("Orders placed / min by channel and fulfilment",
+            (f"sum by (channel, fulfilment) (rate(o2o_orders_placed_total[{RATE}])) * 60", "{{channel}} {{fulfilment}}"),
+            unit="short", stack=True)
+    b.graph("GMV / min by channel (CNY)", (f"sum by (channel) (rate(o2o_orders_order_value_fen_sum[{RATE}])) * 60 / 100",
+                                           "{{channel}}"), unit="currencyCNY", stack=True)
+    b.graph("Order status changes / min", (f"sum by (fulfilment, status) (rate(o2o_orders_transitions_total[{RATE}])) "
+                                           f"* 60", "{{fulfilment}} → {{status}}"), width=8)
+    b.graph("Cancellations / min by cause", (f"sum by (cause) (rate(o2o_orders_cancelled_total[{RATE}])) * 60",
+                                             "{{cause}}"), width=8)
+    b.graph("Checkouts rejected / min by reason", (f"sum by (reason) (rate(o2o_orders_checkouts_rejected_total[{RATE}]))"
+                                                   f" * 60", "{{reason}}"), width=8)
+    b.graph("Payments / min by outcome", (f"sum by (provider, outcome) (rate(o2o_orders_payments_total[{RATE}])) * 60",
+                                          "{{provider}} {{outcome}}"), width=8)
+    b.graph("Checkout p95 by outcome", (f"histogram_quantile(0.95, sum by (outcome, le) (rate("
+                                        f"o2o_orders_checkout_duration_seconds_bucket[{RATE}])))", "{{outcome}}"),
+            unit="s", width=8)
+    b.graph("Returns / min", (f"sum by (stage) (rate(o2o_orders_returns_total[{RATE}])) * 60", "{{stage}}"), width=8)
+    b.row("Stock and pickup")
+    b.graph("Reservations / min by outcome", (f"sum by (mode, outcome) (rate(o2o_stock_reservations_total[{RATE}])) * 60",
+                                              "{{mode}} {{outcome}}"), width=8)
+    b.graph("Rejected share by mode", (f'sum by (mode) (rate(o2o_stock_reservations_total{{outcome="rejected"}}[{RATE}]))'
+                                       f' / sum by (mode) (rate(o2o_stock_reservations_total{{outcome=~"reserved|rejected"}}'
+                                       f'[{RATE}]))', "{{mode}}"), unit="percentunit", width=8,
+            description="Sold-out answers (alert O2OReservationRejectionsSpike).")
+    b.graph("Releases / min by reason", (f"sum by (reason) (rate(o2o_stock_releases_total[{RATE}])) * 60", "{{reason}}"),
+            width=8, description="Expired = unpaid or uncollected orders gave their stock back.")
+    b.graph("Units reserved / min", (f"sum by (mode) (rate(o2o_stock_reserved_units_total[{RATE}])) * 60", "{{mode}}"),
+            width=8)
+    b.graph("Locations per reservation (p95)", (f"histogram_quantile(0.95, sum by (mode, le) (rate("
+                                                f"o2o_stock_routing_locations_bucket[{RATE}])))", "{{mode}}"), width=8,
+            description="Split shipments: fewer is better.")
+    b.graph("Pickup code checks / min", (f"sum by (outcome) (rate(o2o_orders_pickup_verifications_total[{RATE}])) * 60",
+                                         "{{outcome}}"), width=8)
+    b.row("Members, points and coupons")
+    b.graph("Members registered / h by source", (f"sum by (source) (rate(o2o_membership_members_registered_total"
+                                                 f"[{RATE}])) * 3600", "{{source}}"), width=8)
+    b.graph("QR scans / h", (f"sum by (qr_kind, outcome) (rate(o2o_membership_qr_scans_total[{RATE}])) * 3600",
+                             "{{qr_kind}} {{outcome}}"), width=8)
+    b.graph("Points moved / h by reason", (f"sum by (reason) (rate(o2o_membership_points_total[{RATE}])) * 3600",
+                                           "{{reason}}"), width=8, description="Issued (earn) and redeemed (spend).")
+    b.graph("Coupons / h by transition", (f"sum by (transition) (rate(o2o_membership_coupons_total[{RATE}])) * 3600",
+                                          "{{transition}}"), width=8, description="issued, locked, redeemed, released.")
+    b.graph("Checkout holds / min", (f"sum by (outcome) (rate(o2o_membership_checkout_holds_total[{RATE}])) * 60",
+                                     "{{outcome}}"), width=8)
+    b.graph("Tier changes / h", (f"sum by (to_tier) (rate(o2o_membership_tier_changes_total[{RATE}])) * 3600",
+                                 "{{to_tier}}"), width=8)
+    b.row("Notifications")
+    b.graph("Send attempts / min by channel and outcome",
+            (f"sum by (channel, outcome) (rate(o2o_notifications_delivery_attempts_total[{RATE}])) * 60",
+             "{{channel}} {{outcome}}"), width=8)
+    b.graph("Failed for good / h by channel", (f"sum by (channel) (rate(o2o_notifications_deliveries_failed_total"
+                                               f"[{RATE}])) * 3600", "{{channel}}"), width=8)
+    b.graph("Delivery latency p95 by channel", (f"histogram_quantile(0.95, sum by (channel, le) (rate("
+                                                f"o2o_notifications_delivery_latency_seconds_bucket[{RATE}])))",
+                                                "{{channel}}"), unit="s", width=8)
+    b.graph("Suppressed / h by reason", (f"sum by (reason) (rate(o2o_notifications_messages_suppressed_total[{RATE}]))"
+                                         f" * 3600", "{{reason}}"), width=12)
+    b.graph("Due backlog", ("sum(o2o_notifications_due_backlog)", "due"), width=12)
+    return b
+
+
+BOARDS = {"overview.json": overview, "service-red.json": service_red, "bus-health.json": bus_health,
+          "business.json": business}
+
+
+def render_all() -> dict[str, str]:
+    return {name: json.dumps(make().render(), indent=2, ensure_ascii=False) + "\n" for name, make in BOARDS.items()}
+
+
+def main(argv: list[str]) -> int:
+    rendered = render_all()
+    if "--check" in argv:
+        stale = [n for n, text in rendered.items() if not (OUT / n).exists() or (OUT / n).read_text() != text]
+        if stale:
+            print(f"stale dashboards: {stale}; run `python deploy/grafana/dashboards.py`", file=sys.stderr)
+            return 1
+        return 0
+    OUT.mkdir(exist_ok=True)
+    for name, text in rendered.items():
+        (OUT / name).write_text(text)
+    print(f"wrote {len(rendered)} dashboards to {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+
+
+# -- what the dashboards and alert rules query (used by the tests) -------------------------------------------
+RULES_DIR = Path(__file__).resolve().parents[1] / "prometheus" / "rules"
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$service": ".*"}
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(where, PromQL) of every dashboard target and query variable, with Grafana variables substituted."""
+    found = []
+    for name in sorted(BOARDS):
+        board = json.loads((OUT / name).read_text())
+        for panel in board["panels"]:
+            for target in panel.get("targets", []):
+                found.append((f"{name}: {panel['title']}", target["expr"]))
+        for variable in board["templating"]["list"]:
+            inner = variable["query"]["query"]
+            found.append((f"{name}: ${variable['name']}", inner[len("label_values("):-1].rsplit(",", 1)[0]))
+    return [(where, _substitute(expr)) for where, expr in found]
+
+
+def rule_queries() -> list[tuple[str, str]]:
+    import yaml
+    found = []
+    for path in sorted(RULES_DIR.glob("*.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                found.append((f"{path.name}: {rule.get('alert') or rule.get('record')}", rule["expr"]))
+    return found
+
+
+def _substitute(expr: str) -> str:
+    for variable, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(variable, value)
+    return expr
+
+
+def used_o2o_metrics() -> dict[str, set[str]]:
+    """o2o_* metric name (as written in a query) -> where it is used."""
+    import re
+    used: dict[str, set[str]] = {}
+    for where, expr in dashboard_queries() + rule_queries():
+        for name in re.findall(r"\b(o2o_[a-z0-9_]+)\b", expr):
+            used.setdefault(name, set()).add(where)
+    return used
+
+
+def metric_families(name: str) -> set[str]:
+    """Family names a sample name may belong to (histogram/summary series carry a suffix)."""
+    families = {name}
+    for suffix in ("_bucket", "_sum", "_count", "_created"):
+        if name.endswith(suffix):
+            families.add(name[: -len(suffix)])
+    return families
