@@ -166,6 +166,9 @@ async def decorate_response(request: web.Request, response: web.StreamResponse) 
     headers.setdefault("Content-Security-Policy", API_CSP)
     headers.setdefault("Cache-Control", "no-store")
     headers["Server"] = "o2o-gateway"
+    # The kit's middleware adds the request id after the handler returns: too late for a streamed answer.
+    if "request_id" in request:
+        headers[REQUEST_ID_HEADER] = request["request_id"]
     origin = request.headers.get("Origin")
     settings: GatewaySettings = request.app[SETTINGS]  # type: ignore[assignment]
     if origin and origin in settings.cors_origins:

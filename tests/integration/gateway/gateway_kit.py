@@ -110,6 +110,7 @@ class Recorder:
     """What a fake upstream saw."""
     requests: list[dict] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
 
     def count(self, method: str, path: str) -> int:
         return sum(1 for r in self.requests if r["method"] == method and r["path"] == path)
@@ -130,7 +131,7 @@ async def recording_upstream(answers: dict[tuple[str, str], tuple[int, dict]] | 
         recorder.requests.append({"method": request.method, "path": request.path, "query": dict(request.query),
                                   "headers": dict(request.headers), "body": body})
         if request.path in hang_paths:
-            await asyncio.Event().wait()
+            await recorder.closing.wait()
         if block_header and block_header in request.headers:
             await recorder.release.wait()
         status, payload = answers.get((request.method, request.path), (200, {"echo": request.path}))
@@ -141,7 +142,10 @@ async def recording_upstream(answers: dict[tuple[str, str], tuple[int, dict]] | 
     app.router.add_route("*", "/{tail:.*}", handle)
     port = free_port()
     async with running_app(app, port) as base:
-        yield base, recorder
+        try:
+            yield base, recorder
+        finally:
+            recorder.closing.set()  # let hanging handlers end, so the server shuts down at once
 
 
 async def call(session: aiohttp.ClientSession, method: str, url: str, **kw) -> tuple[int, dict, aiohttp.typedefs.CIMultiDictProxy]:

@@ -1,0 +1,117 @@
+"""Upstream timeouts, the circuit breaker per upstream, CORS and security headers, over real HTTP."""
+from __future__ import annotations
+
+import pytest
+
+from libs.testing import eventually
+from tests.integration.gateway.gateway_kit import bearer, call, recording_upstream, running_gateway
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+APP_ORIGIN = "https://app.o2o.example"
+
+
+async def test_an_upstream_that_does_not_answer_is_504(jwks_url, http):
+    async with recording_upstream(hang_paths=frozenset({"/catalog/products"})) as (catalog_url, _), \
+            running_gateway(jwks_url, catalog_url=catalog_url, upstream_timeout_s=0.3) as gateway:
+        answer = await call(http, "GET", gateway + "/api/v1/catalog/products")
+        other_route = await call(http, "GET", gateway + "/api/v1/catalog/products/prd_1")
+    assert answer[0] == 504 and answer[1]["type"].endswith("/upstream-timeout")
+    assert other_route[0] == 200  # one slow route does not stop the others
+
+
+async def test_breaker_opens_after_failures_and_answers_503_with_retry_after(jwks_url, http):
+    sick = {("GET", "/stock/availability"): (503, {"type": "https://o2o.example/problems/not-ready",
+                                                  "title": "Service Unavailable", "status": 503, "detail": "down"})}
+    async with recording_upstream(sick) as (stock_url, seen), \
+            running_gateway(jwks_url, stock_url=stock_url, breaker_failure_threshold=3, breaker_open_s=3600) as gateway:
+        url = gateway + "/api/v1/stock/availability?sku=sku_1&lat=31.2&lng=121.4"
+        failures = [await call(http, "GET", url) for _ in range(3)]
+        refused = await call(http, "GET", url)
+        also_refused = await call(http, "GET", gateway + "/api/v1/stock/locations")
+        exposition = await (await http.get(gateway + "/metrics")).text()
+        health = await call(http, "GET", gateway + "/healthz")
+    assert [f[0] for f in failures] == [503, 503, 503]
+    assert seen.count("GET", "/stock/availability") == 3  # once open, nothing more reaches the sick service
+    assert refused[0] == 503 and "paused" in refused[1]["detail"]
+    assert int(refused[2]["Retry-After"]) > 3000
+    assert also_refused[0] == 503
+    assert 'o2o_gateway_breaker_state{service="stock"} 2.0' in exposition
+    assert health[1]["services"]["stock"]["breaker"] == "open"
+
+
+async def test_breaker_half_open_trial_closes_it_again(jwks_url, http):
+    down = (503, {"type": "https://o2o.example/problems/not-ready", "title": "Service Unavailable", "status": 503,
+                  "detail": "down"})
+    answers = {("GET", "/stock/locations"): down}
+    async with recording_upstream(answers) as (stock_url, seen), \
+            running_gateway(jwks_url, stock_url=stock_url, breaker_failure_threshold=2, breaker_open_s=0.2) as gateway:
+        url = gateway + "/api/v1/stock/locations"
+        first = [await call(http, "GET", url) for _ in range(2)]
+        refused = await call(http, "GET", url)
+        answers.clear()  # the service recovers
+        await eventually(lambda: _ok(http, url), timeout=10)
+        exposition = await (await http.get(gateway + "/metrics")).text()
+    assert [f[0] for f in first] == [503, 503]
+    assert refused[0] == 503 and "paused" in refused[1]["detail"]
+    assert 'o2o_gateway_breaker_state{service="stock"} 0.0' in exposition
+    assert seen.count("GET", "/stock/locations") == 3  # two failures, then the one trial that closed it
+
+
+async def _ok(http, url: str) -> bool:
+    status, _, _ = await call(http, "GET", url)
+    return status == 200
+
+
+async def test_cors_preflight_and_simple_requests(jwks_url, http):
+    async with recording_upstream() as (catalog_url, seen), \
+            running_gateway(jwks_url, catalog_url=catalog_url, cors_origins=[APP_ORIGIN]) as gateway:
+        url = gateway + "/api/v1/catalog/products"
+        preflight = await call(http, "OPTIONS", url, headers={
+            "Origin": APP_ORIGIN, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, idempotency-key"})
+        foreign = await call(http, "OPTIONS", url, headers={"Origin": "https://evil.example",
+                                                            "Access-Control-Request-Method": "POST"})
+        odd_header = await call(http, "OPTIONS", url, headers={"Origin": APP_ORIGIN,
+                                                               "Access-Control-Request-Method": "GET",
+                                                               "Access-Control-Request-Headers": "x-admin-override"})
+        simple = await call(http, "GET", url, headers={"Origin": APP_ORIGIN})
+        simple_foreign = await call(http, "GET", url, headers={"Origin": "https://evil.example"})
+    status, _, headers = preflight
+    assert status == 204
+    assert "POST" in headers["Access-Control-Allow-Methods"]
+    assert "idempotency-key" in headers["Access-Control-Allow-Headers"]
+    assert headers["Access-Control-Allow-Origin"] == APP_ORIGIN
+    assert foreign[0] == 403 and "Access-Control-Allow-Origin" not in foreign[2]
+    assert odd_header[0] == 403
+    assert simple[0] == 200 and simple[2]["Access-Control-Allow-Origin"] == APP_ORIGIN
+    assert "Origin" in simple[2].getall("Vary")
+    assert simple_foreign[0] == 200 and "Access-Control-Allow-Origin" not in simple_foreign[2]
+    assert len(seen.requests) == 2  # preflights never reach a service
+
+
+async def test_security_headers_on_pass_through_and_on_problems(jwks_url, http):
+    leaky = {("GET", "/catalog/products"): (200, {"items": [], "next_cursor": None})}
+    async with recording_upstream(leaky) as (catalog_url, _), \
+            running_gateway(jwks_url, catalog_url=catalog_url) as gateway:
+        proxied = await call(http, "GET", gateway + "/api/v1/catalog/products")
+        problem = await call(http, "GET", gateway + "/api/v1/orders/ord_1")  # 401
+    for status, _, headers in (proxied, problem):
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["X-Frame-Options"] == "DENY"
+        assert headers["Referrer-Policy"] == "no-referrer"
+        assert "max-age=" in headers["Strict-Transport-Security"]
+        assert "default-src 'none'" in headers["Content-Security-Policy"]
+        assert headers["Server"] == "o2o-gateway"  # no framework or version disclosure
+        assert headers["X-Request-ID"]
+    assert proxied[0] == 200 and problem[0] == 401
+
+
+async def test_request_id_is_kept_or_minted_and_reaches_the_service(signing_key, jwks_url, http):
+    async with recording_upstream() as (orders_url, seen), running_gateway(jwks_url, orders_url=orders_url) as gateway:
+        given = await call(http, "GET", gateway + "/api/v1/orders/ord_1",
+                           headers={**bearer(signing_key.token()), "X-Request-ID": "req-abc-123"})
+        minted = await call(http, "GET", gateway + "/api/v1/orders/ord_1", headers=bearer(signing_key.token()))
+    assert given[2]["X-Request-ID"] == "req-abc-123"
+    assert seen.requests[0]["headers"]["X-Request-ID"] == "req-abc-123"
+    assert minted[2]["X-Request-ID"] == seen.requests[1]["headers"]["X-Request-ID"] != "req-abc-123"
