@@ -1,0 +1,32 @@
+"""Token claims: who the bearer is and for how long. Pure: the signing happens in the key ring."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def claims(*, subject: str, roles: list[str], now_s: int, ttl_s: int, issuer: str, audience: str,
+           **identity: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"sub": subject, "roles": sorted(set(roles)), "iss": issuer, "aud": audience,
+                            "iat": now_s, "nbf": now_s, "exp": now_s + ttl_s}
+    body.update({k: v for k, v in identity.items() if v is not None})
+    return body
+
+
+def member_identity(member_id: str) -> dict[str, Any]:
+    return {"subject": member_id, "roles": ["customer"], "member_id": member_id}
+
+
+def staff_identity(staff: dict[str, Any]) -> dict[str, Any]:
+    identity: dict[str, Any] = {"subject": staff["_id"], "roles": list(staff["roles"]), "staff_id": staff["_id"],
+                                "store_ids": sorted(staff.get("store_ids") or [])}
+    if staff.get("franchisee_id"):
+        identity["franchisee_id"] = staff["franchisee_id"]
+    return identity
+
+
+def service_identity(client_id: str) -> dict[str, Any]:
+    return {"subject": f"svc:{client_id}", "roles": ["service"], "client_id": client_id}
+
+
+def token_answer(access_token: str, ttl_s: int) -> dict[str, Any]:
+    return {"access_token": access_token, "token_type": "Bearer", "expires_in": ttl_s}

@@ -1,0 +1,96 @@
+"""The RS256 signing key ring, shared by every replica through the membership database.
+
+At first start one replica's generated key wins (insert-if-absent, then everybody reads what is stored), so
+replicas starting together agree. Rotation makes a new key current and keeps the previous one in the JWKS,
+so tokens signed just before a rotation keep verifying until they expire.
+"""
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+from pymongo.errors import DuplicateKeyError
+
+from libs.logging import get_logger
+from libs.mongo import Mongo
+from services.membership.repository import KeyRepository, now_ms
+
+ALGORITHM = "RS256"
+KEYS_KEPT = 2  # current + previous
+log = get_logger("membership.keys")
+
+
+def generate_key(bits: int) -> dict[str, Any]:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    created = now_ms()
+    kid = f"k{created}-{secrets.token_hex(4)}"
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    public_jwk = RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    public_jwk.update({"kid": kid, "use": "sig", "alg": ALGORITHM})
+    return {"kid": kid, "private_pem": pem, "public_jwk": public_jwk, "created_at_ms": created}
+
+
+class KeyRing:
+    def __init__(self, mongo: Mongo, bits: int = 2048) -> None:
+        self.mongo = mongo
+        self.repo = KeyRepository(mongo)
+        self.bits = bits
+        self._current: dict[str, Any] | None = None
+        self._private_key = None
+        self._public: list[dict[str, Any]] = []
+
+    async def ensure(self) -> None:
+        """Load the stored ring; create it if this is the first start anywhere."""
+        stored = await self.mongo.read_committed(self.repo.get)
+        if stored is None:
+            candidate = await asyncio.to_thread(generate_key, self.bits)
+            ring = {"_id": "keyring", "version": 1, "current_kid": candidate["kid"], "keys": [candidate]}
+            try:
+                await self.mongo.transaction(lambda s: self.repo.insert(ring, s))
+                log.info("keys.created", kid=candidate["kid"])
+            except DuplicateKeyError:
+                pass  # another replica created it first: use theirs
+            stored = await self.mongo.read_committed(self.repo.get)
+        self._load(stored)
+
+    async def refresh(self) -> None:
+        stored = await self.mongo.read_committed(self.repo.get)
+        if stored is not None and (self._current is None or stored["current_kid"] != self._current["kid"]):
+            self._load(stored)
+
+    async def rotate(self) -> str:
+        new_key = await asyncio.to_thread(generate_key, self.bits)
+
+        async def unit(session):
+            ring = await self.repo.get(session)
+            ring["keys"] = [new_key, *[k for k in ring["keys"] if k["kid"] == ring["current_kid"]]][:KEYS_KEPT]
+            ring["current_kid"] = new_key["kid"]
+            return await self.repo.save(ring, session)
+
+        self._load(await self.mongo.transaction(unit))
+        log.info("keys.rotated", kid=new_key["kid"])
+        return new_key["kid"]
+
+    def _load(self, ring: dict[str, Any]) -> None:
+        current = next(k for k in ring["keys"] if k["kid"] == ring["current_kid"])
+        self._private_key = serialization.load_pem_private_key(current["private_pem"].encode(), password=None)
+        self._current = current
+        self._public = [k["public_jwk"] for k in ring["keys"]]
+
+    @property
+    def current_kid(self) -> str:
+        assert self._current is not None, "key ring not loaded"
+        return self._current["kid"]
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        assert self._private_key is not None, "key ring not loaded"
+        return jwt.encode(claims, self._private_key, algorithm=ALGORITHM, headers={"kid": self.current_kid})
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": list(self._public)}

@@ -1,0 +1,18 @@
+"""Business metrics of membership (bounded labels only: kinds and outcomes, never ids)."""
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+TOKENS_ISSUED = Counter("o2o_membership_tokens_issued_total", "Access tokens issued", ["kind"])  # member|staff|service
+LOGIN_FAILURES = Counter("o2o_membership_login_failures_total", "Refused logins", ["kind", "reason"])
+OTP_REQUESTS = Counter("o2o_membership_otp_requests_total", "One-time code requests", ["outcome"])  # sent|rate_limited
+MEMBERS_REGISTERED = Counter("o2o_membership_members_registered_total", "Members registered", ["source"])
+MEMBERS_MERGED = Counter("o2o_membership_members_merged_total", "Members merged into another")
+SCANS = Counter("o2o_membership_qr_scans_total", "QR code scans", ["qr_kind", "outcome"])  # bound|tagged
+POINTS = Counter("o2o_membership_points_total", "Points moved through the ledger", ["reason"])
+COUPONS = Counter("o2o_membership_coupons_total", "Coupon lifecycle transitions", ["transition"])
+HOLDS = Counter("o2o_membership_checkout_holds_total", "Checkout holds", ["outcome"])
+HOLD_DISCOUNT = Histogram("o2o_membership_checkout_discount_fen", "Discount granted per checkout hold (fen)",
+                          buckets=(0, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000))
+TIER_CHANGES = Counter("o2o_membership_tier_changes_total", "Tier changes", ["to_tier"])
+DORMANT = Counter("o2o_membership_members_dormant_total", "Members marked dormant")

@@ -1,0 +1,50 @@
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from libs.settings import ServiceSettings
+
+
+class MembershipSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="MEMBERSHIP_", extra="ignore", populate_by_name=True)
+
+    service_name: str = "membership"
+    port: int = 8084
+
+    # Tokens
+    member_token_ttl_s: int = 3600
+    staff_token_ttl_s: int = 8 * 3600
+    service_token_ttl_s: int = 600
+    rsa_key_bits: int = 2048
+    # How often a replica re-reads the shared keyring, so a rotation done elsewhere is picked up.
+    keyring_refresh_s: float = 30.0
+    # Client ids allowed to ask for a service token (the shared secret alone is not enough).
+    service_clients: list[str] = Field(default_factory=lambda: [
+        "gateway", "catalog", "stock", "orders", "membership", "notifications", "settlement"])
+
+    # One-time codes
+    otp_ttl_s: int = 300
+    otp_max_attempts: int = 5            # wrong codes before the code is burnt
+    otp_max_requests: int = 5            # codes per phone per window
+    otp_request_window_s: int = 3600
+    staff_login_max_failures: int = 10   # failed passwords per username per window before refusing
+    staff_login_window_s: int = 900
+
+    # Attribution
+    binding_days: int = 365
+
+    # Points
+    points_per_yuan_earned: int = 1
+    points_per_yuan_redeemed: int = 100
+    points_max_redeem_share_pct: int = 50
+    points_validity_days: int = 365
+
+    # Tiers by rolling 12-month paid amount (fen); multiplier of earned points
+    tier_thresholds_fen: dict[str, int] = Field(default_factory=lambda: {
+        "member": 0, "silver": 100_000, "gold": 500_000, "platinum": 2_000_000})
+    tier_multipliers: dict[str, float] = Field(default_factory=lambda: {
+        "member": 1.0, "silver": 1.2, "gold": 1.5, "platinum": 2.0})
+
+    # Jobs
+    dormant_after_days: int = 180
+    dormant_job_interval_s: float = 3600.0
+    expiry_job_interval_s: float = 3600.0

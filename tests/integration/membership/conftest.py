@@ -1,0 +1,95 @@
+"""Membership started in-process on the real broker and the nx wire server, one database per test."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+
+from libs.testing import running_app, settings_for
+from services.membership.app import create_app
+from services.membership.handlers import MEMBERSHIP
+from services.membership.settings import MembershipSettings
+
+
+@dataclass
+class Running:
+    url: str
+    app: object
+    http: aiohttp.ClientSession
+    settings: MembershipSettings
+
+    @property
+    def svc(self):
+        return self.app[MEMBERSHIP]
+
+    async def post(self, path: str, json=None, token: str | None = None, headers: dict | None = None):
+        sent = dict(headers or {})
+        if token:
+            sent["Authorization"] = f"Bearer {token}"
+        async with self.http.post(self.url + path, json=json, headers=sent) as response:
+            return response.status, await response.json(content_type=None)
+
+    async def get(self, path: str, token: str | None = None, params: dict | None = None):
+        sent = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.http.get(self.url + path, headers=sent, params=params) as response:
+            return response.status, await response.json(content_type=None)
+
+    async def service_token(self) -> str:
+        status, body = await self.post("/auth/service/token", {"client_id": "orders",
+                                                               "client_secret": self.settings.service_client_secret})
+        assert status == 200, body
+        return body["access_token"]
+
+    async def staff_token(self, username: str, password: str) -> str:
+        status, body = await self.post("/auth/staff/token", {"username": username, "password": password})
+        assert status == 200, body
+        return body["access_token"]
+
+    async def member_login(self, phone: str) -> tuple[str, str]:
+        status, body = await self.post("/auth/member/otp", {"phone": phone})
+        assert status == 202, body
+        status, body = await self.post("/auth/member/token", {"phone": phone, "code": body["dev_code"]})
+        assert status == 200, body
+        token = body["access_token"]
+        status, me = await self.get("/members/me", token)
+        assert status == 200, me
+        return token, me["id"]
+
+
+def unique_phone() -> str:
+    return "+86139" + f"{uuid.uuid4().int % 10 ** 8:08d}"
+
+
+def make_settings(mongo_url: str, bus_namespace: str, **overrides) -> MembershipSettings:
+    prefix = f"o2o_t{uuid.uuid4().hex[:8]}_"
+    settings = settings_for(MembershipSettings, mongo_url, bus_namespace, mongo_db_prefix=prefix,
+                            rsa_key_bits=2048, **overrides)
+    # The service's own token verifier reads this service's JWKS.
+    return settings.model_copy(update={"jwks_url": f"http://127.0.0.1:{settings.port}/auth/jwks"})
+
+
+@pytest.fixture
+async def start_membership(mongo_url, bus_namespace):
+    """Factory: start membership (optionally with the demo data and setting overrides)."""
+    stack = []
+
+    async def start(demo: bool = False, settings: MembershipSettings | None = None, **overrides) -> Running:
+        settings = settings or make_settings(mongo_url, bus_namespace, demo_data=demo, **overrides)
+        app = create_app(settings)
+        context = running_app(app, settings.port)
+        url = await context.__aenter__()
+        http = aiohttp.ClientSession()
+        stack.append((context, http))
+        return Running(url, app, http, settings)
+
+    yield start
+    for context, http in reversed(stack):
+        await http.close()
+        await context.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def membership(start_membership) -> Running:
+    return await start_membership(demo=True)
