@@ -8,7 +8,7 @@ from pathlib import Path
 from libs.logging import get_logger
 from services.membership.domain import points as points_rules
 from services.membership.handlers import template_doc
-from services.membership.usecases import PASSWORDS, Membership
+from services.membership.usecases import Membership
 
 DATASET = Path(__file__).resolve().parents[2] / "deploy" / "demo" / "dataset.json"
 log = get_logger("membership.demo")
@@ -16,15 +16,7 @@ log = get_logger("membership.demo")
 
 async def load_demo(svc: Membership, dataset_path: Path = DATASET) -> None:
     data = json.loads(dataset_path.read_text())
-    for person in data.get("staff", []):
-        existing = await svc.mongo.read_committed(lambda: svc.staff.get(person["id"]))
-        if existing is not None and PASSWORDS.verify(existing["password_hash"], person["password"]):
-            continue
-        password_hash = await asyncio.to_thread(PASSWORDS.hash, person["password"])
-        doc = {"_id": person["id"], "username": person["username"], "name": person["name"],
-               "roles": person["roles"], "store_ids": person.get("store_ids", []),
-               "franchisee_id": person.get("franchisee_id"), "password_hash": password_hash, "status": "active"}
-        await svc.mongo.transaction(lambda s, doc=doc: svc.staff.upsert(doc, s))
+    await asyncio.gather(*[_load_staff(svc, person) for person in data.get("staff", [])])
     for template in data.get("coupon_templates", []):
         await svc.create_template(template_doc(template), replace=True)
     for campaign in data.get("campaigns", []):
@@ -38,6 +30,17 @@ async def load_demo(svc: Membership, dataset_path: Path = DATASET) -> None:
     for person in data.get("members", []):
         await _load_member(svc, person)
     log.info("demo.loaded", staff=len(data.get("staff", [])), members=len(data.get("members", [])))
+
+
+async def _load_staff(svc: Membership, person: dict) -> None:
+    existing = await svc.mongo.read_committed(lambda: svc.staff.get(person["id"]))
+    if existing is not None:
+        return  # keep whatever password the person has set since
+    password_hash = await asyncio.to_thread(svc.passwords.hash, person["password"])
+    doc = {"_id": person["id"], "username": person["username"], "name": person["name"], "roles": person["roles"],
+           "store_ids": person.get("store_ids", []), "franchisee_id": person.get("franchisee_id"),
+           "password_hash": password_hash, "status": "active"}
+    await svc.mongo.transaction(lambda s: svc.staff.upsert(doc, s))
 
 
 async def _load_member(svc: Membership, person: dict) -> None:

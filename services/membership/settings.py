@@ -26,6 +26,9 @@ class MembershipSettings(ServiceSettings):
     otp_max_attempts: int = 5            # wrong codes before the code is burnt
     otp_max_requests: int = 5            # codes per phone per window
     otp_request_window_s: int = 3600
+    # argon2id cost (the hash records its own parameters, so raising these later keeps old hashes valid)
+    password_time_cost: int = 3
+    password_memory_kib: int = 65536
     staff_login_max_failures: int = 10   # failed passwords per username per window before refusing
     staff_login_window_s: int = 900
 

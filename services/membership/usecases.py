@@ -31,9 +31,6 @@ from services.membership.settings import MembershipSettings
 
 DAY_MS = 86_400_000
 YEAR_MS = 365 * DAY_MS
-PASSWORDS = PasswordHasher()
-# Verified against when the username is unknown, so a wrong username costs as much time as a wrong password.
-_DUMMY_HASH = PASSWORDS.hash("not-a-real-password")
 
 
 def new_id(prefix: str) -> str:
@@ -134,6 +131,10 @@ class Membership:
                                                        settings.points_per_yuan_redeemed,
                                                        settings.points_max_redeem_share_pct,
                                                        settings.points_validity_days)
+        self.passwords = PasswordHasher(time_cost=settings.password_time_cost,
+                                        memory_cost=settings.password_memory_kib)
+        # Verified against when the username is unknown, so a wrong username costs as much as a wrong password.
+        self._dummy_hash = self.passwords.hash("not-a-real-password")
         self.tiers = tier_ladder(settings.tier_thresholds_fen, settings.tier_multipliers)
 
     async def _run(self, unit, remember=None, status=lambda answer: 201):
@@ -176,8 +177,8 @@ class Membership:
                                   "too many failed logins for this user; try again later",
                                   retry_after_s=max(1, (window["window_start_ms"] + window_ms - now) // 1000))
         staff = await self.mongo.read_committed(lambda: self.staff.by_username(username))
-        stored_hash = staff["password_hash"] if staff and staff.get("status", "active") == "active" else _DUMMY_HASH
-        ok = await asyncio.to_thread(_verify_password, stored_hash, password)
+        stored_hash = staff["password_hash"] if staff and staff.get("status", "active") == "active" else self._dummy_hash
+        ok = await asyncio.to_thread(_verify_password, self.passwords, stored_hash, password)
         if not ok or staff is None or staff.get("status", "active") != "active":
             start, failures = (window["window_start_ms"], window["failures"] + 1) \
                 if window and now - window["window_start_ms"] < window_ms else (now, 1)
@@ -895,9 +896,9 @@ class Membership:
         return result
 
 
-def _verify_password(stored_hash: str, password: str) -> bool:
+def _verify_password(hasher: PasswordHasher, stored_hash: str, password: str) -> bool:
     try:
-        return PASSWORDS.verify(stored_hash, password)
+        return hasher.verify(stored_hash, password)
     except (VerificationError, InvalidHashError):
         return False
 

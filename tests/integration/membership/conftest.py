@@ -4,10 +4,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+import aio_pika
 import aiohttp
 import pytest
 
-from libs.testing import running_app, settings_for
+from libs.bus import Bus, Envelope, Names
+from libs.testing import AMQP_URL, running_app, settings_for
 from services.membership.app import create_app
 from services.membership.handlers import MEMBERSHIP
 from services.membership.settings import MembershipSettings
@@ -65,9 +67,56 @@ def unique_phone() -> str:
 def make_settings(mongo_url: str, bus_namespace: str, **overrides) -> MembershipSettings:
     prefix = f"o2o_t{uuid.uuid4().hex[:8]}_"
     settings = settings_for(MembershipSettings, mongo_url, bus_namespace, mongo_db_prefix=prefix,
-                            rsa_key_bits=2048, **overrides)
+                            rsa_key_bits=2048, password_time_cost=1, password_memory_kib=8192, **overrides)
     # The service's own token verifier reads this service's JWKS.
     return settings.model_copy(update={"jwks_url": f"http://127.0.0.1:{settings.port}/auth/jwks"})
+
+
+class EventTap:
+    """A private queue bound to the run's exchange: what membership really published on the broker."""
+
+    def __init__(self, namespace: str, keys: list[str]) -> None:
+        self.namespace = namespace
+        self.keys = keys
+        self.received: list[Envelope] = []
+
+    async def __aenter__(self):
+        self.connection = await aio_pika.connect(AMQP_URL)
+        channel = await self.connection.channel()
+        exchange = await channel.declare_exchange(Names(self.namespace).exchange, aio_pika.ExchangeType.TOPIC,
+                                                  durable=True)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        for key in self.keys:
+            await queue.bind(exchange, routing_key=key)
+
+        async def take(message):
+            async with message.process():
+                self.received.append(Envelope.model_validate_json(message.body))
+
+        await queue.consume(take)
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.connection.close()
+
+    def of(self, event_type: str, **data) -> list[Envelope]:
+        return [e for e in self.received if e.type == event_type
+                and all(e.data.get(k) == v for k, v in data.items())]
+
+
+async def publish(namespace: str, event_type: str, data: dict, envelope_id: str | None = None) -> Envelope:
+    """Publish an event on the run's exchange as another service would (confirmed)."""
+    envelope = Envelope(type=event_type, source="orders", subject=data.get("order_id", "x"), data=data,
+                        **({"id": envelope_id} if envelope_id else {}))
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.declare_exchange(Names(namespace).exchange, aio_pika.ExchangeType.TOPIC,
+                                                  durable=True)
+        await exchange.publish(Bus.message_for(envelope), routing_key=event_type)
+    finally:
+        await connection.close()
+    return envelope
 
 
 @pytest.fixture
