@@ -94,8 +94,10 @@ POLICIES: tuple[RoutePolicy, ...] = (
     public(POST, "/auth/member/token", limit=LimitClass.SENSITIVE),
     public(POST, "/auth/staff/token", limit=LimitClass.SENSITIVE),
     public(POST, "/auth/token/refresh", limit=LimitClass.SENSITIVE),
+    roles(POST, "/auth/keys/**", ADMIN),
     roles(POST, "/members/scan", frozenset({"customer"}) | STAFF),
     roles(ANY_METHOD, "/members/me/**", frozenset({"customer"})),
+    roles(GET, "/members/stores/{store_id}/analytics", frozenset({"store_manager", "franchisee", "hq_admin"})),
     roles(ANY_METHOD, "/members/**", STAFF),
     roles(ANY_METHOD, "/membership/**", STAFF),
     # --- catalog: browsing is public, writes are HQ's ----------------------------------------------
@@ -103,6 +105,7 @@ POLICIES: tuple[RoutePolicy, ...] = (
     public(GET, "/catalog/products/{product_id}"),
     public(GET, "/catalog/skus/by-code/{code}"),
     public(GET, "/catalog/skus/{sku_id}"),
+    roles(GET, "/catalog/skus/{sku_id}/prices", ADMIN),  # price history, cost included: HQ only
     public(GET, "/catalog/categories"),
     public(GET, "/catalog/categories/{category_id}"),
     roles(WRITE_METHODS, "/catalog/**", ADMIN),
@@ -111,8 +114,7 @@ POLICIES: tuple[RoutePolicy, ...] = (
     public(GET, "/stock/locations"),
     public(GET, "/stock/locations/{location_id}"),
     roles(WRITE_METHODS, "/stock/locations/**", ADMIN),
-    roles(WRITE_METHODS, "/stock/**", STAFF),
-    roles(GET, "/stock/**", STAFF | {"franchisee"}),
+    roles(ANY_METHOD, "/stock/**", STAFF),
     # --- orders ------------------------------------------------------------------------------------
     # The payment provider calls back without a member token; orders verifies the provider's signature.
     public(POST, "/orders/payments/callback"),
@@ -125,8 +127,10 @@ POLICIES: tuple[RoutePolicy, ...] = (
     roles(POST, "/orders/{order_id}/returns/**", frozenset({"customer"}) | STAFF, timeout_s=15.0),
     authenticated(ANY_METHOD, "/orders/**"),
     # --- notifications -------------------------------------------------------------------------------
-    roles(GET, "/notifications/deliveries/**", ADMIN | {"store_manager"}),
-    authenticated(ANY_METHOD, "/notifications/**"),
+    # Deliveries and preferences: each caller sees their own (notifications filters); the rest is HQ's.
+    authenticated(GET, "/notifications/deliveries/**"),
+    authenticated(ANY_METHOD, "/notifications/me/**"),
+    roles(ANY_METHOD, "/notifications/**", ADMIN),
     # --- settlement: statements and reports can be long ------------------------------------------------
     roles(ANY_METHOD, "/settlement/**", frozenset({"franchisee", "store_manager", "hq_admin"}), timeout_s=30.0),
 )

@@ -41,7 +41,11 @@ def test_everything_else_needs_a_token(method, path):
     ("GET", "/settlement/statements", "franchisee", "customer"),
     ("GET", "/settlement/statements", "hq_admin", "store_staff"),
     ("POST", "/stock/movements", "store_staff", "franchisee"),
-    ("GET", "/notifications/deliveries", "hq_admin", "customer"),
+    ("GET", "/stock/levels", "store_manager", "customer"),
+    ("PUT", "/notifications/templates/order/sms/zh", "hq_admin", "store_manager"),
+    ("GET", "/catalog/skus/sku_1/prices", "hq_admin", "customer"),
+    ("POST", "/auth/keys/rotate", "hq_admin", "customer"),
+    ("GET", "/members/stores/loc_1/analytics", "franchisee", "store_staff"),
 ])
 def test_role_rules(method, path, allowed, refused):
     policy, _ = match(method, path)
@@ -58,6 +62,12 @@ def test_limit_classes_and_timeouts():
     assert match("GET", "/orders")[0].limit is LimitClass.DEFAULT
     assert match("GET", "/settlement/statements")[0].timeout_s == 30.0
     assert match("GET", "/catalog/products")[0].timeout_s is None  # the configured default
+
+
+def test_own_records_are_left_to_the_service():
+    assert match("GET", "/notifications/deliveries")[0].access is Access.AUTHENTICATED
+    assert match("PUT", "/notifications/me/preferences")[0].access is Access.AUTHENTICATED
+    assert match("POST", "/orders/ord_1/cancel")[0].access is Access.AUTHENTICATED
 
 
 def test_service_credentials_are_never_routed():
