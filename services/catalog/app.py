@@ -1,12 +1,25 @@
 from aiohttp import web
 
-from libs.service import create_service_app
+from libs.service import MONGO, OUTBOX, add_periodic_job, create_service_app
 from services.catalog.consumers import subscribe
+from services.catalog.demo import load_demo_data
 from services.catalog.handlers import routes
+from services.catalog.jobs import apply_due_price_changes
 from services.catalog.repository import INDEXES
 from services.catalog.settings import CatalogSettings
+from services.catalog.usecases import CATALOG, Catalog
 
 
 def create_app(settings: CatalogSettings | None = None) -> web.Application:
     settings = settings or CatalogSettings()
-    return create_service_app(settings, indexes=INDEXES, routes=routes, subscribe=subscribe)
+    app = create_service_app(settings, indexes=INDEXES, routes=routes, subscribe=subscribe)
+
+    async def use_cases(app: web.Application):
+        app[CATALOG] = Catalog(app[MONGO], app[OUTBOX], settings)
+        if settings.demo_data:
+            await load_demo_data(app[CATALOG])
+        yield
+
+    app.cleanup_ctx.append(use_cases)
+    add_periodic_job(app, "catalog-price-scheduler", settings.price_scheduler_interval_s, apply_due_price_changes)
+    return app

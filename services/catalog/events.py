@@ -1,6 +1,8 @@
 """Integration events catalog publishes (past tense; never renamed)."""
 from __future__ import annotations
 
+from datetime import datetime
+
 from libs.bus import IntegrationEvent
 
 
@@ -10,3 +12,15 @@ class ProductPublished(IntegrationEvent):
     name: str
     category: str
     sku_ids: list[str]
+
+
+class PriceChanged(IntegrationEvent):
+    event_type = "catalog.price.changed"
+    sku_id: str
+    product_id: str
+    base: int
+    channels: dict[str, int]
+    previous_base: int
+    previous_channels: dict[str, int]
+    effective_at: datetime
+    schedule_id: str | None = None

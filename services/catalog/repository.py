@@ -1,18 +1,32 @@
-"""Mongo repository of the product aggregate."""
+"""Mongo repository of the product aggregate (a product and its SKUs) and of prices."""
 from __future__ import annotations
 
-from pymongo import ASCENDING
+import re
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
 
 from libs.mongo import ConcurrencyConflict, IndexSpec, Mongo
 
 INDEXES = [
     IndexSpec("products", [("status", ASCENDING)], name="status"),
+    IndexSpec("products", [("category", ASCENDING)], name="category"),
+    # SKUs live in their own collection: nx cannot index a path inside an array of subdocuments.
+    IndexSpec("skus", [("barcode", ASCENDING)], unique=True, name="barcode_unique"),
+    IndexSpec("skus", [("product_id", ASCENDING)], name="product"),
+    IndexSpec("price_schedules", [("status", ASCENDING), ("effective_at_ms", ASCENDING)], name="status_due"),
+    IndexSpec("price_schedules", [("sku_id", ASCENDING)], name="sku"),
+    IndexSpec("price_history", [("sku_id", ASCENDING), ("recorded_at_ms", ASCENDING)], name="sku_time"),
+    IndexSpec("categories", [("name", ASCENDING)], name="name"),
 ]
 
 
 class ProductRepository:
+    """The product aggregate: the product document plus its SKU documents (written in the same transaction)."""
+
     def __init__(self, mongo: Mongo) -> None:
         self.collection = mongo.db["products"]
+        self.skus = mongo.db["skus"]
 
     async def get(self, product_id: str, session=None) -> dict | None:
         return await self.collection.find_one({"_id": product_id}, session=session)
@@ -20,10 +34,102 @@ class ProductRepository:
     async def add(self, doc: dict, session) -> None:
         await self.collection.insert_one({**doc, "version": 1}, session=session)
 
-    async def save(self, doc: dict, session) -> None:
+    async def save(self, doc: dict, session) -> dict:
         """Replace the aggregate if nobody changed it since it was read (optimistic version)."""
         expected = doc["version"]
-        result = await self.collection.replace_one({"_id": doc["_id"], "version": expected},
-                                                   {**doc, "version": expected + 1}, session=session)
+        new = {**doc, "version": expected + 1}
+        result = await self.collection.replace_one({"_id": doc["_id"], "version": expected}, new, session=session)
         if result.matched_count != 1:
             raise ConcurrencyConflict(f"product {doc['_id']} changed concurrently")
+        return new
+
+    async def page(self, *, statuses: list[str], category: str | None, text: str | None, after: str | None,
+                   limit: int) -> list[dict]:
+        query: dict[str, Any] = {"status": {"$in": statuses}}
+        if category:
+            query["category"] = category
+        if text:
+            pattern = {"$regex": re.escape(text), "$options": "i"}
+            query["$or"] = [{"name": pattern}, {"brand": pattern}, {"description": pattern}]
+        if after:
+            query["_id"] = {"$gt": after}
+        return await self.collection.find(query).sort("_id", ASCENDING).limit(limit).to_list()
+
+    # -- SKUs of the aggregate ------------------------------------------------------------------
+    async def sku(self, sku_id: str, session=None) -> dict | None:
+        return await self.skus.find_one({"_id": sku_id}, session=session)
+
+    async def sku_by_code(self, code: str) -> dict | None:
+        return await self.skus.find_one({"barcode": code})
+
+    async def skus_of(self, product_ids: list[str], session=None) -> list[dict]:
+        return await self.skus.find({"product_id": {"$in": product_ids}}, session=session) \
+            .sort("_id", ASCENDING).to_list()
+
+    async def skus_by_id(self, sku_ids: list[str], session=None) -> list[dict]:
+        return await self.skus.find({"_id": {"$in": sku_ids}}, session=session).to_list()
+
+    async def barcodes_taken(self, barcodes: list[str], session=None) -> list[str]:
+        docs = await self.skus.find({"barcode": {"$in": barcodes}}, session=session).to_list()
+        return sorted(doc["barcode"] for doc in docs)
+
+    async def add_sku(self, doc: dict, session) -> None:
+        await self.skus.insert_one({**doc, "version": 1}, session=session)
+
+    async def save_sku(self, doc: dict, session) -> dict:
+        expected = doc["version"]
+        new = {**doc, "version": expected + 1}
+        result = await self.skus.replace_one({"_id": doc["_id"], "version": expected}, new, session=session)
+        if result.matched_count != 1:
+            raise ConcurrencyConflict(f"sku {doc['_id']} changed concurrently")
+        return new
+
+
+class PriceRepository:
+    """Scheduled price changes and the price history (one document per change)."""
+
+    def __init__(self, mongo: Mongo) -> None:
+        self.schedules = mongo.db["price_schedules"]
+        self.history = mongo.db["price_history"]
+
+    async def pending_for(self, sku_ids: list[str], session=None) -> list[dict]:
+        return await self.schedules.find({"sku_id": {"$in": sku_ids}, "status": "pending"}, session=session).to_list()
+
+    async def due(self, now_ms: int, limit: int = 200) -> list[dict]:
+        return await self.schedules.find({"status": "pending", "effective_at_ms": {"$lte": now_ms}}) \
+            .sort("effective_at_ms", ASCENDING).limit(limit).to_list()
+
+    async def add_schedule(self, doc: dict, session) -> None:
+        await self.schedules.insert_one({**doc, "version": 1}, session=session)
+
+    async def save_schedule(self, doc: dict, session) -> dict:
+        expected = doc["version"]
+        new = {**doc, "version": expected + 1}
+        result = await self.schedules.replace_one({"_id": doc["_id"], "version": expected}, new, session=session)
+        if result.matched_count != 1:
+            raise ConcurrencyConflict(f"price schedule {doc['_id']} changed concurrently")
+        return new
+
+    async def record(self, entry: dict, session) -> None:
+        await self.history.insert_one(entry, session=session)
+
+    async def history_of(self, sku_id: str, limit: int = 100) -> list[dict]:
+        return await self.history.find({"sku_id": sku_id}).sort("recorded_at_ms", DESCENDING).limit(limit).to_list()
+
+    async def schedules_of(self, sku_id: str) -> list[dict]:
+        return await self.schedules.find({"sku_id": sku_id}).sort("effective_at_ms", ASCENDING).to_list()
+
+
+class CategoryRepository:
+    def __init__(self, mongo: Mongo) -> None:
+        self.collection = mongo.db["categories"]
+
+    async def all(self) -> list[dict]:
+        return await self.collection.find({}).sort("_id", ASCENDING).to_list()
+
+    async def get(self, category_id: str, session=None) -> dict | None:
+        return await self.collection.find_one({"_id": category_id}, session=session)
+
+    async def add_if_missing(self, doc: dict, session) -> None:
+        await self.collection.update_one({"_id": doc["_id"]}, {"$setOnInsert": {"name": doc["name"]}}, upsert=True,
+                                         session=session)

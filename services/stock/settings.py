@@ -10,7 +10,7 @@ class StockSettings(ServiceSettings):
     port: int = 8082
     # How long a reservation holds stock unless the caller asks otherwise (an unpaid order then lets go).
     reservation_ttl_s: int = 900
-    reservation_max_ttl_s: int = 7 * 24 * 3600
+    reservation_max_ttl_s: int = 30 * 24 * 3600  # a paid pickup order may wait days for collection
     sweeper_interval_s: float = 5.0
     sweeper_batch: int = 200
     # A ship order is split over at most this many locations.
