@@ -1,0 +1,135 @@
+"""Must-show 2 and 3: concurrent redemptions never overspend points (balance = ledger sum); two orders
+racing for one coupon: exactly one wins, and cancelling releases it."""
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from libs.testing import eventually
+from tests.integration.membership.conftest import publish, unique_phone
+
+LINES = [{"sku_id": "sku_tee_classic_whi_s", "category": "tees", "qty": 2, "unit_price": 25_000}]
+
+
+def order_id() -> str:
+    return f"ord_{uuid.uuid4().hex[:16]}"
+
+
+async def ledger_sum(membership, member_id: str) -> int:
+    return await membership.svc.ledger.sum_for(member_id)
+
+
+async def test_100_concurrent_redemptions_against_a_balance_covering_10(membership):
+    _, member_id = await membership.member_login(unique_phone())
+    admin = await membership.staff_token("hq.admin", "hq-admin-pass")
+    status, adjusted = await membership.post(f"/members/{member_id}/points/adjustments",
+                                             {"delta": 1000, "note": "test grant"}, token=admin)
+    assert status == 201 and adjusted["balance"] == 1000
+    service = await membership.service_token()
+
+    answers = await asyncio.gather(*[membership.post("/members/internal/checkout-holds", {
+        "order_id": order_id(), "member_id": member_id, "channel": "app", "points": 100, "lines": LINES},
+        token=service) for _ in range(100)])
+
+    won = [body for status, body in answers if status == 201]
+    lost = [body for status, body in answers if status != 201]
+    assert len(won) == 10
+    assert all(body["points_used"] == 100 and body["points_discount"] == 100 for body in won)
+    assert all(body["status"] == 409 and body["type"].endswith("insufficient-points") for body in lost)
+    member = await membership.svc.members.get(member_id)
+    assert member["points_balance"] == 0 == await ledger_sum(membership, member_id)
+    entries = await membership.svc.ledger.entries(member_id)
+    assert sorted(e["amount"] for e in entries if e["kind"] == "hold") == [-100] * 10
+
+
+async def test_a_hold_is_idempotent_by_order_and_its_release_gives_points_back(membership):
+    _, member_id = await membership.member_login(unique_phone())
+    admin = await membership.staff_token("hq.admin", "hq-admin-pass")
+    await membership.post(f"/members/{member_id}/points/adjustments", {"delta": 500, "note": "grant"}, token=admin)
+    service = await membership.service_token()
+    oid = order_id()
+    request = {"order_id": oid, "member_id": member_id, "channel": "store", "points": 10_000, "lines": LINES}
+    status, first = await membership.post("/members/internal/checkout-holds", request, token=service)
+    # capped: 500 points is all there is, far below 50 % of the order
+    assert status == 409 and first["type"].endswith("insufficient-points")
+    request["points"] = 300
+    status, first = await membership.post("/members/internal/checkout-holds", request, token=service)
+    status2, again = await membership.post("/members/internal/checkout-holds", request, token=service)
+    assert status == 201 and status2 == 201 and first == again and first["points_used"] == 300
+    assert (await membership.svc.members.get(member_id))["points_balance"] == 200
+
+    status, released = await membership.post(f"/members/internal/checkout-holds/{oid}/release", token=service)
+    assert status == 200 and released["state"] == "released"
+    status, _ = await membership.post(f"/members/internal/checkout-holds/{oid}/release", token=service)
+    assert status == 200  # idempotent
+    status, problem = await membership.post(f"/members/internal/checkout-holds/{oid}/commit", token=service)
+    assert status == 409 and problem["type"].endswith("hold-released")
+    assert (await membership.svc.members.get(member_id))["points_balance"] == 500 == await ledger_sum(membership, member_id)
+
+
+async def test_two_orders_racing_for_one_coupon_exactly_one_wins_and_cancel_releases_it(membership, bus_namespace):
+    token, member_id = await membership.member_login(unique_phone())
+    status, scanned = await membership.post("/members/scan", {"code": "qr_campaign_welcome"}, token=token)
+    code = scanned["coupons_issued"][0]["code"]
+    service = await membership.service_token()
+    orders = [order_id() for _ in range(2)]
+
+    answers = await asyncio.gather(*[membership.post("/members/internal/checkout-holds", {
+        "order_id": oid, "member_id": member_id, "channel": "app", "coupon_codes": [code], "lines": LINES},
+        token=service) for oid in orders])
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [201, 409]
+    winner = next(oid for oid, (status, _) in zip(orders, answers) if status == 201)
+    loser = next(oid for oid in orders if oid != winner)
+    won = next(body for status, body in answers if status == 201)
+    assert won["coupon_discount"] == 2000 and won["coupons"] == [{"code": code, "discount": 2000}]
+    lost = next(body for status, body in answers if status == 409)
+    assert lost["type"].endswith("coupon-unavailable")
+    assert (await membership.svc.coupons.get(code))["state"] == "locked"
+
+    # The winner's order is cancelled (orders publishes it; membership's safety net releases the hold).
+    await publish(bus_namespace, "orders.order.cancelled", {"order_id": winner, "member_id": member_id})
+    await eventually(lambda: _coupon_state(membership, code, "issued"))
+    status, coupons = await membership.get("/members/me/coupons", token)
+    assert [c["state"] for c in coupons["items"]] == ["issued"]
+
+    # Now the other order can take it, and paying redeems it for good.
+    status, body = await membership.post("/members/internal/checkout-holds", {
+        "order_id": loser, "member_id": member_id, "channel": "app", "coupon_codes": [code], "lines": LINES},
+        token=service)
+    assert status == 201, body
+    status, _ = await membership.post(f"/members/internal/checkout-holds/{loser}/commit", token=service)
+    assert status == 200 and (await membership.svc.coupons.get(code))["state"] == "redeemed"
+    status, problem = await membership.post("/members/internal/checkout-holds", {
+        "order_id": order_id(), "member_id": member_id, "channel": "app", "coupon_codes": [code], "lines": LINES},
+        token=service)
+    assert status == 409 and problem["type"].endswith("coupon-unavailable")
+
+
+async def _coupon_state(membership, code: str, state: str) -> bool:
+    coupon = await membership.svc.mongo.read_committed(lambda: membership.svc.coupons.get(code))
+    return coupon["state"] == state
+
+
+async def test_coupon_rules_refuse_cleanly(membership):
+    token, member_id = await membership.member_login(unique_phone())
+    _, scanned = await membership.post("/members/scan", {"code": "qr_campaign_welcome"}, token=token)
+    code = scanned["coupons_issued"][0]["code"]
+    service = await membership.service_token()
+    small = [{"sku_id": "sku_tee_classic_whi_s", "category": "tees", "qty": 1, "unit_price": 9900}]
+    status, problem = await membership.post("/members/internal/checkout-holds", {
+        "order_id": order_id(), "member_id": member_id, "channel": "app", "coupon_codes": [code], "lines": small},
+        token=service)
+    assert status == 422 and problem["type"].endswith("coupon-not-applicable")
+    _, other = await membership.member_login(unique_phone())
+    status, problem = await membership.post("/members/internal/checkout-holds", {
+        "order_id": order_id(), "member_id": other, "channel": "app", "coupon_codes": [code], "lines": LINES},
+        token=service)
+    assert status == 409 and problem["type"].endswith("coupon-unavailable")
+    status, problem = await membership.post("/members/internal/checkout-holds", {
+        "order_id": order_id(), "member_id": member_id, "channel": "app", "lines": []}, token=service)
+    assert status == 422
+    status, problem = await membership.post("/members/internal/checkout-holds", {
+        "order_id": order_id(), "member_id": member_id, "channel": "app", "lines": LINES}, token=token)
+    assert status == 403
+    assert (await membership.svc.coupons.get(code))["state"] == "issued"
