@@ -1,0 +1,17 @@
+from aiohttp import web
+
+from libs.service import create_service_app
+from services.settlement.consumers import subscribe
+from services.settlement.demo import load_start_up_data
+from services.settlement.handlers import routes
+from services.settlement.repository import INDEXES
+from services.settlement.settings import SettlementSettings
+
+
+def create_app(settings: SettlementSettings | None = None) -> web.Application:
+    settings = settings or SettlementSettings()
+    app = create_service_app(settings, indexes=INDEXES, routes=routes, subscribe=subscribe,
+                             client_max_size=settings.max_upload_bytes)
+    # Runs after the kit's resources started (on_startup handlers follow the cleanup contexts).
+    app.on_startup.append(load_start_up_data)
+    return app

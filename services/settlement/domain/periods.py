@@ -1,0 +1,80 @@
+"""Statement periods (day, week from Monday, calendar month) in the business's local time, and statement ids.
+
+China has no daylight saving, so the local time is a fixed offset from UTC (settings: +08:00). Period
+bounds are stored and compared as UTC epoch milliseconds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, timezone
+
+GRANULARITIES = ("day", "week", "month")
+
+
+class PeriodError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Period:
+    granularity: str
+    start: datetime  # UTC
+    end: datetime  # UTC, exclusive
+    label: date  # first local day of the period
+
+    @property
+    def start_ms(self) -> int:
+        return to_ms(self.start)
+
+    @property
+    def end_ms(self) -> int:
+        return to_ms(self.end)
+
+
+def to_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def period_of(granularity: str, local_day: date, utc_offset_minutes: int) -> Period:
+    """The period of `granularity` that contains the local calendar day `local_day`."""
+    if granularity == "day":
+        first, last = local_day, local_day + timedelta(days=1)
+    elif granularity == "week":
+        first = local_day - timedelta(days=local_day.weekday())
+        last = first + timedelta(days=7)
+    elif granularity == "month":
+        first = local_day.replace(day=1)
+        last = (first + timedelta(days=32)).replace(day=1)
+    else:
+        raise PeriodError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
+    zone = timezone(timedelta(minutes=utc_offset_minutes))
+    start = datetime.combine(first, datetime.min.time(), zone).astimezone(UTC)
+    end = datetime.combine(last, datetime.min.time(), zone).astimezone(UTC)
+    return Period(granularity, start, end, first)
+
+
+def local_day_of(moment: datetime, utc_offset_minutes: int) -> date:
+    return moment.astimezone(timezone(timedelta(minutes=utc_offset_minutes))).date()
+
+
+def statement_id(account: str, period: Period) -> str:
+    return f"stm_{period.granularity}_{period.label:%Y%m%d}_{account}"
+
+
+def parse_statement_id(statement_id_: str, utc_offset_minutes: int) -> tuple[str, Period]:
+    """(account, period) of a statement id; PeriodError when it is not one."""
+    parts = statement_id_.split("_", 3)
+    if len(parts) != 4 or parts[0] != "stm" or parts[1] not in GRANULARITIES:
+        raise PeriodError("not a statement id")
+    try:
+        label = datetime.strptime(parts[2], "%Y%m%d").date()
+    except ValueError:
+        raise PeriodError("not a statement id") from None
+    period = period_of(parts[1], label, utc_offset_minutes)
+    if period.label != label:
+        raise PeriodError("the date is not the first day of its period")
+    return parts[3], period

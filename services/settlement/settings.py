@@ -1,0 +1,16 @@
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from libs.settings import ServiceSettings
+
+
+class SettlementSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="SETTLEMENT_", extra="ignore", populate_by_name=True)
+
+    service_name: str = "settlement"
+    port: int = 8086
+    # Statement periods follow the business's local calendar (Shanghai: UTC+8, no daylight saving).
+    period_utc_offset_minutes: int = Field(480, ge=-720, le=840)
+    # The provider file upload can be large; statements are read in pages of this size.
+    max_upload_bytes: int = 8 * 1024 ** 2
+    page_size: int = Field(50, ge=1, le=500)
