@@ -1,0 +1,117 @@
+"""Points, tiers and analytics fed by orders' events over the real broker; redelivery has no second effect."""
+from __future__ import annotations
+
+import uuid
+
+from libs.testing import eventually
+from tests.integration.membership.conftest import EventTap, publish, unique_phone
+
+
+def completed(order_id: str, member_id: str, total: int, category: str = "tees", qty: int = 1) -> dict:
+    return {"order_id": order_id, "member_id": member_id, "channel": "app",
+            "fulfilment": {"type": "ship", "location_id": "loc_sh_jingan", "ownership": "direct", "franchisee_id": None},
+            "lines": [{"sku_id": "sku_tee_classic_whi_s", "product_id": "prd_tee_classic", "category": category,
+                       "qty": qty, "unit_price": total // qty, "cost_price": 4200, "line_total": total, "discount": 0}],
+            "totals": {"subtotal": total, "discount": 0, "points_discount": 0, "total": total},
+            "attribution": {"store_id": "loc_sh_jingan", "staff_id": "stf_jingan_01", "campaign_id": None},
+            "payment": {"provider": "fake", "payment_id": "pay_1", "amount": total}}
+
+
+async def read(membership, fn):
+    return await membership.svc.mongo.read_committed(fn)
+
+
+async def test_completed_order_earns_once_even_when_redelivered_and_refund_claws_back(membership, bus_namespace):
+    token, member_id = await membership.member_login(unique_phone())
+    oid = f"ord_{uuid.uuid4().hex[:12]}"
+    async with EventTap(bus_namespace, ["membership.points.changed", "membership.tier.changed"]) as tap:
+        event = await publish(bus_namespace, "orders.order.completed", completed(oid, member_id, 150_000, qty=3))
+        # The broker redelivers the very same event (same id): no second effect.
+        await publish(bus_namespace, "orders.order.completed", completed(oid, member_id, 150_000, qty=3),
+                      envelope_id=event.id)
+        await eventually(lambda: tap.of("membership.points.changed", member_id=member_id, reason="earn"))
+        # 1500 yuan at the base tier (x1.0) = 1500 points; it also lifts the member to silver (>= 1000 yuan).
+        await eventually(lambda: tap.of("membership.tier.changed", member_id=member_id))
+        assert tap.of("membership.tier.changed", member_id=member_id)[0].data["to_tier"] == "silver"
+
+        async def inbox_saw_both():
+            return await membership.svc.mongo.db["inbox"].count_documents({"_id": event.id}) == 1
+        await eventually(inbox_saw_both)
+        member = await read(membership, lambda: membership.svc.members.get(member_id))
+        assert member["points_balance"] == 1500 == await membership.svc.ledger.sum_for(member_id)
+        assert member["tier"] == "silver"
+
+        status, points = await membership.get("/members/me/points", token)
+        assert points["balance"] == 1500 and [e["kind"] for e in points["items"]] == ["earn"]
+        assert points["items"][0]["expires_at"] is not None
+
+        # Half the order is refunded: half the earned points go back.
+        await publish(bus_namespace, "orders.order.refunded", {"order_id": oid, "member_id": member_id,
+                                                               "refund": {"amount": 75_000}})
+        await eventually(lambda: tap.of("membership.points.changed", member_id=member_id, reason="clawback"))
+        member = await read(membership, lambda: membership.svc.members.get(member_id))
+        assert member["points_balance"] == 750 == await membership.svc.ledger.sum_for(member_id)
+        await eventually(lambda: tap.of("membership.tier.changed", member_id=member_id, to_tier="member"))
+
+    admin = await membership.staff_token("hq.admin", "hq-admin-pass")
+    status, analytics = await membership.get(f"/members/{member_id}/analytics", admin)
+    assert status == 200 and analytics["order_count"] == 1 and analytics["spend"] == 150_000
+    assert analytics["average_basket"] == 150_000 and analytics["top_categories"] == [{"category": "tees", "units": 3}]
+
+
+async def test_paid_order_with_held_points_then_full_refund_returns_spent_points_and_coupon(
+        membership, bus_namespace):
+    token, member_id = await membership.member_login(unique_phone())
+    admin = await membership.staff_token("hq.admin", "hq-admin-pass")
+    await membership.post(f"/members/{member_id}/points/adjustments", {"delta": 400, "note": "grant"}, token=admin)
+    _, scan = await membership.post("/members/scan", {"code": "qr_campaign_welcome"}, token=token)
+    code = scan["coupons_issued"][0]["code"]
+    service = await membership.service_token()
+    oid = f"ord_{uuid.uuid4().hex[:12]}"
+    lines = [{"sku_id": "sku_tee_classic_whi_s", "category": "tees", "qty": 2, "unit_price": 15_000}]
+    status, hold = await membership.post("/members/internal/checkout-holds", {
+        "order_id": oid, "member_id": member_id, "channel": "app", "coupon_codes": [code], "points": 400,
+        "lines": lines}, token=service)
+    assert status == 201 and hold["coupon_discount"] == 2000 and hold["points_used"] == 400
+    assert (await membership.post(f"/members/internal/checkout-holds/{oid}/commit", token=service))[0] == 200
+    paid = 30_000 - 2000 - 400
+    await publish(bus_namespace, "orders.order.completed", completed(oid, member_id, paid))
+
+    async def earned():
+        member = await read(membership, lambda: membership.svc.members.get(member_id))
+        return member["points_balance"] == paid // 100
+    await eventually(earned)
+
+    await publish(bus_namespace, "orders.order.refunded", {"order_id": oid, "member_id": member_id})
+
+    async def reversed_():
+        member = await read(membership, lambda: membership.svc.members.get(member_id))
+        coupon = await read(membership, lambda: membership.svc.coupons.get(code))
+        return member["points_balance"] == 400 and coupon["state"] == "issued"
+    await eventually(reversed_)
+    assert await membership.svc.ledger.sum_for(member_id) == 400
+
+
+async def test_dormant_job_and_fifo_expiry(membership, bus_namespace):
+    svc = membership.svc
+    _, member_id = await membership.member_login(unique_phone())
+    admin = await membership.staff_token("hq.admin", "hq-admin-pass")
+    await membership.post(f"/members/{member_id}/points/adjustments", {"delta": 300, "note": "old"}, token=admin)
+    service = await membership.service_token()
+    # Spend 100 of it: FIFO charges the oldest lot, so only 200 of it can expire.
+    status, _ = await membership.post("/members/internal/checkout-holds", {
+        "order_id": f"ord_{uuid.uuid4().hex[:12]}", "member_id": member_id, "channel": "app", "points": 100,
+        "lines": [{"sku_id": "s", "category": "tees", "qty": 1, "unit_price": 50_000}]}, token=service)
+    assert status == 201
+    year_later = (await svc.members.get(member_id))["created_at_ms"] + 366 * 86_400_000
+    await svc.expire_points(now=year_later)
+    await svc.expire_points(now=year_later)  # idempotent
+    member = await svc.members.get(member_id)
+    assert member["points_balance"] == 0 == await svc.ledger.sum_for(member_id)
+    assert [e["amount"] for e in await svc.ledger.entries(member_id) if e["kind"] == "expire"] == [-200]
+
+    async with EventTap(bus_namespace, ["membership.member.dormant"]) as tap:
+        marked = await svc.mark_dormant(now=year_later)
+        assert marked >= 1 and (await svc.members.get(member_id))["dormant"]
+        assert await svc.mark_dormant(now=year_later) == 0
+        await eventually(lambda: tap.of("membership.member.dormant", member_id=member_id))
