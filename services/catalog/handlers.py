@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from libs.auth import principal_of, require
 from libs.http import json_response, parse_body, parse_query
@@ -22,7 +22,7 @@ routes = web.RouteTableDef()
 
 PRODUCT_ID = r"^prd_[A-Za-z0-9_\-]{1,64}$"
 SKU_ID = r"^sku_[A-Za-z0-9_\-]{1,100}$"
-Fen = Field(gt=0, le=100_000_000)
+Fen = Field(gt=0, le=100_000_000, strict=True)  # money is integer fen: "99" or 99.5 are refused
 
 
 class Strict(BaseModel):
@@ -31,7 +31,7 @@ class Strict(BaseModel):
 
 class PriceIn(Strict):
     base: int = Fen
-    channels: dict[Literal[CHANNELS], int] = Field(default_factory=dict)  # type: ignore[valid-type]
+    channels: dict[Literal[CHANNELS], StrictInt] = Field(default_factory=dict)  # type: ignore[valid-type]
 
 
 class NewSku(Strict):
@@ -39,7 +39,7 @@ class NewSku(Strict):
     barcode: str = Field(min_length=4, max_length=64, pattern=r"^[A-Za-z0-9_\-:.]+$")
     attributes: dict[str, str] = Field(default_factory=dict, max_length=20)
     price: PriceIn
-    cost_price: int = Field(0, ge=0, le=100_000_000)
+    cost_price: int = Field(0, ge=0, le=100_000_000, strict=True)
 
 
 class NewProduct(Strict):
@@ -66,9 +66,9 @@ class StatusChange(Strict):
 
 
 class PriceChange(Strict):
-    base: int | None = Field(None, gt=0, le=100_000_000)
+    base: int | None = Field(None, gt=0, le=100_000_000, strict=True)
     # A channel set to null drops its own price: the channel sells at the base price again.
-    channels: dict[Literal[CHANNELS], int | None] | None = None  # type: ignore[valid-type]
+    channels: dict[Literal[CHANNELS], StrictInt | None] | None = None  # type: ignore[valid-type]
     effective_at: AwareDatetime | None = None
 
     @field_validator("channels")

@@ -74,7 +74,7 @@ class LocationPatch(Strict):
 
 class LineIn(Strict):
     sku_id: str = Field(pattern=SKU_ID)
-    qty: int = Field(ge=1, le=10_000)
+    qty: int = Field(ge=1, le=10_000, strict=True)
 
 
 class PointIn(Strict):
@@ -111,9 +111,9 @@ class MovementIn(Strict):
     key: str = Field(min_length=1, max_length=200)
     location_id: str | None = Field(None, pattern=LOCATION_ID)
     sku_id: str | None = Field(None, pattern=SKU_ID)
-    qty: int | None = Field(None, ge=1, le=1_000_000)
-    delta: int | None = Field(None, ge=-1_000_000, le=1_000_000)
-    counted: int | None = Field(None, ge=0, le=1_000_000)
+    qty: int | None = Field(None, ge=1, le=1_000_000, strict=True)
+    delta: int | None = Field(None, ge=-1_000_000, le=1_000_000, strict=True)
+    counted: int | None = Field(None, ge=0, le=1_000_000, strict=True)
     reason: str | None = Field(None, min_length=1, max_length=500)
     to_location_id: str | None = Field(None, pattern=LOCATION_ID)
     transfer_id: str | None = Field(None, pattern=r"^trf_[a-f0-9]{1,40}$")
