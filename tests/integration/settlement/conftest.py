@@ -38,8 +38,9 @@ class TokenMinter:
 
 
 class Settlement:
-    def __init__(self, base_url: str, app, http: aiohttp.ClientSession, exchange, minter: TokenMinter) -> None:
-        self.url, self.app, self.http, self.exchange, self.minter = base_url, app, http, exchange, minter
+    def __init__(self, base_url: str, app, http: aiohttp.ClientSession, channel, exchange, minter: TokenMinter) -> None:
+        self.url, self.app, self.http, self.minter = base_url, app, http, minter
+        self.channel, self.exchange = channel, exchange
         self.admin = {"Authorization": f"Bearer {minter.token('stf_hq_admin', ['hq_admin'], staff_id='stf_hq_admin')}"}
 
     def headers_for(self, subject: str, roles: list[str], **claims) -> dict:
@@ -60,6 +61,12 @@ class Settlement:
                                                      delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                                     routing_key=event_type, mandatory=True)
         return envelope
+
+    async def listen(self, routing_key: str):
+        """An exclusive queue bound to the namespaced exchange: what the service publishes."""
+        queue = await self.channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(self.exchange, routing_key=routing_key)
+        return queue
 
     async def get(self, path: str, headers: dict | None = None, **params):
         async with self.http.get(self.url + path, headers=headers if headers is not None else self.admin,
@@ -108,5 +115,5 @@ async def settlement(mongo_url, bus_namespace):
         exchange = await channel.declare_exchange(Names(bus_namespace).exchange, aio_pika.ExchangeType.TOPIC,
                                                   durable=True)
         async with aiohttp.ClientSession() as http:
-            yield Settlement(base_url, app, http, exchange, minter)
+            yield Settlement(base_url, app, http, channel, exchange, minter)
         await connection.close()
