@@ -1,0 +1,187 @@
+"""deploy/k8s: every overlay renders, every object validates against the Kubernetes API schemas
+(kubernetes-validate, offline) or the vendored operator CRD schemas, and every service is deployed properly."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from jsonschema import Draft7Validator
+
+ROOT = Path(__file__).resolve().parents[3]
+K8S = ROOT / "deploy" / "k8s"
+OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").exists())
+SERVICES = {"gateway": 8080, "catalog": 8081, "stock": 8082, "orders": 8083, "membership": 8084,
+            "notifications": 8085, "settlement": 8086}
+# The oldest Kubernetes minor we support and the newest the pinned kubernetes-validate knows.
+KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
+CRD_SCHEMAS = {
+    ("rabbitmq.com/v1beta1", "RabbitmqCluster"): ROOT / "deploy/schemas/crds/rabbitmqcluster-v1beta1.json",
+    ("mongodbcommunity.mongodb.com/v1", "MongoDBCommunity"): ROOT / "deploy/schemas/crds/mongodbcommunity-v1.json",
+}
+
+
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+kustomize = _load(Path(__file__).with_name("kustomize_lite.py"), "o2o_kustomize_lite")
+generator = _load(K8S / "generate.py", "o2o_k8s_generate")
+RENDERED = {overlay: kustomize.build(K8S / "overlays" / overlay) for overlay in OVERLAYS}
+
+
+def schema_errors(obj: dict, version: str) -> list[str]:
+    crd = CRD_SCHEMAS.get((obj["apiVersion"], obj["kind"]))
+    if crd is not None:
+        validator = Draft7Validator(json.loads(crd.read_text()))
+        return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)]
+    try:
+        kubernetes_validate.validate(obj, version, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        return [f"{'/'.join(map(str, exc.path))}: {exc.message}"]
+    return []
+
+
+def objects(overlay: str, kind: str) -> dict[str, dict]:
+    return {o["metadata"]["name"]: o for o in RENDERED[overlay] if o["kind"] == kind}
+
+
+def test_base_manifests_are_up_to_date_with_the_generator():
+    assert generator.main(["--check"]) == 0, "run `.venv/bin/python deploy/k8s/generate.py` and commit"
+
+
+def test_there_are_dev_and_production_overlays():
+    assert {"dev", "production"} <= set(OVERLAYS)
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_rendered_object_validates_against_its_schema(overlay, version):
+    failures = {f"{o['kind']}/{o['metadata']['name']}": errors
+                for o in RENDERED[overlay] if (errors := schema_errors(o, version))}
+    assert failures == {}
+
+
+def test_every_manifest_file_validates_on_its_own():
+    """Each YAML document under deploy/k8s (patches excepted) is a complete, valid object."""
+    patch_files = {K8S / "overlays" / o / p["path"] for o in OVERLAYS
+                   for p in yaml.safe_load((K8S / "overlays" / o / "kustomization.yaml").read_text()).get("patches", [])
+                   if "path" in p}
+    checked = 0
+    for path in sorted(K8S.rglob("*.yaml")):
+        if path.name == "kustomization.yaml" or path in patch_files:
+            continue
+        for doc in kustomize.load_documents(path):
+            assert schema_errors(doc, KUBERNETES_VERSIONS[-1]) == [], path
+            checked += 1
+    assert checked >= 7 * 4
+
+
+def test_validation_catches_broken_objects():
+    deployment = json.loads(json.dumps(objects("production", "Deployment")["orders"]))
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"] = {"no": 1}
+    deployment["spec"]["replicas"] = "three"
+    assert len(schema_errors(deployment, KUBERNETES_VERSIONS[-1])) >= 1
+    rabbit = json.loads(json.dumps(objects("production", "RabbitmqCluster")["o2o-rabbitmq"]))
+    rabbit["spec"]["replica"] = 3  # typo of `replicas`
+    assert schema_errors(rabbit, KUBERNETES_VERSIONS[-1]) != []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_every_service_has_deployment_service_hpa_and_pdb_that_fit_together(overlay, service):
+    deployment = objects(overlay, "Deployment")[service]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= pod_labels.items()
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["python", "-m", f"services.{service}"]
+    assert container["ports"] == [{"name": "http", "containerPort": SERVICES[service], "protocol": "TCP"}]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+    assert {"configMapRef": {"name": "o2o-config"}} in container["envFrom"]
+    assert {"secretRef": {"name": "o2o-secrets"}} in container["envFrom"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env[f"{service.upper()}_HOST"]["value"] == "0.0.0.0"
+    if service != "gateway":
+        assert "MONGO_URL" in env and "AMQP_URL" in env
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(SERVICES[service])
+
+    svc = objects(overlay, "Service")[service]
+    assert svc["spec"]["selector"].items() <= pod_labels.items()
+    assert svc["spec"]["ports"][0]["port"] == SERVICES[service]
+    assert svc["spec"]["ports"][0]["targetPort"] == "http"
+
+    hpa = objects(overlay, "HorizontalPodAutoscaler")[service]
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": service}
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+
+    pdb = objects(overlay, "PodDisruptionBudget")[service]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+    namespace = deployment["metadata"]["namespace"]
+    assert namespace in objects(overlay, "Namespace")
+    assert all(o["metadata"].get("namespace") == namespace for o in RENDERED[overlay] if o["kind"] != "Namespace")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_config_never_turns_on_dev_mode_and_images_are_pinned_per_overlay(overlay):
+    config = objects(overlay, "ConfigMap")["o2o-config"]["data"]
+    assert config["O2O_DEV_MODE"] == "false"
+    assert config["O2O_JWKS_URL"].startswith(f"http://membership:{SERVICES['membership']}/")
+    for deployment in objects(overlay, "Deployment").values():
+        image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert not image.endswith(":latest"), image
+
+
+def test_production_scales_the_flash_sale_path_and_keeps_secrets_out_of_git():
+    hpas = objects("production", "HorizontalPodAutoscaler")
+    for service in ("gateway", "stock", "orders"):
+        assert hpas[service]["spec"]["minReplicas"] >= 3
+    assert objects("production", "Secret") == {}
+    assert objects("production", "RabbitmqCluster")["o2o-rabbitmq"]["spec"]["replicas"] == 3
+    assert objects("production", "MongoDBCommunity")["o2o-mongo"]["spec"]["members"] == 3
+
+
+def test_dev_overlay_shrinks_everything_to_one_replica():
+    assert {d["spec"]["replicas"] for d in objects("dev", "Deployment").values()} == {1}
+    assert {h["spec"]["minReplicas"] for h in objects("dev", "HorizontalPodAutoscaler").values()} == {1}
+    assert objects("dev", "RabbitmqCluster")["o2o-rabbitmq"]["spec"]["replicas"] == 1
+    assert set(objects("dev", "Secret")) == {"o2o-secrets", "o2o-mongo-password"}
+
+
+def test_services_read_the_secrets_the_operators_write():
+    """MONGO_URL and AMQP credentials come from the Secrets named after the custom resources."""
+    mongo = objects("production", "MongoDBCommunity")["o2o-mongo"]
+    user = mongo["spec"]["users"][0]
+    operator_secret = f"{mongo['metadata']['name']}-{user['db']}-{user['name']}"
+    rabbit_secret = f"{objects('production', 'RabbitmqCluster')['o2o-rabbitmq']['metadata']['name']}-default-user"
+    env = {e["name"]: e for e in objects("production", "Deployment")["orders"]["spec"]["template"]["spec"]
+           ["containers"][0]["env"]}
+    assert env["MONGO_URL"]["valueFrom"]["secretKeyRef"]["name"] == operator_secret
+    assert env["AMQP_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == rabbit_secret
+
+
+def test_renderer_refuses_what_it_does_not_understand(tmp_path):
+    (tmp_path / "kustomization.yaml").write_text("resources: []\nreplacements: []\n")
+    with pytest.raises(kustomize.KustomizeError, match="unsupported"):
+        kustomize.build(tmp_path)
+
+
+def test_kubernetes_validate_cli_accepts_a_generated_deployment():
+    """The CLI a person would run gives the same answer (offline, strict)."""
+    cli = Path(sys.executable).with_name("kubernetes-validate")
+    result = subprocess.run([str(cli), "--strict", "-k", KUBERNETES_VERSIONS[-1],
+                             str(K8S / "base" / "orders" / "deployment.yaml")], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
