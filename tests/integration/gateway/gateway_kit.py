@@ -189,9 +189,12 @@ class Suite:
 
 @contextlib.asynccontextmanager
 async def suite_behind_gateway(mongo_url: str, namespace: str, needed: tuple[str, ...] = SUITE_SERVICES,
-                               **gateway_overrides) -> AsyncIterator[Suite]:
+                               publish_openapi: bool = False, **gateway_overrides) -> AsyncIterator[Suite]:
     """The real services (demo data, dev mode) started in-process, each on its own port, with membership as the
-    token issuer everyone verifies against, and the gateway in front of them."""
+    token issuer everyone verifies against, and the gateway in front of them.
+
+    `publish_openapi`: a service that does not serve GET /openapi.json yet gets one generated from its routes by
+    libs.openapi (what its owner's one-line adoption will do), so the aggregated spec covers every route."""
     import importlib
 
     from libs.testing import settings_for
@@ -210,7 +213,12 @@ async def suite_behind_gateway(mongo_url: str, namespace: str, needed: tuple[str
             app_module = importlib.import_module(f"services.{name}.app")
             port = int(urls[name].rsplit(":", 1)[1])
             settings = settings_for(settings_cls, mongo_url, namespace, port=port, **common, **extra.get(name, {}))
-            await stack.enter_async_context(running_app(app_module.create_app(settings), port))
+            app = app_module.create_app(settings)
+            if publish_openapi and not any(r.resource is not None and r.resource.canonical == "/openapi.json"
+                                           for r in app.router.routes()):
+                from libs.openapi import add_openapi_route
+                add_openapi_route(app, name.title())
+            await stack.enter_async_context(running_app(app, port))
         gateway_settings_ = gateway_settings(common["jwks_url"], **{f"{n}_url": u for n, u in urls.items()},
                                              **gateway_overrides)
         gateway = await stack.enter_async_context(running_app(create_app(gateway_settings_), gateway_settings_.port))
