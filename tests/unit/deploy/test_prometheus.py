@@ -28,6 +28,9 @@ def promtool(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
 def test_promtool_accepts_the_scrape_config(config):
     result = promtool("check", "config", str(config))
+    if result.returncode != 0 and "field kubernetes_sd_configs not found" in result.stdout + result.stderr:
+        # Debian builds Prometheus without Kubernetes service discovery; upstream promtool has it.
+        pytest.skip(f"this promtool build has no kubernetes_sd_configs, needed by {config.name}")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
