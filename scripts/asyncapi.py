@@ -409,6 +409,10 @@ def _validator(document_path: str, message_id: str) -> Draft202012Validator:
 
 
 # -- command line ---------------------------------------------------------------------------------------
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if the committed document is stale")
@@ -439,13 +443,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         current = args.output.read_text() if args.output.exists() else ""
         if current != text:
-            print(f"{args.output.relative_to(ROOT)} is stale: run `python scripts/asyncapi.py`", file=sys.stderr)
+            print(f"{_shown(args.output)} is stale: run `python scripts/asyncapi.py`", file=sys.stderr)
             return 1
-        print(f"{args.output.relative_to(ROOT)} is up to date ({len(document['components']['messages'])} messages)")
+        print(f"{_shown(args.output)} is up to date ({len(document['components']['messages'])} messages)")
         return 0
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
-    print(f"wrote {args.output.relative_to(ROOT)}: {len(document['channels'])} channels, "
+    print(f"wrote {_shown(args.output)}: {len(document['channels'])} channels, "
           f"{len(document['components']['messages'])} messages")
     return 0
 
