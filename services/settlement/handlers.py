@@ -46,7 +46,7 @@ def rfc3339(value):
         return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
     if isinstance(value, dict):
         return {("id" if key == "_id" else key): rfc3339(item) for key, item in value.items()
-                if key not in ("version", "start_ms", "end_ms", "captured_ms", "created_ms", "booked_ms")}
+                if key not in ("start_ms", "end_ms", "captured_ms", "created_ms", "booked_ms")}
     if isinstance(value, list | tuple):
         return [rfc3339(item) for item in value]
     return value
