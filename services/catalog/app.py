@@ -1,5 +1,6 @@
 from aiohttp import web
 
+from libs.openapi import add_openapi_route
 from libs.service import MONGO, OUTBOX, add_periodic_job, create_service_app
 from services.catalog.consumers import subscribe
 from services.catalog.demo import load_demo_data
@@ -21,5 +22,6 @@ def create_app(settings: CatalogSettings | None = None) -> web.Application:
         yield
 
     app.cleanup_ctx.append(use_cases)
+    add_openapi_route(app, "Catalog")
     add_periodic_job(app, "catalog-price-scheduler", settings.price_scheduler_interval_s, apply_due_price_changes)
     return app

@@ -8,14 +8,18 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from aiohttp import web
+from pymongo.errors import DuplicateKeyError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from libs.auth import principal_of, require
 from libs.http import json_response, parse_body, parse_query
 from libs.idempotency import guarded
+from libs.openapi import openapi
 from libs.problems import Problem, not_found
 from services.catalog import metrics
 from services.catalog.domain.model import CHANNELS, STATUSES, CatalogError
+from services.catalog.schemas import (CategoryOut, CategoryPage, ProductOut, ProductPage, ScannedSku, ScheduleOut,
+                                      SkuOut)
 from services.catalog.usecases import CATALOG, rfc3339_ms
 
 routes = web.RouteTableDef()
@@ -153,11 +157,16 @@ async def _run(catalog, unit):
         return await catalog.mongo.transaction(unit)
     except CatalogError as error:
         raise catalog_problem(error) from None
+    except DuplicateKeyError:
+        # Two requests raced for the same barcode or id (the checks passed for both; the unique index decided).
+        raise Problem(409, "already-exists", "a product, SKU or barcode in this request was just created by "
+                                             "another request") from None
 
 
 # --- products --------------------------------------------------------------------------------
 
 @routes.get("/catalog/products")
+@openapi(summary="Browse products (shoppers: active only)", query=ProductQuery, response=ProductPage, public=True, tags=["catalog"])
 async def list_products(request: web.Request) -> web.Response:
     """Browse: shoppers see what is on sale (active); HQ may filter any status."""
     query = parse_query(request, ProductQuery)
@@ -180,6 +189,7 @@ async def list_products(request: web.Request) -> web.Response:
 
 
 @routes.get("/catalog/products/{product_id}")
+@openapi(summary="One product with its SKUs and prices", response=ProductOut, public=True, tags=["catalog"])
 async def get_product(request: web.Request) -> web.Response:
     doc = await request.app[CATALOG].products.get(request.match_info["product_id"])
     if doc is None or (doc["status"] == "draft" and not is_staff(request)):
@@ -188,6 +198,7 @@ async def get_product(request: web.Request) -> web.Response:
 
 
 @routes.post("/catalog/products")
+@openapi(summary="Create a product with SKUs (HQ)", request=NewProduct, response=ProductOut, status=201, tags=["catalog"])
 async def create_product(request: web.Request) -> web.Response:
     principal = require(request, "hq_admin")
     body = await parse_body(request, NewProduct)
@@ -210,6 +221,7 @@ async def create_product(request: web.Request) -> web.Response:
 
 
 @routes.patch("/catalog/products/{product_id}")
+@openapi(summary="Edit product data (HQ)", request=ProductPatch, response=ProductOut, tags=["catalog"])
 async def update_product(request: web.Request) -> web.Response:
     require(request, "hq_admin")
     patch = await parse_body(request, ProductPatch)
@@ -220,6 +232,7 @@ async def update_product(request: web.Request) -> web.Response:
 
 
 @routes.post("/catalog/products/{product_id}/status")
+@openapi(summary="Publish or archive (HQ)", request=StatusChange, response=ProductOut, tags=["catalog"])
 async def change_status(request: web.Request) -> web.Response:
     require(request, "hq_admin")
     body = await parse_body(request, StatusChange)
@@ -229,6 +242,7 @@ async def change_status(request: web.Request) -> web.Response:
 
 
 @routes.post("/catalog/products/{product_id}/skus")
+@openapi(summary="Add a SKU (HQ)", request=NewSku, response=SkuOut, status=201, tags=["catalog"])
 async def add_sku(request: web.Request) -> web.Response:
     principal = require(request, "hq_admin")
     body = await parse_body(request, NewSku)
@@ -263,6 +277,7 @@ async def _sku_with_product(request: web.Request, sku: dict | None) -> dict:
 
 
 @routes.get("/catalog/skus/by-code/{code}")
+@openapi(summary="Scan in store: barcode / QR to SKU, product and price", response=ScannedSku, public=True, tags=["catalog"])
 async def sku_by_code(request: web.Request) -> web.Response:
     """A scan in store: barcode or QR payload to the SKU, its product and its price now."""
     code = request.match_info["code"]
@@ -277,12 +292,14 @@ async def sku_by_code(request: web.Request) -> web.Response:
 
 
 @routes.get("/catalog/skus/{sku_id}")
+@openapi(summary="One SKU with its product and price", response=ScannedSku, public=True, tags=["catalog"])
 async def get_sku(request: web.Request) -> web.Response:
     sku = await request.app[CATALOG].products.sku(request.match_info["sku_id"])
     return json_response(await _sku_with_product(request, sku))
 
 
 @routes.post("/catalog/skus/{sku_id}/price")
+@openapi(summary="Change a price now (200) or at effective_at (202); channel prices stay within the band", request=PriceChange, responses={200: SkuOut, 202: ScheduleOut}, tags=["catalog"])
 async def change_price(request: web.Request) -> web.Response:
     """Change a SKU's price now, or at `effective_at` (202 with the schedule)."""
     principal = require(request, "hq_admin")
@@ -326,12 +343,14 @@ async def price_overview(request: web.Request) -> web.Response:
 # --- categories ------------------------------------------------------------------------------
 
 @routes.get("/catalog/categories")
+@openapi(summary="Categories", response=CategoryPage, public=True, tags=["catalog"])
 async def list_categories(request: web.Request) -> web.Response:
     docs = await request.app[CATALOG].categories.all()
     return json_response({"items": [{"id": d["_id"], "name": d["name"]} for d in docs], "next_cursor": None})
 
 
 @routes.get("/catalog/categories/{category_id}")
+@openapi(summary="One category", response=CategoryOut, public=True, tags=["catalog"])
 async def get_category(request: web.Request) -> web.Response:
     doc = await request.app[CATALOG].categories.get(request.match_info["category_id"])
     if doc is None:
@@ -340,6 +359,7 @@ async def get_category(request: web.Request) -> web.Response:
 
 
 @routes.post("/catalog/categories")
+@openapi(summary="Create a category (HQ)", request=NewCategory, response=CategoryOut, status=201, tags=["catalog"])
 async def create_category(request: web.Request) -> web.Response:
     require(request, "hq_admin")
     body = await parse_body(request, NewCategory)

@@ -1,5 +1,6 @@
 from aiohttp import web
 
+from libs.openapi import add_openapi_route
 from libs.service import MONGO, OUTBOX, add_periodic_job, create_service_app
 from services.stock.consumers import subscribe
 from services.stock.demo import load_demo_data
@@ -21,5 +22,6 @@ def create_app(settings: StockSettings | None = None) -> web.Application:
         yield
 
     app.cleanup_ctx.append(use_cases)
+    add_openapi_route(app, "Stock")
     add_periodic_job(app, "stock-reservation-sweeper", settings.sweeper_interval_s, release_expired_reservations)
     return app

@@ -8,14 +8,18 @@ import uuid
 from typing import Literal
 
 from aiohttp import web
+from pymongo.errors import DuplicateKeyError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from libs.auth import Principal, principal_of, require
 from libs.http import SETTINGS, json_response, parse_body, parse_query, read_json
 from libs.idempotency import guarded
+from libs.openapi import openapi
 from libs.problems import Problem, not_found
 from libs.service import MONGO
 from services.stock import metrics
+from services.stock.schemas import (AvailabilityOut, LevelPage, LocationOut, LocationPage, MovementOut,
+                                    MovementPage)
 from services.stock.domain.model import MOVEMENT_KINDS, StockError
 from services.stock.domain.routing import Decision, Point, distance_m, sellable
 from services.stock.usecases import STOCK, movement_view, reservation_view, site_of
@@ -192,6 +196,15 @@ def level_view(doc: dict) -> dict:
             "reorder_point": doc.get("reorder_point", 0)}
 
 
+async def transaction_replaying_duplicates(mongo, unit):
+    """Run `unit`; when a concurrent request with the same order id / movement key committed first (unique
+    index, real replica set), run it again: it then finds that record and answers as its replay."""
+    try:
+        return await mongo.transaction(unit)
+    except DuplicateKeyError:
+        return await mongo.transaction(unit)
+
+
 def stock_problem(error: StockError, **extensions) -> Problem:
     return Problem(error.status, error.code, error.detail, **extensions)
 
@@ -204,6 +217,7 @@ def staff_may_write(principal: Principal, location_id: str | None) -> None:
 # --- locations -------------------------------------------------------------------------------
 
 @routes.get("/stock/locations")
+@openapi(summary="Stores and warehouses", query=LocationQuery, response=LocationPage, public=True, tags=["stock"])
 async def list_locations(request: web.Request) -> web.Response:
     query = parse_query(request, LocationQuery)
     docs = await request.app[STOCK].locations.page(decode_cursor(query.cursor), query.limit + 1, query.kind)
@@ -211,6 +225,7 @@ async def list_locations(request: web.Request) -> web.Response:
 
 
 @routes.get("/stock/locations/{location_id}")
+@openapi(summary="One location", response=LocationOut, public=True, tags=["stock"])
 async def get_location(request: web.Request) -> web.Response:
     doc = await request.app[STOCK].locations.get(request.match_info["location_id"])
     if doc is None:
@@ -219,6 +234,7 @@ async def get_location(request: web.Request) -> web.Response:
 
 
 @routes.post("/stock/locations")
+@openapi(summary="Open a location (HQ)", request=NewLocation, response=LocationOut, status=201, tags=["stock"])
 async def create_location(request: web.Request) -> web.Response:
     require(request, "hq_admin")
     body = await parse_body(request, NewLocation)
@@ -234,13 +250,17 @@ async def create_location(request: web.Request) -> web.Response:
             await stock.locations.add(doc, session)
             await remember(session, 201, location_view(doc))
 
-        await stock.mongo.transaction(unit)
+        try:
+            await stock.mongo.transaction(unit)
+        except DuplicateKeyError:
+            raise Problem(409, "location-exists", f"location {doc['_id']} already exists") from None
         return 201, location_view(doc)
 
     return await guarded(stock.mongo, request, create)
 
 
 @routes.patch("/stock/locations/{location_id}")
+@openapi(summary="Change a location (HQ): capacity, safety stock, flags", request=LocationPatch, response=LocationOut, tags=["stock"])
 async def update_location(request: web.Request) -> web.Response:
     require(request, "hq_admin")
     patch = await parse_body(request, LocationPatch)
@@ -259,6 +279,7 @@ async def update_location(request: web.Request) -> web.Response:
 # --- availability and levels -----------------------------------------------------------------
 
 @routes.get("/stock/availability")
+@openapi(summary="Nearest stores that can serve a SKU now", query=AvailabilityQuery, response=AvailabilityOut, public=True, tags=["stock"])
 async def availability(request: web.Request) -> web.Response:
     """The nearest stores that can serve this SKU now (what an online order may take there)."""
     query = parse_query(request, AvailabilityQuery)
@@ -283,6 +304,7 @@ async def availability(request: web.Request) -> web.Response:
 
 
 @routes.get("/stock/levels")
+@openapi(summary="Stock levels (staff: their stores)", query=LevelQuery, response=LevelPage, tags=["stock"])
 async def list_levels(request: web.Request) -> web.Response:
     principal = require(request, "hq_admin", "store_manager", "store_staff")
     query = parse_query(request, LevelQuery)
@@ -305,6 +327,7 @@ async def list_levels(request: web.Request) -> web.Response:
 # --- movements -------------------------------------------------------------------------------
 
 @routes.post("/stock/movements")
+@openapi(summary="Record a movement (receive, sale, adjust, count, transfer, return); idempotent by key", request=MovementIn, response=MovementOut, status=201, tags=["stock"])
 async def post_movement(request: web.Request) -> web.Response:
     principal = require(request, "hq_admin", "store_manager", "store_staff")
     body = await parse_body(request, MovementIn)
@@ -323,7 +346,7 @@ async def post_movement(request: web.Request) -> web.Response:
             return entry, created
 
         try:
-            entry, created = await stock.mongo.transaction(unit)
+            entry, created = await transaction_replaying_duplicates(stock.mongo, unit)
         except StockError as error:
             raise stock_problem(error) from None
         return 201, movement_view(entry)
@@ -332,6 +355,7 @@ async def post_movement(request: web.Request) -> web.Response:
 
 
 @routes.get("/stock/movements")
+@openapi(summary="The movement ledger, newest first", query=LevelQuery, response=MovementPage, tags=["stock"])
 async def list_movements(request: web.Request) -> web.Response:
     principal = require(request, "hq_admin", "store_manager", "store_staff")
     query = parse_query(request, LevelQuery)
@@ -373,7 +397,7 @@ async def create_reservation(request: web.Request) -> web.Response:
             return outcome
 
         try:
-            outcome = await stock.mongo.transaction(unit)
+            outcome = await transaction_replaying_duplicates(stock.mongo, unit)
         except StockError as error:
             raise stock_problem(error) from None
         metrics.RESERVE_LATENCY.labels(body.mode).observe(time.perf_counter() - started)

@@ -10,3 +10,10 @@ async def test_demo_data_loads_and_availability_answers(stock_api):
     assert status == 200, body
     print(body)
     assert body["items"]
+
+
+async def test_openapi_documents_the_public_routes_only(stock_api):
+    status, spec, _ = await stock_api.call("GET", "/openapi.json")
+    assert status == 200
+    assert {"/stock/availability", "/stock/locations", "/stock/movements"} <= set(spec["paths"])
+    assert not any("/internal/" in path for path in spec["paths"])
