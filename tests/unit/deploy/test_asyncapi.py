@@ -36,6 +36,7 @@ def test_schema_check_catches_a_broken_document():
 def test_every_event_model_of_every_service_has_a_message_on_its_routing_key():
     assert EVENTS, "no IntegrationEvent subclasses found in services/*/events.py"
     for event in EVENTS:
+        assert event.message_id in MESSAGES, f"{event.message_id} is not documented: rerun scripts/asyncapi.py"
         message = MESSAGES[event.message_id]
         assert message["x-publisher"] == event.service
         channel = COMMITTED["channels"][event.event_type]
