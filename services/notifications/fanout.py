@@ -56,7 +56,7 @@ def delivery_doc(*, event_id: str, event_type: str, category: str, recipient_id:
             "recipient_id": recipient_id, "member_id": member_id, "channel": channel, "address": address,
             "locale": locale, "subject": subject, "body": body, "status": status, "reason": reason,
             "due_at_ms": due_at_ms, "attempt_count": 0, "created_at": now, "created_ms": _ms(now),
-            "updated_at": now, "last_error": None, **extra}
+            "updated_at": now, "last_error": None, "version": 1, **extra}
 
 
 # --- the recipient directory ---------------------------------------------------------------------

@@ -1,0 +1,124 @@
+"""Notifications running in-process on the real broker and a real MongoDB wire server, with real receivers:
+an aiohttp webhook receiver on a free port, an aiosmtpd SMTP server, and tokens minted with our own RS256 key.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+import aiohttp
+import pytest
+from aiohttp import web
+from aiosmtpd.controller import Controller
+
+from libs.auth import VERIFIER
+from libs.bus import Names
+from libs.testing import AMQP_URL, free_port, running_app, settings_for
+from services.notifications.app import create_app
+from services.notifications.settings import NotificationsSettings
+from tests.integration.notifications.notifications_kit import Notifications, jwks, mint
+
+@pytest.fixture
+async def start_notifications(mongo_url, bus_namespace):
+    """Start a notifications instance with its own database; yields a factory taking settings overrides."""
+    stack: list = []
+    connection = await aio_pika.connect_robust(AMQP_URL)
+    channel = await connection.channel(publisher_confirms=True)
+    exchange = await channel.declare_exchange(Names(bus_namespace).exchange, aio_pika.ExchangeType.TOPIC,
+                                              durable=True)
+    http = aiohttp.ClientSession()
+
+    async def start(**overrides: Any) -> Notifications:
+        values = dict(mongo_db_prefix=f"o2o_n{uuid.uuid4().hex[:8]}_", delivery_poll_interval_s=0.05,
+                      retry_base_delay_ms=40, retry_max_delay_ms=200, max_attempts=4, sink_mirror=False,
+                      campaign_poll_interval_s=0.1, membership_url="http://127.0.0.1:9", send_timeout_s=5.0)
+        values.update(overrides)
+        settings = settings_for(NotificationsSettings, mongo_url, bus_namespace, **values)
+        app = create_app(settings)
+        app[VERIFIER].load_jwks(jwks())
+        context = running_app(app, settings.port)
+        base = await context.__aenter__()
+        stack.append(context)
+        return Notifications(base, app, settings, http, exchange, mint(settings, ["hq_admin"], subject="stf_hq"))
+
+    yield start
+    for context in reversed(stack):
+        await context.__aexit__(None, None, None)
+    await http.close()
+    await connection.close()
+
+
+@pytest.fixture
+async def notifications(start_notifications) -> Notifications:
+    return await start_notifications()
+
+
+@dataclass
+class WebhookReceiver:
+    """A real HTTP receiver that answers with scripted statuses (then 200) and keeps every request."""
+    url: str
+    script: list[int] = field(default_factory=list)
+    requests: list[dict] = field(default_factory=list)
+
+
+@pytest.fixture
+async def webhook_receiver():
+    receiver = WebhookReceiver(url="")
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.read()
+        status = receiver.script.pop(0) if receiver.script else 200
+        receiver.requests.append({"headers": dict(request.headers), "body": body, "path": request.path,
+                                  "status": status})
+        return web.json_response({"ok": status < 300}, status=status)
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", hook)
+    port = free_port()
+    async with running_app(app, port) as base:
+        receiver.url = base + "/hooks/o2o"
+        yield receiver
+
+
+class _Mailbox:
+    def __init__(self) -> None:
+        self.messages: list[dict] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+        self.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
+                              "data": envelope.content.decode("utf-8", errors="replace")})
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def smtp_server():
+    mailbox = _Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller.port, mailbox
+    controller.stop()
+
+
+@pytest.fixture
+async def failure_events(bus_namespace):
+    """Every `notifications.delivery.failed` event published during the test, read from a bound test queue."""
+    connection = await aio_pika.connect_robust(AMQP_URL)
+    channel = await connection.channel()
+    names = Names(bus_namespace)
+    exchange = await channel.declare_exchange(names.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+    queue = await channel.declare_queue(f"{bus_namespace}test.failures.{uuid.uuid4().hex[:6]}", exclusive=True)
+    await queue.bind(exchange, routing_key="notifications.delivery.failed")
+    received: list[dict] = []
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async with message.process():
+            received.append(json.loads(message.body))
+
+    await queue.consume(on_message)
+    yield received
+    await connection.close()
+
+
