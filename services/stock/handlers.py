@@ -5,6 +5,7 @@ import base64
 import binascii
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from aiohttp import web
@@ -21,7 +22,7 @@ from services.stock import metrics
 from services.stock.schemas import (AvailabilityOut, LevelPage, LocationOut, LocationPage, MovementOut,
                                     MovementPage)
 from services.stock.domain.model import MOVEMENT_KINDS, StockError
-from services.stock.domain.routing import Decision, Point, distance_m, sellable
+from services.stock.domain.routing import Decision, Point, distance_m, is_open, sellable
 from services.stock.usecases import STOCK, movement_view, reservation_view, site_of
 
 routes = web.RouteTableDef()
@@ -209,6 +210,15 @@ def stock_problem(error: StockError, **extensions) -> Problem:
     return Problem(error.status, error.code, error.detail, **extensions)
 
 
+async def visible_stores(request: web.Request, principal: Principal) -> list[str]:
+    """The stores a non-HQ caller may read: staff their own, a franchisee every store it runs."""
+    stores = set(principal.store_ids)
+    if principal.has("franchisee") and principal.franchisee_id:
+        stores |= {doc["_id"] for doc in await request.app[STOCK].locations.all()
+                   if doc.get("franchisee_id") == principal.franchisee_id}
+    return sorted(stores)
+
+
 def staff_may_write(principal: Principal, location_id: str | None) -> None:
     if not principal.can_see_store(location_id):
         raise Problem(403, "forbidden", "store staff may record movements only for their own store")
@@ -287,6 +297,8 @@ async def availability(request: web.Request) -> web.Response:
     locations = await stock.locations.all()
     levels = {doc["location_id"]: doc for doc in await stock.levels.for_skus([query.sku])}
     here = Point(query.lat, query.lng)
+    local = datetime.now(UTC) + timedelta(hours=request.app[SETTINGS].capacity_day_utc_offset_h)
+    local_minutes = local.hour * 60 + local.minute
     items = []
     for doc in locations:
         site = site_of(doc)
@@ -298,7 +310,9 @@ async def availability(request: web.Request) -> web.Response:
         if can_take <= 0:
             continue
         items.append({"location_id": site.id, "name": doc["name"], "distance_m": distance_m(here, Point(site.lat, site.lng)),
-                      "available": can_take, "pickup": site.pickup, "ship": site.ship})
+                      "available": can_take, "pickup": site.pickup, "ship": site.ship,
+                      "opening_hours": doc.get("opening_hours", ""),
+                      "open_now": is_open(doc.get("opening_hours", ""), local_minutes)})
     items.sort(key=lambda item: (item["distance_m"], item["location_id"]))
     return json_response({"sku_id": query.sku, "mode": query.mode, "items": items[:query.limit]})
 
@@ -306,17 +320,17 @@ async def availability(request: web.Request) -> web.Response:
 @routes.get("/stock/levels")
 @openapi(summary="Stock levels (staff: their stores)", query=LevelQuery, response=LevelPage, tags=["stock"])
 async def list_levels(request: web.Request) -> web.Response:
-    principal = require(request, "hq_admin", "store_manager", "store_staff")
+    principal = require(request, "hq_admin", "store_manager", "store_staff", "franchisee")
     query = parse_query(request, LevelQuery)
     filters: dict = {}
     if query.sku_id:
         filters["sku_id"] = query.sku_id
     if query.location_id:
-        if not principal.can_see_store(query.location_id):
+        if not principal.is_admin and query.location_id not in await visible_stores(request, principal):
             raise not_found("location")
         filters["location_id"] = query.location_id
     elif not principal.is_admin:
-        filters["location_id"] = {"$in": sorted(principal.store_ids)}
+        filters["location_id"] = {"$in": await visible_stores(request, principal)}
     docs = await request.app[STOCK].levels.page(filters, decode_cursor(query.cursor), query.limit + 1)
     more = len(docs) > query.limit
     docs = docs[:query.limit]
@@ -357,15 +371,15 @@ async def post_movement(request: web.Request) -> web.Response:
 @routes.get("/stock/movements")
 @openapi(summary="The movement ledger, newest first", query=LevelQuery, response=MovementPage, tags=["stock"])
 async def list_movements(request: web.Request) -> web.Response:
-    principal = require(request, "hq_admin", "store_manager", "store_staff")
+    principal = require(request, "hq_admin", "store_manager", "store_staff", "franchisee")
     query = parse_query(request, LevelQuery)
     filters: dict = {}
     if query.location_id:
-        if not principal.can_see_store(query.location_id):
+        if not principal.is_admin and query.location_id not in await visible_stores(request, principal):
             raise not_found("location")
         filters["location_id"] = query.location_id
     elif not principal.is_admin:
-        filters["location_id"] = {"$in": sorted(principal.store_ids)}
+        filters["location_id"] = {"$in": await visible_stores(request, principal)}
     if query.sku_id:
         filters["sku_id"] = query.sku_id
     before = decode_cursor(query.cursor)

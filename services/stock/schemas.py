@@ -38,6 +38,8 @@ class AvailabilityItem(BaseModel):
     available: int
     pickup: bool
     ship: bool
+    opening_hours: str
+    open_now: bool | None
 
 
 class AvailabilityOut(BaseModel):

@@ -222,3 +222,15 @@ def _fill(lines: list[Line], combo: tuple[Candidate, ...]) -> list[Allocation] |
         if remaining > 0:
             return None
     return [Allocation(loc, tuple(ls)) for loc, ls in taken.items() if ls]
+
+
+def is_open(opening_hours: str, local_minutes: int) -> bool | None:
+    """Whether "HH:MM-HH:MM" opening hours include the local time of day (None when the hours are unknown).
+    A range past midnight (e.g. 22:00-02:00) wraps; "00:00-24:00" is always open."""
+    try:
+        start, end = (int(h) * 60 + int(m) for h, m in (part.strip().split(":") for part in opening_hours.split("-")))
+    except (ValueError, AttributeError):
+        return None
+    if start <= end:
+        return start <= local_minutes < end
+    return local_minutes >= start or local_minutes < end

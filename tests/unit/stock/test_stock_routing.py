@@ -103,3 +103,11 @@ def test_repeated_skus_are_merged_and_unknown_store_is_rejected():
     stock = {("loc_near", "sku_a"): 3}
     assert not route("ship", [Line("sku_a", 2), Line("sku_a", 2)], [NEAR], stock, destination=CUSTOMER).accepted
     assert route("in_store", [Line("sku_a", 1)], [NEAR], stock, location_id="loc_nope").reason == "unknown-location"
+
+
+def test_opening_hours_with_wrap_past_midnight_and_unknown_hours():
+    from services.stock.domain.routing import is_open
+    assert is_open("10:00-22:00", 10 * 60) and not is_open("10:00-22:00", 22 * 60)
+    assert is_open("00:00-24:00", 0) and is_open("00:00-24:00", 23 * 60 + 59)
+    assert is_open("22:00-02:00", 23 * 60) and is_open("22:00-02:00", 60) and not is_open("22:00-02:00", 12 * 60)
+    assert is_open("", 600) is None and is_open("sometimes", 600) is None
