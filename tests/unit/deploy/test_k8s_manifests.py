@@ -185,3 +185,28 @@ def test_kubernetes_validate_cli_accepts_a_generated_deployment():
                              str(K8S / "base" / "orders" / "deployment.yaml")], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _real_kustomize() -> list[str] | None:
+    import shutil
+    if shutil.which("kustomize"):
+        return ["kustomize", "build"]
+    if shutil.which("kubectl"):
+        probe = subprocess.run(["kubectl", "kustomize", "--help"], capture_output=True, text=True, timeout=30)
+        if probe.returncode == 0:
+            return ["kubectl", "kustomize"]
+    return None
+
+
+@pytest.mark.skipif(_real_kustomize() is None, reason="neither kustomize nor kubectl (with kustomize) is installed")
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_real_kustomize_renders_the_same_objects(overlay):
+    """Where a real kustomize exists, its output is what the tests above validated, object for object."""
+    result = subprocess.run([*_real_kustomize(), str(K8S / "overlays" / overlay)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    real = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(result.stdout) if o}
+    lite = {(o["kind"], o["metadata"]["name"]): o for o in RENDERED[overlay]}
+    assert real.keys() == lite.keys()
+    for key, obj in real.items():
+        assert obj == lite[key], key
