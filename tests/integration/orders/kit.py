@@ -273,3 +273,35 @@ async def orders_suite(mongo_url: str, namespace: str, *, orders_overrides: dict
         yield Harness(http, mint, {"orders": orders_url, "stock": stock_url, "catalog": catalog_url,
                                    "membership": membership_url},
                       {"orders": orders_app, "stock": stock_app}, membership)
+
+
+class EventTap:
+    """A private queue on the run's exchange, bound to `pattern`, collecting envelopes (as dicts)."""
+
+    def __init__(self, namespace: str, pattern: str = "orders.#") -> None:
+        self.namespace, self.pattern = namespace, pattern
+        self.events: list[dict] = []
+
+    async def __aenter__(self) -> EventTap:
+        import aio_pika
+        from libs.testing import AMQP_URL
+        self.connection = await aio_pika.connect(AMQP_URL)
+        channel = await self.connection.channel()
+        exchange = await channel.declare_exchange(f"{self.namespace}o2o.events", aio_pika.ExchangeType.TOPIC,
+                                                  durable=True)
+        self.queue = await channel.declare_queue(f"{self.namespace}tap.{uuid.uuid4().hex[:8]}", exclusive=True,
+                                                 auto_delete=True)
+        await self.queue.bind(exchange, routing_key=self.pattern)
+
+        async def collect(message):
+            async with message.process():
+                self.events.append(json.loads(message.body))
+
+        await self.queue.consume(collect)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.connection.close()
+
+    def of(self, event_type: str, order_id: str | None = None) -> list[dict]:
+        return [e for e in self.events if e["type"] == event_type and (order_id is None or e["subject"] == order_id)]

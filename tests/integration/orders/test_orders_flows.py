@@ -43,3 +43,261 @@ async def test_pickup_flow_reserves_pays_hands_over_and_commits_stock(suite):
     await eventually(committed)
     after = await suite.level(JINGAN, TEE)
     assert after["on_hand"] == before["on_hand"] - 2
+
+
+SHANGHAI_HOME = {"line1": "100 Huaihai Rd", "city": "Shanghai", "lat": 31.2200, "lng": 121.4500}
+
+
+async def test_ship_flow_then_partial_return_at_another_store(suite, bus_namespace):
+    from tests.integration.orders.kit import EventTap
+    member = suite.mint.member(LIN)
+    async with EventTap(bus_namespace) as tap:
+        status, order = await suite.place({"channel": "app", "lines": [{"sku_id": TEE, "qty": 2},
+                                                                       {"sku_id": "sku_jeans_slim_ind_30", "qty": 1}],
+                                           "fulfilment": {"type": "ship", "address": SHANGHAI_HOME}}, member)
+        assert status == 201, order
+        store = order["fulfilment"]["location_id"]
+        assert store and order["allocations"]
+        status, paid = await suite.pay(order["id"], member)
+        assert status == 200 and paid["status"] == "allocated", paid
+        assert paid["payment"]["fee"] == (paid["totals"]["total"] * 60 + 5000) // 10000
+
+        # Staff of another store cannot see it (404), staff of the allocated store ships it.
+        status, _ = await suite.get(order["id"], suite.mint.staff("loc_sh_wujiaochang"))
+        assert status == 404
+        status, problem, _ = await suite.call("POST", f"/orders/{order['id']}/ready-for-pickup", suite.mint.staff(store))
+        assert status == 409 and problem["type"].endswith("illegal-transition")
+        status, shipped, _ = await suite.call("POST", f"/orders/{order['id']}/ship", suite.mint.staff(store),
+                                              json={"carrier": "SF Express", "tracking_number": "SF1234567890"})
+        assert status == 200 and shipped["status"] == "shipped"
+        status, problem, _ = await suite.call("POST", f"/orders/{order['id']}/cancel", member)
+        assert status == 409, problem  # too late to cancel once shipped
+        status, done, _ = await suite.call("POST", f"/orders/{order['id']}/complete", member)
+        assert status == 200 and done["status"] == "completed"
+
+        # Return one tee at Xujiahui (any store takes returns).
+        xujiahui_staff = suite.mint.staff(XUJIAHUI)
+        before = await suite.level(XUJIAHUI, TEE)
+        status, answer, _ = await suite.call("POST", f"/orders/{order['id']}/returns", member,
+                                             json={"lines": [{"sku_id": TEE, "qty": 1}], "reason": "too small"})
+        assert status == 201, answer
+        ret = answer["return"]
+        tee_line = next(l for l in done["lines"] if l["sku_id"] == TEE)
+        assert ret["refund_amount"] == tee_line["line_total"] // 2
+        status, received, _ = await suite.call("POST", f"/orders/{order['id']}/returns/{ret['id']}/receive",
+                                               xujiahui_staff, json={"location_id": XUJIAHUI})
+        assert status == 200, received
+        assert received["status"] == "completed"  # partial: the jeans and one tee are kept
+
+        async def back_in_stock():
+            return (await suite.level(XUJIAHUI, TEE))["on_hand"] == before["on_hand"] + 1
+        await eventually(back_in_stock)
+        await eventually(lambda: tap.of("orders.order.refunded", order["id"]))
+
+        refunded = tap.of("orders.order.refunded", order["id"])[0]["data"]
+        assert refunded["refund_amount"] == ret["refund_amount"] and refunded["return_id"] == ret["id"]
+        assert refunded["return_lines"][0]["qty"] == 1
+        for event_type in ("orders.order.placed", "orders.order.confirmed", "orders.order.allocated",
+                           "orders.order.shipped", "orders.order.completed", "orders.return.requested",
+                           "orders.return.received"):
+            await eventually(lambda: tap.of(event_type, order["id"]))
+        confirmed = tap.of("orders.order.confirmed", order["id"])[0]["data"]
+        assert confirmed["payment"]["provider"] == "sandbox" and confirmed["payment"]["amount"] == paid["totals"]["total"]
+        assert confirmed["fulfilment"]["location_id"] == store and confirmed["fulfilment"]["ownership"] in ("direct", "franchise")
+        assert confirmed["attribution"]["store_id"] == JINGAN  # Lin is bound to Jing'an's assistant
+        assert confirmed["attribution"]["staff_id"] == "stf_jingan_01"
+        assert all(line["cost_price"] > 0 and line["line_total"] > 0 for line in confirmed["lines"])
+        assert tap.of("orders.order.shipped", order["id"])[0]["data"]["tracking_number"] == "SF1234567890"
+
+
+async def test_in_store_guest_sale_by_staff_completes_at_once_and_commits_stock(suite):
+    staff = suite.mint.staff(XUJIAHUI, staff_id="stf_xujiahui_01")
+    before = await suite.level(XUJIAHUI, TEE)
+    status, order = await suite.place({"channel": "store", "lines": [{"sku_id": TEE, "qty": 1}],
+                                       "fulfilment": {"type": "in_store", "location_id": XUJIAHUI}}, staff)
+    assert status == 201, order
+    assert order["member_id"] is None and order["totals"]["total"] == 9900  # store channel price
+    assert order["attribution"]["store_id"] == XUJIAHUI and order["attribution"]["staff_id"] == "stf_xujiahui_01"
+    status, paid = await suite.pay(order["id"], staff)
+    assert status == 200 and paid["status"] == "completed", paid
+
+    async def sold():
+        return (await suite.level(XUJIAHUI, TEE))["on_hand"] == before["on_hand"] - 1
+    await eventually(sold)
+    # Staff of another store cannot ring up a sale here.
+    status, problem = await suite.place({"channel": "store", "lines": [{"sku_id": TEE, "qty": 1}],
+                                         "fulfilment": {"type": "in_store", "location_id": XUJIAHUI}},
+                                        suite.mint.staff(JINGAN))
+    assert status == 403
+
+
+async def test_member_scan_and_pay_in_store(suite):
+    member = suite.mint.member(LIN)
+    status, order = await suite.place({"channel": "store", "lines": [{"sku_id": TEE, "qty": 1}],
+                                       "fulfilment": {"type": "in_store", "location_id": XUJIAHUI,
+                                                      "scanned_codes": ["6900000001001"]}}, member)
+    assert status == 201, order
+    # Sold in Xujiahui: the sale is that store's, not the bound store's assistant's.
+    assert order["attribution"]["store_id"] == XUJIAHUI and order["attribution"]["staff_id"] is None
+    status, paid = await suite.pay(order["id"], member)
+    assert status == 200 and paid["status"] == "completed"
+    assert [e["status"] for e in paid["timeline"]] == ["pending_payment", "confirmed", "completed"]
+
+
+async def test_cancelling_a_paid_pickup_refunds_and_releases_everything(suite, bus_namespace):
+    from tests.integration.orders.kit import EventTap
+    member = suite.mint.member(LIN)
+    before = await suite.level(JINGAN, TEE)
+    async with EventTap(bus_namespace, "orders.order.*") as tap:
+        status, order = await suite.place(pickup_order(), member)
+        assert status == 201
+        status, paid = await suite.pay(order["id"], member)
+        assert status == 200
+        status, cancelled, _ = await suite.call("POST", f"/orders/{order['id']}/cancel", member,
+                                                json={"reason": "changed my mind"})
+        assert status == 200 and cancelled["status"] == "cancelled"
+        status, problem, _ = await suite.call("POST", f"/orders/{order['id']}/cancel", member)
+        assert status == 409 and problem["type"].endswith("illegal-transition")
+
+        async def released():
+            level = await suite.level(JINGAN, TEE)
+            return level["available"] == before["available"] and level["reserved"] == before["reserved"]
+        await eventually(released)
+        await eventually(lambda: tap.of("orders.order.refunded", order["id"]))
+        assert tap.of("orders.order.refunded", order["id"])[0]["data"]["refund_amount"] == paid["totals"]["total"]
+        assert tap.of("orders.order.cancelled", order["id"])[0]["data"]["refund_amount"] == paid["totals"]["total"]
+        status, final = await suite.get(order["id"], member)
+        assert final["refunds"][0]["state"] == "done"
+
+
+async def test_coupon_and_points_are_held_spread_over_lines_and_given_back_on_cancel(suite):
+    member = suite.mint.member(LIN)
+    status, order = await suite.place({"channel": "app", "lines": [{"sku_id": TEE, "qty": 1},
+                                                                   {"sku_id": "sku_jeans_slim_ind_30", "qty": 1}],
+                                       "fulfilment": {"type": "pickup", "location_id": JINGAN},
+                                       "coupon_codes": ["WELCOME20"], "points": 1001}, member)
+    assert status == 201, order
+    totals = order["totals"]
+    assert totals["discount"] == 2000 and totals["points_discount"] == 1001
+    assert totals["total"] == totals["subtotal"] - 3001
+    assert sum(l["discount"] for l in order["lines"]) == 2000
+    assert sum(l["points_discount"] for l in order["lines"]) == 1001
+    assert sum(l["line_total"] for l in order["lines"]) == totals["total"]
+    # The coupon is locked by this order: a second order cannot use it, and its stock is given back.
+    level = await suite.level(JINGAN, TEE)
+    status, problem = await suite.place({"channel": "app", "lines": [{"sku_id": TEE, "qty": 3}],
+                                         "fulfilment": {"type": "pickup", "location_id": JINGAN},
+                                         "coupon_codes": ["WELCOME20"]}, member)
+    assert status == 409 and problem["type"].endswith("coupon-unavailable"), problem
+
+    async def compensated():
+        return (await suite.level(JINGAN, TEE))["available"] == level["available"]
+    await eventually(compensated)
+    status, cancelled, _ = await suite.call("POST", f"/orders/{order['id']}/cancel", member)
+    assert status == 200
+    await eventually(lambda: suite.membership.holds[order["id"]]["state"] == "released")
+
+
+async def test_sold_out_at_a_store_says_where_else(suite):
+    status, problem = await suite.place(pickup_order(sku="sku_tee_limited_red_m", qty=50),
+                                        suite.mint.member(LIN))
+    assert status == 409 and problem["type"].endswith("sold-out")
+    assert "nearest" in problem
+
+
+async def test_members_see_only_their_own_orders(suite):
+    lin, chen = suite.mint.member(LIN), suite.mint.member("mbr_demo_chen")
+    status, order = await suite.place(pickup_order(), lin)
+    assert status == 201
+    for headers in (chen, suite.mint.staff(XUJIAHUI)):
+        status, problem = await suite.get(order["id"], headers)
+        assert status == 404 and problem["type"].endswith("not-found")
+        status, problem = await suite.pay(order["id"], headers)
+        assert status == 404
+        status, _, _ = await suite.call("POST", f"/orders/{order['id']}/cancel", headers)
+        assert status == 404
+    status, page, _ = await suite.call("GET", "/orders", chen)
+    assert status == 200 and page["items"] == []
+    status, mine = await suite.get(order["id"], lin)
+    assert status == 200 and mine["id"] == order["id"]
+
+
+async def test_store_view_lists_the_orders_a_store_must_hand_over(suite):
+    member, staff = suite.mint.member(LIN), suite.mint.staff(JINGAN)
+    ids = []
+    for _ in range(3):
+        status, order = await suite.place(pickup_order(), member)
+        assert status == 201
+        assert (await suite.pay(order["id"], member))[0] == 200
+        ids.append(order["id"])
+    status, page, _ = await suite.call("GET", f"/orders?store_id={JINGAN}&todo=true&limit=2", staff)
+    assert status == 200 and len(page["items"]) == 2 and page["next_cursor"]
+    status, rest, _ = await suite.call("GET", f"/orders?store_id={JINGAN}&todo=true&limit=2&cursor={page['next_cursor']}",
+                                       staff)
+    assert [o["id"] for o in page["items"] + rest["items"]] == list(reversed(ids))
+    status, problem, _ = await suite.call("GET", f"/orders?store_id={JINGAN}", suite.mint.staff(XUJIAHUI))
+    assert status == 403
+
+
+async def test_declined_and_timed_out_payments_then_a_signed_callback(suite):
+    import json as jsonlib
+    from services.orders.payments.port import SIGNATURE_HEADER, sign
+    member = suite.mint.member(LIN)
+    status, order = await suite.place(pickup_order(), member)
+    status, problem = await suite.pay(order["id"], member, card="4000000000000002")
+    assert status == 402 and problem["type"].endswith("payment-declined")
+    status, pending = await suite.pay(order["id"], member, card="4000000000000119")
+    assert status == 202 and pending["status"] == "pending_payment"
+    assert pending["payment_attempt"]["state"] == "unknown"
+    status, problem = await suite.pay(order["id"], member)  # no second charge while the first is unknown
+    assert status == 409 and problem["type"].endswith("payment-in-progress")
+
+    orders_app = suite.apps["orders"]
+    from services.orders.app_keys import ORDERS
+    stored = await orders_app[ORDERS].repo.get_committed(order["id"])
+    callback = {"order_id": order["id"], "attempt_id": stored["payment_attempt"]["id"], "status": "succeeded",
+                "payment_id": "pay_sbx_late_1", "amount": order["totals"]["total"], "fee": 57}
+    raw = jsonlib.dumps(callback).encode()
+    status, problem, _ = await suite.call("POST", "/orders/payments/callback",
+                                          {SIGNATURE_HEADER: "sha256=" + "0" * 64, "Content-Type": "application/json"},
+                                          data=raw)
+    assert status == 401 and problem["type"].endswith("invalid-signature")
+    secret = orders_app[ORDERS].settings.payment_webhook_secret
+    for _ in range(2):  # a provider retries callbacks; the second one changes nothing
+        status, confirmed, _ = await suite.call("POST", "/orders/payments/callback",
+                                                {SIGNATURE_HEADER: sign(secret, raw), "Content-Type": "application/json"},
+                                                data=raw)
+        assert status == 200 and confirmed["status"] == "confirmed", confirmed
+        assert confirmed["payment"]["payment_id"] == "pay_sbx_late_1"
+    assert [e["status"] for e in confirmed["timeline"] if "event" not in e].count("confirmed") == 1
+
+
+async def test_bad_requests_get_clear_problems_and_change_nothing(suite):
+    member = suite.mint.member(LIN)
+    before = await suite.level(JINGAN, TEE)
+    cases = [
+        ({"channel": "app", "lines": [], "fulfilment": {"type": "pickup", "location_id": JINGAN}}, 422),
+        ({"channel": "app", "lines": [{"sku_id": TEE, "qty": 0}], "fulfilment": {"type": "pickup", "location_id": JINGAN}}, 422),
+        ({"channel": "tv", "lines": [{"sku_id": TEE, "qty": 1}], "fulfilment": {"type": "pickup", "location_id": JINGAN}}, 422),
+        ({"channel": "app", "lines": [{"sku_id": TEE, "qty": 1}], "fulfilment": {"type": "ship"}}, 422),
+        ({"channel": "app", "lines": [{"sku_id": TEE, "qty": 1}], "fulfilment": {"type": "in_store", "location_id": JINGAN}}, 422),
+        ({"channel": "app", "lines": [{"sku_id": "sku_nope", "qty": 1}], "fulfilment": {"type": "pickup", "location_id": JINGAN}}, 422),
+        ({"channel": "app", "lines": [{"sku_id": TEE, "qty": 1}], "fulfilment": {"type": "pickup", "location_id": "loc_nowhere"}}, 422),
+        ({"channel": "app", "lines": [{"sku_id": TEE, "qty": 1}], "fulfilment": {"type": "pickup", "location_id": JINGAN}, "points": -5}, 422),
+    ]
+    for body, expected in cases:
+        status, problem = await suite.place(body, member)
+        assert status == expected, (body, status, problem)
+        assert problem["status"] == expected and problem["type"].startswith("https://o2o.example/problems/")
+    status, problem, headers = await suite.call("POST", "/orders", {**member, "Content-Type": "application/json"},
+                                                data=b"{not json")
+    assert status == 400 and headers["Content-Type"].startswith("application/problem+json")
+    status, problem, _ = await suite.call("POST", "/orders", {}, json=pickup_order())
+    assert status == 401
+    status, problem = await suite.pay("ord_doesnotexist", member)
+    assert status == 404
+    status, problem, _ = await suite.call("POST", "/orders/ord_x/pay", member, json={"card_number": "abc"})
+    assert status == 422
+    assert (await suite.level(JINGAN, TEE))["available"] == before["available"]
+    status, page, _ = await suite.call("GET", "/orders", member)
+    assert page["items"] == []
