@@ -21,7 +21,7 @@ from services.settlement.domain import accounts
 from services.settlement.domain.journal import (CAPTURE, PAYOUT, REFUND, SALE, Entry, capture_entries,
                                                 payout_entries, posting_key, refund_entries, sale_entries,
                                                 unearned_refund_entries)
-from services.settlement.domain.orders import OrderFacts, parse_order, parse_refund
+from services.settlement.domain.orders import OrderFacts, SaleNotPostedYet, parse_order, parse_refund
 from services.settlement.domain.payouts import (CANCELLED, PAID, PENDING, check_transition, is_payable_account,
                                                 payable_amount)
 from services.settlement.domain.periods import Period, from_ms, period_of, statement_id, to_ms
@@ -153,6 +153,9 @@ class Ledger:
             self.mongo.after_commit(lambda: metrics.POSTINGS.labels(REFUND, "duplicate").inc())
             return
         sales = await self.journal.postings_of_order(refund.order_id, SALE, session)
+        if not sales and refund.return_id:
+            raise SaleNotPostedYet(f"order {refund.order_id}: return {refund.return_id} refunded before the sale "
+                                   "was posted")
         if not sales:
             self.mongo.after_commit(lambda: metrics.REFUND_ANOMALIES.labels("before_completion").inc())
             await self.post(session, key=key, kind=REFUND, order_id=refund.order_id, source=envelope,
@@ -245,7 +248,7 @@ class Ledger:
                 franchisee_id=franchisee_id, store_id=store_id, granularity=granularity,
                 period_start=period.start, period_end=period.end, opening=frozen.opening,
                 total_credits=frozen.total_credits, total_debits=frozen.total_debits, closing=frozen.closing,
-                entry_count=len(frozen.lines)), subject=sid)
+                net_amount=frozen.closing, entry_count=len(frozen.lines)), subject=sid)
             closed.append(record)
         count = len(closed)
         self.mongo.after_commit(lambda: metrics.STATEMENTS_CLOSED.labels(granularity).inc(count))

@@ -17,6 +17,11 @@ class InvalidOrderEvent(ValueError):
     """The event lacks what a posting needs; it goes to the dead-letter queue after the retries."""
 
 
+class SaleNotPostedYet(RuntimeError):
+    """A return's refund arrived before the sale it reverses (the completed event is being retried):
+    failing sends the refund round the retry queue until the sale is posted."""
+
+
 @dataclass(frozen=True)
 class LocationInfo:
     id: str
@@ -196,6 +201,7 @@ class RefundFacts:
     lines: tuple[RefundLine, ...]  # empty: the whole order
     amount: int
     payment_id: str | None = None
+    return_id: str | None = None  # set when goods came back: only a completed (settled) sale has returns
 
 
 def parse_refund(data: Mapping) -> RefundFacts:
@@ -230,7 +236,8 @@ def parse_refund(data: Mapping) -> RefundFacts:
     reference = next((value for value in (data.get("refund_id"), refund.get("refund_id"), data.get("return_id"),
                                           refund.get("id")) if value), None)
     return RefundFacts(order_id=order_id, refund_ref=reference, lines=tuple(lines), amount=amount,
-                       payment_id=_dict(data.get("payment")).get("payment_id") or refund.get("payment_id"))
+                       payment_id=_dict(data.get("payment")).get("payment_id") or refund.get("payment_id"),
+                       return_id=data.get("return_id") or None)
 
 
 def occurred(value: datetime | str) -> datetime:

@@ -96,7 +96,7 @@ async def test_closing_a_period_freezes_it_announces_it_and_exports_csv(settleme
     by_account = {event["data"]["account"]: event["data"] for event in announced}
     assert sorted(by_account) == accounts
     dongfang = by_account["franchisee:frn_dongfang"]
-    assert (dongfang["party_kind"], dongfang["party_id"], dongfang["franchisee_id"], dongfang["closing"]) == \
+    assert (dongfang["party_kind"], dongfang["party_id"], dongfang["franchisee_id"], dongfang["net_amount"]) == \
         ("franchisee", "frn_dongfang", "frn_dongfang", 10560)
 
     # A late event for yesterday cannot change the frozen statement: it is booked today.
