@@ -1,0 +1,128 @@
+"""Timers of the order lifecycle, run by the service's own sweeper job with short settings."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from libs.testing import eventually
+from services.orders.app_keys import ORDERS
+
+JINGAN, TEE, LIN = "loc_sh_jingan", "sku_tee_classic_whi_s", "mbr_demo_lin"
+PICKUP = {"channel": "app", "lines": [{"sku_id": TEE, "qty": 1}], "fulfilment": {"type": "pickup", "location_id": JINGAN}}
+
+
+async def status_of(suite, order_id):
+    return (await suite.get(order_id, suite.mint.admin()))[1]["status"]
+
+
+@pytest.mark.parametrize("suite", [{"payment_window_s": 1}], indirect=True)
+async def test_an_unpaid_order_expires_and_its_stock_is_released(suite):
+    member = suite.mint.member(LIN)
+    before = await suite.level(JINGAN, TEE)
+    status, order = await suite.place(PICKUP, member)
+    assert status == 201
+
+    async def cancelled():
+        return await status_of(suite, order["id"]) == "cancelled"
+    await eventually(cancelled, timeout=20)
+
+    async def released():
+        return (await suite.level(JINGAN, TEE))["available"] == before["available"]
+    await eventually(released)
+    status, late = await suite.pay(order["id"], member)
+    assert status == 409
+    _, final = await suite.get(order["id"], member)
+    assert final["timeline"][-1]["actor"] == "system:expired"
+
+
+@pytest.mark.parametrize("suite", [{"uncollected_after_s": 1}], indirect=True)
+async def test_an_uncollected_pickup_is_cancelled_refunded_and_released(suite):
+    member = suite.mint.member(LIN)
+    before = await suite.level(JINGAN, TEE)
+    status, order = await suite.place(PICKUP, member)
+    assert (await suite.pay(order["id"], member))[0] == 200
+    status, _, _ = await suite.call("POST", f"/orders/{order['id']}/ready-for-pickup", suite.mint.staff(JINGAN))
+    assert status == 200
+
+    async def refunded():
+        _, now = await suite.get(order["id"], member)
+        return now["status"] == "cancelled" and now["refunds"] and now["refunds"][0]["state"] == "done"
+    await eventually(refunded, timeout=20)
+
+    async def released():
+        return (await suite.level(JINGAN, TEE))["available"] == before["available"]
+    await eventually(released)
+
+
+@pytest.mark.parametrize("suite", [{"auto_complete_after_s": 1}], indirect=True)
+async def test_a_shipped_order_completes_by_itself(suite):
+    member = suite.mint.member(LIN)
+    status, order = await suite.place({"channel": "app", "lines": [{"sku_id": TEE, "qty": 1}],
+                                       "fulfilment": {"type": "ship", "address": {"lat": 31.22, "lng": 121.45}}}, member)
+    assert status == 201, order
+    assert (await suite.pay(order["id"], member))[0] == 200
+    store = order["fulfilment"]["location_id"]
+    status, _, _ = await suite.call("POST", f"/orders/{order['id']}/ship", suite.mint.staff(store),
+                                    json={"carrier": "SF", "tracking_number": "SF1"})
+    assert status == 200
+
+    async def completed():
+        return await status_of(suite, order["id"]) == "completed"
+    await eventually(completed, timeout=20)
+    _, final = await suite.get(order["id"], member)
+    assert final["timeline"][-1]["actor"] == "system:auto-complete"
+
+
+@pytest.mark.parametrize("suite", [{"stuck_checkout_after_s": 1}], indirect=True)
+async def test_a_checkout_interrupted_after_reserving_is_compensated(suite):
+    """As if the orders process died right after stock reserved: the intent record is found and undone."""
+    from datetime import UTC, datetime
+    from services.orders.domain import order as domain, saga
+    service = suite.apps["orders"][ORDERS]
+    before = await suite.level(JINGAN, TEE)
+    doc = domain.new_order("ord_000000000000crashed01", member_id=LIN, channel="app",
+                           fulfilment={"type": "pickup", "location_id": JINGAN}, lines=[], requested_lines=[],
+                           coupon_codes=[], points=0, attribution={}, created_by=f"member:{LIN}",
+                           now=datetime.now(UTC))
+    doc["saga"] = {"steps": [saga.RESERVE_STOCK], "started": [saga.RESERVE_STOCK]}
+    await service.mongo.transaction(lambda s: service.repo.add(doc, s))
+    await service.upstreams.reserve(doc["_id"], "pickup", [{"sku_id": TEE, "qty": 2}], location_id=JINGAN,
+                                    destination=None, ttl_s=3600)
+    assert (await suite.level(JINGAN, TEE))["available"] == before["available"] - 2
+
+    async def released():
+        reservation = await suite.reservation(doc["_id"])
+        return reservation["status"] == "released"
+    await eventually(released, timeout=20)
+    assert await service.status_of(doc["_id"]) == "rejected"
+    assert (await suite.level(JINGAN, TEE))["available"] == before["available"]
+
+
+async def test_racing_pay_and_cancel_never_loses_money_or_stock(suite):
+    """Pay and cancel at the same moment on many orders: a payment is either kept on a live order or refunded."""
+    member = suite.mint.member(LIN)
+    before = await suite.level(JINGAN, "sku_tee_classic_whi_l")
+    body = {**PICKUP, "lines": [{"sku_id": "sku_tee_classic_whi_l", "qty": 1}]}
+    orders = []
+    for _ in range(8):
+        status, order = await suite.place(body, member)
+        assert status == 201, order
+        orders.append(order)
+    results = await asyncio.gather(*(asyncio.gather(suite.pay(o["id"], member),
+                                                    suite.call("POST", f"/orders/{o['id']}/cancel", member))
+                                     for o in orders))
+    service = suite.apps["orders"][ORDERS]
+
+    async def settled():
+        docs = [await service.repo.get_committed(o["id"]) for o in orders]
+        return all(not d["pending_actions"] for d in docs) and docs
+    docs = await eventually(settled)
+    for doc, ((pay_status, _), (cancel_status, _, _)) in zip(docs, results):
+        assert doc["status"] == "cancelled" or (doc["status"] == "confirmed" and cancel_status == 409), \
+            (doc["status"], pay_status, cancel_status)
+        if doc["status"] == "cancelled" and doc.get("payment"):
+            assert [r["state"] for r in doc["refunds"]] == ["done"]
+    live = sum(1 for d in docs if d["status"] == "confirmed")
+    after = await suite.level(JINGAN, "sku_tee_classic_whi_l")
+    assert after["reserved"] - before["reserved"] == live
