@@ -29,7 +29,7 @@ from services.settlement.domain.statements import can_read, readable_accounts, t
 from services.settlement.ledger import Ledger
 from services.settlement.repository import (JournalRepository, PaymentRepository, PayoutRepository,
                                             ReconciliationRepository, SplitRuleRepository, StatementRepository,
-                                            now_utc)
+                                            new_id, now_utc)
 
 routes = web.RouteTableDef()
 READERS = ("franchisee", "store_manager", "hq_admin")
@@ -107,7 +107,7 @@ def _rule_out(doc: dict) -> dict:
 @routes.get("/settlement/split-rules")
 async def list_split_rules(request: web.Request) -> web.Response:
     require(request, *READERS)
-    rules = await SplitRuleRepository(request.app[MONGO]).collection.find({}).sort("version", 1).to_list()
+    rules = await SplitRuleRepository(request.app[MONGO]).documents()
     return json_response({"items": [_rule_out(doc) for doc in rules], "next_cursor": None})
 
 
@@ -382,7 +382,7 @@ async def create_reconciliation(request: web.Request) -> web.Response:
         expected, known = await mongo.read_committed(read)
         result = reconcile(rows, known, expected.keys())
         created_ms = int(time.time() * 1000)
-        report = {"_id": f"rec_{created_ms:013d}_{time.perf_counter_ns() % 10**6:06d}",
+        report = {"_id": new_id(f"rec_{created_ms:013d}"),
                   "status": "clean" if result.clean else "discrepancies",
                   "captured_from": window.captured_from, "captured_to": window.captured_to,
                   "provider": window.provider, "rows": len(rows), "expected": len(expected),

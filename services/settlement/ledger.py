@@ -31,7 +31,7 @@ from services.settlement.domain.statements import Statement, build_statement
 from services.settlement.events import EntriesPosted, PostedEntry, StatementClosed
 from services.settlement.repository import (JournalRepository, LocationRepository, PaymentRepository,
                                             PayoutRepository, ReturnRepository, SplitRuleRepository,
-                                            StatementRepository, now_utc)
+                                            StatementRepository, new_id, now_utc)
 
 ORDER_CONFIRMED = "orders.order.confirmed"
 ORDER_COMPLETED = "orders.order.completed"
@@ -76,7 +76,7 @@ class Ledger:
         frozen_until = await self.journal.frozen_until(involved, session)
         if booked_ms < frozen_until:
             booked_ms = max(now_ms, frozen_until)
-        posting = {"_id": f"pst_{booked_ms:013d}_{key.replace('|', '_')}"[:200], "key": key, "kind": kind,
+        posting = {"_id": new_id(f"pst_{booked_ms:013d}"), "key": key, "kind": kind,
                    "order_id": order_id, "source_event_type": source.type if source else None,
                    "source_event_id": source.id if source else None, "rule_version": rule_version,
                    "booked_ms": booked_ms, "booked_at": from_ms(booked_ms), "posted_at": now, "memo": memo,

@@ -42,6 +42,15 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
 
 
+async def insert_or_conflict(collection, doc: dict, session) -> None:
+    """Insert; a unique-key clash means a concurrent transaction wrote the same thing first, so the whole
+    unit of work is retried (and then finds what the other one wrote) instead of failing."""
+    try:
+        await collection.insert_one(doc, session=session)
+    except DuplicateKeyError:
+        raise ConcurrencyConflict(f"{collection.name}: {doc.get('_id')} written concurrently") from None
+
+
 def now_utc() -> datetime:
     return datetime.now(UTC)
 
@@ -50,9 +59,11 @@ class SplitRuleRepository:
     def __init__(self, mongo: Mongo) -> None:
         self.collection = mongo.db["split_rules"]
 
+    async def documents(self, session=None) -> list[dict]:
+        return await self.collection.find({}, session=session).sort("version", ASCENDING).to_list()
+
     async def all(self, session=None) -> list[SplitRule]:
-        docs = await self.collection.find({}, session=session).sort("version", ASCENDING).to_list()
-        return [SplitRule.from_dict(doc) for doc in docs]
+        return [SplitRule.from_dict(doc) for doc in await self.documents(session)]
 
     async def latest(self, session=None) -> SplitRule | None:
         doc = await self.collection.find_one({}, sort=[("version", DESCENDING)], session=session)
@@ -63,11 +74,8 @@ class SplitRuleRepository:
 
     async def add(self, rule: SplitRule, session, created_by: str | None = None) -> dict:
         doc = {"_id": f"spr_v{rule.version}", **rule.to_dict(), "created_at": now_utc(), "created_by": created_by}
-        try:
-            await self.collection.insert_one(doc, session=session)
-        except DuplicateKeyError:
-            # Someone took this version number concurrently: the transaction retries with the next one.
-            raise ConcurrencyConflict(f"split rule version {rule.version} taken") from None
+        # Someone taking this version number concurrently makes the transaction retry with the next one.
+        await insert_or_conflict(self.collection, doc, session)
         return doc
 
     async def add_if_absent(self, rule: SplitRule, session) -> None:
@@ -119,7 +127,7 @@ class JournalRepository:
 
     async def insert(self, posting: dict, entries: tuple[Entry, ...], session) -> list[dict]:
         """Write the posting, its entries and the account balances; DuplicateKeyError if the key exists."""
-        await self.postings.insert_one(posting, session=session)
+        await insert_or_conflict(self.postings, posting, session)
         docs = [{"_id": new_id("ent"), "posting_id": posting["_id"], "key": posting["key"], "account": entry.account,
                  "kind": posting["kind"], "order_id": posting.get("order_id"), "debit": entry.debit,
                  "credit": entry.credit, "booked_ms": posting["booked_ms"], "booked_at": posting["booked_at"],
@@ -179,7 +187,7 @@ class StatementRepository:
         return await self.collection.find_one({"_id": statement_id}, session=session)
 
     async def add(self, doc: dict, session) -> None:
-        await self.collection.insert_one(doc, session=session)
+        await insert_or_conflict(self.collection, doc, session)
 
     async def page(self, *, accounts: list[str] | None, granularity: str | None, after: str | None,
                    limit: int) -> list[dict]:
@@ -202,7 +210,7 @@ class PaymentRepository:
     async def record_if_absent(self, doc: dict, session) -> bool:
         if await self.collection.find_one({"_id": doc["_id"]}, session=session) is not None:
             return False
-        await self.collection.insert_one(doc, session=session)
+        await insert_or_conflict(self.collection, doc, session)
         return True
 
     @staticmethod
@@ -233,7 +241,7 @@ class PayoutRepository:
         return await self.collection.find_one({"granularity": granularity, "start_ms": start_ms}, session=session)
 
     async def add(self, doc: dict, session) -> None:
-        await self.collection.insert_one({**doc, "version": 1}, session=session)
+        await insert_or_conflict(self.collection, {**doc, "version": 1}, session)
 
     async def save(self, doc: dict, session) -> dict:
         expected = doc["version"]
@@ -272,7 +280,7 @@ class ReturnRepository:
 
     async def record_if_absent(self, doc: dict, session) -> None:
         if await self.collection.find_one({"_id": doc["_id"]}, session=session) is None:
-            await self.collection.insert_one(doc, session=session)
+            await insert_or_conflict(self.collection, doc, session)
 
     async def of_order(self, order_id: str) -> list[dict]:
         return await self.collection.find({"order_id": order_id}).to_list()
