@@ -26,6 +26,11 @@ INDEXES = [
     IndexSpec("campaigns", [("status", ASCENDING)], name="status"),
     IndexSpec("outbound_messages", [("channel", ASCENDING), ("recorded_ms", ASCENDING)], name="channel_time"),
     IndexSpec("recipients", [("phone", ASCENDING)], name="phone"),
+    # Every collection needs an index spec so it exists before the first transaction writes to it
+    # (nx-27017 cannot create a collection inside a transaction).
+    IndexSpec("preferences", [("updated_at", ASCENDING)], name="updated_at"),
+    IndexSpec("daily_caps", [("created_at", ASCENDING)], name="expire_after_3d",
+              options={"expireAfterSeconds": 3 * 86400}),
 ]
 
 
@@ -51,9 +56,11 @@ def decode_cursor(cursor: str) -> str | None:
 
 async def replace_versioned(collection, doc: dict, session) -> dict:
     """Replace an aggregate if nobody changed it since it was read (optimistic version)."""
-    expected = doc.get("version", 0)
-    saved = {**doc, "version": expected + 1}
-    result = await collection.replace_one({"_id": doc["_id"], "version": expected}, saved, session=session)
+    expected = doc.get("version")
+    saved = {**doc, "version": (expected or 0) + 1}
+    # A document inserted without a version has none yet: match its absence, not 0.
+    version_filter = {"$exists": False} if expected is None else expected
+    result = await collection.replace_one({"_id": doc["_id"], "version": version_filter}, saved, session=session)
     if result.matched_count != 1:
         raise ConcurrencyConflict(f"{collection.name} {doc['_id']} changed concurrently")
     return saved
@@ -151,7 +158,7 @@ class DailyCaps:
         key = f"{member_id}|{day}"
         # Create the counter first (nx ignores $setOnInsert on find_one_and_update), then a guarded $inc.
         await self.collection.update_one({"_id": key}, {"$setOnInsert": {"count": 0, "member_id": member_id,
-                                                                         "day": day}},
+                                                                         "day": day, "created_at": datetime.now(UTC)}},
                                          upsert=True, session=session)
         result = await self.collection.update_one({"_id": key, "count": {"$lt": cap}}, {"$inc": {"count": 1}},
                                                   session=session)

@@ -30,7 +30,8 @@ class EmailChannel:
         email["X-O2O-Delivery-Id"] = message.delivery_id
         email["X-O2O-Event-Type"] = message.event_type
         email["Content-Language"] = message.locale
-        email.set_content(message.body)
+        # base64 keeps Chinese text intact through any relay, 8BITMIME advertised or not.
+        email.set_content(message.body, charset="utf-8", cte="base64" if not message.body.isascii() else "7bit")
         return email
 
     async def send(self, message: OutboundMessage) -> SendReport:

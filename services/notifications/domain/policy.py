@@ -151,30 +151,36 @@ def plan(rule: Rule, recipient: Recipient, prefs: Preferences, now: datetime,
     """
     routes = channels or rule.channels
     addressable = [c for c in routes if recipient.address(c)]
-    if rule.category == OPERATIONS or recipient.kind != "member":
+    if not addressable:
+        return Plan((), False, "no-address")
+    is_member = recipient.kind == "member"
+    if rule.category == OPERATIONS or not is_member:
         chosen = addressable
     else:
         chosen = [c for c in addressable if prefs.channel_on(c)]
-        if not chosen and rule.category == TRANSACTIONAL and addressable:
+        if not chosen and rule.category == TRANSACTIONAL:
             chosen = addressable[:1]
-    if not chosen:
-        reason = "no-channel" if addressable else "no-address"
-        return Plan((), False, reason)
 
-    status, due, reason = "pending", now, None
-    is_member = recipient.kind == "member"
-    if is_member and rule.category in (SERVICE, MARKETING) and not prefs.category_on(rule.category):
-        status, reason = "suppressed", f"{rule.category}-off"
-    elif rule.category == MARKETING and not recipient.marketing_consent:
-        # Consent is required of anyone, member or not: no consent on record means no marketing.
-        status, reason = "suppressed", "no-marketing-consent"
-    elif rule.category == MARKETING and is_member:
+    # Why not to send at all, most important first: consent is a legal matter, the rest is the member's choice.
+    # Suppressed deliveries are still recorded, so the log can answer "why did I not get it".
+    suppress = None
+    if rule.category == MARKETING and not recipient.marketing_consent:
+        suppress = "no-marketing-consent"  # required of anyone, member or not
+    elif is_member and rule.category in (SERVICE, MARKETING) and not prefs.category_on(rule.category):
+        suppress = f"{rule.category}-off"
+    elif not chosen:
+        suppress = "channels-off"
+    if suppress is not None:
+        return Plan(tuple(Planned(c, recipient.address(c), "suppressed", now, suppress) for c in (chosen or addressable)),
+                    False, suppress)
+
+    due, reason = now, None
+    if rule.category == MARKETING and is_member:
         until = quiet_until(now, prefs.quiet_hours)
         if until is not None:
             due, reason = until, "quiet-hours"
-    deliveries = tuple(Planned(c, recipient.address(c), status, due, reason) for c in chosen)
-    counts = status == "pending" and rule.category in (SERVICE, MARKETING) and is_member
-    return Plan(deliveries, counts, reason)
+    deliveries = tuple(Planned(c, recipient.address(c), "pending", due, reason) for c in chosen)
+    return Plan(deliveries, rule.category in (SERVICE, MARKETING) and is_member, reason)
 
 
 # --- retries ----------------------------------------------------------------------------------------

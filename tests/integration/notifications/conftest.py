@@ -87,9 +87,15 @@ class _Mailbox:
     def __init__(self) -> None:
         self.messages: list[dict] = []
 
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 - aiosmtpd hook
+        if address.startswith("nobody@"):
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
         self.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
-                              "data": envelope.content.decode("utf-8", errors="replace")})
+                              "raw": envelope.content})
         return "250 Message accepted for delivery"
 
 

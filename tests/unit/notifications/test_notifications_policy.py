@@ -93,6 +93,18 @@ def test_service_category_can_be_switched_off_but_transactional_cannot():
         "pending"}
 
 
+def test_service_with_every_channel_off_is_recorded_as_suppressed():
+    prefs = Preferences(channels={"sms": False, "push": False, "email": False, "wechat": False})
+    result = plan(RULES["membership.coupon.issued"], member, prefs, NOON_SHANGHAI)
+    assert result.reason == "channels-off" and channels_of(result) == ["push"]
+    assert {d.status for d in result.deliveries} == {"suppressed"} and not result.counts_toward_cap
+
+
+def test_consent_is_the_reason_given_before_the_members_own_switches():
+    prefs = Preferences(channels={"sms": False}, categories={"marketing": False})
+    assert plan(RULES["membership.member.dormant"], no_consent, prefs, NOON_SHANGHAI).reason == "no-marketing-consent"
+
+
 def test_no_address_means_no_delivery():
     nobody = Recipient(id="phone:x", kind="phone")
     result = plan(RULES["membership.otp.requested"], nobody, Preferences(), NOON_SHANGHAI)
