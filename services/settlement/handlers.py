@@ -64,9 +64,12 @@ def decode_cursor(cursor: str | None) -> str | None:
     if not cursor:
         return None
     try:
-        return base64.urlsafe_b64decode(cursor.encode()).decode()
+        decoded = base64.b64decode(cursor.encode(), altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeDecodeError):
-        raise Problem(400, "bad-cursor", "the cursor is not one this service gave out") from None
+        decoded = ""
+    if not decoded:
+        raise Problem(400, "bad-cursor", "the cursor is not one this service gave out")
+    return decoded
 
 
 def _readable(principal: Principal, account: str) -> bool:

@@ -257,6 +257,8 @@ class Ledger:
     # -- payouts ---------------------------------------------------------------------------------
     async def create_payout_batch(self, session, granularity: str, day: date, created_by: str) -> dict:
         period = period_of(granularity, day, self.offset)
+        if period.end > now_utc():
+            raise Problem(409, "period-not-ended", f"the {granularity} starting {period.label} has not ended yet")
         existing = await self.payouts.for_period(granularity, period.start_ms, session)
         if existing is not None:
             raise Problem(409, "payout-batch-exists", f"the {granularity} starting {period.label} already has "

@@ -1,0 +1,60 @@
+"""A client's mistake is a clear 4xx problem and changes nothing; never a 500."""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from services.settlement.domain.periods import local_day_of
+
+TODAY = local_day_of(datetime.now(UTC), 480).isoformat()
+BAD_REQUESTS = [
+    ("POST", "/settlement/statements/close", {}, 422, "validation-error"),
+    ("POST", "/settlement/statements/close", {"granularity": "year", "date": "2026-01-01"}, 422, "validation-error"),
+    ("POST", "/settlement/statements/close", {"granularity": "day", "date": "2026-02-30"}, 422, "validation-error"),
+    ("POST", "/settlement/statements/close", {"granularity": "day", "date": "2026-01-01", "account": "a.b"}, 422,
+     "invalid-account"),
+    ("POST", "/settlement/statements/close", {"granularity": "day", "date": "2026-01-01", "account": "store:nope"},
+     404, "not-found"),
+    ("POST", "/settlement/statements/close", {"granularity": "day", "date": TODAY}, 409, "period-not-ended"),
+    ("POST", "/settlement/statements/close", [1, 2], 422, "validation-error"),
+    ("POST", "/settlement/payouts", {"granularity": "day"}, 422, "validation-error"),
+    ("POST", "/settlement/payouts", {"granularity": "day", "date": TODAY}, 409, "period-not-ended"),
+    ("POST", "/settlement/split-rules", {}, 422, "validation-error"),
+    ("POST", "/settlement/split-rules", "not an object", 422, "validation-error"),
+    ("GET", "/settlement/statements?date=yesterday", None, 422, "validation-error"),
+    ("GET", "/settlement/statements?limit=0", None, 422, "validation-error"),
+    ("GET", "/settlement/statements?cursor=%%%", None, 400, "bad-cursor"),
+    ("GET", "/settlement/statements?color=red", None, 422, "validation-error"),
+    ("GET", "/settlement/statements/stm_day_20260101_nobody", None, 404, "not-found"),
+    ("GET", "/settlement/statements/stm_day_99999999_hq", None, 404, "not-found"),
+    ("GET", "/settlement/statements/garbage", None, 404, "not-found"),
+    ("GET", "/settlement/split-rules/abc", None, 404, "not-found"),
+    ("GET", "/settlement/split-rules/99", None, 404, "not-found"),
+    ("GET", "/settlement/payouts/pob_nothing", None, 404, "not-found"),
+    ("GET", "/settlement/reconciliations/rec_nothing", None, 404, "not-found"),
+]
+
+
+@pytest.mark.parametrize("method, path, body, status, problem_type", BAD_REQUESTS)
+async def test_bad_requests_are_answered_with_a_problem(settlement, method, path, body, status, problem_type):
+    async with settlement.http.request(method, settlement.url + path, json=body, headers=settlement.admin) as response:
+        assert response.status == status, await response.text()
+        assert response.content_type == "application/problem+json"
+        problem = await response.json(content_type=None)
+    assert problem["type"].endswith("/" + problem_type) and problem["status"] == status
+    status, accounts = await settlement.get("/settlement/accounts")
+    status, statements = await settlement.get("/settlement/statements")
+    status, payouts = await settlement.get("/settlement/payouts")
+    status, rules = await settlement.get("/settlement/split-rules")
+    assert (accounts["items"], statements["items"], payouts["items"], len(rules["items"])) == ([], [], [], 1)
+
+
+async def test_malformed_json_and_a_forged_token_are_refused(settlement):
+    async with settlement.http.post(settlement.url + "/settlement/payouts", data=b'{"granularity": ',
+                                    headers=settlement.admin) as response:
+        assert response.status == 400
+    forged = settlement.admin["Authorization"][:-4] + "AAAA"
+    async with settlement.http.get(settlement.url + "/settlement/statements",
+                                   headers={"Authorization": forged}) as response:
+        assert response.status == 401
