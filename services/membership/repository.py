@@ -389,10 +389,13 @@ class PurchaseRepository:
     async def set_fields(self, order_id: str, fields: dict, session) -> None:
         await self.collection.update_one({"_id": order_id}, {"$set": fields}, session=session)
 
+    async def replace(self, doc: dict, session) -> None:
+        await self.collection.replace_one({"_id": doc["_id"]}, doc, session=session)
+
     async def rolling_paid(self, member_id: str, since_ms: int, session=None) -> int:
         docs = await self.collection.find({"member_id": member_id, "at_ms": {"$gte": since_ms}},
                                           session=session).to_list(None)
-        return sum(max(0, d["amount"] - d.get("refunded", 0)) for d in docs)
+        return sum(max(0, d["amount"] - d.get("refunded", 0)) for d in docs if d.get("amount") is not None)
 
     async def move_member(self, from_member: str, to_member: str, session) -> None:
         await self.collection.update_many({"member_id": from_member}, {"$set": {"member_id": to_member}},

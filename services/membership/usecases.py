@@ -570,6 +570,7 @@ class Membership:
                       "coupons": [{"code": c, "discount": d} for c, d in applied]}
             await self.holds.add({"_id": order_id, "member_id": member["_id"], "requested_member_id": member_id,
                                   "state": "held", "coupon_codes": [c for c, _ in applied], "points_used": points_used,
+                                  "points_returned": 0,
                                   "response": answer, "created_at": utcnow(), "created_at_ms": now}, session)
             for _ in applied:
                 self.mongo.after_commit(lambda: metrics.COUPONS.labels("locked").inc())
@@ -602,8 +603,8 @@ class Membership:
             if missing_ok:
                 return None
             raise MembershipError(NOT_FOUND, "hold-not-found", f"no checkout hold for order {order_id}")
-        if hold["state"] == "released":
-            raise MembershipError(CONFLICT, "hold-released", "the hold was released (order cancelled)")
+        if hold["state"] in ("released", "refunded"):
+            raise MembershipError(CONFLICT, "hold-released", "the hold was released (order cancelled or refunded)")
         if hold["state"] == "held":
             for code in hold["coupon_codes"]:
                 coupon = await self.coupons.get(code, session)
@@ -622,26 +623,26 @@ class Membership:
 
         return await self.mongo.transaction(unit)
 
-    async def _release_hold(self, session, order_id: str, missing_ok: bool = False,
-                            committed_ok: bool = False) -> dict[str, Any] | None:
+    async def _release_hold(self, session, order_id: str, missing_ok: bool = False) -> dict[str, Any] | None:
+        """Give an order's coupons and points back (order cancelled, paid or not). Idempotent."""
         hold = await self.holds.get(order_id, session)
         if hold is None:
             if missing_ok:
                 return None
             raise MembershipError(NOT_FOUND, "hold-not-found", f"no checkout hold for order {order_id}")
-        if hold["state"] == "committed":
-            if committed_ok:
-                return None
-            raise MembershipError(CONFLICT, "hold-committed", "the order was paid; refund it instead of releasing")
-        if hold["state"] == "held":
+        if hold["state"] in ("held", "committed"):
+            from_state = coupon_rules.LOCKED if hold["state"] == "held" else coupon_rules.REDEEMED
             for code in hold["coupon_codes"]:
-                if await self.coupons.move_state(code, coupon_rules.LOCKED, {"state": coupon_rules.ISSUED,
-                                                                             "order_id": None}, session):
+                if await self.coupons.move_state(code, from_state, {"state": coupon_rules.ISSUED, "order_id": None},
+                                                 session):
                     self.mongo.after_commit(lambda: metrics.COUPONS.labels("released").inc())
-            if hold["points_used"]:
+            back = hold["points_used"] - hold.get("points_returned", 0)
+            if back > 0:
                 member = await self.members.get_live(hold["member_id"], session)
-                await self._post_points(session, member, hold["points_used"], points_rules.RELEASE, order_id=order_id)
-            await self.holds.move_state(order_id, "held", "released", session, released_at_ms=now_ms())
+                await self._post_points(session, member, back, points_rules.RELEASE, order_id=order_id)
+            if not await self.holds.move_state(order_id, hold["state"], "released", session,
+                                               released_at_ms=now_ms(), points_returned=hold["points_used"]):
+                raise ConcurrencyConflict(f"hold {order_id} moved")
         return {"order_id": order_id, "state": "released", "coupon_codes": hold["coupon_codes"],
                 "points_returned": hold["points_used"]}
 
@@ -649,79 +650,98 @@ class Membership:
     async def on_order_completed(self, session, data: dict[str, Any], occurred_ms: int) -> None:
         """Earn points, count the purchase for tiers and analytics, reactivate a dormant member."""
         order_id, member_id = data.get("order_id"), data.get("member_id")
-        if not member_id or not order_id or await self.purchases.get(order_id, session) is not None:
+        if not member_id or not order_id:
             return
+        existing = await self.purchases.get(order_id, session)
+        if existing is not None and existing.get("amount") is not None:
+            return  # already counted
         member = await self.members.get_live(member_id, session)
         if member is None:
             return
-        await self._commit_hold(session, order_id, missing_ok=True)  # safety net: paid means redeemed
-        paid = _paid_amount(data)
         hold = await self.holds.get(order_id, session)
+        if hold is not None and hold["state"] == "held":
+            await self._commit_hold(session, order_id)  # safety net: a completed order was paid
+        paid = _paid_amount(data)
         multiplier = multiplier_of(member.get("tier", self.tiers[0].name), self.tiers)
         earned = points_rules.earned_points(paid, multiplier, self.points_policy)
-        await self.purchases.add({"_id": order_id, "member_id": member["_id"], "amount": paid, "refunded": 0,
-                                  "earned": earned, "clawed_back": 0, "points_used": hold["points_used"] if hold else 0,
-                                  "points_returned": 0, "at_ms": occurred_ms}, session)
+        purchase = {"_id": order_id, "member_id": member["_id"], "amount": paid, "refunded": 0, "earned": earned,
+                    "clawed_back": 0, "at_ms": occurred_ms}
+        if existing is None:
+            await self.purchases.add(purchase, session)
+        else:
+            await self.purchases.replace(purchase, session)
         if earned:
-            await self._post_points(session, member, earned, points_rules.EARN, order_id=order_id, at_ms=occurred_ms)
+            member["points_balance"] = await self._post_points(session, member, earned, points_rules.EARN,
+                                                               order_id=order_id, at_ms=occurred_ms)
+        if existing is not None and existing.get("pending_refund"):
+            # The refund overtook the completion on the bus: apply it now that there is something to undo.
+            await self._claw_back(session, member, purchase, existing["pending_refund"])
         await self._update_stats(session, member["_id"], data, paid, occurred_ms)
         await self.members.set_fields(member["_id"], {"last_activity_ms": max(member.get("last_activity_ms", 0),
                                                                               occurred_ms), "dormant": False}, session)
         await self._retier(session, member["_id"])
 
     async def on_order_refunded(self, session, data: dict[str, Any]) -> None:
-        """Claw back earned points, return spent points and (on a full refund) the coupons."""
+        """Claw back earned points and give back spent points, in proportion; coupons back on a full refund."""
         order_id = data.get("order_id")
-        purchase = await self.purchases.get(order_id, session) if order_id else None
-        if purchase is None:
-            # Refunded before completion: the hold is the only effect to undo.
-            if order_id:
-                await self._refund_hold(session, order_id)
+        if not order_id:
             return
-        member = await self.members.get_live(purchase["member_id"], session)
-        refunded = min(purchase["amount"], purchase.get("refunded", 0) + _refund_amount(data, purchase["amount"]))
-        claw = points_rules.clawback(purchase["earned"], purchase["amount"], refunded, purchase.get("clawed_back", 0))
-        claw = min(claw, member.get("points_balance", 0))  # what was already spent stays spent
-        back = points_rules.spent_points_to_return(purchase.get("points_used", 0), purchase["amount"], refunded,
-                                                   purchase.get("points_returned", 0))
-        if back:
-            member["points_balance"] = await self._post_points(session, member, back, points_rules.REFUND,
-                                                               order_id=order_id)
-        if claw:
-            await self._post_points(session, member, -claw, points_rules.CLAWBACK, order_id=order_id)
-        await self.purchases.set_fields(order_id, {"refunded": refunded,
-                                                   "clawed_back": purchase.get("clawed_back", 0) + claw,
-                                                   "points_returned": purchase.get("points_returned", 0) + back},
-                                        session)
-        if refunded >= purchase["amount"]:
-            await self._return_coupons(session, order_id)
+        purchase = await self.purchases.get(order_id, session)
+        hold = await self.holds.get(order_id, session)
+        member_id = (purchase or {}).get("member_id") or (hold or {}).get("member_id") or data.get("member_id")
+        member = await self.members.get_live(member_id, session) if member_id else None
+        if member is None:
+            return
+        completed = purchase is not None and purchase.get("amount") is not None
+        paid = purchase["amount"] if completed else _paid_amount(data)
+        before = purchase.get("refunded", 0) if completed else (purchase or {}).get("pending_refund", 0)
+        refunded = min(paid, before + _refund_amount(data, paid)) if paid > 0 else before + _refund_amount(data, paid)
+        if completed:
+            await self._claw_back(session, member, purchase, refunded)
+        elif purchase is None:
+            await self.purchases.add({"_id": order_id, "member_id": member["_id"], "amount": None,
+                                      "pending_refund": refunded, "at_ms": now_ms()}, session)
+        else:
+            await self.purchases.set_fields(order_id, {"pending_refund": refunded}, session)
+        if hold is not None:
+            full = paid <= 0 or refunded >= paid
+            await self._give_back_spent(session, hold, paid, refunded, full)
         await self._retier(session, member["_id"])
 
-    async def _refund_hold(self, session, order_id: str) -> None:
-        hold = await self.holds.get(order_id, session)
-        if hold is None:
-            return
-        if hold["state"] == "held":
-            await self._release_hold(session, order_id)
-            return
-        if hold["state"] == "committed":
-            member = await self.members.get_live(hold["member_id"], session)
-            if hold["points_used"]:
-                await self._post_points(session, member, hold["points_used"], points_rules.REFUND, order_id=order_id)
-            await self._return_coupons(session, order_id)
-            await self.holds.move_state(order_id, "committed", "refunded", session)
+    async def _claw_back(self, session, member: dict, purchase: dict, refunded: int) -> None:
+        claw = points_rules.clawback(purchase["earned"], purchase["amount"], refunded, purchase.get("clawed_back", 0))
+        current = (await self.members.get(member["_id"], session)).get("points_balance", 0)
+        claw = min(claw, current)  # what the member already spent stays spent; the balance never goes negative
+        if claw:
+            await self._post_points(session, member, -claw, points_rules.CLAWBACK, order_id=purchase["_id"])
+        await self.purchases.set_fields(purchase["_id"], {"refunded": refunded,
+                                                          "clawed_back": purchase.get("clawed_back", 0) + claw},
+                                        session)
 
-    async def _return_coupons(self, session, order_id: str) -> None:
-        hold = await self.holds.get(order_id, session)
-        for code in (hold or {}).get("coupon_codes", []):
-            if await self.coupons.move_state(code, coupon_rules.REDEEMED, {"state": coupon_rules.ISSUED,
-                                                                           "order_id": None}, session):
-                self.mongo.after_commit(lambda: metrics.COUPONS.labels("returned").inc())
+    async def _give_back_spent(self, session, hold: dict, paid: int, refunded: int, full: bool) -> None:
+        if hold["state"] == "held":
+            await self._release_hold(session, hold["_id"])
+            return
+        if hold["state"] != "committed":
+            return  # released or refunded already
+        back = hold["points_used"] - hold.get("points_returned", 0) if full else \
+            points_rules.spent_points_to_return(hold["points_used"], paid, refunded, hold.get("points_returned", 0))
+        if back > 0:
+            member = await self.members.get_live(hold["member_id"], session)
+            await self._post_points(session, member, back, points_rules.REFUND, order_id=hold["_id"])
+        fields = {"points_returned": hold.get("points_returned", 0) + back}
+        if full:
+            for code in hold["coupon_codes"]:
+                if await self.coupons.move_state(code, coupon_rules.REDEEMED, {"state": coupon_rules.ISSUED,
+                                                                               "order_id": None}, session):
+                    self.mongo.after_commit(lambda: metrics.COUPONS.labels("returned").inc())
+            fields["state"] = "refunded"
+        await self.holds.set_fields(hold["_id"], fields, session)
 
     async def on_order_cancelled(self, session, data: dict[str, Any]) -> None:
-        """Safety net: a cancelled order gives its held coupons and points back (if orders did not already)."""
+        """Safety net: a cancelled order gives its coupons and points back (if orders did not already)."""
         if data.get("order_id"):
-            await self._release_hold(session, data["order_id"], missing_ok=True, committed_ok=True)
+            await self._release_hold(session, data["order_id"], missing_ok=True)
 
     async def _update_stats(self, session, member_id: str, data: dict, paid: int, at_ms: int) -> None:
         stats = await self.members.stats_of(member_id, session) or {"_id": member_id, "order_count": 0, "spend": 0,

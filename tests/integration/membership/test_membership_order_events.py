@@ -115,3 +115,55 @@ async def test_dormant_job_and_fifo_expiry(membership, bus_namespace):
         assert marked >= 1 and (await svc.members.get(member_id))["dormant"]
         assert await svc.mark_dormant(now=year_later) == 0
         await eventually(lambda: tap.of("membership.member.dormant", member_id=member_id))
+
+
+async def test_a_refund_that_overtakes_the_completion_is_applied_when_the_completion_arrives(
+        membership, bus_namespace):
+    _, member_id = await membership.member_login(unique_phone())
+    oid = f"ord_{uuid.uuid4().hex[:12]}"
+    await publish(bus_namespace, "orders.order.refunded", {"order_id": oid, "member_id": member_id,
+                                                           "refund_amount": 50_000})
+
+    async def tombstone():
+        return await read(membership, lambda: membership.svc.purchases.get(oid))
+    await eventually(tombstone)
+    await publish(bus_namespace, "orders.order.completed", completed(oid, member_id, 100_000))
+
+    async def settled():
+        purchase = await read(membership, lambda: membership.svc.purchases.get(oid))
+        return purchase.get("amount") == 100_000 and purchase
+    purchase = await eventually(settled)
+    assert purchase["earned"] == 1000 and purchase["clawed_back"] == 500 and purchase["refunded"] == 50_000
+    member = await read(membership, lambda: membership.svc.members.get(member_id))
+    assert member["points_balance"] == 500 == await membership.svc.ledger.sum_for(member_id)
+
+
+async def test_cancelling_a_paid_order_gives_coupon_and_points_back_once(membership, bus_namespace):
+    token, member_id = await membership.member_login(unique_phone())
+    admin = await membership.staff_token("hq.admin", "hq-admin-pass")
+    await membership.post(f"/members/{member_id}/points/adjustments", {"delta": 300, "note": "grant"}, token=admin)
+    _, scan = await membership.post("/members/scan", {"code": "qr_campaign_welcome"}, token=token)
+    code = scan["coupons_issued"][0]["code"]
+    service = await membership.service_token()
+    oid = f"ord_{uuid.uuid4().hex[:12]}"
+    lines = [{"sku_id": "sku_tee_classic_whi_s", "category": "tees", "qty": 3, "unit_price": 9_900}]
+    status, _ = await membership.post("/members/internal/checkout-holds", {
+        "order_id": oid, "member_id": member_id, "channel": "app", "coupon_codes": [code], "points": 300,
+        "lines": lines}, token=service)
+    assert status == 201
+    assert (await membership.post(f"/members/internal/checkout-holds/{oid}/commit", token=service))[0] == 200
+    assert (await membership.svc.coupons.get(code))["state"] == "redeemed"
+    # orders cancels the paid order: release, then its refund event and the cancelled event arrive too
+    status, released = await membership.post(f"/members/internal/checkout-holds/{oid}/release", token=service)
+    assert status == 200 and released["state"] == "released"
+    await publish(bus_namespace, "orders.order.refunded", {"order_id": oid, "member_id": member_id,
+                                                           "refund_amount": 29_700 - 2000 - 300,
+                                                           "totals": {"total": 29_700 - 2000 - 300}})
+    await publish(bus_namespace, "orders.order.cancelled", {"order_id": oid, "member_id": member_id})
+
+    async def both_handled():
+        return await membership.svc.mongo.db["inbox"].count_documents({}) >= 2
+    await eventually(both_handled)
+    member = await read(membership, lambda: membership.svc.members.get(member_id))
+    assert member["points_balance"] == 300 == await membership.svc.ledger.sum_for(member_id)
+    assert (await membership.svc.coupons.get(code))["state"] == "issued"
