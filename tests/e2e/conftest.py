@@ -26,7 +26,9 @@ def suite():
                   mongo_url=os.environ.get("TEST_MONGO_URL") or None, nx_port=free_port(),
                   bus_namespace=namespace, db_prefix="o2o" + namespace.replace(".", "_"),
                   extra_env={"O2O_BUS_RETRY_DELAY_MS": "300", "O2O_OUTBOX_POLL_INTERVAL_S": "0.2",
-                             "LOG_LEVEL": "INFO"})
+                             "LOG_LEVEL": "INFO",
+                             # Simulated phones each come from their own address, as behind a load balancer.
+                             "GATEWAY_TRUST_FORWARDED_FOR": "true"})
     try:
         suite.start()
     except BaseException:
