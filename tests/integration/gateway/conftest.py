@@ -5,6 +5,8 @@ Module-scoped async fixtures run on the module's event loop; test modules here d
 """
 from __future__ import annotations
 
+import uuid
+
 import aiohttp
 import pytest
 import pytest_asyncio
@@ -29,7 +31,8 @@ async def catalog_url(mongo_url, bus_namespace, jwks_url):
     """The real catalog service (Mongo + broker), verifying tokens against the same JWKS."""
     from services.catalog.app import create_app
     from services.catalog.settings import CatalogSettings
-    settings = settings_for(CatalogSettings, mongo_url, bus_namespace, jwks_url=jwks_url)
+    settings = settings_for(CatalogSettings, mongo_url, bus_namespace, jwks_url=jwks_url, demo_data=True,
+                            mongo_db_prefix=f"gwc{uuid.uuid4().hex[:8]}_")
     async with running_app(create_app(settings), settings.port) as base:
         yield base
 

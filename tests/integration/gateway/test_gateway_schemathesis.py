@@ -18,7 +18,7 @@ _missing = missing_services(NEEDED)
 pytestmark = [pytest.mark.asyncio(loop_scope="module"),
               pytest.mark.skipif(bool(_missing), reason=f"service packages not in the tree yet: {_missing}")]
 
-MAX_EXAMPLES = 8
+MAX_EXAMPLES = 4
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
 
@@ -46,7 +46,11 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(suite,
     process = await asyncio.create_subprocess_exec(
         str(schemathesis), "run", suite.gateway + "/api/docs/openapi.json", "--url", suite.gateway,
         "--checks", CHECKS, "--max-examples", str(MAX_EXAMPLES), "--seed", "8",
-        "--phases", "examples,coverage,fuzzing", "--generation-database", "none", "--workers", "4",
+        "--phases", "examples,coverage,fuzzing", "--generation-database", "none",
+        # One worker: hypothesis inspects filter lambdas with `ast`, which is not thread-safe on CPython 3.11.
+        "--workers", "1",
+        # Rotating membership's signing key twice retires the key of the token this run uses.
+        "--exclude-path-regex", "/auth/keys/rotate$",
         "--request-timeout", "20", "--no-color", "--max-failures", "25",
         "--header", f"Authorization: Bearer {token['access_token']}",
         "--report", "junit", "--report-dir", str(tmp_path),

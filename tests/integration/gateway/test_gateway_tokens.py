@@ -65,7 +65,7 @@ async def test_missing_or_malformed_authorization_is_401(jwks_url, http):
 
 async def test_customer_on_admin_route_is_403_and_admin_reaches_the_real_catalog(signing_key, jwks_url, catalog_url,
                                                                                   http):
-    product = {"name": "Oolong tea 250 g", "category": "tea"}
+    product = {"name": "Oolong tea 250 g", "category": "tees"}
     async with running_gateway(jwks_url, catalog_url=catalog_url) as gateway:
         customer = await call(http, "POST", gateway + "/api/v1/catalog/products", json=product,
                               headers=bearer(signing_key.token(roles=("customer",))))
@@ -75,11 +75,14 @@ async def test_customer_on_admin_route_is_403_and_admin_reaches_the_real_catalog
         admin = await call(http, "POST", gateway + "/api/v1/catalog/products", json=product,
                            headers=bearer(signing_key.token(sub="adm_1", roles=("hq_admin",))))
         assert admin[0] == 201, admin
-        # Browsing is public: no token needed to read it back.
-        read = await call(http, "GET", gateway + f"/api/v1/catalog/products/{admin[1]['id']}")
+        read = await call(http, "GET", gateway + f"/api/v1/catalog/products/{admin[1]['id']}",
+                          headers=bearer(signing_key.token(sub="adm_1", roles=("hq_admin",))))
+        # Browsing is public: no token needed.
+        browse = await call(http, "GET", gateway + "/api/v1/catalog/products")
     assert customer[0] == 403 and customer[1]["type"].endswith("/forbidden")
     assert staff[0] == 403
     assert read[0] == 200 and read[1]["name"] == product["name"]
+    assert browse[0] == 200 and browse[1]["items"]
 
 
 async def test_the_token_is_forwarded_unchanged_and_the_service_verifies_it_again(signing_key, jwks_url,
