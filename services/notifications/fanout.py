@@ -55,7 +55,7 @@ def delivery_doc(*, event_id: str, event_type: str, category: str, recipient_id:
     return {"_id": new_id("dlv"), "event_id": event_id, "event_type": event_type, "category": category,
             "recipient_id": recipient_id, "member_id": member_id, "channel": channel, "address": address,
             "locale": locale, "subject": subject, "body": body, "status": status, "reason": reason,
-            "due_at_ms": due_at_ms, "attempt_count": 0, "created_at": now, "created_ms": _ms(now),
+            "due_at_ms": due_at_ms, "scheduled_at_ms": due_at_ms, "attempt_count": 0, "created_at": now, "created_ms": _ms(now),
             "updated_at": now, "last_error": None, "version": 1, **extra}
 
 
@@ -117,6 +117,9 @@ async def resolve_recipients(ctx: Context, rule: Rule, data: dict[str, Any], ses
         recipient_id = f"store:{location_id}"
         return [recipient_from(await directory.get(recipient_id, session), recipient_id, "store", {})]
     if rule.audience == FRANCHISEE:
+        # Statements close for every party; the franchisee hears about its own and its stores' statements.
+        if data.get("party_kind") not in (None, "franchisee", "store"):
+            return []
         franchisee_id = data.get("franchisee_id")
         if not franchisee_id and str(data.get("party_id", "")).startswith("frn_"):
             franchisee_id = data["party_id"]

@@ -71,6 +71,7 @@ def _delivery_out(doc: dict, attempts: list[dict]) -> dict:
         "address": doc.get("address"), "locale": doc.get("locale"), "subject": doc.get("subject"),
         "body": doc.get("body") if doc["channel"] != "webhook" else None, "status": doc["status"],
         "reason": doc.get("reason"), "attempt_count": doc.get("attempt_count", 0),
+        "scheduled_at": iso_ms(doc.get("scheduled_at_ms")),
         "next_attempt_at": iso_ms(doc["due_at_ms"]) if doc["status"] in ("pending", "sending") else None,
         "last_error": doc.get("last_error"), "created_at": iso(doc.get("created_at")),
         "sent_at": iso(doc.get("sent_at")), "failed_at": iso(doc.get("failed_at")),

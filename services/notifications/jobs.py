@@ -180,6 +180,7 @@ async def advance_campaign(app: web.Application, campaign_id: str) -> bool:
         if current is None or current["version"] != campaign["version"]:
             return False  # another replica advanced it meanwhile
         seen, queued, suppressed = current["members_seen"], current["queued"], current["suppressed"]
+        next_free_ms = current.get("next_slot_ms", 0)
         directory = RecipientDirectory(mongo)
         for item in items:
             member_id = item.get("id") or item.get("member_id")
@@ -193,14 +194,15 @@ async def advance_campaign(app: web.Application, campaign_id: str) -> bool:
             entry = await directory.upsert(member_id, {"kind": "member", "member_id": member_id,
                                                        "marketing_consent": consent, **contact}, session)
             recipient = recipient_from(entry, member_id, "member", {**contact, "marketing_consent": consent})
+            slot, following = policy.campaign_slot(next_free_ms, now_ms(), settings.campaign_rate_per_s)
             created = await deliveries_for(
                 ctx, rule=CAMPAIGN_RULE, template_type=current["template"], event_id=campaign_id,
                 occurred_at=current["created_at"].isoformat(), data=current.get("data", {}), recipient=recipient,
                 now=now, session=session, channels=tuple(current["channels"]),
-                not_before_ms=policy.throttled_due_ms(current["started_ms"], seen, settings.campaign_rate_per_s),
-                extra={"campaign_id": campaign_id})
+                not_before_ms=slot, extra={"campaign_id": campaign_id})
             seen += 1
             if any(d["status"] == "pending" for d in created):
+                next_free_ms = following
                 queued += 1
                 metrics.CAMPAIGN_MEMBERS.labels("queued").inc()
             else:
@@ -209,6 +211,7 @@ async def advance_campaign(app: web.Application, campaign_id: str) -> bool:
         done = not next_cursor or not items
         await repo.save({**current, "status": "completed" if done else "running", "cursor": next_cursor,
                          "members_seen": seen, "queued": queued, "suppressed": suppressed,
+                         "next_slot_ms": next_free_ms,
                          **({"finished_at": datetime.now(UTC)} if done else {})}, session)
         return not done
 

@@ -181,15 +181,18 @@ class TemplateRepository:
         return await self.collection.find(query).sort("_id", ASCENDING).to_list()
 
     async def seed(self, template_type: str, channel: str, locale: str, subject: str, body: str, session) -> bool:
-        """Insert a default unless an (edited) template is already stored."""
+        """Store the built-in default; an admin's edit is never overwritten, an unedited default follows the code."""
         key = self.key(template_type, channel, locale)
-        if await self.collection.find_one({"_id": key}, {"_id": 1}, session=session) is not None:
-            return False
-        await self.collection.insert_one({"_id": key, "type": template_type, "channel": channel, "locale": locale,
-                                          "subject": subject, "body": body, "is_default": True,
-                                          "updated_at": datetime.now(UTC), "updated_by": "seed", "version": 1},
-                                         session=session)
-        return True
+        existing = await self.collection.find_one({"_id": key}, session=session)
+        doc = {"_id": key, "type": template_type, "channel": channel, "locale": locale, "subject": subject,
+               "body": body, "is_default": True, "updated_at": datetime.now(UTC), "updated_by": "seed"}
+        if existing is None:
+            await self.collection.insert_one({**doc, "version": 1}, session=session)
+            return True
+        if existing.get("is_default") and (existing["subject"], existing["body"]) != (subject, body):
+            await replace_versioned(self.collection, {**doc, "version": existing["version"]}, session)
+            return True
+        return False
 
     async def put(self, template_type: str, channel: str, locale: str, subject: str, body: str, by: str,
                   session) -> dict:

@@ -232,8 +232,13 @@ def after_attempt(attempt: int, outcome: Outcome, policy: RetryPolicy, now_ms: i
     return AttemptResult(PENDING, now_ms + policy.delay_ms(attempt, rng), False)
 
 
-def throttled_due_ms(start_ms: int, index: int, per_second: float) -> int:
-    """Spread a campaign over time: the index-th message is due index/per_second seconds after start."""
+def campaign_slot(next_free_ms: int, now_ms: int, per_second: float) -> tuple[int, int]:
+    """Pace a campaign: (when this message is due, when the next one may be due).
+
+    Slots are 1/per_second apart and never in the past, so a runner that starts late or resumes after a
+    crash does not burst the backlog out at once.
+    """
+    slot = max(next_free_ms, now_ms)
     if per_second <= 0:
-        return start_ms
-    return start_ms + int(index * 1000 / per_second)
+        return slot, slot
+    return slot, slot + max(1, int(1000 / per_second))

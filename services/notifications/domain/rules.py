@@ -39,6 +39,7 @@ class Rule:
 RULES: dict[str, Rule] = {
     "orders.order.confirmed": Rule(TRANSACTIONAL, MEMBER, (PUSH, EMAIL)),
     "orders.order.ready_for_pickup": Rule(TRANSACTIONAL, MEMBER, (SMS, PUSH)),
+    "orders.pickup_code.reissued": Rule(TRANSACTIONAL, MEMBER, (SMS, PUSH)),
     "orders.order.shipped": Rule(TRANSACTIONAL, MEMBER, (PUSH, SMS)),
     "orders.order.cancelled": Rule(TRANSACTIONAL, MEMBER, (PUSH, SMS)),
     "orders.order.refunded": Rule(TRANSACTIONAL, MEMBER, (PUSH, EMAIL)),
@@ -70,8 +71,8 @@ WEBHOOK_EVENT_TYPES: tuple[str, ...] = (
     "notifications.delivery.failed",
     "settlement.entries.posted", "settlement.statement.closed",
 )
-# Never offered to webhooks: one-time passwords are secrets for one person only.
-PRIVATE_EVENT_TYPES = frozenset({"membership.otp.requested"})
+# Never offered to webhooks: one-time passwords and reissued pickup codes are secrets for one person only.
+PRIVATE_EVENT_TYPES = frozenset({"membership.otp.requested", "orders.pickup_code.reissued"})
 
 # Every key the service's queue is bound to.
 CONSUMED_EVENT_TYPES: tuple[str, ...] = tuple(sorted(set(WEBHOOK_EVENT_TYPES) | set(RULES)))

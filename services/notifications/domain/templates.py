@@ -98,14 +98,14 @@ _add("orders.order.shipped", (PUSH, SMS),
      ("订单已发货", "【LOOP】您的订单 " + _ORDER_REF + " 已发货{% if carrier %}，{{ carrier }}{% endif %}{% if tracking_number %} 运单号 {{ tracking_number }}{% endif %}。"),
      ("Your order has shipped", "[LOOP] Order " + _ORDER_REF + " has shipped{% if carrier %} with {{ carrier }}{% endif %}{% if tracking_number %}, tracking {{ tracking_number }}{% endif %}."))
 _add("orders.order.cancelled", (PUSH, SMS),
-     ("订单已取消", "【LOOP】您的订单 " + _ORDER_REF + " 已取消{% if reason %}（{{ reason }}）{% endif %}。如已付款，款项将原路退回。"),
-     ("Order cancelled", "[LOOP] Order " + _ORDER_REF + " was cancelled{% if reason %} ({{ reason }}){% endif %}. Any payment will be refunded."))
+     ("订单已取消", "【LOOP】您的订单 " + _ORDER_REF + " 已取消。{% if refund_amount %}{{ refund_amount | yuan }} 将原路退回。{% endif %}"),
+     ("Order cancelled", "[LOOP] Order " + _ORDER_REF + " was cancelled.{% if refund_amount %} {{ refund_amount | yuan }} will be refunded.{% endif %}"))
 _add("orders.order.refunded", (PUSH, EMAIL),
-     ("退款已完成", "您的订单 " + _ORDER_REF + " 已退款{% if amount %} {{ amount | yuan }}{% elif payment %} {{ payment.amount | yuan }}{% endif %}。"),
-     ("Refund completed", "Order " + _ORDER_REF + " has been refunded{% if amount %} ({{ amount | yuan }}){% elif payment %} ({{ payment.amount | yuan }}){% endif %}."))
+     ("退款已完成", "您的订单 " + _ORDER_REF + " 已退款{% if refund_amount %} {{ refund_amount | yuan }}{% endif %}，款项将原路退回。"),
+     ("Refund completed", "Order " + _ORDER_REF + " has been refunded{% if refund_amount %} ({{ refund_amount | yuan }}){% endif %}. The money goes back the way you paid."))
 _add("orders.return.received", (PUSH,),
-     ("退货已收到", "门店已收到订单 " + _ORDER_REF + " 的退货，退款处理中。"),
-     ("Return received", "The store received your return for order " + _ORDER_REF + "; your refund is on its way."))
+     ("退货已收到", "门店已收到订单 " + _ORDER_REF + " 的退货{% if refund_amount %}，{{ refund_amount | yuan }} 退款处理中{% endif %}。"),
+     ("Return received", "The store received your return for order " + _ORDER_REF + "{% if refund_amount %}; your refund of {{ refund_amount | yuan }} is on its way{% endif %}."))
 _add("membership.otp.requested", (SMS,),
      ("验证码", "【LOOP】您的验证码是 {{ code }}，{{ ((expires_in or 300) // 60) }} 分钟内有效。请勿告诉他人。"),
      ("Verification code", "[LOOP] Your verification code is {{ code }}. It expires in {{ ((expires_in or 300) // 60) }} minutes. Never share it."))
@@ -113,14 +113,14 @@ _add("membership.member.registered", (PUSH, WECHAT),
      ("欢迎加入 LOOP", "欢迎成为 LOOP 会员{% if name %}，{{ name }}{% endif %}！"),
      ("Welcome to LOOP", "Welcome to LOOP{% if name %}, {{ name }}{% endif %}!"))
 _add("membership.coupon.issued", (PUSH, WECHAT),
-     ("您收到一张优惠券", "您收到一张优惠券{% if coupon_name %}「{{ coupon_name }}」{% endif %}{% if valid_until %}，有效期至 {{ valid_until[:10] }}{% endif %}。"),
-     ("You received a coupon", "You received a coupon{% if coupon_name %} \"{{ coupon_name }}\"{% endif %}{% if valid_until %}, valid until {{ valid_until[:10] }}{% endif %}."))
+     ("您收到一张优惠券", "您收到一张优惠券{% if name %}「{{ name }}」{% endif %}{% if valid_until %}，有效期至 {{ valid_until[:10] }}{% endif %}。"),
+     ("You received a coupon", "You received a coupon{% if name %} \"{{ name }}\"{% endif %}{% if valid_until %}, valid until {{ valid_until[:10] }}{% endif %}."))
 _add("membership.points.expiring", (PUSH, SMS),
      ("积分即将过期", "【LOOP】您有 {{ points }} 积分将于 {{ (expires_at or '')[:10] }} 过期，快来使用吧。"),
      ("Points expiring soon", "[LOOP] {{ points }} of your points expire on {{ (expires_at or '')[:10] }}. Use them before then."))
 _add("membership.tier.changed", (PUSH,),
-     ("会员等级变更", "您的会员等级已变更为 {{ tier }}。"),
-     ("Your tier changed", "Your membership tier is now {{ tier }}."))
+     ("会员等级变更", "您的会员等级已变更为 {{ to_tier }}。"),
+     ("Your tier changed", "Your membership tier is now {{ to_tier }}."))
 _add("membership.member.dormant", (SMS, WECHAT),
      ("好久不见", "【LOOP】好久不见！新品已到店，欢迎回来逛逛。回复 TD 退订"),
      ("We miss you", "[LOOP] It has been a while! New arrivals are in store. Reply STOP to opt out"))
@@ -128,8 +128,11 @@ _add("stock.level_low", (PUSH, EMAIL),
      ("库存不足提醒", "门店 {{ location_id }} 的 {{ sku_id }} 库存仅剩 {{ available if available is defined else on_hand }} 件，请及时补货。"),
      ("Low stock", "Store {{ location_id }}: {{ sku_id }} is down to {{ available if available is defined else on_hand }} units. Please reorder."))
 _add("settlement.statement.closed", (EMAIL, PUSH),
-     ("结算单已出", "结算单 {{ statement_id }}（{{ period_start if period_start is defined else '' }} - {{ period_end if period_end is defined else '' }}）已出账{% if net_amount is defined %}，应结金额 {{ net_amount | yuan }}{% endif %}。"),
-     ("Statement closed", "Statement {{ statement_id }} ({{ period_start if period_start is defined else '' }} - {{ period_end if period_end is defined else '' }}) is closed{% if net_amount is defined %}; amount due {{ net_amount | yuan }}{% endif %}."))
+     ("结算单已出", "结算单 {{ statement_id }}（{{ (period_start or '')[:10] }} 至 {{ (period_end or '')[:10] }}）已出账{% if net_amount is defined %}，应结金额 {{ net_amount | yuan }}{% endif %}。"),
+     ("Statement closed", "Statement {{ statement_id }} ({{ (period_start or '')[:10] }} to {{ (period_end or '')[:10] }}) is closed{% if net_amount is defined %}; amount due {{ net_amount | yuan }}{% endif %}."))
+_add("orders.pickup_code.reissued", (SMS, PUSH),
+     ("新的取货码", "【LOOP】您的订单 " + _ORDER_REF + " 的取货码已更新为 {{ pickup_code }}，旧取货码作废。"),
+     ("New pickup code", "[LOOP] Order " + _ORDER_REF + " has a new pickup code: {{ pickup_code }}. The old code no longer works."))
 _add("campaign.announcement", (SMS, WECHAT, PUSH),
      ("{{ headline or 'LOOP 新消息' }}", "【LOOP】{{ message or headline or '' }} 回复 TD 退订"),
      ("{{ headline or 'News from LOOP' }}", "[LOOP] {{ message or headline or '' }} Reply STOP to opt out"))

@@ -139,7 +139,7 @@ async def test_daily_cap_stops_service_messages_but_not_transactional(notificati
     capped = [d for d in service if (d["status"], d["reason"]) == ("suppressed", "daily-cap")]
     assert len(capped) == 2 and {d["type"] for d in capped} == {"membership.coupon.issued"}
     refund = await notifications.publish("orders.order.refunded", {"order_id": uid("ord"), "member_id": member_id,
-                                                                   "amount": 9900})
+                                                                   "refund_amount": 9900})
     [refund_push] = await eventually(lambda: sent_deliveries(notifications, refund.id, 1))
     assert "¥99.00" in refund_push["body"]
 

@@ -8,7 +8,7 @@ import pytest
 
 from services.notifications.domain.policy import (
     Outcome, Preferences, QuietHours, Recipient, RetryPolicy, after_attempt, cap_day, normalize_locale, plan,
-    quiet_until, throttled_due_ms,
+    quiet_until, campaign_slot,
 )
 from services.notifications.domain.rules import (
     CAMPAIGN_RULE, CONSUMED_EVENT_TYPES, PRIVATE_EVENT_TYPES, RULES, WEBHOOK_EVENT_TYPES, template_keys,
@@ -169,9 +169,15 @@ def test_after_attempt_retries_then_fails_for_good():
     assert after_attempt(2, Outcome(True), policy, now_ms=0).status == "sent"
 
 
-def test_campaign_throttle_spreads_messages():
-    assert [throttled_due_ms(1000, i, 4) for i in range(5)] == [1000, 1250, 1500, 1750, 2000]
-    assert throttled_due_ms(1000, 50, 0) == 1000
+def test_campaign_pacing_spreads_messages_and_never_schedules_in_the_past():
+    slots, free = [], 0
+    for _ in range(4):
+        slot, free = campaign_slot(free, now_ms=1000, per_second=4)
+        slots.append(slot)
+    assert slots == [1000, 1250, 1500, 1750]
+    # Resuming late: the next slot starts now, not at the stale one.
+    assert campaign_slot(free, now_ms=9000, per_second=4) == (9000, 9250)
+    assert campaign_slot(500, now_ms=100, per_second=0) == (500, 500)
 
 
 def test_every_notified_channel_has_default_templates_in_both_locales():
