@@ -1,5 +1,6 @@
 from aiohttp import web
 
+from libs.openapi import add_openapi_route
 from libs.service import MONGO, OUTBOX, add_periodic_job, create_service_app
 from services.membership import jobs
 from services.membership.consumers import subscribe
@@ -14,6 +15,7 @@ def create_app(settings: MembershipSettings | None = None) -> web.Application:
     settings = settings or MembershipSettings()
     app = create_service_app(settings, indexes=INDEXES, routes=routes, subscribe=subscribe)
     app.middlewares.append(domain_errors)
+    add_openapi_route(app, "Membership", description="Members, QR attribution, points, tiers, coupons and tokens")
 
     async def membership_context(app: web.Application):
         # Runs after the kit's resources context, so Mongo and the outbox exist. The key ring is loaded
@@ -25,7 +27,7 @@ def create_app(settings: MembershipSettings | None = None) -> web.Application:
                     await mongo.db.create_collection(name)
                 except Exception:
                     pass  # created concurrently by another replica
-        keys = KeyRing(mongo, settings.rsa_key_bits)
+        keys = KeyRing(mongo, settings.rsa_key_bits, settings.signing_key_passphrase)
         await keys.ensure()
         app[MEMBERSHIP] = Membership(settings, mongo, app[OUTBOX], keys)
         if settings.demo_data:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from libs.auth import Principal, require
 from libs.http import json_response, parse_body, parse_query
 from libs.idempotency import guarded
+from libs.openapi import openapi
 from libs.problems import Problem
 from services.membership.domain.errors import MembershipError
 from services.membership.domain.members import IDENTITY_KINDS
@@ -49,6 +50,100 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# == answers (documented in the OpenAPI document) ================================================
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["Bearer"]
+    expires_in: int
+
+
+class OtpSent(BaseModel):
+    phone: str
+    expires_in: int
+    dev_code: str | None = Field(None, description="only in dev mode")
+
+
+class AttributionOut(BaseModel):
+    member_id: str
+    store_id: str | None
+    staff_id: str | None
+    campaign_id: str | None
+    bound_until: str | None
+
+
+class CouponOut(BaseModel):
+    code: str
+    template_id: str
+    name: str | None
+    state: Literal["issued", "locked", "redeemed", "expired"]
+    kind: Literal["amount_off", "percent_off"]
+    threshold: int
+    amount_off: int | None
+    percent_off: int | None
+    max_off: int | None
+    scope: dict
+    channel: Literal["online", "in_store", "any"]
+    valid_from: str
+    valid_until: str
+    campaign_id: str | None
+    order_id: str | None
+
+
+class CouponPage(BaseModel):
+    items: list[CouponOut]
+    next_cursor: str | None
+
+
+class MemberOut(BaseModel):
+    id: str
+    status: str
+    name: str | None
+    phone: str | None
+    email: str | None
+    locale: str | None
+    marketing_consent: bool
+    tags: list[str]
+    tier: str
+    points_balance: int
+    dormant: bool
+    created_at: str | None
+    attribution: AttributionOut
+    identities: list[dict] = []
+
+
+class MemberPage(BaseModel):
+    items: list[MemberOut]
+    next_cursor: str | None
+
+
+class LedgerEntryOut(BaseModel):
+    id: str
+    kind: str
+    amount: int
+    order_id: str | None
+    at: str
+    expires_at: str | None
+
+
+class PointsOut(BaseModel):
+    member_id: str
+    balance: int
+    expiring_within_30_days: int
+    items: list[LedgerEntryOut]
+    next_cursor: str | None
+
+
+class ScanOut(BaseModel):
+    member_id: str
+    created: bool
+    bound_now: bool
+    tags: list[str]
+    attribution: AttributionOut
+    coupons_issued: list[CouponOut]
+    coupon_skipped: str | None
+
+
 # == /auth =====================================================================================
 
 class ServiceCredentials(Strict):
@@ -73,11 +168,13 @@ class OtpLogin(Strict):
 
 
 @routes.get("/auth/jwks")
+@openapi(summary="Public keys that verify every token (JWKS)", tags=["auth"], public=True)
 async def jwks(request: web.Request) -> web.Response:
     return json_response(membership(request).keys.jwks(), headers={"Cache-Control": "public, max-age=60"})
 
 
 @routes.post("/auth/service/token")
+@openapi(summary="Service token (client credentials)", tags=["auth"], request=ServiceCredentials, response=TokenOut, public=True)
 async def service_token(request: web.Request) -> web.Response:
     body = await parse_body(request, ServiceCredentials)
     return json_response(membership(request).service_token(body.client_id, body.client_secret),
@@ -85,6 +182,7 @@ async def service_token(request: web.Request) -> web.Response:
 
 
 @routes.post("/auth/staff/token")
+@openapi(summary="Staff, manager, franchisee or HQ login", tags=["auth"], request=StaffCredentials, response=TokenOut, public=True)
 async def staff_token(request: web.Request) -> web.Response:
     body = await parse_body(request, StaffCredentials)
     return json_response(await membership(request).staff_token(body.username, body.password),
@@ -92,12 +190,14 @@ async def staff_token(request: web.Request) -> web.Response:
 
 
 @routes.post("/auth/member/otp")
+@openapi(summary="Send a one-time login code to a phone", tags=["auth"], request=OtpRequest, response=OtpSent, status=202, public=True)
 async def member_otp(request: web.Request) -> web.Response:
     body = await parse_body(request, OtpRequest)
     return json_response(await membership(request).request_otp(body.phone, body.locale), status=202)
 
 
 @routes.post("/auth/member/token")
+@openapi(summary="Member login with phone and one-time code (registers a new member)", tags=["auth"], request=OtpLogin, response=TokenOut, public=True)
 async def member_token(request: web.Request) -> web.Response:
     body = await parse_body(request, OtpLogin)
     answer, _created = await membership(request).login_with_code(body.phone, body.code, body.locale)
@@ -105,6 +205,7 @@ async def member_token(request: web.Request) -> web.Response:
 
 
 @routes.post("/auth/keys/rotate")
+@openapi(summary="Rotate the signing key (the previous key stays published)", tags=["auth"])
 async def rotate_keys(request: web.Request) -> web.Response:
     require(request, "hq_admin")
     kid = await membership(request).keys.rotate()
@@ -142,11 +243,13 @@ class PhoneLink(Strict):
 
 
 @routes.get("/members/me")
+@openapi(summary="My member profile", tags=["members"], response=MemberOut)
 async def me(request: web.Request) -> web.Response:
     return json_response(await membership(request).member_view(customer(request)))
 
 
 @routes.patch("/members/me")
+@openapi(summary="Change my profile and marketing consent", tags=["members"], request=ProfileChange, response=MemberOut)
 async def update_me(request: web.Request) -> web.Response:
     member_id = customer(request)
     body = await parse_body(request, ProfileChange)
@@ -154,6 +257,7 @@ async def update_me(request: web.Request) -> web.Response:
 
 
 @routes.get("/members/me/points")
+@openapi(summary="My points balance and ledger", tags=["members"], query=PageQuery, response=PointsOut)
 async def my_points(request: web.Request) -> web.Response:
     member_id = customer(request)
     query = parse_query(request, PageQuery)
@@ -161,6 +265,7 @@ async def my_points(request: web.Request) -> web.Response:
 
 
 @routes.get("/members/me/coupons")
+@openapi(summary="My coupons", tags=["members"], query=CouponQuery, response=CouponPage)
 async def my_coupons(request: web.Request) -> web.Response:
     member_id = customer(request)
     query = parse_query(request, CouponQuery)
@@ -169,6 +274,7 @@ async def my_coupons(request: web.Request) -> web.Response:
 
 
 @routes.post("/members/me/phone")
+@openapi(summary="Verify a phone; merges with the member who already has it", tags=["members"], request=PhoneLink)
 async def link_phone(request: web.Request) -> web.Response:
     """Verify a phone (with a one-time code); a phone already known as another member merges the two."""
     member_id = customer(request)
@@ -191,6 +297,7 @@ class Scan(Strict):
 
 
 @routes.post("/members/scan")
+@openapi(summary="Scan a store, assistant or campaign QR code", tags=["members"], request=Scan, responses={200: ScanOut, 201: ScanOut})
 async def scan(request: web.Request) -> web.Response:
     """A shopper scanned a store's, an assistant's or a campaign's QR code.
 
@@ -320,6 +427,7 @@ class MemberSearch(Strict):
 
 
 @routes.get("/members")
+@openapi(summary="Search members (staff see their stores' members)", tags=["members"], query=MemberSearch, response=MemberPage)
 async def list_members(request: web.Request) -> web.Response:
     principal = require(request, *STAFF_ROLES)
     query = parse_query(request, MemberSearch)
@@ -347,6 +455,7 @@ async def list_members(request: web.Request) -> web.Response:
 
 
 @routes.get("/members/coupon-templates")
+@openapi(summary="Coupon templates", tags=["coupons"])
 async def list_templates(request: web.Request) -> web.Response:
     require(request, *STAFF_ROLES)
     svc = membership(request)
@@ -410,6 +519,7 @@ def _ms(value: str | None) -> int | None:
 
 
 @routes.post("/members/coupon-templates")
+@openapi(summary="Create a coupon template", tags=["coupons"], request=NewTemplate, status=201)
 async def create_template(request: web.Request) -> web.Response:
     require(request, "hq_admin")
     body = await parse_body(request, NewTemplate)
@@ -428,6 +538,7 @@ class NewCampaign(Strict):
 
 
 @routes.get("/members/campaigns")
+@openapi(summary="Campaigns", tags=["campaigns"])
 async def list_campaigns(request: web.Request) -> web.Response:
     require(request, *STAFF_ROLES)
     svc = membership(request)
@@ -436,6 +547,7 @@ async def list_campaigns(request: web.Request) -> web.Response:
 
 
 @routes.post("/members/campaigns")
+@openapi(summary="Create a campaign (tag + coupon template)", tags=["campaigns"], request=NewCampaign, status=201)
 async def create_campaign(request: web.Request) -> web.Response:
     require(request, "hq_admin")
     body = await parse_body(request, NewCampaign)
@@ -471,6 +583,7 @@ class QrQuery(Strict):
 
 
 @routes.get("/members/qr-codes")
+@openapi(summary="QR codes", tags=["campaigns"], query=QrQuery)
 async def list_qr(request: web.Request) -> web.Response:
     principal = require(request, *STAFF_ROLES)
     query = parse_query(request, QrQuery)
@@ -484,6 +597,7 @@ async def list_qr(request: web.Request) -> web.Response:
 
 
 @routes.post("/members/qr-codes")
+@openapi(summary="Create a store, staff or campaign QR code", tags=["campaigns"], request=NewQr, status=201)
 async def create_qr(request: web.Request) -> web.Response:
     principal = require(request, "store_manager", "hq_admin")
     body = await parse_body(request, NewQr)
@@ -499,6 +613,7 @@ async def create_qr(request: web.Request) -> web.Response:
 
 
 @routes.get("/members/stores/{store_id}/analytics")
+@openapi(summary="Store acquisition analytics", tags=["analytics"])
 async def store_analytics(request: web.Request) -> web.Response:
     principal = require(request, "store_manager", "franchisee", "hq_admin")
     store_id = request.match_info["store_id"]
@@ -513,6 +628,7 @@ class Merge(Strict):
 
 
 @routes.post("/members/merges")
+@openapi(summary="Merge two members (HQ)", tags=["members"], request=Merge)
 async def merge_members(request: web.Request) -> web.Response:
     require(request, "hq_admin")
     body = await parse_body(request, Merge)
@@ -525,18 +641,21 @@ async def merge_members(request: web.Request) -> web.Response:
 
 
 @routes.get(f"/members/{MEMBER_ID}")
+@openapi(summary="A member", tags=["members"], response=MemberOut)
 async def get_member(request: web.Request) -> web.Response:
     member = await visible_member(request)
     return json_response(await membership(request).member_view(member["_id"]))
 
 
 @routes.get(f"/members/{MEMBER_ID}/analytics")
+@openapi(summary="A member's purchase analytics", tags=["analytics"])
 async def member_analytics(request: web.Request) -> web.Response:
     member = await visible_member(request)
     return json_response(await membership(request).member_analytics(member["_id"]))
 
 
 @routes.get(f"/members/{MEMBER_ID}/coupons")
+@openapi(summary="A member's coupons", tags=["coupons"], response=CouponPage)
 async def member_coupons(request: web.Request) -> web.Response:
     member = await visible_member(request)
     return json_response({"items": await membership(request).member_coupons(member["_id"]), "next_cursor": None})
@@ -547,6 +666,7 @@ class IssueCoupon(Strict):
 
 
 @routes.post(f"/members/{MEMBER_ID}/coupons")
+@openapi(summary="Issue a coupon to a member", tags=["coupons"], request=IssueCoupon, response=CouponOut, status=201)
 async def issue_coupon(request: web.Request) -> web.Response:
     member = await visible_member(request, roles=("store_manager", "hq_admin"))
     body = await parse_body(request, IssueCoupon)
@@ -569,6 +689,7 @@ class PointsAdjustment(Strict):
 
 
 @routes.post(f"/members/{MEMBER_ID}/points/adjustments")
+@openapi(summary="Adjust a member's points (HQ)", tags=["points"], request=PointsAdjustment, status=201)
 async def adjust_points(request: web.Request) -> web.Response:
     member = await visible_member(request, roles=("hq_admin",))
     body = await parse_body(request, PointsAdjustment)
@@ -580,6 +701,7 @@ async def adjust_points(request: web.Request) -> web.Response:
 
 
 @routes.get(f"/members/{MEMBER_ID}/points")
+@openapi(summary="A member's points and ledger", tags=["points"], query=PageQuery, response=PointsOut)
 async def member_points(request: web.Request) -> web.Response:
     member = await visible_member(request)
     query = parse_query(request, PageQuery)

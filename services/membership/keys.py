@@ -25,20 +25,22 @@ KEYS_KEPT = 2  # current + previous
 log = get_logger("membership.keys")
 
 
-def generate_key(bits: int) -> dict[str, Any]:
+def generate_key(bits: int, passphrase: str = "") -> dict[str, Any]:
     private = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     created = now_ms()
     kid = f"k{created}-{secrets.token_hex(4)}"
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
+    encryption = serialization.BestAvailableEncryption(passphrase.encode()) if passphrase \
+        else serialization.NoEncryption()
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption).decode()
     public_jwk = RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
     public_jwk.update({"kid": kid, "use": "sig", "alg": ALGORITHM})
     return {"kid": kid, "private_pem": pem, "public_jwk": public_jwk, "created_at_ms": created}
 
 
 class KeyRing:
-    def __init__(self, mongo: Mongo, bits: int = 2048) -> None:
+    def __init__(self, mongo: Mongo, bits: int = 2048, passphrase: str = "") -> None:
         self.mongo = mongo
+        self.passphrase = passphrase
         self.repo = KeyRepository(mongo)
         self.bits = bits
         self._current: dict[str, Any] | None = None
@@ -49,7 +51,7 @@ class KeyRing:
         """Load the stored ring; create it if this is the first start anywhere."""
         stored = await self.mongo.read_committed(self.repo.get)
         if stored is None:
-            candidate = await asyncio.to_thread(generate_key, self.bits)
+            candidate = await asyncio.to_thread(generate_key, self.bits, self.passphrase)
             ring = {"_id": "keyring", "version": 1, "current_kid": candidate["kid"], "keys": [candidate]}
             try:
                 await self.mongo.transaction(lambda s: self.repo.insert(ring, s))
@@ -65,7 +67,7 @@ class KeyRing:
             self._load(stored)
 
     async def rotate(self) -> str:
-        new_key = await asyncio.to_thread(generate_key, self.bits)
+        new_key = await asyncio.to_thread(generate_key, self.bits, self.passphrase)
 
         async def unit(session):
             ring = await self.repo.get(session)
@@ -79,7 +81,8 @@ class KeyRing:
 
     def _load(self, ring: dict[str, Any]) -> None:
         current = next(k for k in ring["keys"] if k["kid"] == ring["current_kid"])
-        self._private_key = serialization.load_pem_private_key(current["private_pem"].encode(), password=None)
+        self._private_key = serialization.load_pem_private_key(current["private_pem"].encode(),
+                                                               password=self.passphrase.encode() or None)
         self._current = current
         self._public = [k["public_jwk"] for k in ring["keys"]]
 

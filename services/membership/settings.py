@@ -15,6 +15,8 @@ class MembershipSettings(ServiceSettings):
     staff_token_ttl_s: int = 8 * 3600
     service_token_ttl_s: int = 600
     rsa_key_bits: int = 2048
+    # When set, private keys are stored encrypted with it (PKCS#8), so a database dump alone cannot mint tokens.
+    signing_key_passphrase: str = ""
     # How often a replica re-reads the shared keyring, so a rotation done elsewhere is picked up.
     keyring_refresh_s: float = 30.0
     # Client ids allowed to ask for a service token (the shared secret alone is not enough).
