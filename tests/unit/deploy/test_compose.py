@@ -123,3 +123,11 @@ def test_dockerfile_builds_one_unprivileged_image_for_every_service():
         if line.startswith("COPY "):
             source = line.split()[1]
             assert (ROOT / source).exists(), source
+
+
+def test_build_context_filter_keeps_every_copied_path():
+    ignore = (ROOT / "deploy" / "Dockerfile.dockerignore").read_text().splitlines()
+    kept = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    copied = {line.split()[1].rstrip("/") for line in (ROOT / "deploy" / "Dockerfile").read_text().splitlines()
+              if line.startswith("COPY ")}
+    assert "*" in ignore and copied <= kept
