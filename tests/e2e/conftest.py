@@ -44,6 +44,38 @@ def suite():
         shutil.rmtree(state, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def event_log(suite):
+    """Every event published during the e2e run, captured from the bus by a background thread's loop."""
+    import threading
+    from tests.e2e.client import BusTap
+
+    loop = asyncio.new_event_loop()
+    tap = BusTap(suite.bus_namespace)
+    ready = threading.Event()
+
+    def run():
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(tap.start())
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True, name="e2e-event-log")
+    thread.start()
+    ready.wait(30)
+    yield tap.events
+    asyncio.run_coroutine_threadsafe(tap.stop(), loop).result(30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+@pytest.fixture(autouse=True)
+def _capture_events(request):
+    """Start the session's event log before the first e2e test (only where the suite is used)."""
+    if "suite" in request.fixturenames or request.node.get_closest_marker("e2e"):
+        request.getfixturevalue("event_log")
+
+
 @pytest.fixture
 async def http():
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
