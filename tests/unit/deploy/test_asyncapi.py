@@ -104,3 +104,32 @@ def test_contract_accepts_a_real_envelope_with_fresh_id_and_time():
     event = _sample() | {"id": str(uuid.uuid4()), "occurred_at": "2026-11-23T11:00:00.123456+00:00",
                          "causation_id": str(uuid.uuid4())}
     validate_event(event)
+
+
+def _refs(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def test_every_reference_in_the_document_resolves():
+    for ref in set(_refs(COMMITTED)):
+        assert ref.startswith("#/"), ref
+        node = COMMITTED
+        for part in ref[2:].split("/"):
+            part = part.replace("~1", "/").replace("~0", "~")
+            assert part in node, f"{ref} does not resolve"
+            node = node[part]
+
+
+def test_operations_only_use_messages_of_their_channel():
+    for name, operation in COMMITTED["operations"].items():
+        channel_ref = operation["channel"]["$ref"]
+        for message in operation["messages"]:
+            assert message["$ref"].startswith(channel_ref + "/messages/"), name
