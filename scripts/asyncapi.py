@@ -238,13 +238,21 @@ _ID_PREFIXES = {"order_id": "ord_", "member_id": "mbr_", "location_id": "loc_", 
                 "delivery_id": "dlv_", "return_id": "ret_"}
 
 
+_SAMPLE_STRINGS = {"phone": "+8613800138000", "email": "member@example.com", "locale": "zh-CN", "channel": "app",
+                   "currency": "CNY", "code": "123456", "type": "pickup", "ownership": "direct",
+                   "provider": "sandbox", "status": "placed", "category": "apparel", "name": "Linen shirt",
+                   "reason": "customer", "kind": "store", "mode": "pickup", "tier": "silver", "to_tier": "silver",
+                   "from_tier": "member", "title": "Your order is ready", "template": "order_ready"}
+
+
 def _sample_string(name: str) -> str:
     if name in _ID_PREFIXES:
         return _ID_PREFIXES[name] + "7f3a9c2e1b4d"
     if name.endswith("_id"):
         return name[:-3] + "_7f3a9c2e1b4d"
-    return {"phone": "+8613800138000", "email": "member@example.com", "locale": "zh-CN", "channel": "app",
-            "currency": "CNY", "code": "123456"}.get(name, name or "text")
+    if name.endswith("_at"):
+        return EXAMPLE_TIME
+    return _SAMPLE_STRINGS.get(name, name or "text")
 
 
 def example_envelope(event: EventModel, data_schema_name: str, components: dict[str, dict]) -> dict:
@@ -257,6 +265,15 @@ def example_envelope(event: EventModel, data_schema_name: str, components: dict[
 
 
 # -- the document ---------------------------------------------------------------------------------------
+def _summary(event: EventModel) -> str:
+    """First line of the model's docstring, else the event type in words ("orders.order.placed" -> "Order placed")."""
+    doc = inspect.getdoc(event.model)
+    if doc and doc != inspect.getdoc(IntegrationEvent):
+        return doc.splitlines()[0]
+    words = event.event_type.split(".", 1)[1].replace(".", " ").replace("_", " ")
+    return words[0].upper() + words[1:]
+
+
 def build_document() -> dict:
     events = discover_events()
     consumers = discover_consumers()
@@ -270,7 +287,7 @@ def build_document() -> dict:
         message = {
             "name": event.model.__name__,
             "title": event.event_type,
-            "summary": inspect.cleandoc(event.model.__doc__ or event.event_type).splitlines()[0],
+            "summary": _summary(event),
             "contentType": "application/json",
             "payload": {"allOf": [
                 {"$ref": "#/components/schemas/Envelope"},
@@ -287,7 +304,7 @@ def build_document() -> dict:
         doc = inspect.getdoc(event.model)
         if doc and doc != inspect.getdoc(IntegrationEvent):
             message["description"] = doc
-        message["examples"] = [{"name": f"{event.model.__name__}Example", "summary": f"A {event.event_type} event",
+        message["examples"] = [{"name": f"{event.model.__name__}Example", "summary": f"An example {event.event_type} event",
                                 "payload": example_envelope(event, event.schema_name, schemas)}]
         messages[event.message_id] = message
         channel = channels.setdefault(event.event_type, {
