@@ -104,16 +104,28 @@ class Settlement:
 
 @pytest.fixture
 async def settlement(mongo_url, bus_namespace):
-    settings = settings_for(SettlementSettings, mongo_url, bus_namespace, demo_data=True,
-                            mongo_db_prefix=f"o2o_stl{uuid.uuid4().hex[:8]}_")
+    # Each test its own database and its own queues: a message committed but not yet acked when a test's
+    # app stops is redelivered to nobody else.
+    run = uuid.uuid4().hex[:8]
+    namespace = f"{bus_namespace}stl{run}."
+    settings = settings_for(SettlementSettings, mongo_url, namespace, demo_data=True,
+                            mongo_db_prefix=f"o2o_stl{run}_")
     app = create_app(settings)
     minter = TokenMinter(settings.jwt_issuer, settings.jwt_audience)
     async with running_app(app, settings.port) as base_url:
         app[VERIFIER].load_jwks(minter.jwks())
         connection = await aio_pika.connect(AMQP_URL)
         channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.declare_exchange(Names(bus_namespace).exchange, aio_pika.ExchangeType.TOPIC,
+        exchange = await channel.declare_exchange(Names(namespace).exchange, aio_pika.ExchangeType.TOPIC,
                                                   durable=True)
-        async with aiohttp.ClientSession() as http:
-            yield Settlement(base_url, app, http, channel, exchange, minter)
-        await connection.close()
+        try:
+            async with aiohttp.ClientSession() as http:
+                yield Settlement(base_url, app, http, channel, exchange, minter)
+        finally:
+            names = Names(namespace)
+            for queue in (names.queue("settlement"), names.retry_queue("settlement"), names.dlq("settlement"),
+                          names.audit):
+                await channel.queue_delete(queue)
+            for exchange_name in (names.exchange, names.dlx):
+                await channel.exchange_delete(exchange_name)
+            await connection.close()

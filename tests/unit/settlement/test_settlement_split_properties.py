@@ -60,7 +60,7 @@ def orders(draw):
     return data
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(data=orders(), rule=rules)
 def test_every_posting_balances_and_shares_add_up_to_the_net(data, rule):
     order = parse_order(data, LOCATIONS)
@@ -79,7 +79,7 @@ def test_every_posting_balances_and_shares_add_up_to_the_net(data, rule):
     assert set(split.by_account()) <= allowed
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(data=orders(), rule=rules, chunks=st.lists(st.integers(1, 4), min_size=1, max_size=12),
        refund_noise=st.integers(-300, 300))
 def test_returns_in_any_parts_reverse_exactly_the_returned_share(data, rule, chunks, refund_noise):
