@@ -386,7 +386,7 @@ async def audience(request: web.Request) -> web.Response:
     query = parse_query(request, AudienceQuery)
     selector: dict = {"status": "active"}
     if query.tag:
-        selector["tags"] = query.tag
+        selector["tags"] = {"$in": [query.tag]}  # nx-27017: equality on an indexed array finds nothing; $in works
     if query.store_id:
         selector["bound_store_id"] = query.store_id
     svc = membership(request)
@@ -433,7 +433,7 @@ async def list_members(request: web.Request) -> web.Response:
     query = parse_query(request, MemberSearch)
     selector: dict = {"status": "active"}
     if query.tag:
-        selector["tags"] = query.tag
+        selector["tags"] = {"$in": [query.tag]}  # nx-27017: equality on an indexed array finds nothing; $in works
     if query.phone:
         selector["phone"] = query.phone
     if query.dormant is not None:

@@ -82,3 +82,27 @@ async def test_bad_scans_are_clean_4xx_and_change_nothing(membership):
         "kind": "phone", "value": "+8613800000009"}})
     assert status == 422
     assert await membership.svc.members.member_id_for("wechat_openid", "wx_x") is None
+
+
+async def test_concurrent_first_scans_by_one_new_shopper_make_one_member_and_one_coupon(membership):
+    openid = f"wx_{uuid.uuid4().hex}"
+    scan = {"code": "qr_staff_jingan_01", "identity": {"kind": "wechat_openid", "value": openid}}
+    answers = await asyncio.gather(*[membership.post("/members/scan", scan) for _ in range(10)])
+    assert sorted(status for status, _ in answers) == [200] * 9 + [201]
+    member_ids = {body["member_id"] for _, body in answers}
+    assert len(member_ids) == 1
+    assert sum(len(body["coupons_issued"]) for _, body in answers) == 1
+    (member_id,) = member_ids
+    assert len(await membership.svc.coupons.of_member(member_id)) == 1
+    assert await membership.svc.members.count({"source": "scan", "_id": member_id}) == 1
+
+
+async def test_idempotency_key_replays_a_scan(membership):
+    openid = f"wx_{uuid.uuid4().hex}"
+    scan = {"code": "qr_store_jingan", "identity": {"kind": "wechat_openid", "value": openid}}
+    headers = {"Idempotency-Key": f"scan-{openid}"}
+    status, first = await membership.post("/members/scan", scan, headers=headers)
+    status2, second = await membership.post("/members/scan", scan, headers=headers)
+    assert status == status2 == 201 and first == second
+    status, problem = await membership.post("/members/scan", {**scan, "code": "qr_campaign_welcome"}, headers=headers)
+    assert status == 422 and problem["type"].endswith("idempotency-key-reused")
