@@ -9,7 +9,7 @@ RATE_LIMITED = Counter("o2o_gateway_rate_limited_total", "Requests refused with 
 REJECTED = Counter("o2o_gateway_rejected_total", "Requests refused before routing, by reason",
                    ["reason"])  # body_too_large | url_too_long | headers_too_large | internal_route | bad_path | no_route | cors_origin
 AUTH_FAILURES = Counter("o2o_gateway_auth_failures_total", "Requests refused by authentication/authorization",
-                        ["reason"])  # the problem type: invalid-token | token-expired | unauthorized | forbidden | auth-unavailable
+                        ["reason"])  # the problem type: invalid-token | token-expired | unauthorized | forbidden | auth-unavailable | service-token
 BREAKER_STATE = Gauge("o2o_gateway_breaker_state", "Circuit breaker per upstream: 0 closed, 1 half-open, 2 open",
                       ["service"])
 BREAKER_TRANSITIONS = Counter("o2o_gateway_breaker_transitions_total", "Circuit breaker state changes",

@@ -121,3 +121,14 @@ async def test_jwks_is_refetched_for_a_new_key_id(http, monkeypatch):
         second = await call(http, "GET", gateway + PROTECTED, headers=bearer(new.token()))
     assert before[0] == 401 and before[1]["detail"] == "token signed by an unknown key"
     assert first[0] == 200 and second[0] == 200
+
+
+async def test_service_tokens_are_refused_at_the_front_door(signing_key, jwks_url, http):
+    service = bearer(signing_key.token(sub="svc:orders", roles=("service",)))
+    async with recording_upstream() as (catalog_url, seen), running_gateway(jwks_url, catalog_url=catalog_url) as gateway:
+        public = await call(http, "GET", gateway + "/api/v1/catalog/products", headers=service)
+        admin_route = await call(http, "POST", gateway + "/api/v1/catalog/products", json={}, headers=service)
+        anonymous = await call(http, "GET", gateway + "/api/v1/catalog/products")
+    assert public[0] == 403 and admin_route[0] == 403
+    assert "service tokens" in public[1]["detail"]
+    assert anonymous[0] == 200 and len(seen.requests) == 1
