@@ -16,7 +16,6 @@ from libs.idempotency import guarded
 from libs.openapi import openapi
 from libs.problems import Problem
 from services.membership.domain.errors import MembershipError
-from services.membership.domain.members import IDENTITY_KINDS
 from services.membership.usecases import Membership, public_campaign, public_member, public_qr, public_template
 
 MEMBERSHIP = web.AppKey("membership", Membership)
@@ -280,6 +279,20 @@ async def link_phone(request: web.Request) -> web.Response:
     member_id = customer(request)
     body = await parse_body(request, PhoneLink)
     return json_response(await membership(request).link_phone(member_id, body.phone, body.code))
+
+
+class IdentityLink(Strict):
+    kind: Literal["wechat_openid", "wechat_unionid", "marketplace_buyer_id"]
+    value: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+@routes.post("/members/me/identities")
+@openapi(summary="Link a WeChat or marketplace identity to me", tags=["members"], request=IdentityLink,
+         response=MemberOut)
+async def link_identity(request: web.Request) -> web.Response:
+    member_id = customer(request)
+    body = await parse_body(request, IdentityLink)
+    return json_response(await membership(request).link_identity(member_id, body.kind, body.value))
 
 
 # == QR scans ==================================================================================

@@ -15,6 +15,9 @@ async def mark_dormant(app: web.Application) -> None:
     marked = await app[MEMBERSHIP].mark_dormant()
     if marked:
         log.info("members.dormant", marked=marked)
+    retiered = await app[MEMBERSHIP].retier_all()
+    if retiered:
+        log.info("members.retiered", changed=retiered)
 
 
 async def expire_points(app: web.Application) -> None:

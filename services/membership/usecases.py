@@ -826,6 +826,40 @@ class Membership:
             metrics.DORMANT.inc(marked)
         return marked
 
+    async def retier_all(self) -> int:
+        """Re-rank members above the base tier: purchases age out of the rolling 12 months. Returns changes."""
+        base = self.tiers[0].name
+        candidates = await self.mongo.read_committed(lambda: self.members.collection.find(
+            {"status": "active", "tier": {"$in": [t.name for t in self.tiers[1:]]}}, {"_id": 1, "tier": 1}
+        ).to_list(None))
+        changed = 0
+        for candidate in candidates:
+            async def unit(session, member_id=candidate["_id"]):
+                await self._retier(session, member_id)
+                return (await self.members.get(member_id, session)).get("tier", base)
+
+            if await self.mongo.transaction(unit) != candidate["tier"]:
+                changed += 1
+        return changed
+
+    async def link_identity(self, member_id: str, kind: str, value: str) -> dict[str, Any]:
+        """Attach a channel identity (WeChat, marketplace) to the member; one identity belongs to one member."""
+        async def unit(session):
+            member = await self.members.get_live(member_id, session)
+            if member is None:
+                raise MembershipError(NOT_FOUND, "member-not-found", "member not found")
+            owner = await self.members.member_id_for(kind, value, session)
+            if owner is not None:
+                live = await self.members.get_live(owner, session)
+                if live is not None and live["_id"] == member["_id"]:
+                    return member["_id"]
+                raise MembershipError(CONFLICT, "identity-taken",
+                                      "this identity belongs to another member; verify your phone there to merge")
+            await self.members.add_identity(member["_id"], kind, value, False, session)
+            return member["_id"]
+
+        return await self.member_view(await with_unique_retry(lambda: self.mongo.transaction(unit)))
+
     # == merging =================================================================================
     async def merge(self, first_id: str, second_id: str, reason: str, remember=None) -> dict[str, Any]:
         async def unit(session):

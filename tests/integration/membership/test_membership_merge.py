@@ -81,3 +81,18 @@ async def test_hq_merge_of_two_members_by_id(membership):
                                            token=admin, headers={"Idempotency-Key": "merge-1"})
     assert status == 200 and replay == merged
     assert await membership.svc.ledger.sum_for(first) == 200
+
+
+async def test_a_channel_identity_links_once_and_never_to_two_members(membership):
+    token_a, member_a = await membership.member_login(unique_phone())
+    token_b, _ = await membership.member_login(unique_phone())
+    openid = f"wx_{uuid.uuid4().hex}"
+    link = {"kind": "wechat_openid", "value": openid}
+    status, me = await membership.post("/members/me/identities", link, token=token_a)
+    assert status == 200 and {"kind": "wechat_openid", "value": openid, "verified": False} in me["identities"]
+    assert (await membership.post("/members/me/identities", link, token=token_a))[0] == 200  # idempotent
+    status, problem = await membership.post("/members/me/identities", link, token=token_b)
+    assert status == 409 and problem["type"].endswith("identity-taken")
+    # A later anonymous scan with that identity finds member A.
+    status, scan = await membership.post("/members/scan", {"code": "qr_store_jingan", "identity": link})
+    assert status == 200 and scan["member_id"] == member_a

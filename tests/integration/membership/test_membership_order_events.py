@@ -167,3 +167,18 @@ async def test_cancelling_a_paid_order_gives_coupon_and_points_back_once(members
     member = await read(membership, lambda: membership.svc.members.get(member_id))
     assert member["points_balance"] == 300 == await membership.svc.ledger.sum_for(member_id)
     assert (await membership.svc.coupons.get(code))["state"] == "issued"
+
+
+async def test_tier_falls_back_when_purchases_age_out_of_the_rolling_year(membership, bus_namespace):
+    _, member_id = await membership.member_login(unique_phone())
+    oid = f"ord_{uuid.uuid4().hex[:12]}"
+    await publish(bus_namespace, "orders.order.completed", completed(oid, member_id, 600_000))
+
+    async def gold():
+        return (await read(membership, lambda: membership.svc.members.get(member_id)))["tier"] == "gold"
+    await eventually(gold)
+    # Age the purchase beyond 12 months (what time would do), then run the nightly job.
+    await membership.svc.mongo.transaction(lambda s: membership.svc.purchases.set_fields(
+        oid, {"at_ms": 0}, s))
+    assert await membership.svc.retier_all() >= 1
+    assert (await membership.svc.members.get(member_id))["tier"] == "member"
