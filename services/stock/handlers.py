@@ -401,9 +401,11 @@ async def create_reservation(request: web.Request) -> web.Response:
     stock = request.app[STOCK]
     started = time.perf_counter()
 
+    reservation = body.model_dump(mode="json")
+
     async def create(remember):
         async def unit(session):
-            outcome = await stock.reserve(body.model_dump(mode="json"), session)
+            outcome = await stock.reserve(reservation, session)
             if isinstance(outcome, Decision):
                 return outcome
             doc, created = outcome

@@ -20,3 +20,5 @@ class StockSettings(ServiceSettings):
     # Daily ship capacity counts per local calendar day of the stores (China Standard Time by default).
     capacity_day_utc_offset_h: int = 8
     availability_limit: int = 10
+    # How long this process trusts "exhausted everywhere" for a SKU before reading levels again (flash sales).
+    sold_out_memo_ttl_s: float = 1.0

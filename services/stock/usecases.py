@@ -19,8 +19,8 @@ from libs.mongo import ConcurrencyConflict, Mongo
 from libs.outbox import Outbox
 from services.stock import metrics
 from services.stock.domain import model
-from services.stock.domain.model import StockError
-from services.stock.domain.routing import Decision, Line, Point, Site, route
+from services.stock.domain.model import SoldOutMemo, StockError
+from services.stock.domain.routing import Decision, Line, Point, Site, route, sellable, serves_mode
 from services.stock.events import (AllocatedLine, AllocationData, NearbyStore, ReservationRejected,
                                    StockCommitted, StockLevelLow, StockReleased, StockReserved)
 from services.stock.repository import (CapacityRepository, LevelRepository, LocationRepository, MovementLedger,
@@ -53,12 +53,38 @@ class Stock:
         self.reservations = ReservationRepository(mongo)
         self.capacity = CapacityRepository(mongo)
         self.transfers = TransferRepository(mongo)
+        self.sold_out = SoldOutMemo(settings.sold_out_memo_ttl_s)
 
     def capacity_day(self, at_ms: int) -> str:
         local = datetime.fromtimestamp(at_ms / 1000, UTC) + timedelta(hours=self.settings.capacity_day_utc_offset_h)
         return local.strftime("%Y-%m-%d")
 
     # -- reservations -----------------------------------------------------------------------------
+    async def _route_now(self, request: dict, session=None) -> tuple[Decision, dict, dict, str, int]:
+        """Route `request` on the current picture (inside the transaction when given its session)."""
+        lines = [Line(line["sku_id"], line["qty"]) for line in request["lines"]]
+        location_docs = await self.locations.all(session)
+        level_docs = await self.levels.for_skus(sorted({line.sku_id for line in lines}), session)
+        stock = {(doc["location_id"], doc["sku_id"]): doc["available"] for doc in level_docs}
+        at = now_ms()
+        day = self.capacity_day(at)
+        capacity_used = await self.capacity.used_on(day, session) if request["mode"] == "ship" else {}
+        destination = request.get("destination")
+        decision = route(request["mode"], lines, [site_of(doc) for doc in location_docs], stock,
+                         capacity_used=capacity_used, location_id=request.get("location_id"),
+                         destination=Point(destination["lat"], destination["lng"]) if destination else None,
+                         max_splits=self.settings.max_splits)
+        levels_by_key = {(doc["location_id"], doc["sku_id"]): doc for doc in level_docs}
+        return decision, {doc["_id"]: doc for doc in location_docs}, levels_by_key, day, at
+
+    async def record_rejection(self, request: dict, decision: Decision, session) -> None:
+        lines = [Line(line["sku_id"], line["qty"]) for line in request["lines"]]
+        await self.outbox.record(session, ReservationRejected(
+            order_id=request["order_id"], mode=request["mode"],
+            lines=[AllocatedLine(sku_id=l.sku_id, qty=l.qty) for l in lines], reason=decision.reason or "sold-out",
+            nearest=[NearbyStore(location_id=n["location_id"], distance_m=n["distance_m"])
+                     for n in decision.nearest]), subject=request["order_id"])
+
     async def reserve(self, request: dict, session) -> tuple[dict, bool] | Decision:
         """Route and hold stock for an order. Returns (reservation, created) or the rejecting Decision."""
         lines = [Line(line["sku_id"], line["qty"]) for line in request["lines"]]
@@ -69,26 +95,18 @@ class Stock:
                 raise StockError("order-id-reused",
                                  "a reservation for this order exists with other lines, mode or store", status=409)
             return existing, False
-        location_docs = await self.locations.all(session)
-        sites = [site_of(doc) for doc in location_docs]
-        by_id = {doc["_id"]: doc for doc in location_docs}
-        level_docs = await self.levels.for_skus(sorted({line.sku_id for line in lines}), session)
-        stock = {(doc["location_id"], doc["sku_id"]): doc["available"] for doc in level_docs}
-        levels_by_key = {(doc["location_id"], doc["sku_id"]): doc for doc in level_docs}
-        at = now_ms()
-        day = self.capacity_day(at)
-        capacity_used = await self.capacity.used_on(day, session) if request["mode"] == "ship" else {}
+        sku_ids = sorted({line.sku_id for line in lines})
+        if self.sold_out.any_sold_out(sku_ids, request["mode"]):
+            decision = Decision(request["mode"], [], [], "rejected", reason="sold-out")
+            await self.record_rejection(request, decision, session)
+            return decision
+        decision, by_id, levels_by_key, day, at = await self._route_now(request, session)
         destination = request.get("destination")
-        decision = route(request["mode"], lines, sites, stock, capacity_used=capacity_used,
-                         location_id=request.get("location_id"),
-                         destination=Point(destination["lat"], destination["lng"]) if destination else None,
-                         max_splits=self.settings.max_splits)
         if not decision.accepted:
-            await self.outbox.record(session, ReservationRejected(
-                order_id=request["order_id"], mode=request["mode"],
-                lines=[AllocatedLine(sku_id=l.sku_id, qty=l.qty) for l in lines], reason=decision.reason or "sold-out",
-                nearest=[NearbyStore(location_id=n["location_id"], distance_m=n["distance_m"])
-                         for n in decision.nearest]), subject=request["order_id"])
+            exhausted = self._exhausted(sku_ids, by_id, levels_by_key, request["mode"])
+            if exhausted:
+                self.mongo.after_commit(lambda: self.sold_out.mark(exhausted, request["mode"]))
+            await self.record_rejection(request, decision, session)
             return decision
 
         allocations = []
@@ -159,6 +177,7 @@ class Stock:
             for line in allocation["lines"]:
                 if not await self.levels.unhold(allocation["location_id"], line["sku_id"], line["qty"], session):
                     raise RuntimeError(f"reserved stock missing for {order_id} at {allocation['location_id']}")
+                self._stock_given_back(line["sku_id"])
             if doc.get("capacity_day"):
                 await self.capacity.give_back(allocation["location_id"], doc["capacity_day"], session)
         at = now_ms()
@@ -211,6 +230,8 @@ class Stock:
             raise StockError("insufficient-stock",
                              f"only {level['available']} of {movement['sku_id']} are available at {location['_id']} "
                              f"(reserved units cannot leave)")
+        if change.on_hand > 0:
+            self._stock_given_back(movement["sku_id"])
         if change.on_hand and not await self.levels.change_on_hand(location["_id"], movement["sku_id"],
                                                                    change.on_hand, level["on_hand"], session):
             raise ConcurrencyConflict(f"level {location['_id']}/{movement['sku_id']} changed concurrently")
@@ -242,6 +263,7 @@ class Stock:
             raise StockError("transfer-received", "this transfer was already received")
         to, sku, qty = transfer["to_location_id"], transfer["sku_id"], transfer["qty"]
         level = await self.levels.ensure(to, sku, session)
+        self._stock_given_back(sku)
         if not await self.levels.change_on_hand(to, sku, qty, level["on_hand"], session):
             raise ConcurrencyConflict(f"level {to}/{sku} changed concurrently")
         await self.levels.change_in_transit(to, sku, -qty, session)
@@ -269,6 +291,22 @@ class Stock:
         await self.ledger.append(entry, session)
         metrics.MOVEMENTS.labels(kind).inc()
         return entry
+
+    @staticmethod
+    def _exhausted(sku_ids: list[str], locations: dict[str, dict], levels: dict[tuple[str, str], dict],
+                   mode: str) -> list[str]:
+        """SKUs that no location taking part in `mode` could give, whatever the quantity (capacity aside)."""
+        sites = {loc_id: site_of(doc) for loc_id, doc in locations.items()}
+        open_for_mode = {loc_id for loc_id, site in sites.items() if serves_mode(site, mode)}
+        return [sku for sku in sku_ids
+                if not any(sellable(sites[loc_id], level["available"], mode) > 0
+                           for (loc_id, level_sku), level in levels.items()
+                           if level_sku == sku and loc_id in open_for_mode)]
+
+    def _stock_given_back(self, sku_id: str) -> None:
+        # Forget now and again after commit: a rejection committed in between must not keep it marked.
+        self.sold_out.forget(sku_id)
+        self.mongo.after_commit(lambda: self.sold_out.forget(sku_id))
 
     async def _maybe_low(self, level: dict, before: int, after: int, session, on_hand: int | None = None) -> None:
         reorder_point = level.get("reorder_point", self.settings.default_reorder_point)

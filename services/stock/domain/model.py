@@ -1,6 +1,8 @@
 """Stock domain core: reservation state machine and movement rules. Pure: no I/O."""
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 RESERVED, COMMITTED, RELEASED = "reserved", "committed", "released"
@@ -98,3 +100,33 @@ def _positive(qty: int | None) -> int:
 def crossed_below(before: int, after: int, reorder_point: int) -> bool:
     """True once, when available drops under the reorder point (not on every sale below it)."""
     return before >= reorder_point > after
+
+
+class SoldOutMemo:
+    """SKUs this process last saw exhausted for a mode (no location taking part in it had any to give),
+    remembered for a short while.
+
+    In a flash sale most requests come after the last unit is gone; with the memo they are answered from
+    the order check alone instead of re-reading every location, level and capacity counter. Set only from
+    a committed rejecting transaction, forgotten as soon as this process gives stock back, and trusted for
+    `ttl_s` at most, so stock returned through another replica is seen within that time (the same as the
+    buyer having asked a moment earlier).
+    """
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._until: dict[tuple[str, str], float] = {}
+
+    def mark(self, sku_ids: list[str], mode: str) -> None:
+        until = self.clock() + self.ttl_s
+        for sku_id in sku_ids:
+            self._until[(sku_id, mode)] = until
+
+    def forget(self, sku_id: str) -> None:
+        for mode in ("ship", "pickup", "in_store"):
+            self._until.pop((sku_id, mode), None)
+
+    def any_sold_out(self, sku_ids: list[str], mode: str) -> bool:
+        now = self.clock()
+        return any(self._until.get((sku_id, mode), 0) > now for sku_id in sku_ids)

@@ -111,6 +111,17 @@ def sellable(site: Site, available: int, mode: str) -> int:
     return max(0, available - held_back)
 
 
+def serves_mode(site: Site, mode: str) -> bool:
+    """Whether the location takes part in `mode` at all (stock and capacity aside)."""
+    if not site.active:
+        return False
+    if mode == "ship":
+        return site.ship and site.sell_online
+    if mode == "pickup":
+        return site.pickup and site.sell_online and site.kind == "store"
+    return site.kind == "store"
+
+
 def route(mode: str, lines: list[Line], sites: list[Site], stock: dict[tuple[str, str], int], *,
           capacity_used: dict[str, int] | None = None, location_id: str | None = None,
           destination: Point | None = None, max_splits: int = 3, nearest_limit: int = 5) -> Decision:

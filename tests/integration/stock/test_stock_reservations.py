@@ -181,3 +181,23 @@ async def test_safety_stock_is_kept_for_walk_ins_but_sold_in_store(stock_api):
     assert status == 201
     level = await stock_api.level(store["id"], SKU)
     assert (level["reserved"], level["available"]) == (3, 0)
+
+
+async def test_stock_given_back_after_a_sell_out_is_sold_again_at_once(stock_api):
+    near, _, _ = await three_stores(stock_api, (2, 0, 0))
+    first, second = oid(), oid()
+    assert (await stock_api.reserve(ship(first)))[0] == 201
+    assert (await stock_api.reserve(ship(second)))[0] == 201
+    for _ in range(3):  # sold out, and remembered as such
+        status, body = await stock_api.reserve(ship(oid()))
+        assert status == 409 and body["type"].endswith("/sold-out")
+    # A release gives a unit back: the very next buyer gets it.
+    await stock_api.call("POST", f"/stock/internal/reservations/{first}/release", stock_api.service)
+    status, body = await stock_api.reserve(ship(oid()))
+    assert status == 201 and body["allocations"][0]["location_id"] == near
+    assert (await stock_api.reserve(ship(oid())))[0] == 409
+    # So does a delivery received at a store.
+    await stock_api.stock_up(near, SKU, 1)
+    assert (await stock_api.reserve(ship(oid())))[0] == 201
+    level = await stock_api.level(near, SKU)
+    assert (level["on_hand"], level["reserved"], level["available"]) == (3, 3, 0)

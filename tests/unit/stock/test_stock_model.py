@@ -55,3 +55,17 @@ def test_level_low_fires_once_when_crossing_the_reorder_point():
     assert crossed_below(3, 1, 2)
     assert not crossed_below(1, 0, 2)
     assert not crossed_below(5, 3, 2)
+
+
+def test_sold_out_memo_is_per_mode_forgotten_on_give_back_and_expires():
+    from services.stock.domain.model import SoldOutMemo
+    now = [100.0]
+    memo = SoldOutMemo(ttl_s=1, clock=lambda: now[0])
+    memo.mark(["sku_a"], "ship")
+    assert memo.any_sold_out(["sku_b", "sku_a"], "ship")
+    assert not memo.any_sold_out(["sku_a"], "in_store")  # safety stock may still sell over the counter
+    memo.forget("sku_a")
+    assert not memo.any_sold_out(["sku_a"], "ship")
+    memo.mark(["sku_a"], "ship")
+    now[0] += 1.001
+    assert not memo.any_sold_out(["sku_a"], "ship")
