@@ -281,6 +281,35 @@ def business() -> Board:
     b.graph("Suppressed / h by reason", (f"sum by (reason) (rate(o2o_notifications_messages_suppressed_total[{RATE}]))"
                                          f" * 3600", "{{reason}}"), width=12)
     b.graph("Due backlog", ("sum(o2o_notifications_due_backlog)", "due"), width=12)
+    b.row("Settlement")
+    b.stat("Postings (1h)", f'sum(increase(o2o_settlement_postings_total{{outcome="posted"}}{hour}))', width=6)
+    b.stat("Shares credited (1h, CNY)", f'sum(increase(o2o_settlement_sale_share_fen_total{{direction="credit"}}{hour}))'
+           f" / 100", unit="currencyCNY", width=6)
+    b.stat("Reversed by refunds (1h, CNY)", f"sum(increase(o2o_settlement_reversed_fen_total{hour})) / 100",
+           unit="currencyCNY", width=6)
+    b.stat("Reconciliation discrepancies (24h)", "sum(increase(o2o_settlement_reconciliation_discrepancies_total[24h]))",
+           width=6, thresholds=[(None, "green"), (1, "red")])
+    b.graph("Postings / min by kind", (f"sum by (kind, outcome) (rate(o2o_settlement_postings_total[{RATE}])) * 60",
+                                       "{{kind}} {{outcome}}"), width=8)
+    b.graph("Shares credited / h by party (CNY)", (f'sum by (party_kind) (rate(o2o_settlement_sale_share_fen_total'
+                                                   f'{{direction="credit"}}[{RATE}])) * 3600 / 100', "{{party_kind}}"),
+            unit="currencyCNY", width=8, stack=True,
+            description="HQ, channel, fulfilling store, franchisee and shop assistant shares of every sale.")
+    b.graph("Refund anomalies / h by kind", (f"sum by (kind) (rate(o2o_settlement_refund_anomalies_total[{RATE}])) "
+                                             f"* 3600", "{{kind}}"), width=8)
+    b.graph("Statements closed / day", (f"sum by (granularity) (increase(o2o_settlement_statements_closed_total[1d]))",
+                                        "{{granularity}}"), width=8)
+    b.graph("Payout batches by status / day", ("sum by (status) (increase(o2o_settlement_payout_batches_total[1d]))",
+                                               "{{status}}"), width=8)
+    b.graph("Reconciliations / day by outcome", ("sum by (outcome) (increase(o2o_settlement_reconciliations_total[1d]))",
+                                                 "{{outcome}}"), width=8)
+    b.row("Catalog")
+    b.graph("Barcode / QR lookups / min", (f"sum by (outcome) (rate(o2o_catalog_code_lookups_total[{RATE}])) * 60",
+                                           "{{outcome}}"), width=8, description="Scan-in-store lookups.")
+    b.graph("Price quotes / min", (f"sum by (outcome) (rate(o2o_catalog_quotes_total[{RATE}])) * 60", "{{outcome}}"),
+            width=8)
+    b.graph("Price changes / day", ("sum by (how) (increase(o2o_catalog_price_changes_total[1d]))", "{{how}}"),
+            ("sum by (reason) (increase(o2o_catalog_price_rejections_total[1d]))", "refused: {{reason}}"), width=8)
     return b
 
 
