@@ -55,6 +55,12 @@ class TokenOut(BaseModel):
     access_token: str
     token_type: Literal["Bearer"]
     expires_in: int
+    refresh_token: str | None = Field(None, description="members and staff: single use, see /auth/token/refresh")
+    refresh_expires_in: int | None = None
+
+
+class RefreshRequest(Strict):
+    refresh_token: Annotated[str, StringConstraints(min_length=16, max_length=256)]
 
 
 class OtpSent(BaseModel):
@@ -184,8 +190,10 @@ async def service_token(request: web.Request) -> web.Response:
 @openapi(summary="Staff, manager, franchisee or HQ login", tags=["auth"], request=StaffCredentials, response=TokenOut, public=True)
 async def staff_token(request: web.Request) -> web.Response:
     body = await parse_body(request, StaffCredentials)
-    return json_response(await membership(request).staff_token(body.username, body.password),
-                         headers={"Cache-Control": "no-store"})
+    svc = membership(request)
+    answer = await svc.staff_token(body.username, body.password)
+    staff = await svc.mongo.read_committed(lambda: svc.staff.by_username(body.username))
+    return json_response(await svc.with_refresh(answer, "staff", staff["_id"]), headers={"Cache-Control": "no-store"})
 
 
 @routes.post("/auth/member/otp")
@@ -199,8 +207,26 @@ async def member_otp(request: web.Request) -> web.Response:
 @openapi(summary="Member login with phone and one-time code (registers a new member)", tags=["auth"], request=OtpLogin, response=TokenOut, public=True)
 async def member_token(request: web.Request) -> web.Response:
     body = await parse_body(request, OtpLogin)
-    answer, _created = await membership(request).login_with_code(body.phone, body.code, body.locale)
-    return json_response(answer, headers={"Cache-Control": "no-store"})
+    svc = membership(request)
+    answer, member_id, _created = await svc.login_with_code(body.phone, body.code, body.locale)
+    return json_response(await svc.with_refresh(answer, "member", member_id), headers={"Cache-Control": "no-store"})
+
+
+@routes.post("/auth/token/refresh")
+@openapi(summary="A new access token for a refresh token (single use; reuse revokes the login)", tags=["auth"],
+         request=RefreshRequest, response=TokenOut, public=True)
+async def refresh_token(request: web.Request) -> web.Response:
+    body = await parse_body(request, RefreshRequest)
+    return json_response(await membership(request).refresh(body.refresh_token), headers={"Cache-Control": "no-store"})
+
+
+@routes.post("/auth/logout")
+@openapi(summary="End a login: its refresh tokens stop working", tags=["auth"], request=RefreshRequest,
+         public=True)
+async def logout(request: web.Request) -> web.Response:
+    body = await parse_body(request, RefreshRequest)
+    await membership(request).logout(body.refresh_token)
+    return web.Response(status=204)
 
 
 @routes.post("/auth/keys/rotate")

@@ -21,6 +21,7 @@ INDEXES = [
     IndexSpec("points_ledger", [("order_id", ASCENDING)], name="order"),
     IndexSpec("purchases", [("member_id", ASCENDING), ("at_ms", ASCENDING)], name="member_time"),
     IndexSpec("qr_codes", [("store_id", ASCENDING)], name="store"),
+    IndexSpec("refresh_tokens", [("family_id", ASCENDING)], name="family"),
 ]
 COLLECTIONS = ["signing_keys", "otp_challenges", "login_failures", "campaigns", "coupon_templates",
                "coupon_member_counts", "campaign_grants", "checkout_holds", "member_stats"]
@@ -87,6 +88,27 @@ class StaffRepository:
 
     async def clear_failures(self, username: str, session) -> None:
         await self.failures.delete_one({"_id": username}, session=session)
+
+
+class RefreshTokenRepository:
+    """Refresh tokens, stored by digest only; a family is one login and everything refreshed from it."""
+
+    def __init__(self, mongo: Mongo) -> None:
+        self.collection = mongo.db["refresh_tokens"]
+
+    async def get(self, digest: str, session) -> dict | None:
+        return await self.collection.find_one({"_id": digest}, session=session)
+
+    async def add(self, doc: dict, session) -> None:
+        await self.collection.insert_one(doc, session=session)
+
+    async def use(self, digest: str, session) -> bool:
+        result = await self.collection.update_one({"_id": digest, "used": False, "revoked": False},
+                                                  {"$set": {"used": True}}, session=session)
+        return result.modified_count == 1
+
+    async def revoke_family(self, family_id: str, session) -> None:
+        await self.collection.update_many({"family_id": family_id}, {"$set": {"revoked": True}}, session=session)
 
 
 class OtpRepository:

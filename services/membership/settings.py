@@ -14,6 +14,7 @@ class MembershipSettings(ServiceSettings):
     member_token_ttl_s: int = 3600
     staff_token_ttl_s: int = 8 * 3600
     service_token_ttl_s: int = 600
+    refresh_token_ttl_s: int = 30 * 86400  # single use; each refresh hands out the next one
     rsa_key_bits: int = 2048
     # When set, private keys are stored encrypted with it (PKCS#8), so a database dump alone cannot mint tokens.
     signing_key_passphrase: str = ""

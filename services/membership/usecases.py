@@ -26,7 +26,8 @@ from services.membership.events import (CouponIssued, MemberDormant, MemberMerge
                                         PointsChanged, TierChanged)
 from services.membership.keys import KeyRing
 from services.membership.repository import (CouponRepository, HoldRepository, LedgerRepository, MemberRepository,
-                                            OtpRepository, PurchaseRepository, StaffRepository, now_ms, utcnow)
+                                            OtpRepository, PurchaseRepository, RefreshTokenRepository,
+                                            StaffRepository, now_ms, utcnow)
 from services.membership.settings import MembershipSettings
 
 DAY_MS = 86_400_000
@@ -120,6 +121,7 @@ class Membership:
         self.keys = keys
         self.staff = StaffRepository(mongo)
         self.otp = OtpRepository(mongo)
+        self.refresh_tokens = RefreshTokenRepository(mongo)
         self.members = MemberRepository(mongo)
         self.ledger = LedgerRepository(mongo)
         self.coupons = CouponRepository(mongo)
@@ -156,6 +158,67 @@ class Membership:
 
     def member_token(self, member_id: str) -> dict[str, Any]:
         return self._issue(token_rules.member_identity(member_id), self.settings.member_token_ttl_s, "member")
+
+    async def _new_refresh_token(self, session, kind: str, subject_id: str, family_id: str | None = None) -> str:
+        token = secrets.token_urlsafe(32)
+        await self.refresh_tokens.add({"_id": token_rules.refresh_digest(token), "family_id": family_id or new_id("rtf"),
+                                       "kind": kind, "subject_id": subject_id, "used": False, "revoked": False,
+                                       "expires_at_ms": now_ms() + self.settings.refresh_token_ttl_s * 1000,
+                                       "created_at": utcnow()}, session)
+        return token
+
+    async def with_refresh(self, answer: dict[str, Any], kind: str, subject_id: str) -> dict[str, Any]:
+        """Add a refresh token to a login answer (members and staff; services just ask again)."""
+        token = await self.mongo.transaction(lambda s: self._new_refresh_token(s, kind, subject_id))
+        return {**answer, "refresh_token": token, "refresh_expires_in": self.settings.refresh_token_ttl_s}
+
+    async def refresh(self, refresh_token: str) -> dict[str, Any]:
+        """Trade a refresh token for a new access token and the next refresh token.
+
+        A refresh token works once. Presenting a used one means it was stolen (or replayed): the whole family
+        is revoked, so neither the thief nor the owner can continue without logging in again.
+        """
+        digest = token_rules.refresh_digest(refresh_token)
+        now = now_ms()
+
+        async def unit(session):
+            stored = await self.refresh_tokens.get(digest, session)
+            if stored is None or stored["revoked"] or stored["expires_at_ms"] <= now:
+                return MembershipError(UNAUTHENTICATED, "invalid-refresh-token", "refresh token unknown or expired")
+            if not await self.refresh_tokens.use(digest, session):
+                await self.refresh_tokens.revoke_family(stored["family_id"], session)
+                return MembershipError(UNAUTHENTICATED, "refresh-token-reused",
+                                       "this refresh token was already used; log in again")
+            if stored["kind"] == "member":
+                member = await self.members.get_live(stored["subject_id"], session)
+                if member is None:
+                    return MembershipError(UNAUTHENTICATED, "invalid-refresh-token", "member no longer exists")
+                answer = self.member_token(member["_id"])
+                subject = member["_id"]
+            else:
+                staff = await self.staff.get(stored["subject_id"], session)
+                if staff is None or staff.get("status", "active") != "active":
+                    return MembershipError(UNAUTHENTICATED, "invalid-refresh-token", "staff account is not active")
+                answer = self._issue(token_rules.staff_identity(staff), self.settings.staff_token_ttl_s, "staff")
+                subject = staff["_id"]
+            following = await self._new_refresh_token(session, stored["kind"], subject, stored["family_id"])
+            return {**answer, "refresh_token": following, "refresh_expires_in": self.settings.refresh_token_ttl_s}
+
+        result = await self.mongo.transaction(unit)
+        if isinstance(result, MembershipError):
+            metrics.LOGIN_FAILURES.labels("refresh", result.code).inc()
+            raise result
+        return result
+
+    async def logout(self, refresh_token: str) -> None:
+        digest = token_rules.refresh_digest(refresh_token)
+
+        async def unit(session):
+            stored = await self.refresh_tokens.get(digest, session)
+            if stored is not None:
+                await self.refresh_tokens.revoke_family(stored["family_id"], session)
+
+        await self.mongo.transaction(unit)
 
     def service_token(self, client_id: str, client_secret: str) -> dict[str, Any]:
         known = client_id in self.settings.service_clients
@@ -235,8 +298,8 @@ class Membership:
             return MembershipError(UNAUTHENTICATED, "otp-invalid", "the code was already used")
         return None
 
-    async def login_with_code(self, phone: str, code: str, locale: str | None) -> tuple[dict[str, Any], bool]:
-        """(token answer, registered now) for a phone and its one-time code; registers a new member."""
+    async def login_with_code(self, phone: str, code: str, locale: str | None) -> tuple[dict[str, Any], str, bool]:
+        """(token answer, member id, registered now) for a phone and its one-time code; registers a new member."""
         phone = otp_rules.normalize_phone(phone)
 
         async def unit(session):
@@ -257,7 +320,7 @@ class Membership:
             metrics.LOGIN_FAILURES.labels("member", result.code).inc()
             raise result
         member_id, created = result
-        return self.member_token(member_id), created
+        return self.member_token(member_id), member_id, created
 
     # == members =================================================================================
     async def _register(self, session, *, source: str, phone: str | None = None, locale: str = "zh-CN",

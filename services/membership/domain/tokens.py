@@ -1,6 +1,7 @@
 """Token claims: who the bearer is and for how long. Pure: the signing happens in the key ring."""
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 
@@ -30,3 +31,8 @@ def service_identity(client_id: str) -> dict[str, Any]:
 
 def token_answer(access_token: str, ttl_s: int) -> dict[str, Any]:
     return {"access_token": access_token, "token_type": "Bearer", "expires_in": ttl_s}
+
+
+def refresh_digest(refresh_token: str) -> str:
+    """Refresh tokens are stored by digest, so a database reader cannot use them."""
+    return hashlib.sha256(refresh_token.encode()).hexdigest()

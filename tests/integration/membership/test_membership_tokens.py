@@ -179,3 +179,34 @@ async def test_replicas_starting_together_share_one_key_and_rotation_keeps_the_p
     new_token = await second.service_token()
     assert jwt.get_unverified_header(new_token)["kid"] == new_kid
     assert (await verifier.verify(new_token)).roles == {"service"}
+
+
+async def test_refresh_tokens_are_single_use_and_reuse_revokes_the_login(membership):
+    phone = unique_phone()
+    _, sent = await membership.post("/auth/member/otp", {"phone": phone})
+    status, login = await membership.post("/auth/member/token", {"phone": phone, "code": sent["dev_code"]})
+    assert status == 200 and login["refresh_token"] and login["refresh_expires_in"] > 0
+    status, refreshed = await membership.post("/auth/token/refresh", {"refresh_token": login["refresh_token"]})
+    assert status == 200 and refreshed["refresh_token"] != login["refresh_token"]
+    _, jwks = await membership.get("/auth/jwks")
+    verifier = verifier_for(membership.settings, jwks)
+    assert (await verifier.verify(refreshed["access_token"])).member_id == \
+        (await verifier.verify(login["access_token"])).member_id
+
+    # The first token is replayed (stolen?): refused, and the whole login is revoked.
+    status, problem = await membership.post("/auth/token/refresh", {"refresh_token": login["refresh_token"]})
+    assert status == 401 and problem["type"].endswith("refresh-token-reused")
+    status, problem = await membership.post("/auth/token/refresh", {"refresh_token": refreshed["refresh_token"]})
+    assert status == 401
+
+    # Staff get one too; logging out ends it.
+    status, staff = await membership.post("/auth/staff/token", {"username": "jingan.staff",
+                                                                "password": "jingan-staff-pass"})
+    assert status == 200 and staff["refresh_token"]
+    async with membership.http.post(membership.url + "/auth/logout",
+                                    json={"refresh_token": staff["refresh_token"]}) as response:
+        assert response.status == 204
+    status, _ = await membership.post("/auth/token/refresh", {"refresh_token": staff["refresh_token"]})
+    assert status == 401
+    status, _ = await membership.post("/auth/token/refresh", {"refresh_token": "x" * 43})
+    assert status == 401
