@@ -17,6 +17,7 @@ OUT = Path(__file__).resolve().parent / "dashboards"
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 SERVICES = ("gateway", "catalog", "stock", "orders", "membership", "notifications", "settlement")
 RATE = "$__rate_interval"
+CNY = "prefix:¥"  # Grafana custom unit; the metrics count fen, panels divide by 100
 PROBES = 'route!~"/metrics|/healthz|/readyz"'
 
 
@@ -216,18 +217,18 @@ def business() -> Board:
     b.row("Orders")
     b.stat("Orders placed (1h)", f"sum(increase(o2o_orders_placed_total{hour}))")
     b.stat("Orders paid (1h)", f"sum(increase(o2o_orders_paid_total{hour}))")
-    b.stat("GMV placed (1h, CNY)", f"sum(increase(o2o_orders_order_value_fen_sum{hour})) / 100", unit="currencyCNY",
+    b.stat("GMV placed (1h, CNY)", f"sum(increase(o2o_orders_order_value_fen_sum{hour})) / 100", unit=CNY,
            description="Order totals at placement; the metric counts fen.")
     b.stat("Average order (CNY)", f"sum(increase(o2o_orders_order_value_fen_sum{hour})) / "
-           f"sum(increase(o2o_orders_order_value_fen_count{hour})) / 100", unit="currencyCNY")
+           f"sum(increase(o2o_orders_order_value_fen_count{hour})) / 100", unit=CNY)
     b.stat("Checkouts rejected (1h)", f"sum(increase(o2o_orders_checkouts_rejected_total{hour}))",
            thresholds=[(None, "green"), (10, "orange")])
-    b.stat("Refunded (1h, CNY)", f"sum(increase(o2o_orders_refunded_fen_total{hour})) / 100", unit="currencyCNY")
+    b.stat("Refunded (1h, CNY)", f"sum(increase(o2o_orders_refunded_fen_total{hour})) / 100", unit=CNY)
     b.graph("Orders placed / min by channel and fulfilment",
             (f"sum by (channel, fulfilment) (rate(o2o_orders_placed_total[{RATE}])) * 60", "{{channel}} {{fulfilment}}"),
             unit="short", stack=True)
     b.graph("GMV / min by channel (CNY)", (f"sum by (channel) (rate(o2o_orders_order_value_fen_sum[{RATE}])) * 60 / 100",
-                                           "{{channel}}"), unit="currencyCNY", stack=True)
+                                           "{{channel}}"), unit=CNY, stack=True)
     b.graph("Order status changes / min", (f"sum by (fulfilment, status) (rate(o2o_orders_transitions_total[{RATE}])) "
                                            f"* 60", "{{fulfilment}} → {{status}}"), width=8)
     b.graph("Cancellations / min by cause", (f"sum by (cause) (rate(o2o_orders_cancelled_total[{RATE}])) * 60",
@@ -284,16 +285,16 @@ def business() -> Board:
     b.row("Settlement")
     b.stat("Postings (1h)", f'sum(increase(o2o_settlement_postings_total{{outcome="posted"}}{hour}))', width=6)
     b.stat("Shares credited (1h, CNY)", f'sum(increase(o2o_settlement_sale_share_fen_total{{direction="credit"}}{hour}))'
-           f" / 100", unit="currencyCNY", width=6)
+           f" / 100", unit=CNY, width=6)
     b.stat("Reversed by refunds (1h, CNY)", f"sum(increase(o2o_settlement_reversed_fen_total{hour})) / 100",
-           unit="currencyCNY", width=6)
+           unit=CNY, width=6)
     b.stat("Reconciliation discrepancies (24h)", "sum(increase(o2o_settlement_reconciliation_discrepancies_total[24h]))",
            width=6, thresholds=[(None, "green"), (1, "red")])
     b.graph("Postings / min by kind", (f"sum by (kind, outcome) (rate(o2o_settlement_postings_total[{RATE}])) * 60",
                                        "{{kind}} {{outcome}}"), width=8)
     b.graph("Shares credited / h by party (CNY)", (f'sum by (party_kind) (rate(o2o_settlement_sale_share_fen_total'
                                                    f'{{direction="credit"}}[{RATE}])) * 3600 / 100', "{{party_kind}}"),
-            unit="currencyCNY", width=8, stack=True,
+            unit=CNY, width=8, stack=True,
             description="HQ, channel, fulfilling store, franchisee and shop assistant shares of every sale.")
     b.graph("Refund anomalies / h by kind", (f"sum by (kind) (rate(o2o_settlement_refund_anomalies_total[{RATE}])) "
                                              f"* 3600", "{{kind}}"), width=8)
