@@ -145,7 +145,8 @@ async def create_split_rule(request: web.Request) -> web.Response:
             for fee in ("ship_from_store_fee", "pickup_handling_fee", "in_store_fee"):
                 merged[fee] = FulfilmentFee(**merged[fee]) if fee in merged else FulfilmentFee()
             try:
-                rule = SplitRule(**{key: value for key, value in merged.items() if key in SplitRule.__dataclass_fields__})
+                fields = SplitRule.__dataclass_fields__
+                rule = SplitRule(**{key: value for key, value in merged.items() if key in fields})
             except RuleError as exc:
                 raise Problem(422, "invalid-split-rule", str(exc)) from None
             doc = await repo.add(rule, session, created_by=principal.subject)

@@ -60,16 +60,16 @@ class Ledger:
     # -- postings --------------------------------------------------------------------------------
     async def post(self, session, *, key: str, kind: str, order_id: str | None, source: Envelope | None,
                    entries: tuple[Entry, ...], occurred_at: datetime, rule_version: int | None = None,
-                   details: dict | None = None, memo: str = "", franchisee_of: dict | None = None) -> dict | None:
+                   details: dict | None = None, memo: str = "", franchisee_of: dict | None = None,
+                   key_checked: bool = False) -> dict | None:
         """Write one balanced posting under `key`, unless a posting with that key exists (then nothing).
 
         It is booked at the time its event occurred, unless that falls in a period already closed for one of
         its accounts: then it is booked now, in the first open period (closed statements never change)."""
-        if await self.journal.posting_by_key(key, session) is not None:
+        if not key_checked and await self.journal.posting_by_key(key, session) is not None:
             self.mongo.after_commit(lambda: metrics.POSTINGS.labels(kind, "duplicate").inc())
             return None
         involved = sorted({entry.account for entry in entries})
-        await self.journal.ensure_accounts(involved, session, franchisee_of or {})
         now = now_utc()
         now_ms = to_ms(now)
         booked_ms = min(to_ms(occurred_at), now_ms)
@@ -82,7 +82,7 @@ class Ledger:
                    "booked_ms": booked_ms, "booked_at": from_ms(booked_ms), "posted_at": now, "memo": memo,
                    "entries": [{"account": e.account, "debit": e.debit, "credit": e.credit} for e in entries],
                    **(details or {})}
-        await self.journal.insert(posting, entries, session)
+        await self.journal.insert(posting, entries, session, franchisee_of or {})
         await self.outbox.record(session, EntriesPosted(
             posting_id=posting["_id"], key=key, kind=kind, order_id=order_id,
             source_event_type=posting["source_event_type"] or kind, rule_version=rule_version,
@@ -106,12 +106,16 @@ class Ledger:
 
     async def record_capture(self, session, order: OrderFacts, envelope: Envelope) -> None:
         """Payment captured: remember it for reconciliation and move it into deferred revenue (once)."""
+        key = posting_key(order.order_id, ORDER_CONFIRMED)
+        if await self.journal.posting_by_key(key, session) is not None:  # the payment was recorded with it
+            self.mongo.after_commit(lambda: metrics.POSTINGS.labels(CAPTURE, "duplicate").inc())
+            return
         if order.payment.payment_id:
             await self.payments.record_if_absent({
                 "_id": order.payment.payment_id, "order_id": order.order_id, "provider": order.payment.provider,
                 "amount": order.payment.amount, "fee": order.payment.fee, "captured_at": envelope.occurred_at,
                 "captured_ms": to_ms(envelope.occurred_at)}, session)
-        await self.post(session, key=posting_key(order.order_id, ORDER_CONFIRMED), kind=CAPTURE,
+        await self.post(session, key=key, kind=CAPTURE, key_checked=True,
                         order_id=order.order_id, source=envelope, entries=capture_entries(order.payment.amount),
                         occurred_at=envelope.occurred_at, memo=f"payment {order.payment.payment_id or '-'} captured",
                         details={"payment_id": order.payment.payment_id})
@@ -127,7 +131,8 @@ class Ledger:
         split = split_sale(order, rule)
         location = order.location
         posting = await self.post(
-            session, key=key, kind=SALE, order_id=order.order_id, source=envelope, entries=sale_entries(split),
+            session, key=key, kind=SALE, key_checked=True, order_id=order.order_id, source=envelope,
+            entries=sale_entries(split),
             occurred_at=envelope.occurred_at, rule_version=rule.version, memo=f"sale {order.order_id}",
             franchisee_of=self._franchisee_of(order),
             details={"net_total": split.net_total, "channel": order.channel,
@@ -158,7 +163,7 @@ class Ledger:
                                    "was posted")
         if not sales:
             self.mongo.after_commit(lambda: metrics.REFUND_ANOMALIES.labels("before_completion").inc())
-            await self.post(session, key=key, kind=REFUND, order_id=refund.order_id, source=envelope,
+            await self.post(session, key=key, kind=REFUND, key_checked=True, order_id=refund.order_id, source=envelope,
                             entries=unearned_refund_entries(refund.amount), occurred_at=envelope.occurred_at,
                             memo="refund before completion", details={"refund_amount": refund.amount,
                                                                       "refund_ref": refund.refund_ref})
@@ -175,8 +180,8 @@ class Ledger:
         reversal = reverse_lines(sale, dict(refunded_before), requested)
         entries = refund_entries(reversal, refund.amount)
         difference = refund.amount - sum(reversal.by_account.values())
-        await self.post(session, key=key, kind=REFUND, order_id=refund.order_id, source=envelope, entries=entries,
-                        occurred_at=envelope.occurred_at, rule_version=sale.rule_version,
+        await self.post(session, key=key, kind=REFUND, key_checked=True, order_id=refund.order_id, source=envelope,
+                        entries=entries, occurred_at=envelope.occurred_at, rule_version=sale.rule_version,
                         memo=f"refund {refund.refund_ref or ''}".strip(),
                         details={"refund_amount": refund.amount, "refund_ref": refund.refund_ref,
                                  "units_by_line": [{"index": index, "units": units}

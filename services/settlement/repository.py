@@ -117,16 +117,11 @@ class JournalRepository:
                                         session=session).to_list()
         return max([doc.get("frozen_until_ms", 0) for doc in docs] or [0])
 
-    async def ensure_accounts(self, account_ids: Iterable[str], session, franchisee_of: dict[str, str | None]) -> None:
-        for account in account_ids:
-            kind, party_id = acct.party_of(account)
-            extra = {"franchisee_id": franchisee_of.get(account)} if account in franchisee_of else {}
-            await self.accounts.update_one({"_id": account}, {"$setOnInsert": {
-                "kind": kind, "party_id": party_id, "balance": 0, "frozen_until_ms": 0, "committed_payouts": 0,
-                "created_ms": int(now_utc().timestamp() * 1000), **extra}}, upsert=True, session=session)
+    async def insert(self, posting: dict, entries: tuple[Entry, ...], session,
+                     franchisee_of: dict[str, str | None]) -> list[dict]:
+        """Write the posting, its entries, and each account's balance (the account is opened on first use).
 
-    async def insert(self, posting: dict, entries: tuple[Entry, ...], session) -> list[dict]:
-        """Write the posting, its entries and the account balances; DuplicateKeyError if the key exists."""
+        A DuplicateKeyError on the posting key means a concurrent writer posted it first (see insert_or_conflict)."""
         await insert_or_conflict(self.postings, posting, session)
         docs = [{"_id": new_id("ent"), "posting_id": posting["_id"], "key": posting["key"], "account": entry.account,
                  "kind": posting["kind"], "order_id": posting.get("order_id"), "debit": entry.debit,
@@ -134,9 +129,17 @@ class JournalRepository:
                  "memo": posting.get("memo", "")} for entry in entries]
         if docs:
             await self.entries.insert_many(docs, session=session)
+        effects: dict[str, int] = {}
         for entry in entries:
-            await self.accounts.update_one({"_id": entry.account}, {"$inc": {"balance": entry.balance_effect}},
-                                           session=session)
+            effects[entry.account] = effects.get(entry.account, 0) + entry.balance_effect
+        for account, effect in sorted(effects.items()):
+            kind, party_id = acct.party_of(account)
+            opened = {"kind": kind, "party_id": party_id, "frozen_until_ms": 0, "committed_payouts": 0,
+                      "created_ms": posting["booked_ms"]}
+            if account in franchisee_of:
+                opened["franchisee_id"] = franchisee_of[account]
+            await self.accounts.update_one({"_id": account}, {"$setOnInsert": opened, "$inc": {"balance": effect}},
+                                           upsert=True, session=session)
         return docs
 
     async def account(self, account_id: str, session=None) -> dict | None:
