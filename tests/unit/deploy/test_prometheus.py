@@ -82,3 +82,12 @@ def test_scrape_config_names_every_service_on_its_port(config, host):
         expected = f"{service}:{port}" if host == "service" else f"127.0.0.1:{port}"
         assert targets[service] == [expected]
     assert {"rabbitmq", "o2o"} <= {job["job_name"] for job in scrape}
+
+
+def test_readme_lists_every_alert():
+    readme = (PROMETHEUS / "README.md").read_text()
+    for path in RULE_FILES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                if "alert" in rule:
+                    assert f"| `{rule['alert']}` | {rule['labels']['severity']} |" in readme, rule["alert"]
