@@ -35,6 +35,7 @@ from services.gateway.policy import Access, LimitClass, RoutePolicy, has_dot_seg
 from services.gateway.ratelimit import BucketRule, InFlightGate, RateLimiter, retry_after_header
 from services.gateway.routing import API_PREFIX, resolve
 from services.gateway.settings import GatewaySettings
+from services.gateway.tokens import VerifiedTokens
 
 log = get_logger("gateway")
 
@@ -71,6 +72,7 @@ class GatewayState:
     order_gate: InFlightGate
     breakers: dict[str, CircuitBreaker]
     rules: dict[str, BucketRule]
+    verified: VerifiedTokens
     docs_cache: dict = field(default_factory=dict)  # {"at": monotonic, "document": dict}
     session: aiohttp.ClientSession | None = None
 
@@ -189,7 +191,11 @@ async def _authenticate(request: web.Request, state: GatewayState) -> Principal 
         if scheme.lower() != "bearer" or not token.strip():
             raise Problem(401, "invalid-token", "Authorization must be 'Bearer <token>'",
                           headers={"WWW-Authenticate": "Bearer"})
-        principal = await state.verifier.verify(token.strip())
+        token = token.strip()
+        principal = state.verified.get(token)
+        if principal is None:
+            principal = await state.verifier.verify(token)
+            state.verified.put(token, principal)
     except Problem as problem:
         metrics.AUTH_FAILURES.labels(problem.type).inc()
         if problem.status == 401:
@@ -437,7 +443,8 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
     state = GatewayState(settings=settings, verifier=TokenVerifier(settings),
                          limiter=RateLimiter(settings.rate_limit_max_keys),
                          order_gate=InFlightGate(settings.order_in_flight_per_member), breakers=breakers,
-                         rules=_bucket_rules(settings))
+                         rules=_bucket_rules(settings),
+                         verified=VerifiedTokens(settings.token_cache_s, settings.token_cache_entries))
     app[STATE] = state
 
     async def upstream_pool(app: web.Application):
