@@ -122,6 +122,9 @@ class Suite:
             "O2O_JWKS_URL": self.url("membership") + "/auth/jwks",
             "MEMBERSHIP_URL": self.url("membership"),
         })
+        if self.dev_mode:
+            # One developer's machine logs in as many people from one address: a roomier login bucket.
+            env.setdefault("GATEWAY_RATE_SENSITIVE_BURST", "60")
         for service in SERVICES:
             env[f"{service.upper()}_PORT"] = str(self.ports[service])
             env[f"{service.upper()}_URL"] = self.url(service)
