@@ -1,5 +1,6 @@
 from aiohttp import web
 
+from libs.auth import VERIFIER
 from libs.openapi import add_openapi_route
 from libs.service import MONGO, OUTBOX, add_periodic_job, create_service_app
 from services.membership import jobs
@@ -29,6 +30,8 @@ def create_app(settings: MembershipSettings | None = None) -> web.Application:
                     pass  # created concurrently by another replica
         keys = KeyRing(mongo, settings.rsa_key_bits, settings.signing_key_passphrase)
         await keys.ensure()
+        # This service verifies its own tokens from the key ring in memory, not over the network.
+        app[VERIFIER].load_jwks(keys.jwks())
         app[MEMBERSHIP] = Membership(settings, mongo, app[OUTBOX], keys)
         if settings.demo_data:
             from services.membership.demo import load_demo

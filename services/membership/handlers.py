@@ -5,18 +5,20 @@ services: /members/internal/... (service role only; never routed by the gateway)
 """
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from libs.auth import Principal, require
+from libs.auth import VERIFIER, Principal, require
 from libs.http import json_response, parse_body, parse_query
 from libs.idempotency import guarded
 from libs.openapi import openapi
 from libs.problems import Problem
 from services.membership.domain.errors import MembershipError
-from services.membership.usecases import Membership, public_campaign, public_member, public_qr, public_template
+from services.membership.usecases import (Membership, attribution_of, public_campaign, public_member, public_qr,
+                                         public_template)
 
 MEMBERSHIP = web.AppKey("membership", Membership)
 routes = web.RouteTableDef()
@@ -234,6 +236,7 @@ async def logout(request: web.Request) -> web.Response:
 async def rotate_keys(request: web.Request) -> web.Response:
     require(request, "hq_admin")
     kid = await membership(request).keys.rotate()
+    request.app[VERIFIER].load_jwks(membership(request).keys.jwks())
     return json_response({"kid": kid, "jwks": membership(request).keys.jwks()})
 
 
@@ -415,7 +418,6 @@ async def release_hold(request: web.Request) -> web.Response:
 @routes.get("/members/internal/members/{member_id}/attribution")
 async def attribution(request: web.Request) -> web.Response:
     require(request, "service")
-    from services.membership.usecases import attribution_of
     return json_response(attribution_of(await membership(request).get_member(request.match_info["member_id"])))
 
 
@@ -550,7 +552,6 @@ def template_doc(body: NewTemplate | dict) -> dict:
 def _ms(value: str | None) -> int | None:
     if not value:
         return None
-    from datetime import datetime
     try:
         return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
     except ValueError:

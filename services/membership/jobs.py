@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from libs.auth import VERIFIER
 from libs.logging import get_logger
 from services.membership.domain import coupons as coupon_rules
 from services.membership.handlers import MEMBERSHIP
@@ -40,4 +41,6 @@ async def expire_coupons(app: web.Application) -> None:
 
 
 async def refresh_keys(app: web.Application) -> None:
-    await app[MEMBERSHIP].keys.refresh()
+    keys = app[MEMBERSHIP].keys
+    await keys.refresh()
+    app[VERIFIER].load_jwks(keys.jwks())

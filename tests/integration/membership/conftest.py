@@ -68,7 +68,7 @@ def make_settings(mongo_url: str, bus_namespace: str, **overrides) -> Membership
     prefix = f"o2o_t{uuid.uuid4().hex[:8]}_"
     settings = settings_for(MembershipSettings, mongo_url, bus_namespace, mongo_db_prefix=prefix,
                             rsa_key_bits=2048, password_time_cost=1, password_memory_kib=8192, **overrides)
-    # The service's own token verifier reads this service's JWKS.
+    # Only a fallback: the service verifies its own tokens from its key ring in memory.
     return settings.model_copy(update={"jwks_url": f"http://127.0.0.1:{settings.port}/auth/jwks"})
 
 
