@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import binascii
 import time
 import uuid
@@ -19,7 +20,7 @@ from libs.openapi import openapi
 from libs.problems import Problem, not_found
 from libs.service import MONGO
 from services.stock import metrics
-from services.stock.schemas import (AvailabilityOut, LevelPage, LocationOut, LocationPage, MovementOut,
+from services.stock.schemas import (AvailabilityOut, LevelOut, LevelPage, LocationOut, LocationPage, MovementOut,
                                     MovementPage)
 from services.stock.domain.model import MOVEMENT_KINDS, StockError
 from services.stock.domain.routing import Decision, Point, distance_m, is_open, sellable
@@ -336,6 +337,32 @@ async def list_levels(request: web.Request) -> web.Response:
     docs = docs[:query.limit]
     return json_response({"items": [level_view(d) for d in docs],
                           "next_cursor": encode_cursor(docs[-1]["_id"]) if more and docs else None})
+
+
+class LevelSettings(Strict):
+    reorder_point: int = Field(ge=0, le=1_000_000, strict=True)
+
+
+@routes.put("/stock/levels/{location_id}/{sku_id}")
+@openapi(summary="Set the reorder point of a level (stock.level_low fires under it)", request=LevelSettings,
+         response=LevelOut, tags=["stock"])
+async def set_level(request: web.Request) -> web.Response:
+    principal = require(request, "hq_admin", "store_manager")
+    body = await parse_body(request, LevelSettings)
+    location_id, sku_id = request.match_info["location_id"], request.match_info["sku_id"]
+    if not re.fullmatch(SKU_ID, sku_id):
+        raise Problem(422, "validation-error", "sku_id is not a SKU id")
+    staff_may_write(principal, location_id)
+    stock = request.app[STOCK]
+
+    async def unit(session):
+        if await stock.locations.get(location_id, session) is None:
+            raise not_found("location")
+        await stock.levels.ensure(location_id, sku_id, session)
+        await stock.levels.set_reorder_point(location_id, sku_id, body.reorder_point, session)
+        return await stock.levels.get(location_id, sku_id, session)
+
+    return json_response(level_view(await stock.mongo.transaction(unit)))
 
 
 # --- movements -------------------------------------------------------------------------------

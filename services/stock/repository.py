@@ -126,6 +126,10 @@ class LevelRepository:
         result = await self.collection.update_one(query, {"$inc": {"in_transit": delta}}, session=session)
         return result.modified_count == 1
 
+    async def set_reorder_point(self, location_id: str, sku_id: str, reorder_point: int, session) -> None:
+        await self.collection.update_one({"_id": level_id(location_id, sku_id)},
+                                         {"$set": {"reorder_point": reorder_point}}, session=session)
+
     async def upsert_demo(self, location_id: str, sku_id: str, on_hand: int, reorder_point: int, session) -> None:
         """Demo loading: create the level with its stock once; never touches a level that exists."""
         await self.collection.update_one(
