@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import json
 
-import aio_pika
 import pytest
 import yaml
 
-from libs.bus import Names
 from libs.outbox import Outbox
 from libs.service import MONGO
-from libs.testing import AMQP_URL, eventually, running_app, settings_for
+from libs.testing import eventually, running_app, settings_for
 from scripts import asyncapi
-from scripts.asyncapi import ContractViolation, validate_event
+from tests.contract import ContractViolation, EventCapture, validate_event
 
 DOCUMENT = yaml.safe_load(asyncapi.DOCUMENT_PATH.read_text())
 MESSAGES = DOCUMENT["components"]["messages"]
@@ -30,45 +28,49 @@ async def test_every_documented_event_relayed_over_the_bus_validates(mongo_url, 
 
     settings = settings_for(CatalogSettings, mongo_url, bus_namespace)
     app = create_app(settings)
-    captured: list[dict] = []
     recorded: dict[str, str] = {}  # envelope id -> message id
-    connection = await aio_pika.connect_robust(AMQP_URL)
-    try:
-        async with running_app(app, settings.port):
-            channel = await connection.channel()
-            exchange = await channel.declare_exchange(Names(bus_namespace).exchange, aio_pika.ExchangeType.TOPIC,
-                                                      durable=True, passive=True)
-            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-            await queue.bind(exchange, routing_key="#")
+    async with EventCapture(bus_namespace) as capture, running_app(app, settings.port):
+        mongo = app[MONGO]
+        # The running catalog's relay publishes whatever its outbox collection holds; one Outbox per
+        # publishing service gives each envelope its real `source`.
+        for message_id, message in MESSAGES.items():
+            event = MODELS[message_id]
+            example = message["examples"][0]["payload"]
+            model = event.model.model_validate(example["data"])
+            outbox = Outbox(mongo, event.service)
 
-            async def capture(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-                async with message.process():
-                    captured.append(json.loads(message.body))
+            async def unit(session, outbox=outbox, model=model, subject=example["subject"]):
+                return await outbox.record(session, model, subject=subject)
 
-            await queue.consume(capture)
-            mongo = app[MONGO]
-            # The running catalog's relay publishes whatever its outbox collection holds; one Outbox per
-            # publishing service gives each envelope its real `source`.
-            for message_id, message in MESSAGES.items():
-                event = MODELS[message_id]
-                example = message["examples"][0]["payload"]
-                model = event.model.model_validate(example["data"])
-                outbox = Outbox(mongo, event.service)
+            envelope = await mongo.transaction(unit)
+            recorded[envelope.id] = message_id
 
-                async def unit(session, outbox=outbox, model=model, subject=example["subject"]):
-                    return await outbox.record(session, model, subject=subject)
+        await eventually(lambda: recorded.keys() <= {e["id"] for e in capture.events}, timeout=30)
 
-                envelope = await mongo.transaction(unit)
-                recorded[envelope.id] = message_id
-
-            await eventually(lambda: recorded.keys() <= {e["id"] for e in captured}, timeout=30)
-    finally:
-        await connection.close()
-
-    relayed = [e for e in captured if e["id"] in recorded]
+    relayed = [e for e in capture.events if e["id"] in recorded]
     assert {recorded[e["id"]] for e in relayed} == set(MESSAGES)
-    for envelope in relayed:
-        validate_event(envelope)
+    seen = capture.assert_valid()
+    assert set(seen) == {m["title"] for m in MESSAGES.values()}
+
+
+async def test_the_capture_reports_every_violation(bus_namespace):
+    import aio_pika
+    from libs.bus import Names
+    from libs.testing import AMQP_URL
+
+    good = next(iter(MESSAGES.values()))["examples"][0]["payload"]
+    bad = json.loads(json.dumps(good)) | {"id": "not-a-uuid"}
+    async with EventCapture(bus_namespace) as capture:
+        connection = await aio_pika.connect(AMQP_URL)
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(Names(bus_namespace).exchange)
+        for body in (json.dumps(good).encode(), json.dumps(bad).encode(), b"not json"):
+            await exchange.publish(aio_pika.Message(body), routing_key=good["type"])
+        await eventually(lambda: len(capture.events) + len(capture.unparsable) == 3)
+        await connection.close()
+    with pytest.raises(AssertionError, match="2 of 3 captured events") as failure:
+        capture.assert_valid()
+    assert "not-a-uuid" in str(failure.value) and "unparsable" in str(failure.value)
 
 
 def test_a_captured_event_whose_data_lost_its_fields_is_refused():
