@@ -147,3 +147,25 @@ async def wait_for_mongo(url: str, timeout: float = 30.0) -> None:
                 await asyncio.sleep(0.3)
     finally:
         await client.close()
+
+
+async def insert_versioned(collection, doc: dict, session) -> dict:
+    """Insert a new aggregate at version 1."""
+    new = {**doc, "version": 1}
+    await collection.insert_one(new, session=session)
+    return new
+
+
+async def replace_versioned(collection, doc: dict, session) -> dict:
+    """Replace an aggregate only if nobody changed it since it was read (optimistic version).
+
+    Raises ConcurrencyConflict otherwise, which `Mongo.transaction` retries from the start. A document
+    stored without a version matches on its absence.
+    """
+    expected = doc.get("version")
+    new = {**doc, "version": (expected or 0) + 1}
+    version_filter = {"$exists": False} if expected is None else expected
+    result = await collection.replace_one({"_id": doc["_id"], "version": version_filter}, new, session=session)
+    if result.matched_count != 1:
+        raise ConcurrencyConflict(f"{collection.name} {doc['_id']} changed concurrently")
+    return new

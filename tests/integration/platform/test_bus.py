@@ -234,3 +234,21 @@ async def test_request_id_is_kept_or_made(pair):
         text = await response.text()
         assert response.headers["Content-Type"].startswith("text/plain")
         assert 'o2o_http_requests_total{method="GET",route="/healthz",service="platformtest_producer",status="200"}' in text
+
+
+async def test_versioned_replace_detects_a_concurrent_change(pair):
+    from libs.mongo import ConcurrencyConflict, insert_versioned, replace_versioned
+    _, _, producer, _, _ = pair
+    mongo = producer[MONGO]
+    things = mongo.db["things"]
+    await mongo.transaction(lambda s: insert_versioned(things, {"_id": "v-1", "n": 0}, s))
+    first = await things.find_one({"_id": "v-1"})
+    stale = dict(first)
+    await mongo.transaction(lambda s: replace_versioned(things, {**first, "n": 1}, s))
+    with pytest.raises(ConcurrencyConflict):
+        await mongo.transaction(lambda s: replace_versioned(things, {**stale, "n": 2}, s), max_attempts=1)
+    assert (await things.find_one({"_id": "v-1"}))["n"] == 1
+    await mongo.transaction(lambda s: things.insert_one({"_id": "v-2", "n": 0}, session=s))
+    legacy = await things.find_one({"_id": "v-2"})
+    saved = await mongo.transaction(lambda s: replace_versioned(things, {**legacy, "n": 5}, s))
+    assert saved["version"] == 1 and (await things.find_one({"_id": "v-2"}))["n"] == 5

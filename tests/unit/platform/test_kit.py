@@ -95,3 +95,15 @@ def test_json_depth_guard():
     for _ in range(MAX_JSON_DEPTH + 5):
         deep = [deep]
     assert _depth(deep) > MAX_JSON_DEPTH
+
+
+def test_cursors_round_trip_and_foreign_cursors_are_400():
+    from libs.pagination import decode_cursor, encode_cursor, page_of
+    assert decode_cursor(encode_cursor("ord_123|2026")) == "ord_123|2026"
+    assert decode_cursor(None) is None
+    with pytest.raises(Problem) as caught:
+        decode_cursor("!!not-ours!!")
+    assert caught.value.status == 400 and caught.value.type == "bad-cursor"
+    page = page_of([1, 2, 3], "k2", limit=2)
+    assert page["items"] == [1, 2] and decode_cursor(page["next_cursor"]) == "k2"
+    assert page_of([1], "k1", limit=2)["next_cursor"] is None
