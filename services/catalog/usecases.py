@@ -197,7 +197,7 @@ class Catalog:
         products = {p["_id"]: p for p in await self.products.collection.find(
             {"_id": {"$in": sorted({s["product_id"] for s in skus.values()})}}).to_list()}
         not_sellable = [sku_id for sku_id in sku_ids if sku_id not in skus
-                        or not model.is_sellable(products[skus[sku_id]["product_id"]]["status"])]
+                        or not model.is_sellable(products.get(skus[sku_id]["product_id"], {}).get("status", ""))]
         if not_sellable:
             raise CatalogError("sku-not-sellable", f"not sellable (unknown or not active): {', '.join(not_sellable)}",
                                sku_ids=not_sellable)

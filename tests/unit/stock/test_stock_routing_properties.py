@@ -12,7 +12,7 @@ stock_pictures = st.dictionaries(st.tuples(st.sampled_from([s.id for s in SITES]
 orders = st.lists(st.builds(Line, st.sampled_from(SKUS), st.integers(1, 10)), min_size=1, max_size=4)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(stock=stock_pictures, lines=orders, used=st.dictionaries(st.sampled_from([s.id for s in SITES]),
                                                                  st.integers(0, 6)), max_splits=st.integers(1, 4))
 def test_ship_allocations_cover_the_order_within_sellable_capacity_and_split_bound(stock, lines, used, max_splits):
@@ -39,7 +39,7 @@ def test_ship_allocations_cover_the_order_within_sellable_capacity_and_split_bou
     assert decision.explain()["chosen"] == [a.location_id for a in decision.allocations]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(stock=stock_pictures, lines=orders)
 def test_a_ship_order_that_one_eligible_location_can_serve_is_never_split(stock, lines):
     decision = route("ship", lines, SITES, stock, destination=Point(31.2, 121.4))
