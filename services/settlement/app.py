@@ -1,5 +1,6 @@
 from aiohttp import web
 
+from libs.openapi import add_openapi_route
 from libs.service import create_service_app
 from services.settlement.consumers import subscribe
 from services.settlement.demo import load_start_up_data
@@ -14,4 +15,5 @@ def create_app(settings: SettlementSettings | None = None) -> web.Application:
                              client_max_size=settings.max_upload_bytes)
     # Runs after the kit's resources started (on_startup handlers follow the cleanup contexts).
     app.on_startup.append(load_start_up_data)
+    add_openapi_route(app, "Settlement", description="Split rules, journal, statements, payouts, reconciliation")
     return app

@@ -17,9 +17,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from libs.auth import Principal, require
 from libs.http import SETTINGS, json_response, parse_body, parse_query
 from libs.idempotency import guarded
+from libs.openapi import openapi
 from libs.problems import Problem, not_found
 from libs.service import MONGO
 from services.settlement import metrics
+from services.settlement.api_models import (AccountOut, AccountPage, CloseResult, PayoutBatchOut, PayoutPage,
+                                            ReconciliationOut, ReconciliationPage, SplitRuleOut, SplitRulePage,
+                                            StatementOut, StatementPage, StatementSummary)
 from services.settlement.domain import accounts
 from services.settlement.domain.payouts import CANCELLED, PAID, PayoutError
 from services.settlement.domain.periods import PeriodError, parse_statement_id, period_of
@@ -39,21 +43,30 @@ BACKDATE_TOLERANCE = timedelta(minutes=1)
 
 
 # -- presentation ---------------------------------------------------------------------------------
-def rfc3339(value):
-    """Datetimes as UTC RFC 3339 ('Z'), recursively; Mongo's `_id` shown as `id`."""
+def shaped(model, doc) -> dict:
+    """A stored document (or domain dict) as the documented answer: RFC 3339 times, `id` for `_id`."""
+    return model.model_validate(doc).model_dump(mode="json")
+
+
+def page_of(model, docs: list, next_cursor: str | None) -> dict:
+    return {"items": [shaped(model, doc) for doc in docs], "next_cursor": next_cursor}
+
+
+def closed_summary(doc: dict) -> dict:
+    """A frozen statement's stored header in the same shape as a computed statement's summary."""
+    return {**doc, "id": doc["_id"], "party": {"kind": doc["party_kind"], "id": doc["party_id"]}}
+
+
+def free_form(value):
+    """Postings (free-form documents): datetimes as UTC RFC 3339, `id` for `_id`."""
     if isinstance(value, datetime):
         moment = value if value.tzinfo else value.replace(tzinfo=UTC)
         return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
     if isinstance(value, dict):
-        return {("id" if key == "_id" else key): rfc3339(item) for key, item in value.items()
-                if key not in ("start_ms", "end_ms", "captured_ms", "created_ms", "booked_ms")}
+        return {("id" if key == "_id" else key): free_form(item) for key, item in value.items() if key != "booked_ms"}
     if isinstance(value, list | tuple):
-        return [rfc3339(item) for item in value]
+        return [free_form(item) for item in value]
     return value
-
-
-def page_of(items: list, next_cursor: str | None) -> dict:
-    return {"items": rfc3339(items), "next_cursor": next_cursor}
 
 
 def encode_cursor(last_id: str) -> str:
@@ -103,18 +116,16 @@ class NewSplitRule(BaseModel):
     note: str = Field("", max_length=500)
 
 
-def _rule_out(doc: dict) -> dict:
-    return rfc3339({key: value for key, value in doc.items() if key not in ("_id",)})
-
-
 @routes.get("/settlement/split-rules")
+@openapi(summary="Split rule versions, oldest first", response=SplitRulePage, tags=["settlement"])
 async def list_split_rules(request: web.Request) -> web.Response:
     require(request, *READERS)
     rules = await SplitRuleRepository(request.app[MONGO]).documents()
-    return json_response({"items": [_rule_out(doc) for doc in rules], "next_cursor": None})
+    return json_response(page_of(SplitRuleOut, rules, None))
 
 
 @routes.get("/settlement/split-rules/{version}")
+@openapi(summary="One split rule version", response=SplitRuleOut, tags=["settlement"])
 async def get_split_rule(request: web.Request) -> web.Response:
     require(request, *READERS)
     version = request.match_info["version"]
@@ -123,10 +134,12 @@ async def get_split_rule(request: web.Request) -> web.Response:
     doc = await SplitRuleRepository(request.app[MONGO]).get(int(version))
     if doc is None:
         raise not_found("split rule")
-    return json_response(_rule_out(doc))
+    return json_response(shaped(SplitRuleOut, doc))
 
 
 @routes.post("/settlement/split-rules")
+@openapi(summary="New split rule version (HQ); omitted fields keep the latest version's values",
+         request=NewSplitRule, response=SplitRuleOut, status=201, tags=["settlement"])
 async def create_split_rule(request: web.Request) -> web.Response:
     principal = require(request, "hq_admin")
     body = await parse_body(request, NewSplitRule)
@@ -149,9 +162,9 @@ async def create_split_rule(request: web.Request) -> web.Response:
                 rule = SplitRule(**{key: value for key, value in merged.items() if key in fields})
             except RuleError as exc:
                 raise Problem(422, "invalid-split-rule", str(exc)) from None
-            doc = await repo.add(rule, session, created_by=principal.subject)
-            await remember(session, 201, _rule_out(doc))
-            return _rule_out(doc)
+            answer = shaped(SplitRuleOut, await repo.add(rule, session, created_by=principal.subject))
+            await remember(session, 201, answer)
+            return answer
 
         return 201, await mongo.transaction(unit)
 
@@ -169,6 +182,8 @@ class StatementQuery(BaseModel):
 
 
 @routes.get("/settlement/statements")
+@openapi(summary="Statements: of one period for every visible account (`date`), else the closed ones",
+         query=StatementQuery, response=StatementPage, tags=["settlement"])
 async def list_statements(request: web.Request) -> web.Response:
     """With `date`: every visible account's statement of that period (open or closed); without: closed ones."""
     principal = require(request, *READERS)
@@ -176,7 +191,7 @@ async def list_statements(request: web.Request) -> web.Response:
     visible = readable_accounts(principal.roles, principal.franchisee_id, principal.store_ids)
     if query.account is not None:
         if visible is not None and query.account not in visible:
-            return json_response(page_of([], None))
+            return json_response(page_of(StatementSummary, [], None))
         visible = [query.account]
     after = decode_cursor(query.cursor)
     ledger = Ledger(request.app)
@@ -185,7 +200,8 @@ async def list_statements(request: web.Request) -> web.Response:
             accounts=visible, granularity=query.granularity, after=after, limit=query.limit + 1)
         more = len(docs) > query.limit
         docs = docs[:query.limit]
-        return json_response(page_of(docs, encode_cursor(docs[-1]["_id"]) if more else None))
+        return json_response(page_of(StatementSummary, [closed_summary(doc) for doc in docs],
+                                     encode_cursor(docs[-1]["_id"]) if more else None))
     period = period_of(query.granularity or "day", query.date, _offset(request))
 
     async def read():
@@ -197,10 +213,12 @@ async def list_statements(request: web.Request) -> web.Response:
         return items, (encode_cursor(chosen[-1]) if len(wanted) > query.limit else None)
 
     items, next_cursor = await request.app[MONGO].read_committed(read)
-    return json_response(page_of(items, next_cursor))
+    return json_response(page_of(StatementSummary, items, next_cursor))
 
 
 @routes.get("/settlement/statements/{statement_id}")
+@openapi(summary="A statement with its entries (`?format=csv` or `Accept: text/csv` for CSV)",
+         response=StatementOut, tags=["settlement"])
 async def get_statement(request: web.Request) -> web.Response:
     principal = require(request, *READERS)
     try:
@@ -223,7 +241,7 @@ async def get_statement(request: web.Request) -> web.Response:
     if wants_csv:
         return web.Response(text=to_csv(statement), content_type="text/csv", charset="utf-8", headers={
             "Content-Disposition": f'attachment; filename="{statement.id.replace(":", "-")}.csv"'})
-    return json_response(rfc3339(statement.to_dict()))
+    return json_response(shaped(StatementOut, statement.to_dict()))
 
 
 class ClosePeriod(BaseModel):
@@ -234,6 +252,8 @@ class ClosePeriod(BaseModel):
 
 
 @routes.post("/settlement/statements/close")
+@openapi(summary="Close an ended period (HQ): freeze its statements and announce them",
+         request=ClosePeriod, responses={201: CloseResult, 200: CloseResult}, tags=["settlement"])
 async def close_statements(request: web.Request) -> web.Response:
     """Freeze a period that has ended, for one account or all; each new statement emits statement.closed."""
     principal = require(request, "hq_admin")
@@ -248,8 +268,10 @@ async def close_statements(request: web.Request) -> web.Response:
             period, closed, existing = await ledger.close_period(session, body.granularity, body.date,
                                                                   body.account, principal.subject)
             status = 201 if closed else 200
-            answer = rfc3339({"granularity": body.granularity, "period_start": period.start,
-                              "period_end": period.end, "closed": closed, "already_closed": existing})
+            answer = shaped(CloseResult, {"granularity": body.granularity, "period_start": period.start,
+                                          "period_end": period.end,
+                                          "closed": [closed_summary(doc) for doc in closed],
+                                          "already_closed": [closed_summary(doc) for doc in existing]})
             await remember(session, status, answer)
             return status, answer
 
@@ -260,17 +282,19 @@ async def close_statements(request: web.Request) -> web.Response:
 
 # -- accounts and postings ------------------------------------------------------------------------
 @routes.get("/settlement/accounts")
+@openapi(summary="Accounts the caller may see, with their balances", response=AccountPage, tags=["settlement"])
 async def list_accounts(request: web.Request) -> web.Response:
     principal = require(request, *READERS)
     docs = await JournalRepository(request.app[MONGO]).all_accounts()
-    return json_response(page_of([doc for doc in docs if _readable(principal, doc["_id"])], None))
+    return json_response(page_of(AccountOut, [doc for doc in docs if _readable(principal, doc["_id"])], None))
 
 
 @routes.get("/settlement/orders/{order_id}/postings")
+@openapi(summary="The journal postings of one order (HQ)", tags=["settlement"])
 async def order_postings(request: web.Request) -> web.Response:
     require(request, "hq_admin")
     docs = await JournalRepository(request.app[MONGO]).postings_of_order(request.match_info["order_id"])
-    return json_response(page_of(docs, None))
+    return json_response({"items": free_form(docs), "next_cursor": None})
 
 
 # -- payouts --------------------------------------------------------------------------------------
@@ -291,6 +315,8 @@ def _payout_for(principal: Principal, batch: dict) -> dict | None:
 
 
 @routes.post("/settlement/payouts")
+@openapi(summary="Payout batch for a closed period (HQ)", request=NewPayoutBatch, response=PayoutBatchOut,
+         status=201, tags=["settlement"])
 async def create_payout_batch(request: web.Request) -> web.Response:
     principal = require(request, "hq_admin")
     body = await parse_body(request, NewPayoutBatch)
@@ -299,7 +325,8 @@ async def create_payout_batch(request: web.Request) -> web.Response:
 
     async def create(remember):
         async def unit(session):
-            batch = rfc3339(await ledger.create_payout_batch(session, body.granularity, body.date, principal.subject))
+            batch = shaped(PayoutBatchOut, await ledger.create_payout_batch(session, body.granularity, body.date,
+                                                                            principal.subject))
             await remember(session, 201, batch)
             return batch
 
@@ -309,23 +336,25 @@ async def create_payout_batch(request: web.Request) -> web.Response:
 
 
 @routes.get("/settlement/payouts")
+@openapi(summary="Payout batches (a party sees only its own lines)", response=PayoutPage, tags=["settlement"])
 async def list_payouts(request: web.Request) -> web.Response:
     principal = require(request, *READERS)
     after = decode_cursor(request.query.get("cursor"))
     docs = await PayoutRepository(request.app[MONGO]).page(after, 51)
     more, docs = len(docs) > 50, docs[:50]
     visible = [seen for seen in (_payout_for(principal, doc) for doc in docs) if seen is not None]
-    return json_response(page_of(visible, encode_cursor(docs[-1]["_id"]) if more else None))
+    return json_response(page_of(PayoutBatchOut, visible, encode_cursor(docs[-1]["_id"]) if more else None))
 
 
 @routes.get("/settlement/payouts/{batch_id}")
+@openapi(summary="One payout batch (a party sees only its own lines)", response=PayoutBatchOut, tags=["settlement"])
 async def get_payout(request: web.Request) -> web.Response:
     principal = require(request, *READERS)
     batch = await PayoutRepository(request.app[MONGO]).get(request.match_info["batch_id"])
     seen = _payout_for(principal, batch) if batch else None
     if seen is None:
         raise not_found("payout batch")
-    return json_response(rfc3339(seen))
+    return json_response(shaped(PayoutBatchOut, seen))
 
 
 async def _transition(request: web.Request, target: str) -> web.Response:
@@ -337,15 +366,19 @@ async def _transition(request: web.Request, target: str) -> web.Response:
             session, request.match_info["batch_id"], target, principal.subject))
     except PayoutError as exc:
         raise Problem(409, exc.code, exc.detail) from None
-    return json_response(rfc3339(batch))
+    return json_response(shaped(PayoutBatchOut, batch))
 
 
 @routes.post("/settlement/payouts/{batch_id}/paid")
+@openapi(summary="Mark a pending batch paid (HQ): posts the payout to the journal", response=PayoutBatchOut,
+         tags=["settlement"])
 async def mark_payout_paid(request: web.Request) -> web.Response:
     return await _transition(request, PAID)
 
 
 @routes.post("/settlement/payouts/{batch_id}/cancel")
+@openapi(summary="Cancel a pending batch (HQ): its amounts become payable again", response=PayoutBatchOut,
+         tags=["settlement"])
 async def cancel_payout(request: web.Request) -> web.Response:
     return await _transition(request, CANCELLED)
 
@@ -359,6 +392,8 @@ class ReconciliationWindow(BaseModel):
 
 
 @routes.post("/settlement/reconciliations")
+@openapi(summary="Reconcile the provider's settlement file (text/csv body) against captured payments (HQ)",
+         query=ReconciliationWindow, response=ReconciliationOut, status=201, tags=["settlement"])
 async def create_reconciliation(request: web.Request) -> web.Response:
     """Body: the provider's settlement file (CSV: payment_id,amount,fee,settled_at). The query names the
     capture window the file covers: every payment captured in it must appear in the file."""
@@ -393,7 +428,7 @@ async def create_reconciliation(request: web.Request) -> web.Response:
                   "matched": len(result.matched), "missing": list(result.missing), "extra": list(result.extra),
                   "mismatched": list(result.mismatched), "created_at": now_utc(), "created_ms": created_ms,
                   "created_by": principal.subject}
-        answer = rfc3339(report)
+        answer = shaped(ReconciliationOut, report)
 
         async def unit(session):
             await reports.add(report, session)
@@ -412,17 +447,19 @@ async def create_reconciliation(request: web.Request) -> web.Response:
 
 
 @routes.get("/settlement/reconciliations")
+@openapi(summary="Reconciliation reports (HQ)", response=ReconciliationPage, tags=["settlement"])
 async def list_reconciliations(request: web.Request) -> web.Response:
     require(request, "hq_admin")
     docs = await ReconciliationRepository(request.app[MONGO]).page(decode_cursor(request.query.get("cursor")), 51)
     more, docs = len(docs) > 50, docs[:50]
-    return json_response(page_of(docs, encode_cursor(docs[-1]["_id"]) if more else None))
+    return json_response(page_of(ReconciliationOut, docs, encode_cursor(docs[-1]["_id"]) if more else None))
 
 
 @routes.get("/settlement/reconciliations/{report_id}")
+@openapi(summary="One reconciliation report (HQ)", response=ReconciliationOut, tags=["settlement"])
 async def get_reconciliation(request: web.Request) -> web.Response:
     require(request, "hq_admin")
     doc = await ReconciliationRepository(request.app[MONGO]).get(request.match_info["report_id"])
     if doc is None:
         raise not_found("reconciliation report")
-    return json_response(rfc3339(doc))
+    return json_response(shaped(ReconciliationOut, doc))

@@ -271,7 +271,7 @@ class ReconciliationRepository:
 
     async def page(self, after: str | None, limit: int) -> list[dict]:
         query = {"_id": {"$gt": after}} if after else {}
-        return await self.collection.find(query, {"missing": 0, "extra": 0, "mismatched": 0}).sort(
+        return await self.collection.find(query).sort(
             "_id", ASCENDING).limit(limit).to_list()
 
 

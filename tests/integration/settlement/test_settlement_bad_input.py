@@ -58,3 +58,15 @@ async def test_malformed_json_and_a_forged_token_are_refused(settlement):
     async with settlement.http.get(settlement.url + "/settlement/statements",
                                    headers={"Authorization": forged}) as response:
         assert response.status == 401
+
+
+async def test_the_openapi_document_is_valid_and_describes_the_api(settlement):
+    from openapi_spec_validator import validate
+
+    status, document = await settlement.get("/openapi.json", headers={})
+    assert status == 200
+    validate(document)
+    assert {"/settlement/statements", "/settlement/statements/{statement_id}", "/settlement/statements/close",
+            "/settlement/payouts", "/settlement/reconciliations", "/settlement/split-rules"} <= set(document["paths"])
+    closed = document["paths"]["/settlement/statements/close"]["post"]
+    assert closed["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/ClosePeriod")

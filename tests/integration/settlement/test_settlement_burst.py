@@ -8,7 +8,7 @@ import time
 from libs.testing import eventually
 from tests.integration.settlement.settlement_kit import new_order_id, order_data
 
-ORDERS = 120
+ORDERS = 80
 STORES = [("loc_sh_jingan", "direct", None), ("loc_sh_xujiahui", "direct", None),
           ("loc_sh_lujiazui", "franchise", "frn_dongfang"), ("loc_sh_wujiaochang", "franchise", "frn_yangpu")]
 
