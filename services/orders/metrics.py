@@ -23,3 +23,5 @@ SAGA_ACTIONS = Counter("o2o_orders_saga_actions_total", "Follow-up and compensat
                        ["action", "outcome"])  # outcome: done | failed
 RETURNS = Counter("o2o_orders_returns_total", "Returns by stage", ["stage"])  # requested | received
 REFUNDED_FEN = Counter("o2o_orders_refunded_fen_total", "Money refunded, in fen", ["reason"])  # cancel | return
+SOLD_OUT_SHORTCUTS = Counter("o2o_orders_sold_out_shortcuts_total",
+                             "Checkouts answered sold-out from stock's answer a moment ago, without a new reservation")

@@ -120,6 +120,8 @@ class OrderService:
         self.upstreams = upstreams
         self.payments = payments
         self._background: set[asyncio.Task] = set()
+        self._sold_out: dict[tuple, tuple[float, dict]] = {}
+        self._reservation_gate = asyncio.Semaphore(settings.max_reservations_in_flight)
 
     # -- unit of work ---------------------------------------------------------------------------
     async def mutate(self, order_id: str, change: Callable[[dict], object], *, session_hook=None,
@@ -234,13 +236,12 @@ class OrderService:
             lines = price_lines(requested, quotes)
         except OrderError as error:
             raise problem_of(error) from None
-        attribution = await self._attribution(principal, member_id, kind, fulfilment, request.attribution)
         now = utcnow()
         order_id = new_id("ord")
         try:
             order = domain.new_order(order_id, member_id=member_id, channel=request.channel, fulfilment=fulfilment,
                                      lines=lines, requested_lines=requested, coupon_codes=coupon_codes, points=points,
-                                     attribution=attribution, created_by=actor_of(principal), now=now)
+                                     attribution={}, created_by=actor_of(principal), now=now)
         except OrderError as error:
             raise problem_of(error) from None
         planned = saga.checkout_steps(coupon_codes, points)
@@ -248,18 +249,22 @@ class OrderService:
         # order that the stuck-checkout sweeper can compensate (releases are idempotent at stock/membership).
         order["saga"] = {"steps": planned, "started": planned}
         order["totals"] = apply_discounts(lines, 0, 0)[1]
-        await self.mongo.transaction(lambda s: self.repo.add(order, s))
-
+        demand = self._demand_key(kind, fulfilment, lines)
         window = self.settings.payment_window_s
-        reservation = await self._saga_step(order_id, [], lambda: self.upstreams.reserve(
-            order_id, kind, [{"sku_id": l["sku_id"], "qty": l["qty"]} for l in lines],
-            location_id=fulfilment.get("location_id"),
-            destination=({"lat": fulfilment["address"]["lat"], "lng": fulfilment["address"]["lng"]}
-                         if kind == "ship" else None),
-            ttl_s=window + self.settings.reservation_margin_s))
+        # A bounded number of reservations in flight per process: backpressure on stock, and in a flash sale
+        # the buyers queued here learn "sold out" from the first refusal instead of each asking stock.
+        async with self._reservation_gate:
+            self._answer_recent_sold_out(demand)
+            await self.mongo.transaction(lambda s: self.repo.add(order, s))
+            reservation = await self._saga_step(order_id, [], demand=demand, call=lambda: self.upstreams.reserve(
+                order_id, kind, [{"sku_id": l["sku_id"], "qty": l["qty"]} for l in lines],
+                location_id=fulfilment.get("location_id"),
+                destination=({"lat": fulfilment["address"]["lat"], "lng": fulfilment["address"]["lng"]}
+                             if kind == "ship" else None),
+                ttl_s=window + self.settings.reservation_margin_s))
         benefits = None
         if saga.HOLD_BENEFITS in planned:
-            benefits = await self._saga_step(order_id, [saga.RESERVE_STOCK], lambda: self.upstreams.hold_benefits({
+            benefits = await self._saga_step(order_id, [saga.RESERVE_STOCK], call=lambda: self.upstreams.hold_benefits({
                 "order_id": order_id, "member_id": member_id, "channel": request.channel,
                 "coupon_codes": coupon_codes, "points": points,
                 "lines": [{"sku_id": l["sku_id"], "category": l["category"], "qty": l["qty"],
@@ -271,12 +276,19 @@ class OrderService:
             await self._reject(order_id, error.code, [saga.RESERVE_STOCK, saga.HOLD_BENEFITS])
             raise problem_of(error) from None
 
+        # Attribution is looked up only once stock is secured: in a flash sale the losers never cost
+        # membership a call.
+        attribution = await self._attribution(principal, member_id, kind, fulfilment, request.attribution)
+
         async def record_placed(session, placed):
             await remember(session, 201, public_order(placed))
 
-        placed, _ = await self.mutate(order_id, lambda o: domain.place(
-            o, lines=priced, totals=totals, reservation=reservation, benefits=benefits,
-            expires_at=utcnow() + timedelta(seconds=window), now=utcnow()), session_hook=record_placed)
+        def place(order):
+            order["attribution"] = attribution
+            return domain.place(order, lines=priced, totals=totals, reservation=reservation, benefits=benefits,
+                                expires_at=utcnow() + timedelta(seconds=window), now=utcnow())
+
+        placed, _ = await self.mutate(order_id, place, session_hook=record_placed)
         metrics.ORDERS_PLACED.labels(request.channel, kind).inc()
         metrics.ORDER_VALUE.labels(request.channel).observe(totals["total"])
         return 201, public_order(placed)
@@ -332,12 +344,33 @@ class OrderService:
                 attribution["staff_id"] = principal.staff_id
         return attribution
 
-    async def _saga_step(self, order_id: str, done_before: list[str], call):
+    @staticmethod
+    def _demand_key(kind: str, fulfilment: dict, lines: list[dict]) -> tuple:
+        return kind, fulfilment.get("location_id"), tuple(sorted((l["sku_id"], l["qty"]) for l in lines))
+
+    def _answer_recent_sold_out(self, demand: tuple) -> None:
+        """Stock said sold-out for exactly this demand a moment ago: answer so at once, without recording a
+        checkout or asking stock again (a flash sale's thousands of losers cost almost nothing)."""
+        known = self._sold_out.get(demand)
+        if known is None:
+            return
+        until, body = known
+        if time.monotonic() >= until:
+            self._sold_out.pop(demand, None)
+            return
+        metrics.SOLD_OUT_SHORTCUTS.inc()
+        raise Problem(409, "sold-out", "not enough stock to serve this order", nearest=body.get("nearest", []))
+
+    async def _saga_step(self, order_id: str, done_before: list[str], call, demand: tuple | None = None):
         """Run one forward step; on failure reject the order and compensate what may have taken effect."""
         try:
             return await call()
         except UpstreamError as exc:
             # A definite refusal: this step did not take effect, only earlier ones need undoing.
+            if demand is not None and exc.problem_type == "sold-out" and self.settings.sold_out_memory_s > 0:
+                if len(self._sold_out) > 10_000:
+                    self._sold_out.clear()
+                self._sold_out[demand] = (time.monotonic() + self.settings.sold_out_memory_s, exc.body)
             await self._reject(order_id, exc.problem_type or "upstream-error", done_before)
             raise upstream_problem(exc) from None
         except Problem as problem:

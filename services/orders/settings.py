@@ -11,6 +11,9 @@ class OrdersSettings(ServiceSettings):
     catalog_url: str = service_url_field("catalog", 8081)
     stock_url: str = service_url_field("stock", 8082)
     upstream_timeout_s: float = 5.0
+    max_reservations_in_flight: int = 32      # per process: backpressure on stock
+    sold_out_memory_s: float = 1.0            # the same demand refused as sold-out is answered so at once this long
+    quote_cache_s: float = 2.0               # identical price quotes within this delay share one catalog call
 
     payment_window_s: int = 15 * 60           # unpaid orders are cancelled after this
     reservation_margin_s: int = 120           # stock holds a little longer than the payment window

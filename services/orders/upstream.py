@@ -5,6 +5,9 @@ their problem type, which the saga turns into the caller's answer.
 """
 from __future__ import annotations
 
+import asyncio
+import time
+
 import aiohttp
 from aiohttp import web
 
@@ -19,6 +22,8 @@ class Upstreams:
         self.catalog: ServiceClient | None = None
         self.stock: ServiceClient | None = None
         self.membership: ServiceClient | None = None
+        self._quotes: dict[tuple, tuple[float, dict]] = {}
+        self._quoting: dict[tuple, asyncio.Future] = {}
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
@@ -34,6 +39,25 @@ class Upstreams:
 
     # -- catalog ---------------------------------------------------------------------------------
     async def quote(self, channel: str, sku_ids: list[str]) -> dict[str, dict]:
+        """Prices in force now. Identical quotes within `quote_cache_s` share one call to catalog (a flash
+        sale asks thousands of times a second for the same SKU); a price change shows within that delay."""
+        key = (channel, tuple(sorted(set(sku_ids))))
+        now = time.monotonic()
+        cached = self._quotes.get(key)
+        if cached is not None and now - cached[0] < self.settings.quote_cache_s:
+            return cached[1]
+        pending = self._quoting.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._fetch_quote(channel, list(key[1])))
+            self._quoting[key] = pending
+            pending.add_done_callback(lambda _: self._quoting.pop(key, None))
+        items = await asyncio.shield(pending)
+        if len(self._quotes) > 10_000:
+            self._quotes.clear()
+        self._quotes[key] = (now, items)
+        return items
+
+    async def _fetch_quote(self, channel: str, sku_ids: list[str]) -> dict[str, dict]:
         body = await self.catalog.post("/catalog/internal/quote", {"channel": channel, "sku_ids": sku_ids})
         return {item["sku_id"]: item for item in body["items"]}
 

@@ -170,12 +170,26 @@ async def test_cancelling_a_paid_pickup_refunds_and_releases_everything(suite, b
         assert final["refunds"][0]["state"] == "done"
 
 
+async def issue_welcome_coupon(suite, member_id: str) -> str:
+    status, coupon, _ = await suite.call("POST", f"/members/{member_id}/coupons", suite.mint.admin(),
+                                         service="membership", json={"template_id": "cpt_welcome_20"})
+    assert status == 201, coupon
+    return coupon["code"]
+
+
+async def coupon_state(suite, member_id: str, code: str) -> str:
+    status, page, _ = await suite.call("GET", f"/members/{member_id}/coupons", suite.mint.admin(), service="membership")
+    assert status == 200, page
+    return next(c["state"] for c in page["items"] if c["code"] == code)
+
+
 async def test_coupon_and_points_are_held_spread_over_lines_and_given_back_on_cancel(suite):
     member = suite.mint.member(LIN)
+    code = await issue_welcome_coupon(suite, LIN)
     status, order = await suite.place({"channel": "app", "lines": [{"sku_id": TEE, "qty": 1},
                                                                    {"sku_id": "sku_jeans_slim_ind_30", "qty": 1}],
                                        "fulfilment": {"type": "pickup", "location_id": JINGAN},
-                                       "coupon_codes": ["WELCOME20"], "points": 1001}, member)
+                                       "coupon_codes": [code], "points": 1001}, member)
     assert status == 201, order
     totals = order["totals"]
     assert totals["discount"] == 2000 and totals["points_discount"] == 1001
@@ -183,11 +197,12 @@ async def test_coupon_and_points_are_held_spread_over_lines_and_given_back_on_ca
     assert sum(l["discount"] for l in order["lines"]) == 2000
     assert sum(l["points_discount"] for l in order["lines"]) == 1001
     assert sum(l["line_total"] for l in order["lines"]) == totals["total"]
+    assert await coupon_state(suite, LIN, code) == "locked"
     # The coupon is locked by this order: a second order cannot use it, and its stock is given back.
     level = await suite.level(JINGAN, TEE)
     status, problem = await suite.place({"channel": "app", "lines": [{"sku_id": TEE, "qty": 3}],
                                          "fulfilment": {"type": "pickup", "location_id": JINGAN},
-                                         "coupon_codes": ["WELCOME20"]}, member)
+                                         "coupon_codes": [code]}, member)
     assert status == 409 and problem["type"].endswith("coupon-unavailable"), problem
 
     async def compensated():
@@ -195,7 +210,36 @@ async def test_coupon_and_points_are_held_spread_over_lines_and_given_back_on_ca
     await eventually(compensated)
     status, cancelled, _ = await suite.call("POST", f"/orders/{order['id']}/cancel", member)
     assert status == 200
-    await eventually(lambda: suite.membership.holds[order["id"]]["state"] == "released")
+
+    async def coupon_back():
+        return await coupon_state(suite, LIN, code) == "issued"
+    await eventually(coupon_back)
+
+
+async def test_paid_pickup_redeems_the_coupon_and_earns_points(suite):
+    member = suite.mint.member(LIN)
+    code = await issue_welcome_coupon(suite, LIN)
+    status, order = await suite.place({"channel": "app", "lines": [{"sku_id": "sku_jeans_slim_ind_30", "qty": 1}],
+                                       "fulfilment": {"type": "pickup", "location_id": JINGAN},
+                                       "coupon_codes": [code]}, member)
+    assert status == 201, order
+    status, me, _ = await suite.call("GET", "/members/me/points", member, service="membership")
+    points_before = me["balance"]
+    assert (await suite.pay(order["id"], member))[0] == 200
+
+    async def redeemed():
+        return await coupon_state(suite, LIN, code) == "redeemed"
+    await eventually(redeemed)
+    staff = suite.mint.staff(JINGAN)
+    _, ready, _ = await suite.call("POST", f"/orders/{order['id']}/ready-for-pickup", staff)
+    status, done, _ = await suite.call("POST", f"/orders/{order['id']}/pickup", staff,
+                                       json={"code": ready["dev_pickup_code"]})
+    assert status == 200 and done["status"] == "completed"
+
+    async def earned():
+        _, now, _ = await suite.call("GET", "/members/me/points", member, service="membership")
+        return now["balance"] > points_before
+    await eventually(earned)
 
 
 async def test_sold_out_at_a_store_says_where_else(suite):
