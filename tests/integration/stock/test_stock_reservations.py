@@ -201,3 +201,56 @@ async def test_stock_given_back_after_a_sell_out_is_sold_again_at_once(stock_api
     assert (await stock_api.reserve(ship(oid())))[0] == 201
     level = await stock_api.level(near, SKU)
     assert (level["on_hand"], level["reserved"], level["available"]) == (3, 3, 0)
+
+
+async def test_mixed_concurrent_modes_keep_every_invariant(stock_api):
+    """Ship, pickup and in-store buyers race over three stores with safety stock: online never takes the
+    safety stock, in-store may, nothing goes negative, and the levels equal what the winners were given."""
+    stores = []
+    for name, lng in (("a", 121.4605), ("b", 121.4815), ("c", 121.5130)):
+        loc = await stock_api.location(id=f"loc_mix{name}_{uuid.uuid4().hex[:6]}", name=name, lat=31.23, lng=lng,
+                                       daily_capacity=1000, safety_stock=2)
+        await stock_api.stock_up(loc["id"], SKU, 10)
+        stores.append(loc["id"])
+    requests = []
+    for i in range(150):
+        store = stores[i % 3]
+        qty = 1 + (i // 3) % 3
+        mode = ("ship", "pickup", "in_store")[i % 5 % 3]
+        body = {"order_id": oid(), "mode": mode, "lines": [{"sku_id": SKU, "qty": qty}]}
+        body |= {"destination": CUSTOMER} if mode == "ship" else {"location_id": store}
+        requests.append(body)
+    results = await asyncio.gather(*(stock_api.reserve(body) for body in requests))
+
+    online: dict[str, int] = {s: 0 for s in stores}
+    total: dict[str, int] = {s: 0 for s in stores}
+    for body, (status, answer) in zip(requests, results):
+        assert status in (201, 409), answer
+        if status == 409:
+            assert answer["type"].endswith("/sold-out")
+            continue
+        assert sum(l["qty"] for a in answer["allocations"] for l in a["lines"]) == body["lines"][0]["qty"]
+        for allocation in answer["allocations"]:
+            units = sum(l["qty"] for l in allocation["lines"])
+            total[allocation["location_id"]] += units
+            if body["mode"] != "in_store":
+                online[allocation["location_id"]] += units
+    final = {}
+    for store in stores:
+        level = await stock_api.level(store, SKU)
+        assert level["available"] >= 0 and level["available"] == level["on_hand"] - level["reserved"]
+        assert level["reserved"] == total[store] <= 10
+        assert online[store] <= 10 - 2  # the safety stock never went online
+        final[store] = level["available"]
+    # A loser was refused only when it truly could not be served: levels only fell during the race, so what
+    # refused it then still refuses it now.
+    for body, (status, _) in zip(requests, results):
+        if status != 409:
+            continue
+        qty = body["lines"][0]["qty"]
+        if body["mode"] == "in_store":
+            assert final[body["location_id"]] < qty
+        elif body["mode"] == "pickup":
+            assert final[body["location_id"]] - 2 < qty
+        else:
+            assert sum(max(0, available - 2) for available in final.values()) < qty
