@@ -20,6 +20,14 @@ async def test_an_upstream_that_does_not_answer_is_504(jwks_url, http):
     assert other_route[0] == 200  # one slow route does not stop the others
 
 
+async def test_route_timeout_from_the_policy_table_overrides_the_default(jwks_url, http):
+    """GET /stock/availability is a user-facing lookup: 5 s at most, even when the default allows a minute."""
+    async with recording_upstream(hang_paths=frozenset({"/stock/availability"})) as (stock_url, _), \
+            running_gateway(jwks_url, stock_url=stock_url, upstream_timeout_s=60) as gateway:
+        answer = await call(http, "GET", gateway + "/api/v1/stock/availability?sku=sku_1&lat=31.2&lng=121.4")
+    assert answer[0] == 504 and answer[1]["type"].endswith("/upstream-timeout")
+
+
 async def test_breaker_opens_after_failures_and_answers_503_with_retry_after(jwks_url, http):
     sick = {("GET", "/stock/availability"): (503, {"type": "https://o2o.example/problems/not-ready",
                                                   "title": "Service Unavailable", "status": 503, "detail": "down"})}
