@@ -131,3 +131,24 @@ async def test_return_of_some_lines_reverses_exactly_their_share_and_replays_pos
     for account in ("franchisee:frn_dongfang", "staff:stf_lujiazui_01", "provider:wechat", "hq",
                     "payment_clearing", "deferred_revenue"):
         assert await settlement.account_balance(account) == 0, account
+
+
+async def test_an_in_store_sale_settles_whichever_of_payment_and_completion_arrives_first(settlement):
+    """Scan and pay in store: completion follows payment at once; the capture is posted once either way."""
+    order_id = new_order_id()
+    # Direct store, in store: store 10% = 990, assistant 3% = 297, fee 59, HQ 9900 - 1346 = 8554.
+    data = order_data(order_id, channel="store", staff_id="stf_xujiahui_01", fee=59, provider="alipay",
+                      fulfilment={"type": "in_store", "location_id": "loc_sh_xujiahui", "ownership": "direct"},
+                      lines=[{"sku_id": "sku_tee_classic_whi_s", "qty": 1, "unit_price": 9900, "cost_price": 4200}])
+    captures = counter("o2o_settlement_postings_total", kind="capture", outcome="duplicate")
+    await settlement.publish("orders.order.completed", data)
+    postings = await settlement.wait_for_postings(order_id, ["capture", "sale"])
+    await settlement.publish("orders.order.confirmed", data)
+    await eventually(lambda: counter("o2o_settlement_postings_total", kind="capture", outcome="duplicate")
+                     > captures)
+    assert await settlement.posting_kinds(order_id) == ["capture", "sale"]
+    sale = next(p for p in postings if p["kind"] == "sale")
+    assert shares_of(sale) == {"deferred_revenue": -9900, "store:loc_sh_xujiahui": 990,
+                               "staff:stf_xujiahui_01": 297, "provider:alipay": 59, "hq": 8554}
+    capture = next(p for p in postings if p["kind"] == "capture")
+    assert capture["source_event_type"] == "orders.order.completed"

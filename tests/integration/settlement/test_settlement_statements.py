@@ -43,6 +43,13 @@ async def test_a_franchisee_reads_only_its_own_statement(settlement):
     assert status == 200, statement
     assert (statement["status"], statement["opening"], statement["closing"]) == ("open", 0, 10560)
     assert [(e["order_id"], e["credit"]) for e in statement["entries"]] == [(dongfang_order, 10560)]
+    week_start = day - timedelta(days=day.weekday())
+    status, week = await settlement.get(f"/settlement/statements/stm_week_{week_start:%Y%m%d}_franchisee:frn_dongfang",
+                                        headers=dongfang)
+    assert status == 200 and (week["granularity"], week["closing"]) == ("week", 10560)
+    status, month = await settlement.get(f"/settlement/statements/stm_month_{day:%Y%m}01_franchisee:frn_dongfang",
+                                         headers=dongfang)
+    assert status == 200 and month["closing"] == 10560
 
     # Another franchisee's statement, HQ's account, a store's account: all "not found" for this token.
     for forbidden in (other, f"stm_day_{day:%Y%m%d}_hq", f"stm_day_{day:%Y%m%d}_store:loc_sh_lujiazui"):
