@@ -413,7 +413,12 @@ class Membership:
                 template = await self.coupons.template(campaign["coupon_template_id"], session)
                 reason = await self._cannot_issue(template, member["_id"], now, session)
                 if reason is None:
-                    coupon = await self._issue_coupon(session, member, template, now, campaign_id=campaign["_id"])
+                    try:
+                        coupon = await self._issue_coupon(session, member, template, now, campaign_id=campaign["_id"])
+                    except MembershipError as exc:
+                        # The cap ran out between the check and the guarded take (another transaction took it):
+                        # run the scan again; the check then skips the coupon instead of failing the scan.
+                        raise ConcurrencyConflict(exc.code) from exc
                     await self.coupons.record_grant(campaign["_id"], member["_id"], coupon["_id"], session)
                     issued.append(public_coupon(coupon))
                 else:
