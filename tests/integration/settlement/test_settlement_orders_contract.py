@@ -29,8 +29,9 @@ def stored_order(order_id: str) -> dict:
             "fulfilment": {"type": "pickup", "location_id": "loc_sh_lujiazui", "ownership": "franchise",
                            "franchisee_id": "frn_dongfang"},
             "allocations": [{"location_id": "loc_sh_lujiazui", "ownership": "franchise",
-                             "franchisee_id": "frn_dongfang", "lines": [{"sku_id": "sku_tee_classic_whi_s", "qty": 3},
-                                                                         {"sku_id": "sku_tee_graphic_nav_m", "qty": 1}]}],
+                             "franchisee_id": "frn_dongfang",
+                             "lines": [{"sku_id": "sku_tee_classic_whi_s", "qty": 3},
+                                       {"sku_id": "sku_tee_graphic_nav_m", "qty": 1}]}],
             "lines": lines, "totals": totals,
             "attribution": {"store_id": "loc_sh_lujiazui", "staff_id": "stf_lujiazui_01", "campaign_id": None},
             "payment": {"provider": "sandbox", "payment_id": f"pay_{order_id}", "amount": totals["total"],
@@ -66,7 +67,8 @@ async def test_orders_events_settle_and_a_return_in_parts_reverses_exactly(settl
     # settlement holds it back until the sale is posted, then reverses it.
     first, first_amount = refund_event(order, "rfn_a", "ret_a", "sku_tee_classic_whi_s", 2, 0)
     retried = retries()
-    await settlement.publish(first.event_type, first.model_dump(mode="json"), occurred_at=paid_at + timedelta(minutes=3))
+    await settlement.publish(first.event_type, first.model_dump(mode="json"),
+                             occurred_at=paid_at + timedelta(minutes=3))
     await eventually(lambda: retries() > retried)
     assert await settlement.postings(order_id) == []
     await settlement.publish(confirmed.event_type, confirmed.model_dump(mode="json"), occurred_at=paid_at)

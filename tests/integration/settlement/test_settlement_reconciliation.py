@@ -23,7 +23,8 @@ async def test_reconciliation_reports_the_planted_missing_payment_and_mismatch_a
                           fulfilment={"type": "ship", "location_id": "loc_sh_jingan"},
                           lines=[{**LINES[0], "qty": index + 1}])
         captured[data["payment"]["payment_id"]] = data
-        await settlement.publish("orders.order.confirmed", data, occurred_at=window_start + timedelta(minutes=5 * index))
+        await settlement.publish("orders.order.confirmed", data,
+                                 occurred_at=window_start + timedelta(minutes=5 * index))
     # Captured just before the window but settled in this file: known, so neither missing nor extra.
     early_order = new_order_id()
     early = order_data(early_order, channel="app", staff_id=None, fee=59,
