@@ -340,6 +340,15 @@ async def price_overview(request: web.Request) -> web.Response:
                           "history": history})
 
 
+@routes.post("/catalog/price-schedules/{schedule_id}/cancel")
+@openapi(summary="Cancel a scheduled price change that is not yet due (HQ)", response=ScheduleOut, tags=["catalog"])
+async def cancel_price_schedule(request: web.Request) -> web.Response:
+    require(request, "hq_admin")
+    catalog = request.app[CATALOG]
+    schedule = await _run(catalog, lambda s: catalog.cancel_schedule(request.match_info["schedule_id"], s))
+    return json_response(schedule_view(schedule))
+
+
 # --- categories ------------------------------------------------------------------------------
 
 @routes.get("/catalog/categories")

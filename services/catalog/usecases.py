@@ -149,6 +149,18 @@ class Catalog:
         self.mongo.after_commit(metrics.PRICE_CHANGES.labels("immediate").inc)
         return sku, None
 
+    async def cancel_schedule(self, schedule_id: str, session) -> dict:
+        schedule = await self.prices.schedules.find_one({"_id": schedule_id}, session=session)
+        if schedule is None:
+            raise CatalogError("not-found", f"price schedule {schedule_id} not found", status=404)
+        if schedule["status"] == "cancelled":
+            return schedule  # idempotent
+        if schedule["status"] != "pending" or schedule["effective_at_ms"] <= now_ms():
+            raise CatalogError("schedule-settled", f"the change is already {schedule['status']} or due", status=409)
+        schedule["status"] = "cancelled"
+        schedule["settled_at_ms"] = now_ms()
+        return await self.prices.save_schedule(schedule, session)
+
     async def apply_schedule(self, schedule_id: str, session) -> str:
         """Apply one due scheduled change (job). Returns its final status."""
         schedule = await self.prices.schedules.find_one({"_id": schedule_id}, session=session)

@@ -105,3 +105,18 @@ async def test_concurrent_price_changes_are_all_recorded_in_order(catalog_api):
     for earlier, later in zip(chain, chain[1:]):
         assert later["before"] == earlier["after"]
     assert (await price_of(catalog_api))["channels"]["store"] == chain[-1]["after"]["channels"]["store"]
+
+
+async def test_a_scheduled_change_can_be_cancelled_before_it_is_due(catalog_api):
+    effective = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    status, schedule, _ = await catalog_api.call("POST", f"/catalog/skus/{SKU}/price", catalog_api.admin,
+                                                 json={"base": 9800, "effective_at": effective})
+    assert status == 202
+    for _ in range(2):  # idempotent
+        status, body, _ = await catalog_api.call("POST", f"/catalog/price-schedules/{schedule['id']}/cancel",
+                                                 catalog_api.admin)
+        assert status == 200 and body["status"] == "cancelled"
+    status, body, _ = await catalog_api.call("POST", "/catalog/price-schedules/psc_missing/cancel", catalog_api.admin)
+    assert status == 404
+    _, overview, _ = await catalog_api.call("GET", f"/catalog/skus/{SKU}/prices", catalog_api.admin)
+    assert overview["current"]["base"] == 9900 and overview["scheduled"][0]["status"] == "cancelled"
