@@ -28,6 +28,8 @@ MEMBER_ID = "{member_id:mbr_[A-Za-z0-9_]+}"
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Locale = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")]
+# International format; spaces and dashes are tolerated and removed.
+Phone = Annotated[str, StringConstraints(min_length=8, max_length=32, pattern=r"^\+[1-9][0-9 \-]{6,30}$")]
 
 
 @web.middleware
@@ -164,12 +166,12 @@ class StaffCredentials(Strict):
 
 
 class OtpRequest(Strict):
-    phone: Annotated[str, StringConstraints(min_length=5, max_length=32)]
+    phone: Phone
     locale: Locale = "zh-CN"
 
 
 class OtpLogin(Strict):
-    phone: Annotated[str, StringConstraints(min_length=5, max_length=32)]
+    phone: Phone
     code: Annotated[str, StringConstraints(pattern=r"^\d{4,8}$")]
     locale: Locale | None = None
 
@@ -224,7 +226,7 @@ async def refresh_token(request: web.Request) -> web.Response:
 
 @routes.post("/auth/logout")
 @openapi(summary="End a login: its refresh tokens stop working", tags=["auth"], request=RefreshRequest,
-         public=True)
+         responses={204: None}, public=True)
 async def logout(request: web.Request) -> web.Response:
     body = await parse_body(request, RefreshRequest)
     await membership(request).logout(body.refresh_token)
@@ -266,7 +268,7 @@ class CouponQuery(Strict):
 
 
 class PhoneLink(Strict):
-    phone: Annotated[str, StringConstraints(min_length=5, max_length=32)]
+    phone: Phone
     code: Annotated[str, StringConstraints(pattern=r"^\d{4,8}$")]
 
 

@@ -138,6 +138,8 @@ async def test_bad_credentials_and_bad_input_are_clean_4xx(membership):
                                                                     "client_secret": membership.settings.service_client_secret})
     assert status == 401
     status, problem = await membership.post("/auth/member/otp", {"phone": "12345"})
+    assert status == 422 and problem["type"].endswith("validation-error")
+    status, problem = await membership.post("/auth/member/otp", {"phone": "+86 1380000000000000000"})
     assert status == 422 and problem["type"].endswith("invalid-phone")
     status, problem = await membership.post("/auth/member/token", {"phone": unique_phone(), "code": "123456"})
     assert status == 401
