@@ -17,6 +17,7 @@ from libs.idempotency import guarded
 from libs.openapi import openapi
 from libs.problems import Problem
 from services.membership.domain.errors import MembershipError
+from services.membership.domain.otp import normalize_phone
 from services.membership.usecases import (Membership, attribution_of, public_campaign, public_member, public_qr,
                                          public_template)
 
@@ -478,7 +479,7 @@ async def list_members(request: web.Request) -> web.Response:
     if query.tag:
         selector["tags"] = {"$in": [query.tag]}  # nx-27017: equality on an indexed array finds nothing; $in works
     if query.phone:
-        selector["phone"] = query.phone
+        selector["phone"] = normalize_phone(query.phone)
     if query.dormant is not None:
         selector["dormant"] = query.dormant
     if principal.is_admin:

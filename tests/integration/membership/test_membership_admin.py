@@ -141,3 +141,13 @@ async def test_openapi_document_is_served(membership):
     assert status == 200 and document["openapi"].startswith("3.1")
     assert "/auth/member/token" in document["paths"] and "/members/scan" in document["paths"]
     assert not any("/internal/" in path for path in document["paths"])
+
+
+async def test_hq_finds_a_member_by_phone_in_any_format(membership):
+    admin = await membership.staff_token("hq.admin", "hq-admin-pass")
+    status, page = await membership.get("/members", admin, params={"phone": "+86 138-0000-0002"})
+    assert status == 200 and [m["id"] for m in page["items"]] == ["mbr_demo_chen"]
+    status, problem = await membership.get("/members", admin, params={"phone": "not a phone"})
+    assert status == 422
+    status, problem = await membership.get("/members", admin, params={"limit": "0"})
+    assert status == 422
