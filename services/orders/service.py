@@ -699,7 +699,8 @@ class OrderService:
         done = {"expired": 0, "uncollected": 0, "auto_completed": 0, "stuck_rejected": 0, "actions_retried": 0}
 
         for order_id in await self.repo.find_ids({"status": PENDING_PAYMENT, "expires_at_ms": {"$lt": now_ms}}):
-            if await self._system_cancel(order_id, "payment window expired", "expired", skip_charging_ms=120_000):
+            if await self._system_cancel(order_id, "payment window expired", "expired",
+                                         skip_charging_ms=self.settings.payment_attempt_timeout_s * 1000):
                 done["expired"] += 1
         uncollected_ms = now_ms - self.settings.uncollected_after_s * 1000
         for order_id in await self.repo.find_ids({"status": READY_FOR_PICKUP,

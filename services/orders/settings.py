@@ -28,4 +28,7 @@ class OrdersSettings(ServiceSettings):
 
     payment_provider: str = "sandbox"
     payment_webhook_secret: str = "dev-payment-webhook-secret-change-me"
+    # An attempt still "charging" after this long belongs to a process that died mid-charge: the order may
+    # expire; a payment the provider took anyway arrives by its signed callback and is refunded.
+    payment_attempt_timeout_s: int = 120
     payment_fee_per_10000: int = 60           # 0.6 % provider fee
