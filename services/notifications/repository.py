@@ -8,6 +8,7 @@ from datetime import UTC, datetime, time as clock
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
+from pymongo.errors import DuplicateKeyError
 
 from libs.mongo import ConcurrencyConflict, IndexSpec, Mongo
 from services.notifications.domain.policy import Preferences, QuietHours, Recipient, normalize_locale
@@ -133,7 +134,11 @@ class PreferenceRepository:
     async def save(self, doc: dict, session) -> dict:
         if doc.get("version", 0) == 0:
             saved = {**doc, "version": 1}
-            await self.collection.insert_one(saved, session=session)  # a concurrent first save: duplicate key
+            try:
+                await self.collection.insert_one(saved, session=session)
+            except DuplicateKeyError:
+                # Two first saves raced: retry the unit, which now reads the winner's document.
+                raise ConcurrencyConflict(f"preferences {doc['_id']} created concurrently") from None
             return saved
         return await replace_versioned(self.collection, doc, session)
 
