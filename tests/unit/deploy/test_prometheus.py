@@ -91,3 +91,33 @@ def test_readme_lists_every_alert():
             for rule in group["rules"]:
                 if "alert" in rule:
                     assert f"| `{rule['alert']}` | {rule['labels']['severity']} |" in readme, rule["alert"]
+
+
+amtool_required = pytest.mark.skipif(
+    shutil.which("amtool") is None,
+    reason="amtool is not installed (Debian: apt-get install -y prometheus-alertmanager)")
+
+
+@amtool_required
+def test_amtool_accepts_the_alertmanager_config():
+    result = subprocess.run(["amtool", "check-config", str(PROMETHEUS / "alertmanager.yml")], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@amtool_required
+@pytest.mark.parametrize("labels,receiver", [
+    (["severity=critical", "alertname=O2OServiceDown", "service=orders"], "sre-pager"),
+    (["severity=warning", "alertname=O2OConsumerLag", "queue=stock.events"], "sre"),
+    (["severity=warning", "alertname=O2OReconciliationDiscrepancies"], "finance"),
+])
+def test_alerts_are_routed_to_the_right_receiver(labels, receiver):
+    result = subprocess.run(["amtool", "config", "routes", "test", f"--config.file={PROMETHEUS / 'alertmanager.yml'}",
+                             *labels], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == receiver, result.stdout + result.stderr
+
+
+def test_compose_prometheus_sends_alerts_to_the_compose_alertmanager():
+    config = yaml.safe_load((PROMETHEUS / "prometheus.compose.yml").read_text())
+    targets = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert targets == ["alertmanager:9093"]
