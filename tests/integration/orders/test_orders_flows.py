@@ -48,7 +48,7 @@ async def test_pickup_flow_reserves_pays_hands_over_and_commits_stock(suite):
 SHANGHAI_HOME = {"line1": "100 Huaihai Rd", "city": "Shanghai", "lat": 31.2200, "lng": 121.4500}
 
 
-async def test_ship_flow_then_partial_return_at_another_store(suite, bus_namespace):
+async def test_ship_flow_then_partial_return_at_another_store(suite, bus_namespace, tmp_path):
     from tests.integration.orders.kit import EventTap
     member = suite.mint.member(LIN)
     async with EventTap(bus_namespace) as tap:
@@ -108,6 +108,20 @@ async def test_ship_flow_then_partial_return_at_another_store(suite, bus_namespa
         assert confirmed["attribution"]["staff_id"] == "stf_jingan_01"
         assert all(line["cost_price"] > 0 and line["line_total"] > 0 for line in confirmed["lines"])
         assert tap.of("orders.order.shipped", order["id"])[0]["data"]["tracking_number"] == "SF1234567890"
+        assert_events_match_the_asyncapi_contract(tap.events, tmp_path)
+
+
+def assert_events_match_the_asyncapi_contract(events: list[dict], tmp_path) -> None:
+    """Every event orders published validates against the AsyncAPI document generated from the models."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "scripts"))
+    import asyncapi
+    document = tmp_path / "asyncapi.yaml"
+    document.write_text(asyncapi.render(asyncapi.build_document()))
+    assert events
+    for envelope in events:
+        asyncapi.validate_event(envelope, document)
 
 
 async def test_in_store_guest_sale_by_staff_completes_at_once_and_commits_stock(suite):
