@@ -13,12 +13,11 @@ from aiohttp import web
 from pymongo.errors import DuplicateKeyError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from libs.auth import Principal, principal_of, require
-from libs.http import SETTINGS, json_response, parse_body, parse_query, read_json
+from libs.auth import Principal, require
+from libs.http import SETTINGS, json_response, parse_body, parse_query
 from libs.idempotency import guarded
 from libs.openapi import openapi
 from libs.problems import Problem, not_found
-from libs.service import MONGO
 from services.stock import metrics
 from services.stock.schemas import (AvailabilityOut, LevelOut, LevelPage, LocationOut, LocationPage, MovementOut,
                                     MovementPage)

@@ -1,8 +1,6 @@
 """Catalog domain core: pure rules, no I/O (statuses, one price with bounded channel prices, schedules)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 CHANNELS = ("app", "mini_program", "marketplace", "store")
 STATUSES = ("draft", "active", "archived")
 TRANSITIONS = {"draft": {"active", "archived"}, "active": {"archived"}, "archived": set()}
@@ -94,13 +92,3 @@ def check_unique_barcodes(barcodes: list[str]) -> None:
     duplicates = sorted({b for b in barcodes if b in seen or seen.add(b)})
     if duplicates:
         raise CatalogError("duplicate-barcode", f"barcodes repeated in the request: {', '.join(duplicates)}")
-
-
-@dataclass
-class Product:
-    id: str
-    name: str
-    category: str
-    status: str = "draft"
-    version: int = 0
-    skus: list[dict] = field(default_factory=list)
