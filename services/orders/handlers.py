@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from libs.auth import require
 from libs.http import SETTINGS, json_response, parse_body, parse_query, validation_problem
 from libs.idempotency import guarded
+from libs.pagination import decode_cursor, encode_cursor
 from libs.problems import Problem
 from libs.service import MONGO
 from services.orders.app_keys import ORDERS, PAYMENTS
@@ -100,7 +101,7 @@ class ListQuery(Strict):
     store_id: Id | None = None
     status: Annotated[str, Field(max_length=32)] | None = None
     todo: bool = False
-    cursor: Annotated[str, Field(max_length=64)] | None = None
+    cursor: Annotated[str, Field(max_length=128)] | None = None
     limit: int = Field(default=20, ge=1, le=100)
 
 
@@ -141,9 +142,10 @@ async def create_order(request: web.Request) -> web.Response:
 async def list_orders(request: web.Request) -> web.Response:
     principal = require(request)
     query = parse_query(request, ListQuery)
-    items, cursor = await request.app[ORDERS].list_orders(principal, query.store_id, query.status, query.todo,
-                                                         query.cursor, query.limit)
-    return json_response({"items": [public_order(o) for o in items], "next_cursor": cursor})
+    items, last_id = await request.app[ORDERS].list_orders(principal, query.store_id, query.status, query.todo,
+                                                          decode_cursor(query.cursor), query.limit)
+    return json_response({"items": [public_order(o) for o in items],
+                          "next_cursor": encode_cursor(last_id) if last_id else None})
 
 
 @routes.post("/orders/payments/callback")
@@ -234,10 +236,8 @@ async def request_return(request: web.Request) -> web.Response:
     service = request.app[ORDERS]
 
     async def create(remember):
-        order, record = await service.request_return(principal, order_id, [l.model_dump() for l in body.lines],
-                                                     body.reason, body.location_id)
-        answer = {"return": record, "order": public_order(order)}
-        await service.mongo.transaction(lambda s: remember(s, 201, answer))
+        answer = await service.request_return(principal, order_id, [l.model_dump() for l in body.lines],
+                                              body.reason, body.location_id, remember)
         return 201, answer
 
     return await guarded(request.app[MONGO], request, create)

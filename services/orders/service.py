@@ -553,9 +553,9 @@ class OrderService:
         return (await self.mutate(order_id, change))[0]
 
     async def request_return(self, principal: Principal, order_id: str, lines: list[dict], reason: str,
-                             location_id: str | None) -> tuple[dict, dict]:
+                             location_id: str | None, remember) -> dict:
+        """A return request; the answer is stored under the Idempotency-Key in the same transaction."""
         return_id = new_id("ret")
-        holder: dict = {}
 
         def change(order):
             # The owner asks online, or staff of ANY store open it at their counter (return anywhere).
@@ -567,14 +567,19 @@ class OrderService:
             record = domain.request_return(order, return_id, lines, reason, actor_of(principal), utcnow())
             if location_id:
                 record["location_id"] = location_id
-            holder["record"] = record
             return record
 
-        order, record = await self.mutate(order_id, change, extra_events=lambda o, r: [
+        def answer_of(order):
+            return {"return": next(r for r in order["returns"] if r["id"] == return_id), "order": public_order(order)}
+
+        async def remember_answer(session, order):
+            await remember(session, 201, answer_of(order))
+
+        order, record = await self.mutate(order_id, change, session_hook=remember_answer, extra_events=lambda o, r: [
             ev.ReturnRequested(**ev.order_fields(o), return_id=r["id"], return_lines=r["lines"], reason=r["reason"],
                                refund_amount=r["refund_amount"])])
         metrics.RETURNS.labels("requested").inc()
-        return order, record
+        return answer_of(order)
 
     async def receive_return(self, principal: Principal, order_id: str, return_id: str, location_id: str) -> dict:
         if not (principal.is_admin or (is_staff(principal) and location_id in principal.store_ids)):
