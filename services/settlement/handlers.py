@@ -6,7 +6,6 @@ and payout lines; a store manager only its own stores'. Anything not theirs is a
 from __future__ import annotations
 
 import base64
-import time
 from datetime import UTC, datetime, timedelta
 from datetime import date as CalendarDate
 from typing import Literal
@@ -20,20 +19,18 @@ from libs.idempotency import guarded
 from libs.openapi import openapi
 from libs.problems import Problem, not_found
 from libs.service import MONGO
-from services.settlement import metrics
 from services.settlement.api_models import (AccountOut, AccountPage, CloseResult, PayoutBatchOut, PayoutPage,
                                             ReconciliationOut, ReconciliationPage, SplitRuleOut, SplitRulePage,
                                             StatementOut, StatementPage, StatementSummary)
 from services.settlement.domain import accounts
 from services.settlement.domain.payouts import CANCELLED, PAID, PayoutError
 from services.settlement.domain.periods import PeriodError, parse_statement_id, period_of
-from services.settlement.domain.reconciliation import ReconciliationFileError, parse_provider_csv, reconcile
-from services.settlement.domain.rules import FulfilmentFee, RuleError, SplitRule
+from services.settlement.domain.reconciliation import ReconciliationFileError, parse_provider_csv
+from services.settlement.domain.rules import RuleError, next_version
 from services.settlement.domain.statements import can_read, readable_accounts, to_csv
 from services.settlement.ledger import Ledger
-from services.settlement.repository import (JournalRepository, PaymentRepository, PayoutRepository,
-                                            ReconciliationRepository, SplitRuleRepository, StatementRepository,
-                                            new_id, now_utc)
+from services.settlement.repository import (JournalRepository, PayoutRepository, ReconciliationRepository,
+                                            SplitRuleRepository, StatementRepository, now_utc)
 
 routes = web.RouteTableDef()
 READERS = ("franchisee", "store_manager", "hq_admin")
@@ -151,15 +148,8 @@ async def create_split_rule(request: web.Request) -> web.Response:
 
     async def create(remember):
         async def unit(session):
-            latest = await repo.latest(session)
-            base = latest.to_dict() if latest else {}
-            changes = body.model_dump(exclude_none=True)
-            merged = {**base, **changes, "version": (latest.version if latest else 0) + 1}
-            for fee in ("ship_from_store_fee", "pickup_handling_fee", "in_store_fee"):
-                merged[fee] = FulfilmentFee(**merged[fee]) if fee in merged else FulfilmentFee()
             try:
-                fields = SplitRule.__dataclass_fields__
-                rule = SplitRule(**{key: value for key, value in merged.items() if key in fields})
+                rule = next_version(await repo.latest(session), body.model_dump(exclude_none=True))
             except RuleError as exc:
                 raise Problem(422, "invalid-split-rule", str(exc)) from None
             answer = shaped(SplitRuleOut, await repo.add(rule, session, created_by=principal.subject))
@@ -409,38 +399,18 @@ async def create_reconciliation(request: web.Request) -> web.Response:
     except ReconciliationFileError as exc:
         raise Problem(422, "invalid-settlement-file", exc.detail, line=exc.line) from None
     mongo = request.app[MONGO]
-    payments, reports = PaymentRepository(mongo), ReconciliationRepository(mongo)
+    ledger = Ledger(request.app)
 
     async def create(remember):
-        async def read():
-            expected = await payments.captured_between(int(window.captured_from.timestamp() * 1000),
-                                                       int(window.captured_to.timestamp() * 1000), window.provider)
-            known = {**await payments.by_ids([row.payment_id for row in rows]), **expected}
-            return expected, known
-
-        expected, known = await mongo.read_committed(read)
-        result = reconcile(rows, known, expected.keys())
-        created_ms = int(time.time() * 1000)
-        report = {"_id": new_id(f"rec_{created_ms:013d}"),
-                  "status": "clean" if result.clean else "discrepancies",
-                  "captured_from": window.captured_from, "captured_to": window.captured_to,
-                  "provider": window.provider, "rows": len(rows), "expected": len(expected),
-                  "matched": len(result.matched), "missing": list(result.missing), "extra": list(result.extra),
-                  "mismatched": list(result.mismatched), "created_at": now_utc(), "created_ms": created_ms,
-                  "created_by": principal.subject}
+        report = await ledger.reconcile(rows, window.captured_from, window.captured_to, window.provider,
+                                        principal.subject)
         answer = shaped(ReconciliationOut, report)
 
         async def unit(session):
-            await reports.add(report, session)
+            await ledger.store_reconciliation(session, report)
             await remember(session, 201, answer)
 
         await mongo.transaction(unit)
-
-        def observe() -> None:
-            metrics.RECONCILIATIONS.labels(report["status"]).inc()
-            for kind in ("missing", "extra", "mismatched"):
-                metrics.DISCREPANCIES.labels(kind).inc(len(report[kind]))
-        observe()
         return 201, answer
 
     return await guarded(mongo, request, create)

@@ -25,13 +25,14 @@ from services.settlement.domain.orders import OrderFacts, SaleNotPostedYet, pars
 from services.settlement.domain.payouts import (CANCELLED, PAID, PENDING, check_transition, is_payable_account,
                                                 payable_amount)
 from services.settlement.domain.periods import Period, from_ms, period_of, statement_id, to_ms
+from services.settlement.domain.reconciliation import ProviderRow, reconcile
 from services.settlement.domain.rules import DEFAULT_RULE, rule_in_force
 from services.settlement.domain.splits import LineSplit, SaleSplit, reverse_lines, split_sale
 from services.settlement.domain.statements import Statement, build_statement
 from services.settlement.events import EntriesPosted, PostedEntry, StatementClosed
 from services.settlement.repository import (JournalRepository, LocationRepository, PaymentRepository,
-                                            PayoutRepository, ReturnRepository, SplitRuleRepository,
-                                            StatementRepository, new_id, now_utc)
+                                            PayoutRepository, ReconciliationRepository, ReturnRepository,
+                                            SplitRuleRepository, StatementRepository, new_id, now_utc)
 
 ORDER_CONFIRMED = "orders.order.confirmed"
 ORDER_COMPLETED = "orders.order.completed"
@@ -52,6 +53,7 @@ class Ledger:
         self.statements = StatementRepository(self.mongo)
         self.payouts = PayoutRepository(self.mongo)
         self.returns = ReturnRepository(self.mongo)
+        self.reconciliations = ReconciliationRepository(self.mongo)
 
     @property
     def offset(self) -> int:
@@ -321,3 +323,31 @@ class Ledger:
                                          f"{target}_by": actor}, session)
         self.mongo.after_commit(lambda: metrics.PAYOUT_BATCHES.labels(target).inc())
         return saved
+
+    # -- reconciliation --------------------------------------------------------------------------
+    async def reconcile(self, rows: list[ProviderRow], captured_from: datetime, captured_to: datetime,
+                        provider: str | None, created_by: str) -> dict:
+        """The report of a provider file: every payment captured in the window must be in it, every row in
+        it must be a captured payment (captured at any time), with the same amount (and fee, when known)."""
+        async def read():
+            expected = await self.payments.captured_between(to_ms(captured_from), to_ms(captured_to), provider)
+            known = {**await self.payments.by_ids([row.payment_id for row in rows]), **expected}
+            return expected, known
+
+        expected, known = await self.mongo.read_committed(read)
+        result = reconcile(rows, known, expected.keys())
+        created = now_utc()
+        return {"_id": new_id(f"rec_{to_ms(created):013d}"), "status": "clean" if result.clean else "discrepancies",
+                "captured_from": captured_from, "captured_to": captured_to, "provider": provider, "rows": len(rows),
+                "expected": len(expected), "matched": len(result.matched), "missing": list(result.missing),
+                "extra": list(result.extra), "mismatched": list(result.mismatched), "created_at": created,
+                "created_ms": to_ms(created), "created_by": created_by}
+
+    async def store_reconciliation(self, session, report: dict) -> None:
+        await self.reconciliations.add(report, session)
+
+        def observe() -> None:
+            metrics.RECONCILIATIONS.labels(report["status"]).inc()
+            for kind in ("missing", "extra", "mismatched"):
+                metrics.DISCREPANCIES.labels(kind).inc(len(report[kind]))
+        self.mongo.after_commit(observe)

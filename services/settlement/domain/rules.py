@@ -102,6 +102,14 @@ class SplitRule:
                    note=doc.get("note", ""))
 
 
+def next_version(latest: SplitRule | None, changes: Mapping) -> SplitRule:
+    """The next version: the latest rule's values with `changes` applied (RuleError when impossible)."""
+    merged = {**(latest.to_dict() if latest else {}), **changes, "version": (latest.version if latest else 0) + 1}
+    for name in ("ship_from_store_fee", "pickup_handling_fee", "in_store_fee"):
+        merged[name] = FulfilmentFee(**merged[name]) if name in merged else FulfilmentFee()
+    return SplitRule(**{key: value for key, value in merged.items() if key in SplitRule.__dataclass_fields__})
+
+
 # The rule every fresh installation starts with, in force since long before any order.
 DEFAULT_RULE = SplitRule(version=1, effective_from=datetime(2000, 1, 1, tzinfo=UTC), note="initial rule set")
 
