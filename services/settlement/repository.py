@@ -35,6 +35,8 @@ INDEXES = [
               name="one_batch_per_period"),
     IndexSpec("reconciliations", [("created_ms", ASCENDING)], name="created_ms"),
     IndexSpec("returns_received", [("order_id", ASCENDING)], name="order_id"),
+    # Also makes sure the collection exists before the first (transactional) write into it.
+    IndexSpec("locations", [("ownership", ASCENDING)], name="ownership"),
 ]
 
 

@@ -14,7 +14,8 @@ from services.settlement.domain.payouts import PayoutError, check_transition, pa
 from services.settlement.domain.periods import PeriodError, parse_statement_id, period_of, statement_id
 from services.settlement.domain.reconciliation import (CapturedPayment, ReconciliationFileError,
                                                        parse_provider_csv, reconcile)
-from services.settlement.domain.rules import DEFAULT_RULE, FulfilmentFee, RuleError, SplitRule, rule_in_force
+from services.settlement.domain.rules import (DEFAULT_RULE, FulfilmentFee, RuleError, SplitRule, next_version,
+                                              rule_in_force)
 from services.settlement.domain.splits import split_sale
 from services.settlement.domain.statements import StatementLine, build_statement, can_read, to_csv
 
@@ -62,6 +63,17 @@ def test_rules_reject_impossible_rates_and_round_trip_through_documents():
     with pytest.raises(RuleError):
         FulfilmentFee("bonus")
     assert SplitRule.from_dict(DEFAULT_RULE.to_dict()) == DEFAULT_RULE
+
+
+def test_a_new_version_keeps_what_it_does_not_change():
+    v2 = next_version(DEFAULT_RULE, {"effective_from": datetime(2027, 1, 1, tzinfo=UTC), "staff_commission_bps": 450,
+                                     "pickup_handling_fee": {"kind": "percent", "bps": 200, "amount": 0}})
+    assert (v2.version, v2.staff_commission_bps, v2.pickup_handling_fee) == (2, 450, FulfilmentFee("percent", 200))
+    assert (v2.ship_from_store_fee, v2.channel_fee_bps) == (DEFAULT_RULE.ship_from_store_fee,
+                                                            DEFAULT_RULE.channel_fee_bps)
+    assert next_version(None, {"effective_from": datetime(2027, 1, 1, tzinfo=UTC)}).version == 1
+    with pytest.raises(RuleError):
+        next_version(v2, {"effective_from": datetime(2027, 1, 1, tzinfo=UTC), "payment_fee_bps": {"x": -1}})
 
 
 # -- order events --------------------------------------------------------------------------------
