@@ -10,13 +10,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from aiohttp import web
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from libs.auth import Principal, require
 from libs.http import SETTINGS, json_response, parse_body, parse_query
 from libs.idempotency import guarded
 from libs.openapi import openapi
+from libs.mongo import ConcurrencyConflict
 from libs.problems import Problem, not_found
 from services.stock import metrics
 from services.stock.schemas import (AvailabilityOut, LevelOut, LevelPage, LocationOut, LocationPage, MovementOut,
@@ -199,11 +200,22 @@ def level_view(doc: dict) -> dict:
 
 async def transaction_replaying_duplicates(mongo, unit):
     """Run `unit`; when a concurrent request with the same order id / movement key committed first (unique
-    index, real replica set), run it again: it then finds that record and answers as its replay."""
+    index, real replica set), run it again: it then finds that record and answers as its replay. When the
+    contention outlasts the transaction helper's retries, answer 503 with Retry-After rather than a 500:
+    nothing was changed and the caller may simply try again."""
     try:
-        return await mongo.transaction(unit)
-    except DuplicateKeyError:
-        return await mongo.transaction(unit)
+        try:
+            return await mongo.transaction(unit)
+        except DuplicateKeyError:
+            return await mongo.transaction(unit)
+    except ConcurrencyConflict:
+        raise Problem(503, "contention", "stock is under heavy contention; nothing was changed, retry shortly",
+                      headers={"Retry-After": "1"}) from None
+    except PyMongoError as exc:
+        if exc.has_error_label("TransientTransactionError"):
+            raise Problem(503, "contention", "stock is under heavy contention; nothing was changed, retry shortly",
+                          headers={"Retry-After": "1"}) from None
+        raise
 
 
 def stock_problem(error: StockError, **extensions) -> Problem:
