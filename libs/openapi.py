@@ -97,23 +97,43 @@ def is_internal_path(path: str) -> bool:
 
 
 class _Schemas:
-    """Collects JSON Schemas (draft 2020-12, as OpenAPI 3.1 uses) of the models, with shared $defs."""
+    """Collects JSON Schemas (draft 2020-12, as OpenAPI 3.1 uses) of the models, with shared $defs.
+
+    Request bodies are described as validated (`parse_body` accepts aliases); answers as the kit's
+    `json_response` writes them (`model_dump()`: field names, not aliases). When the two shapes of one model
+    differ, the answer's keeps the model's name with an `Out` suffix.
+    """
 
     def __init__(self) -> None:
         self.components: dict[str, Any] = {"Problem": PROBLEM_SCHEMA}
 
     def ref(self, annotation: Any, mode: str) -> dict[str, Any]:
+        by_alias = mode == "validation"
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            refs, top = models_json_schema([(annotation, mode)], ref_template=SCHEMA_REF)
-            self.components.update(top.get("$defs", {}))
-            return refs[(annotation, mode)]
-        schema = TypeAdapter(annotation).json_schema(ref_template=SCHEMA_REF, mode=mode)
-        self.components.update(schema.pop("$defs", {}))
+            refs, top = models_json_schema([(annotation, mode)], ref_template=SCHEMA_REF, by_alias=by_alias)
+            return self._merge(refs[(annotation, mode)], top.get("$defs", {}), "Out" if mode != "validation" else "In")
+        schema = TypeAdapter(annotation).json_schema(ref_template=SCHEMA_REF, mode=mode, by_alias=by_alias)
+        defs = schema.pop("$defs", {})
+        return self._merge(schema, defs, "Out" if mode != "validation" else "In")
+
+    def _merge(self, schema: dict[str, Any], defs: dict[str, Any], suffix: str) -> dict[str, Any]:
+        renames: dict[str, str] = {}
+        for name, definition in defs.items():
+            if name in self.components and self.components[name] != definition:
+                new_name = name + suffix
+                while new_name in self.components and self.components[new_name] != definition:
+                    new_name += suffix
+                renames[SCHEMA_REF.format(model=name)] = SCHEMA_REF.format(model=new_name)
+        if renames:
+            schema = _rewrite_refs(schema, renames)
+            defs = {renames.get(SCHEMA_REF.format(model=n), SCHEMA_REF.format(model=n)).rsplit("/", 1)[-1]:
+                    _rewrite_refs(d, renames) for n, d in defs.items()}
+        self.components.update(defs)
         return schema
 
     def query_parameters(self, model: type[BaseModel]) -> list[dict[str, Any]]:
         schema = model.model_json_schema(ref_template=SCHEMA_REF, mode="validation")
-        self.components.update(schema.pop("$defs", {}))
+        schema = {**schema, "properties": self._merge(schema.get("properties", {}), schema.pop("$defs", {}), "In")}
         required = set(schema.get("required", []))
         params = []
         for name, prop in schema.get("properties", {}).items():
@@ -122,6 +142,15 @@ class _Schemas:
                 param["description"] = prop["description"]
             params.append(param)
         return params
+
+
+def _rewrite_refs(node: Any, renames: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        return {k: (renames.get(v, v) if k == "$ref" and isinstance(v, str) else _rewrite_refs(v, renames))
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_rewrite_refs(item, renames) for item in node]
+    return node
 
 
 def _json(schema: dict[str, Any], content_type: str = "application/json") -> dict[str, Any]:

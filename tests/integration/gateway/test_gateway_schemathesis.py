@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import pytest_asyncio
+from openapi_spec_validator import validate
 
 from tests.integration.gateway.gateway_kit import call, missing_services, suite_behind_gateway
 
@@ -39,7 +40,9 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(suite,
         assert status == 200, token
         status, document, _ = await call(http, "GET", suite.gateway + "/api/docs/openapi.json")
     assert status == 200
+    validate(document)  # the real services' documents, merged, are a valid OpenAPI 3.1 document
     assert document["x-o2o-missing-services"] == []
+    assert not [path for path in document["paths"] if "/internal" in path]
     assert len(document["paths"]) > 40  # every service's public routes are in the aggregated document
 
     schemathesis = Path(sys.executable).with_name("schemathesis")

@@ -147,3 +147,32 @@ def test_aggregate_of_nothing_is_still_valid_and_the_page_renders():
     hostile = catalog_doc()
     hostile["paths"]["/catalog/products"]["get"]["summary"] = "<script>alert(1)</script>"
     assert "<script>" not in render_html(aggregate({"catalog": hostile}))
+
+
+class Stored(BaseModel):
+    """Read from Mongo by its `_id`, answered as `id` (the kit's json_response dumps field names)."""
+    id: str = Field(alias="_id")
+    name: str
+
+
+def test_aliases_are_described_as_each_direction_sees_them():
+    routes = web.RouteTableDef()
+
+    @routes.post("/stock/things")
+    @openapi(request=Stored, responses={201: Stored})
+    async def create(request):
+        ...
+
+    app = web.Application()
+    app.add_routes(routes)
+    document = build_openapi(app, "Stock")
+    validate(document)
+    operation = document["paths"]["/stock/things"]["post"]
+    schemas = document["components"]["schemas"]
+    request_name = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    answer_name = operation["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert set(schemas[request_name]["properties"]) == {"_id", "name"}
+    assert set(schemas[answer_name]["properties"]) == {"id", "name"}
+    assert request_name != answer_name
+    dumped = Stored.model_validate({"_id": "x", "name": "n"}).model_dump()
+    assert set(dumped) == set(schemas[answer_name]["required"])

@@ -1,0 +1,73 @@
+"""The gateway in front of the real membership service (the token issuer): its tokens verify at the gateway
+through its JWKS, and guessing OTP codes or staff passwords through the gateway is cut off by the gateway's
+own buckets (429) before membership's per-phone / per-username counters are even needed."""
+from __future__ import annotations
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from tests.integration.gateway.gateway_kit import bearer, call, missing_services, suite_behind_gateway
+
+NEEDED = ("membership", "catalog")
+_missing = missing_services(NEEDED)
+pytestmark = [pytest.mark.asyncio(loop_scope="module"),
+              pytest.mark.skipif(bool(_missing), reason=f"service packages not in the tree yet: {_missing}")]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def suite(mongo_url, bus_namespace):
+    # The defaults for login routes (5 tries, then one every 12 s); addresses from X-Forwarded-For.
+    async with suite_behind_gateway(mongo_url, bus_namespace, NEEDED, trust_forwarded_for=True) as running:
+        yield running
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def http():
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        yield session
+
+
+async def test_membership_tokens_verify_at_the_gateway(suite, http):
+    device = {"X-Forwarded-For": "10.9.0.1"}
+    status, otp, _ = await call(http, "POST", suite.api + "/auth/member/otp", json={"phone": "+8613800000001"},
+                                headers=device)
+    assert status == 202, otp
+    status, token, _ = await call(http, "POST", suite.api + "/auth/member/token",
+                                  json={"phone": "+8613800000001", "code": otp["dev_code"]}, headers=device)
+    assert status == 200 and token["token_type"] == "Bearer", token
+    me = await call(http, "GET", suite.api + "/members/me", headers={**bearer(token["access_token"]), **device})
+    assert me[0] == 200 and me[1]["id"] == "mbr_demo_lin"
+    admin_route = await call(http, "POST", suite.api + "/catalog/categories", json={"id": "x", "name": "X"},
+                             headers={**bearer(token["access_token"]), **device})
+    assert admin_route[0] == 403 and admin_route[1]["type"].endswith("/forbidden")
+
+
+async def test_otp_guessing_is_cut_off_by_the_gateway(suite, http):
+    device = {"X-Forwarded-For": "10.9.1.1"}
+    phone = "+8613800000002"
+    status, _, _ = await call(http, "POST", suite.api + "/auth/member/otp", json={"phone": phone}, headers=device)
+    assert status == 202
+    # One budget per client for every login route: the code request spent one of the five.
+    guesses = [await call(http, "POST", suite.api + "/auth/member/token", json={"phone": phone, "code": f"{n:06d}"},
+                          headers=device) for n in range(1, 5)]
+    assert all(400 <= g[0] < 500 and g[0] != 429 for g in guesses), guesses  # membership says "wrong code"
+    cut_off = await call(http, "POST", suite.api + "/auth/member/token", json={"phone": phone, "code": "000005"},
+                         headers=device)
+    assert cut_off[0] == 429 and cut_off[1]["type"].endswith("/rate-limited")
+    assert int(cut_off[2]["Retry-After"]) >= 1
+
+
+async def test_staff_password_guessing_is_cut_off_by_the_gateway(suite, http):
+    device = {"X-Forwarded-For": "10.9.2.1"}
+    guesses = [await call(http, "POST", suite.api + "/auth/staff/token",
+                          json={"username": "jingan.manager", "password": f"guess-{n}"}, headers=device)
+               for n in range(5)]
+    assert [g[0] for g in guesses] == [401] * 5, guesses
+    cut_off = await call(http, "POST", suite.api + "/auth/staff/token",
+                         json={"username": "jingan.manager", "password": "jingan-manager-pass"}, headers=device)
+    assert cut_off[0] == 429
+    other_device = await call(http, "POST", suite.api + "/auth/staff/token",
+                              json={"username": "jingan.manager", "password": "jingan-manager-pass"},
+                              headers={"X-Forwarded-For": "10.9.2.2"})
+    assert other_device[0] == 200, other_device
