@@ -53,6 +53,13 @@ async def test_a_payout_batch_pays_each_party_of_a_closed_period_once(settlement
                                      headers=settlement.franchisee("frn_yangpu", ["loc_sh_wujiaochang"]))
     assert status == 404
 
+    # The Jing'an manager sees the store's account and nobody else's, and the store's line of the batch.
+    manager = settlement.headers_for("stf_jingan_mgr", ["store_manager"], store_ids=["loc_sh_jingan"])
+    status, visible = await settlement.get("/settlement/accounts", headers=manager)
+    assert status == 200 and [(a["id"], a["balance"]) for a in visible["items"]] == [("store:loc_sh_jingan", 800)]
+    status, seen = await settlement.get("/settlement/payouts", headers=manager)
+    assert [[item["account"] for item in b["items"]] for b in seen["items"]] == [["store:loc_sh_jingan"]]
+
     paid = await asyncio.gather(*(settlement.post(f"/settlement/payouts/{batch['id']}/paid") for _ in range(4)))
     assert all(status == 200 and body["status"] == "paid" for status, body in paid), paid
     for account in ("franchisee:frn_dongfang", "staff:stf_jingan_01", "store:loc_sh_jingan"):
