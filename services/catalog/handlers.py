@@ -311,11 +311,19 @@ async def change_price(request: web.Request) -> web.Response:
     if body.channels is not None:
         change["channels"] = dict(body.channels)
     effective_ms = int(body.effective_at.timestamp() * 1000) if body.effective_at else None
-    sku, schedule = await _run(catalog, lambda s: catalog.change_price(request.match_info["sku_id"], change,
-                                                                       effective_ms, principal.subject, s))
-    if schedule is not None:
-        return json_response(schedule_view(schedule), status=202)
-    return json_response(sku_view(sku, internal=True))
+
+    async def create(remember):
+        # Under an Idempotency-Key a retried change is answered from the first, not applied (and published) twice.
+        async def unit(session):
+            sku, schedule = await catalog.change_price(request.match_info["sku_id"], change, effective_ms,
+                                                       principal.subject, session)
+            answer = (202, schedule_view(schedule)) if schedule is not None else (200, sku_view(sku, internal=True))
+            await remember(session, *answer)
+            return answer
+
+        return await _run(catalog, unit)
+
+    return await guarded(catalog.mongo, request, create)
 
 
 def schedule_view(doc: dict) -> dict:

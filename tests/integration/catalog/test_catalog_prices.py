@@ -120,3 +120,14 @@ async def test_a_scheduled_change_can_be_cancelled_before_it_is_due(catalog_api)
     assert status == 404
     _, overview, _ = await catalog_api.call("GET", f"/catalog/skus/{SKU}/prices", catalog_api.admin)
     assert overview["current"]["base"] == 9900 and overview["scheduled"][0]["status"] == "cancelled"
+
+
+async def test_a_retried_price_change_with_the_same_idempotency_key_is_applied_once(catalog_api):
+    headers = {**catalog_api.admin, "Idempotency-Key": "price-retry-1"}
+    answers = [await catalog_api.call("POST", f"/catalog/skus/{SKU}/price", headers, json={"channels": {"store": 9700}})
+               for _ in range(3)]
+    assert {status for status, _, _ in answers} == {200}
+    assert answers[1][2].get("Idempotent-Replayed") == "true"
+    _, overview, _ = await catalog_api.call("GET", f"/catalog/skus/{SKU}/prices", catalog_api.admin)
+    assert len([h for h in overview["history"] if h["how"] == "immediate"]) == 1
+    assert await catalog_api.db["outbox"].count_documents({"type": "catalog.price.changed"}) == 1
