@@ -133,3 +133,22 @@ async def test_coupon_rules_refuse_cleanly(membership):
         "order_id": order_id(), "member_id": member_id, "channel": "app", "lines": LINES}, token=token)
     assert status == 403
     assert (await membership.svc.coupons.get(code))["state"] == "issued"
+
+
+async def test_an_expired_coupon_cannot_be_used_and_the_sweeper_marks_it(membership):
+    from services.membership import jobs
+    token, member_id = await membership.member_login(unique_phone())
+    _, scanned = await membership.post("/members/scan", {"code": "qr_campaign_welcome"}, token=token)
+    code = scanned["coupons_issued"][0]["code"]
+    svc = membership.svc
+    await svc.mongo.transaction(lambda s: svc.coupons.collection.update_one(
+        {"_id": code}, {"$set": {"valid_until_ms": 1}}, session=s))
+    status, coupons = await membership.get("/members/me/coupons", token)
+    assert [c["state"] for c in coupons["items"]] == ["expired"]
+    service = await membership.service_token()
+    status, problem = await membership.post("/members/internal/checkout-holds", {
+        "order_id": order_id(), "member_id": member_id, "channel": "app", "coupon_codes": [code], "lines": LINES},
+        token=service)
+    assert status == 409 and problem["type"].endswith("coupon-unavailable")
+    await jobs.expire_coupons(membership.app)
+    assert (await svc.coupons.get(code))["state"] == "expired"
