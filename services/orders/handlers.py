@@ -5,7 +5,7 @@ import json
 from typing import Annotated, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from libs.auth import require
 from libs.http import SETTINGS, json_response, parse_body, parse_query, validation_problem
@@ -62,11 +62,18 @@ class AttributionIn(Strict):
 
 class OrderRequest(Strict):
     channel: Literal[CHANNELS]
-    lines: list[LineIn] = Field(min_length=1, max_length=50)
+    lines: list[LineIn] = Field(default_factory=list, max_length=50)
     fulfilment: ShipTo | PickupAt | InStore = Field(discriminator="type")
     coupon_codes: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list, max_length=5)
     points: int = Field(default=0, ge=0, le=10_000_000)
     attribution: AttributionIn | None = None
+
+    @model_validator(mode="after")
+    def _something_to_buy(self):
+        scanned = self.fulfilment.type == "in_store" and self.fulfilment.scanned_codes
+        if not self.lines and not scanned:
+            raise ValueError("an order needs lines (or, in store, scanned product codes)")
+        return self
 
 
 class PayRequest(Strict):

@@ -22,6 +22,7 @@ from services.orders import events as ev
 from services.orders import metrics
 from services.orders.domain import order as domain
 from services.orders.domain import pickup, saga
+from services.orders.domain.access import can_see, is_owner, is_staff, works_at_order_store
 from services.orders.domain.lifecycle import (CANCELLED, PENDING, PENDING_PAYMENT, READY_FOR_PICKUP, SHIPPED,
                                               OrderError, epoch_ms, note_event, rfc3339)
 from services.orders.domain.pricing import apply_discounts, price_lines
@@ -31,7 +32,6 @@ from services.orders.settings import OrdersSettings
 from services.orders.upstream import Upstreams
 
 log = get_logger("orders")
-STAFF_ROLES = ("store_staff", "store_manager")
 
 
 def utcnow() -> datetime:
@@ -52,31 +52,6 @@ def upstream_problem(exc: UpstreamError) -> Problem:
     extensions = {k: v for k, v in exc.body.items() if k not in ("type", "title", "status", "detail", "instance")}
     status = exc.status if exc.status in (404, 409, 422) else 502
     return Problem(status, exc.problem_type or "upstream-error", str(exc.body.get("detail") or exc), **extensions)
-
-
-# -- visibility -------------------------------------------------------------------------------------
-
-def is_staff(principal: Principal) -> bool:
-    return principal.has(*STAFF_ROLES)
-
-
-def can_see(principal: Principal, order: dict) -> bool:
-    if principal.is_admin:
-        return True
-    if principal.member_id and order.get("member_id") == principal.member_id:
-        return True
-    if principal.has(*STAFF_ROLES, "franchisee"):
-        return bool(principal.store_ids.intersection(order.get("store_ids") or []))
-    return False
-
-
-def is_owner(principal: Principal, order: dict) -> bool:
-    return bool(principal.member_id) and order.get("member_id") == principal.member_id
-
-
-def works_at_order_store(principal: Principal, order: dict) -> bool:
-    return principal.is_admin or (is_staff(principal) and
-                                  bool(principal.store_ids.intersection(order.get("store_ids") or [])))
 
 
 def actor_of(principal: Principal) -> str:
@@ -231,6 +206,7 @@ class OrderService:
         if member_id is None and (coupon_codes or points):
             raise Problem(422, "member-required", "coupons and points need a member")
         requested = [line.model_dump() for line in request.lines]
+        requested += await self._scanned_lines(fulfilment.get("scanned_codes") or [])
         quotes = await self._quote(request.channel, requested)
         try:
             lines = price_lines(requested, quotes)
@@ -292,6 +268,22 @@ class OrderService:
         metrics.ORDERS_PLACED.labels(request.channel, kind).inc()
         metrics.ORDER_VALUE.labels(request.channel).observe(totals["total"])
         return 201, public_order(placed)
+
+    async def _scanned_lines(self, codes: list[str]) -> list[dict]:
+        """Scan and pay: each code scanned in store is one unit of its SKU."""
+        lines, unknown = [], []
+        for code in codes:
+            try:
+                sku_id = await self.upstreams.sku_for_code(code)
+            except UpstreamError as exc:
+                raise upstream_problem(exc) from None
+            if sku_id is None:
+                unknown.append(code)
+            else:
+                lines.append({"sku_id": sku_id, "qty": 1})
+        if unknown:
+            raise Problem(422, "unknown-code", f"no product has the code(s) {', '.join(unknown)}", codes=unknown)
+        return lines
 
     def _buyer(self, principal: Principal, kind: str, fulfilment: dict) -> str | None:
         """Members order for themselves; store staff may ring up an in-store (guest) sale at their store."""

@@ -9,6 +9,7 @@ import asyncio
 import time
 
 import aiohttp
+from urllib.parse import quote
 from aiohttp import web
 
 from libs.clients import ServiceClient, ServiceTokenProvider, UpstreamError
@@ -61,6 +62,16 @@ class Upstreams:
         body = await self.catalog.post("/catalog/internal/quote", {"channel": channel, "sku_ids": sku_ids})
         return {item["sku_id"]: item for item in body["items"]}
 
+    async def sku_for_code(self, code: str) -> str | None:
+        """A code scanned in store (barcode / QR payload) to its SKU id; None when catalog does not know it."""
+        try:
+            body = await self.catalog.get(f"/catalog/skus/by-code/{quote(code, safe='')}")
+        except UpstreamError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return body["id"]
+
     # -- stock -----------------------------------------------------------------------------------
     async def reserve(self, order_id: str, mode: str, lines: list[dict], *, location_id: str | None,
                       destination: dict | None, ttl_s: int) -> dict:
@@ -72,11 +83,14 @@ class Upstreams:
         return await self.stock.post("/stock/internal/reservations", payload)
 
     async def reservation_action(self, order_id: str, action: str, payload: dict | None = None) -> None:
-        """commit | release | extend; a reservation the stock service never made needs no release."""
+        """commit | release | extend. A reservation stock never made needs no release, and one that is no
+        longer held (committed when the goods left, or released) needs no extension."""
         try:
             await self.stock.post(f"/stock/internal/reservations/{order_id}/{action}", payload or {})
         except UpstreamError as exc:
             if action == "release" and exc.status == 404:
+                return
+            if action == "extend" and exc.status in (404, 409):
                 return
             raise
 

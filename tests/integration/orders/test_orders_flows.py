@@ -146,11 +146,15 @@ async def test_in_store_guest_sale_by_staff_completes_at_once_and_commits_stock(
 
 
 async def test_member_scan_and_pay_in_store(suite):
+    """The member scans two tees' barcodes in the store and pays on the phone."""
     member = suite.mint.member(LIN)
-    status, order = await suite.place({"channel": "store", "lines": [{"sku_id": TEE, "qty": 1}],
-                                       "fulfilment": {"type": "in_store", "location_id": XUJIAHUI,
-                                                      "scanned_codes": ["6900000001001"]}}, member)
+    status, problem = await suite.place({"channel": "store", "fulfilment": {
+        "type": "in_store", "location_id": XUJIAHUI, "scanned_codes": ["6900000009999"]}}, member)
+    assert status == 422 and problem["type"].endswith("unknown-code"), problem
+    status, order = await suite.place({"channel": "store", "fulfilment": {
+        "type": "in_store", "location_id": XUJIAHUI, "scanned_codes": ["6900000001001", "6900000001001"]}}, member)
     assert status == 201, order
+    assert [(l["sku_id"], l["qty"]) for l in order["lines"]] == [(TEE, 2)]
     # Sold in Xujiahui: the sale is that store's, not the bound store's assistant's.
     assert order["attribution"]["store_id"] == XUJIAHUI and order["attribution"]["staff_id"] is None
     status, paid = await suite.pay(order["id"], member)
