@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -23,7 +22,7 @@ from services.orders import metrics
 from services.orders.domain import order as domain
 from services.orders.domain import pickup, saga
 from services.orders.domain.access import can_see, is_owner, is_staff, works_at_order_store
-from services.orders.domain.lifecycle import (CANCELLED, PENDING, PENDING_PAYMENT, READY_FOR_PICKUP, SHIPPED,
+from services.orders.domain.lifecycle import (PENDING, PENDING_PAYMENT, READY_FOR_PICKUP, SHIPPED,
                                               OrderError, epoch_ms, note_event, rfc3339)
 from services.orders.domain.pricing import apply_discounts, price_lines
 from services.orders.payments.port import PaymentProvider, PaymentTimeout

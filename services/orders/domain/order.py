@@ -235,6 +235,3 @@ def finish_action(order: dict, action: str) -> None:
     if action in pending:
         pending.remove(action)
     order["pending_actions"] = pending
-
-
-STATUS_AFTER_PAYMENT = (CONFIRMED, ALLOCATED, SHIPPED, READY_FOR_PICKUP, PICKED_UP, COMPLETED, REFUNDED)
