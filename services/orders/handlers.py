@@ -182,8 +182,10 @@ async def get_order(request: web.Request) -> web.Response:
 async def pay(request: web.Request) -> web.Response:
     principal = require(request)
     body = await parse_body(request, PayRequest)
-    status, order = await request.app[ORDERS].pay(principal, _order_id(request), body.card_number)
-    return json_response(order, status=status)
+    order_id, service = _order_id(request), request.app[ORDERS]
+    # A retried /pay (lost answer) with the same Idempotency-Key gets the first answer, never a second charge.
+    return await guarded(request.app[MONGO], request,
+                         lambda remember: service.pay(principal, order_id, body.card_number, remember))
 
 
 @routes.post("/orders/{order_id}/cancel")

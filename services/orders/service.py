@@ -380,8 +380,16 @@ class OrderService:
             log.warning("orders.reject_failed", order_id=order_id, error=problem.detail)
 
     # -- payment --------------------------------------------------------------------------------
-    async def pay(self, principal: Principal, order_id: str, card_number: str) -> tuple[int, dict]:
+    async def pay(self, principal: Principal, order_id: str, card_number: str, remember=None) -> tuple[int, dict]:
+        """Charge the order's total through the provider port. `remember(session, status, body)` stores the
+        answer under the request's Idempotency-Key in the transaction that records the outcome."""
         attempt_id = new_id("pat")
+
+        def answer(status: int):
+            async def hook(session, order):
+                if remember is not None:
+                    await remember(session, status, public_order(order))
+            return hook
 
         def claim(order):
             if not can_see(principal, order):
@@ -395,14 +403,16 @@ class OrderService:
         amount = order["totals"]["total"]
         if amount == 0:
             payment = {"provider": "none", "payment_id": f"free_{attempt_id}", "amount": 0, "fee": 0}
-            return 200, public_order(await self._confirm(order_id, attempt_id, payment, actor_of(principal)))
+            return 200, public_order(await self._confirm(order_id, attempt_id, payment, actor_of(principal),
+                                                         answer(200)))
         try:
             result = await self.payments.charge(order_id=order_id, attempt_id=attempt_id, amount=amount,
                                                 card_number=card_number)
         except PaymentTimeout:
             metrics.PAYMENTS.labels(self.payments.name, "timeout").inc()
             order, _ = await self.mutate(order_id, lambda o: domain.payment_failed(
-                o, attempt_id, "unknown", "provider timeout; awaiting its callback", utcnow()))
+                o, attempt_id, "unknown", "provider timeout; awaiting its callback", utcnow()),
+                session_hook=answer(202))
             return 202, public_order(order)
         except Exception:
             await self.mutate(order_id, lambda o: domain.payment_failed(o, attempt_id, "failed", "provider error", utcnow()))
@@ -415,9 +425,9 @@ class OrderService:
         metrics.PAYMENTS.labels(self.payments.name, "succeeded").inc()
         payment = {"provider": self.payments.name, "payment_id": result.payment_id, "amount": result.amount,
                    "fee": result.fee}
-        return 200, public_order(await self._confirm(order_id, attempt_id, payment, actor_of(principal)))
+        return 200, public_order(await self._confirm(order_id, attempt_id, payment, actor_of(principal), answer(200)))
 
-    async def _confirm(self, order_id: str, attempt_id: str, payment: dict, actor: str) -> dict:
+    async def _confirm(self, order_id: str, attempt_id: str, payment: dict, actor: str, session_hook=None) -> dict:
         """Record a successful payment; money that arrives for an order no longer payable is refunded."""
         def change(order):
             if order.get("payment") and order["payment"]["payment_id"] == payment["payment_id"]:
@@ -429,7 +439,15 @@ class OrderService:
                 return "late"
             return domain.confirm_payment(order, payment, actor, utcnow())
 
-        order, result = await self.mutate(order_id, change)
+        async def hook(session, order):
+            if session_hook is not None and order["status"] != PENDING_PAYMENT and not _late(order):
+                await session_hook(session, order)
+
+        def _late(order):
+            return any(r["reason"] == "late_payment" and r.get("payment_id") == payment["payment_id"]
+                       for r in order.get("refunds", []))
+
+        order, result = await self.mutate(order_id, change, session_hook=hook)
         if result == "late":
             metrics.PAYMENTS.labels(payment["provider"], "late_refunded").inc()
             raise Problem(409, "order-not-payable", f"the order is {order['status']}; the payment is refunded")

@@ -64,3 +64,22 @@ async def test_the_key_belongs_to_its_caller(suite):
     status, chen_order = await suite.place(body(), suite.mint.member("mbr_demo_chen"), key="shared-key")
     assert status == 201 and chen_order["id"] != lin_order["id"]
     assert chen_order["member_id"] == "mbr_demo_chen"
+
+
+async def test_a_replayed_payment_answers_the_first_result_and_charges_once(suite):
+    member = suite.mint.member(LIN)
+    status, order = await suite.place(body(), member)
+    assert status == 201
+    pay_headers = {**member, "Idempotency-Key": f"pay-{order['id']}"}
+    card = {"card_number": "4242424242424242"}
+    answers = await asyncio.gather(*(suite.call("POST", f"/orders/{order['id']}/pay", pay_headers, json=card)
+                                     for _ in range(5)))
+    statuses = sorted(status for status, _, _ in answers)
+    assert statuses.count(200) >= 1 and set(statuses) <= {200, 409}, statuses
+    paid = [payload for status, payload, _ in answers if status == 200]
+    assert len({p["payment"]["payment_id"] for p in paid}) == 1
+    status, replay, headers = await suite.call("POST", f"/orders/{order['id']}/pay", pay_headers, json=card)
+    assert status == 200 and headers.get("Idempotent-Replayed") == "true"
+    assert replay["payment"] == paid[0]["payment"]
+    _, final = await suite.get(order["id"], member)
+    assert [e["status"] for e in final["timeline"]].count("confirmed") == 1
