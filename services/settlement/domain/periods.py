@@ -78,3 +78,14 @@ def parse_statement_id(statement_id_: str, utc_offset_minutes: int) -> tuple[str
     if period.label != label:
         raise PeriodError("the date is not the first day of its period")
     return parts[3], period
+
+
+def due_for_closing(now: datetime, grace: timedelta, utc_offset_minutes: int) -> list[Period]:
+    """The last ended period of each granularity, once it has been over for `grace` (late events and
+    corrections land first), for the scheduled closing."""
+    local_day = local_day_of(now - grace, utc_offset_minutes)
+    due = []
+    for granularity in GRANULARITIES:
+        current = period_of(granularity, local_day, utc_offset_minutes)
+        due.append(period_of(granularity, current.label - timedelta(days=1), utc_offset_minutes))
+    return due

@@ -1,6 +1,7 @@
 """The settlement service in-process on the real broker and the real wire server, fed raw order events."""
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from datetime import UTC, datetime
@@ -102,14 +103,14 @@ class Settlement:
         return next((item["balance"] for item in body["items"] if item["id"] == account), 0)
 
 
-@pytest.fixture
-async def settlement(mongo_url, bus_namespace):
-    # Each test its own database and its own queues: a message committed but not yet acked when a test's
-    # app stops is redelivered to nobody else.
+@contextlib.asynccontextmanager
+async def settlement_service(mongo_url: str, bus_namespace: str, **overrides):
+    """The service with its own database and its own queues (a message committed but not yet acked when a
+    test's app stops is redelivered to nobody else), deleted afterwards."""
     run = uuid.uuid4().hex[:8]
     namespace = f"{bus_namespace}stl{run}."
     settings = settings_for(SettlementSettings, mongo_url, namespace, demo_data=True,
-                            mongo_db_prefix=f"o2o_stl{run}_")
+                            mongo_db_prefix=f"o2o_stl{run}_", **{"auto_close_enabled": False, **overrides})
     app = create_app(settings)
     minter = TokenMinter(settings.jwt_issuer, settings.jwt_audience)
     async with running_app(app, settings.port) as base_url:
@@ -129,3 +130,9 @@ async def settlement(mongo_url, bus_namespace):
             for exchange_name in (names.exchange, names.dlx):
                 await channel.exchange_delete(exchange_name)
             await connection.close()
+
+
+@pytest.fixture
+async def settlement(mongo_url, bus_namespace):
+    async with settlement_service(mongo_url, bus_namespace) as service:
+        yield service

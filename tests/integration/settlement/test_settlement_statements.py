@@ -5,6 +5,7 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
+from libs.testing import eventually
 from services.settlement.domain.periods import local_day_of
 from tests.integration.settlement.settlement_kit import new_order_id, order_data
 
@@ -136,3 +137,34 @@ async def test_closing_a_period_freezes_it_announces_it_and_exports_csv(settleme
     status, problem = await settlement.post("/settlement/statements/close", {
         "granularity": "day", "date": local_day_of(datetime.now(UTC), SHANGHAI).isoformat()})
     assert status == 409 and problem["type"].endswith("/period-not-ended")
+
+
+async def test_the_scheduled_job_closes_the_ended_periods(mongo_url, bus_namespace):
+    from services.settlement.jobs import close_due_periods
+    from tests.integration.settlement.conftest import settlement_service
+
+    async with settlement_service(mongo_url, bus_namespace, auto_close_grace_hours=0) as settlement:
+        yesterday, _ = await _sell_yesterday(settlement)
+        day = local_day_of(yesterday, SHANGHAI)
+        dongfang = settlement.franchisee("frn_dongfang", ["loc_sh_lujiazui"])
+        closed_events = await settlement.listen("settlement.statement.closed")
+
+        await close_due_periods(settlement.app)  # what the periodic job runs
+        await close_due_periods(settlement.app)  # and again: nothing new
+        status, statement = await settlement.get(f"/settlement/statements/stm_day_{day:%Y%m%d}_franchisee:frn_dongfang",
+                                                 headers=dongfang)
+        assert status == 200 and (statement["status"], statement["closing"]) == ("closed", 10560)
+        # Yesterday, last week and last month closed for every account, each statement announced.
+        status, listing = await settlement.get("/settlement/statements", limit=200)
+        frozen = {item["id"] for item in listing["items"]}
+        assert {item["granularity"] for item in listing["items"]} == {"day", "week", "month"}
+        assert {item["account"] for item in listing["items"]} >= {"franchisee:frn_dongfang",
+                                                                   "franchisee:frn_yangpu", "hq"}
+        announced = set()
+        async with closed_events.iterator() as messages:
+            async for message in messages:
+                async with message.process():
+                    announced.add(json.loads(message.body)["data"]["statement_id"])
+                if len(announced) == len(frozen):
+                    break
+        assert announced == frozen

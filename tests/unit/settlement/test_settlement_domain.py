@@ -1,7 +1,7 @@
 """Settlement's pure core: rounding, rules, order parsing, periods, statements, payouts, reconciliation."""
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 
 import pytest
@@ -11,7 +11,8 @@ from services.settlement.domain.journal import Entry, UnbalancedPosting, check_b
 from services.settlement.domain.money import allocate, round_half_up, round_to_total
 from services.settlement.domain.orders import InvalidOrderEvent, LocationInfo, parse_order, parse_refund
 from services.settlement.domain.payouts import PayoutError, check_transition, payable_amount
-from services.settlement.domain.periods import PeriodError, parse_statement_id, period_of, statement_id
+from services.settlement.domain.periods import (PeriodError, due_for_closing, parse_statement_id, period_of,
+                                               statement_id)
 from services.settlement.domain.reconciliation import (CapturedPayment, ReconciliationFileError,
                                                        parse_provider_csv, reconcile)
 from services.settlement.domain.rules import (DEFAULT_RULE, FulfilmentFee, RuleError, SplitRule, next_version,
@@ -160,6 +161,16 @@ def test_periods_follow_the_local_calendar():
     assert (month.start, month.end) == (datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
     with pytest.raises(PeriodError):
         period_of("year", date(2026, 1, 1), 0)
+
+
+def test_the_last_ended_periods_are_due_for_closing_after_the_grace():
+    # Wednesday 2026-11-25 03:00 in Shanghai (19:00 UTC the day before), 6 hours of grace: still the 24th.
+    due = due_for_closing(datetime(2026, 11, 24, 19, tzinfo=UTC), timedelta(hours=6), 480)
+    assert [(p.granularity, p.label) for p in due] == [("day", date(2026, 11, 23)), ("week", date(2026, 11, 16)),
+                                                       ("month", date(2026, 10, 1))]
+    due = due_for_closing(datetime(2026, 12, 1, 0, tzinfo=UTC), timedelta(0), 480)  # 08:00 on 1 December
+    assert [(p.granularity, p.label) for p in due] == [("day", date(2026, 11, 30)), ("week", date(2026, 11, 23)),
+                                                       ("month", date(2026, 11, 1))]
 
 
 def test_statement_ids_round_trip_and_strangers_are_refused():
