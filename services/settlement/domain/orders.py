@@ -114,12 +114,13 @@ def parse_order(data: Mapping, known_locations: Mapping[str, LocationInfo] | Non
         qty = _int(raw.get("qty"), f"lines[{index}].qty")
         if qty <= 0:
             raise InvalidOrderEvent(f"lines[{index}].qty must be positive")
-        unit_price = raw.get("unit_price")
-        gross = qty * _int(unit_price, f"lines[{index}].unit_price") if unit_price is not None else \
-            _int(raw.get("line_total"), f"lines[{index}].line_total")
         # Coupon and points discounts already spread over the lines by orders (both reduce what was paid).
         discount = _int(raw.get("discount"), f"lines[{index}].discount", 0) + \
             _int(raw.get("points_discount"), f"lines[{index}].points_discount", 0)
+        unit_price = raw.get("unit_price")
+        # Without a unit price, line_total is what orders means by it: the line after its discounts.
+        gross = qty * _int(unit_price, f"lines[{index}].unit_price") if unit_price is not None else \
+            _int(raw.get("line_total"), f"lines[{index}].line_total") + discount
         cost_price = _int(raw.get("cost_price"), f"lines[{index}].cost_price", 0)
         if gross < 0 or discount < 0 or cost_price < 0:
             raise InvalidOrderEvent(f"lines[{index}] has a negative amount")

@@ -112,6 +112,13 @@ def test_a_fixed_pickup_fee_is_per_order_and_spread_over_the_lines():
     assert [dict(line.shares)["store:loc_d"] for line in split.lines] == [333, 167]
 
 
+def test_a_line_without_unit_price_is_read_from_its_line_total_after_discounts():
+    data = {**ORDER, "lines": [{"sku_id": "sku_a", "qty": 2, "line_total": 9000, "discount": 800,
+                                "points_discount": 200, "cost_price": 1000}], "totals": {}, "payment": {}}
+    order = parse_order(data)
+    assert (order.lines[0].gross, order.lines[0].net, order.net_total) == (10_000, 9000, 9000)
+
+
 @pytest.mark.parametrize("broken", [
     {"order_id": None}, {"lines": []}, {"lines": [{"sku_id": "a", "qty": 0, "unit_price": 1}]},
     {"lines": [{"sku_id": "a", "qty": 1, "unit_price": 1.5}]}, {"totals": {"total": -1}},
