@@ -16,6 +16,7 @@ from libs.mongo import Mongo
 from libs.problems import Problem, not_found
 from libs.service import MONGO, OUTBOX
 from libs.http import SETTINGS
+from libs.logging import get_logger
 from services.settlement import metrics
 from services.settlement.domain import accounts
 from services.settlement.domain.journal import (CAPTURE, PAYOUT, REFUND, SALE, Entry, capture_entries,
@@ -34,6 +35,7 @@ from services.settlement.repository import (JournalRepository, LocationRepositor
                                             PayoutRepository, ReconciliationRepository, ReturnRepository,
                                             SplitRuleRepository, StatementRepository, new_id, now_utc)
 
+log = get_logger("settlement.ledger")
 ORDER_CONFIRMED = "orders.order.confirmed"
 ORDER_COMPLETED = "orders.order.completed"
 ORDER_REFUNDED = "orders.order.refunded"
@@ -90,7 +92,12 @@ class Ledger:
             source_event_type=posting["source_event_type"] or kind, rule_version=rule_version,
             booked_at=posting["booked_at"], entries=[PostedEntry(**e) for e in posting["entries"]]),
             subject=order_id or key)
-        self.mongo.after_commit(lambda: metrics.POSTINGS.labels(kind, "posted").inc())
+
+        def committed() -> None:
+            metrics.POSTINGS.labels(kind, "posted").inc()
+            log.info("settlement.posted", posting_id=posting["_id"], key=key, kind=kind, order_id=order_id,
+                     booked_at=posting["booked_at"].isoformat(), rule_version=rule_version)
+        self.mongo.after_commit(committed)
         return posting
 
     @staticmethod
