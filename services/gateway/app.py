@@ -2,8 +2,8 @@
 
 For every request, in this order (cheapest refusals first):
 1. request limits: URL and header size (414 / 431), declared body size (413);
-2. path hygiene: no dot segments or encoded slashes (400); internal routes and unknown segments are 404;
-3. a token bucket per client IP;
+2. a token bucket per client IP;
+3. path hygiene: no dot segments or encoded slashes (400); internal routes and unknown segments are 404;
 4. the bearer token, if any, verified (401) with libs.auth.TokenVerifier, then the route policy (401 / 403);
 5. buckets per principal; stricter ones on login, OTP and pickup-code routes; one order in flight per member;
 6. the upstream's circuit breaker (503 + Retry-After while open);
@@ -256,6 +256,8 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     settings = state.settings
     path, raw_path = request.path, request.rel_url.raw_path
+    ip = client_ip(request, settings)
+    _take(state, "ip", ip, "too many requests from this address")  # scans of unknown paths count too
     if has_dot_segment(path) or "\\" in path or "%2f" in raw_path.lower() or "%5c" in raw_path.lower():
         metrics.REJECTED.labels("bad_path").inc()
         raise Problem(400, "bad-path", "dot segments and encoded slashes are not accepted in API paths")
@@ -267,8 +269,6 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         metrics.REJECTED.labels("internal_route").inc()
         raise Problem(404, "not-found", f"no API route for {path}")
     service, upstream_path = target
-    ip = client_ip(request, settings)
-    _take(state, "ip", ip, "too many requests from this address")
 
     principal = await _authenticate(request, state)
     policy, params = match(request.method, upstream_path)

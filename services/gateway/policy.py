@@ -121,6 +121,7 @@ POLICIES: tuple[RoutePolicy, ...] = (
     roles(POST, "/orders", frozenset({"customer"}) | STAFF, limit=LimitClass.ORDER_CREATE, timeout_s=15.0),
     # The pickup code is a short secret: attempts are limited per staff member and per order.
     roles(POST, "/orders/{order_id}/pickup", STAFF, limit=LimitClass.SENSITIVE),
+    roles(POST, "/orders/{order_id}/pickup-code/**", frozenset({"store_manager", "hq_admin"})),
     roles(POST, "/orders/{order_id}/ready-for-pickup", STAFF),
     roles(POST, "/orders/{order_id}/ship", STAFF),
     roles(POST, "/orders/{order_id}/pay", frozenset({"customer"}) | STAFF, timeout_s=15.0),
