@@ -53,6 +53,13 @@ class Stock:
         self.capacity = CapacityRepository(mongo)
         self.transfers = TransferRepository(mongo)
         self.sold_out = SoldOutMemo(settings.sold_out_memo_ttl_s)
+        self._last_seq = 0
+
+    def _next_seq(self) -> int:
+        """Ledger order (microseconds), strictly increasing in this process so the ledger's cursor never
+        skips an entry written in the same microsecond."""
+        self._last_seq = max(self._last_seq + 1, time.time_ns() // 1000)
+        return self._last_seq
 
     def capacity_day(self, at_ms: int) -> str:
         local = datetime.fromtimestamp(at_ms / 1000, UTC) + timedelta(hours=self.settings.capacity_day_utc_offset_h)
@@ -285,7 +292,7 @@ class Stock:
                  "reserved": level_before["reserved"],
                  "available_after": level_before["available"] + (0 if kind == "reservation_commit" else delta),
                  "variance": variance, "reason": reason, "transfer_id": transfer_id, "actor": actor,
-                 "reference": reference, "at_ms": at, "seq": time.time_ns() // 1000,
+                 "reference": reference, "at_ms": at, "seq": self._next_seq(),
                  "request_fingerprint": fingerprint_}
         await self.ledger.append(entry, session)
         metrics.MOVEMENTS.labels(kind).inc()
