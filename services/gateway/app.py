@@ -270,11 +270,11 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         raise Problem(404, "not-found", f"no API route for {path}")
     service, upstream_path = target
 
-    principal = await _authenticate(request, state)
     policy, params = match(request.method, upstream_path)
     if policy.access is Access.DENIED:
         metrics.REJECTED.labels("internal_route").inc()
         raise Problem(404, "not-found", f"no API route for {path}")
+    principal = await _authenticate(request, state)
     _authorize(policy, principal)
     if principal is not None:
         _take(state, "principal", principal.subject, "too many requests for this caller")
