@@ -7,6 +7,7 @@ passes its session, so a crash never leaves a created object without its stored 
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,10 @@ from libs.problems import Problem
 IDEMPOTENCY_INDEXES = [IndexSpec("idempotency", [("created_at", ASCENDING)], name="expire_after_1d",
                                  options={"expireAfterSeconds": 86400})]
 HEADER = "Idempotency-Key"
+# A claim still "in_progress" this long after it was taken belongs to a process that died mid-request (no
+# request runs this long: upstream calls time out well before). A retry with the same key may take it over,
+# so a crash never blocks a client's key for a day.
+IN_PROGRESS_STALE_S = 30
 
 
 class IdempotencyGuard:
@@ -32,6 +37,7 @@ class IdempotencyGuard:
         self.scope = f"{owner}|{request.method}|{request.path}|{self.key}"
         self.body_hash = hashlib.sha256(body).hexdigest()
         self.active = bool(self.key)
+        self.claimed_ms = 0
         if self.key is not None and not (0 < len(self.key) <= 255):
             raise Problem(400, "bad-idempotency-key", "Idempotency-Key must be 1 to 255 characters")
 
@@ -40,14 +46,22 @@ class IdempotencyGuard:
         if not self.active:
             return None
         collection = self.mongo.db["idempotency"]
+        self.claimed_ms = int(time.time() * 1000)
+        claim = {"_id": self.scope, "state": "in_progress", "body_hash": self.body_hash,
+                 "created_at": datetime.now(UTC), "claimed_ms": self.claimed_ms}
         try:
-            await self.mongo.transaction(lambda s: collection.insert_one(
-                {"_id": self.scope, "state": "in_progress", "body_hash": self.body_hash,
-                 "created_at": datetime.now(UTC)}, session=s))
+            await self.mongo.transaction(lambda s: collection.insert_one(claim, session=s))
             return None
         except DuplicateKeyError:
             pass
         existing = await self.mongo.read_committed(lambda: collection.find_one({"_id": self.scope}))
+        if existing is not None and existing["state"] == "in_progress" and existing["body_hash"] == self.body_hash \
+                and isinstance(existing.get("claimed_ms"), int) \
+                and self.claimed_ms - existing["claimed_ms"] > IN_PROGRESS_STALE_S * 1000:
+            taken = await self.mongo.transaction(lambda s: collection.replace_one(
+                {"_id": self.scope, "state": "in_progress", "claimed_ms": existing["claimed_ms"]}, claim, session=s))
+            if taken.matched_count == 1:
+                return None  # the first attempt's process died; this retry carries the request on
         if existing is None:  # released in between: the caller may retry
             raise Problem(409, "idempotency-conflict", "a request with this Idempotency-Key is in progress")
         if existing["body_hash"] != self.body_hash:
@@ -61,11 +75,11 @@ class IdempotencyGuard:
         if not self.active:
             return
         update = {"$set": {"state": "completed", "status": status, "response": body}}
+        mine = {"_id": self.scope, "claimed_ms": self.claimed_ms}
         if session is not None:
-            await self.mongo.db["idempotency"].update_one({"_id": self.scope}, update, session=session)
+            await self.mongo.db["idempotency"].update_one(mine, update, session=session)
         else:
-            await self.mongo.transaction(lambda s: self.mongo.db["idempotency"].update_one(
-                {"_id": self.scope}, update, session=s))
+            await self.mongo.transaction(lambda s: self.mongo.db["idempotency"].update_one(mine, update, session=s))
 
     async def complete_in(self, session, status: int, body: Any) -> None:
         await self.complete(status, body, session=session)
@@ -75,7 +89,7 @@ class IdempotencyGuard:
         if not self.active:
             return
         await self.mongo.transaction(lambda s: self.mongo.db["idempotency"].delete_one(
-            {"_id": self.scope, "state": "in_progress"}, session=s))
+            {"_id": self.scope, "state": "in_progress", "claimed_ms": self.claimed_ms}, session=s))
 
 
 async def guarded(mongo: Mongo, request: web.Request, create) -> web.Response:

@@ -83,3 +83,35 @@ async def test_a_replayed_payment_answers_the_first_result_and_charges_once(suit
     assert replay["payment"] == paid[0]["payment"]
     _, final = await suite.get(order["id"], member)
     assert [e["status"] for e in final["timeline"]].count("confirmed") == 1
+
+
+async def test_a_key_left_in_progress_by_a_dead_process_is_taken_over_by_the_retry(suite):
+    """The process serving the first attempt died after claiming the key: the client's retry with the same
+    key must not be refused forever (a fresh claim still is: that request may be running)."""
+    import hashlib
+    import json
+    import time
+    from datetime import UTC, datetime
+
+    from libs.idempotency import IN_PROGRESS_STALE_S
+    from services.orders.app_keys import ORDERS
+    member = suite.mint.member(LIN)
+    raw = json.dumps(body()).encode()
+    service = suite.apps["orders"][ORDERS]
+    idempotency = service.mongo.db["idempotency"]
+
+    async def claim(key: str, age_s: float):
+        await service.mongo.transaction(lambda s: idempotency.insert_one(
+            {"_id": f"{LIN}|POST|/orders|{key}", "state": "in_progress", "body_hash": hashlib.sha256(raw).hexdigest(),
+             "created_at": datetime.now(UTC), "claimed_ms": int((time.time() - age_s) * 1000)}, session=s))
+
+    headers = {**member, "Content-Type": "application/json"}
+    await claim("died-long-ago", IN_PROGRESS_STALE_S + 5)
+    status, order, _ = await suite.call("POST", "/orders", {**headers, "Idempotency-Key": "died-long-ago"}, data=raw)
+    assert status == 201, order
+    status, replay, _ = await suite.call("POST", "/orders", {**headers, "Idempotency-Key": "died-long-ago"}, data=raw)
+    assert status == 201 and replay["id"] == order["id"]
+
+    await claim("still-running", 1)
+    status, problem, _ = await suite.call("POST", "/orders", {**headers, "Idempotency-Key": "still-running"}, data=raw)
+    assert status == 409 and problem["type"].endswith("idempotency-conflict")
