@@ -139,10 +139,32 @@ POLICIES: tuple[RoutePolicy, ...] = (
 DEFAULT_POLICY = RoutePolicy(ANY_METHOD, "/**", Access.AUTHENTICATED)
 
 
+_INDEXES: dict[int, tuple[tuple[RoutePolicy, ...], dict[str, tuple[RoutePolicy, ...]]]] = {}
+
+
+def _first_segment(path: str) -> str:
+    return path.split("/", 2)[1] if path.startswith("/") else ""
+
+
+def _candidates(policies: tuple[RoutePolicy, ...], path: str) -> tuple[RoutePolicy, ...]:
+    """The rules that can match `path`, found by its first segment (a request scans a handful of rules, not the
+    table); the table's order is kept, so the first match is the one a full scan would find."""
+    cached = _INDEXES.get(id(policies))
+    if cached is None or cached[0] is not policies:
+        literal = {_first_segment(p.pattern) for p in policies if "{" not in _first_segment(p.pattern)
+                   and "*" not in _first_segment(p.pattern)}
+        unanchored = tuple(p for p in policies if _first_segment(p.pattern) not in literal)
+        index = {segment: tuple(p for p in policies if _first_segment(p.pattern) == segment or p in unanchored)
+                 for segment in literal}
+        cached = (policies, index | {"": unanchored})
+        _INDEXES[id(policies)] = cached
+    return cached[1].get(_first_segment(path), cached[1][""])
+
+
 def match(method: str, path: str, policies: tuple[RoutePolicy, ...] = POLICIES) -> tuple[RoutePolicy, dict[str, str]]:
     """The policy of `method path` and the path parameters it captured (the default policy when none matches)."""
     lookup = "GET" if method == "HEAD" else method
-    for policy in policies:
+    for policy in _candidates(policies, path):
         if not policy.allows_method(lookup) and not policy.allows_method(method):
             continue
         found = policy.regex.match(path)

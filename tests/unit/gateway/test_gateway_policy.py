@@ -107,3 +107,16 @@ def test_resolve():
     assert resolve("/api/v1/members/me") == ("membership", "/members/me")
     assert resolve("/api/v1/catalog") == ("catalog", "/catalog")
     assert resolve("/api/v1/nope/x") is None and resolve("/api/v2/catalog/x") is None
+
+
+def test_segment_index_gives_the_same_answer_as_a_full_scan():
+    from services.gateway.policy import POLICIES
+    paths = ["/catalog/products", "/catalog/products/p/skus", "/orders", "/orders/o/pickup", "/orders/o/returns/r/x",
+             "/members/me", "/members/mbr_1", "/auth/member/otp", "/auth/service/token", "/stock/levels",
+             "/settlement/statements", "/notifications/me/preferences", "/nothing", "/", ""]
+    for method in ("GET", "POST", "HEAD", "PATCH", "DELETE"):
+        for path in paths:
+            expected = next(((p, p.regex.match(path).groupdict()) for p in POLICIES
+                             if (p.allows_method("GET" if method == "HEAD" else method) or p.allows_method(method))
+                             and p.regex.match(path)), (DEFAULT_POLICY, {}))
+            assert match(method, path) == expected, (method, path)
