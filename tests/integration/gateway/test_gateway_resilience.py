@@ -104,6 +104,9 @@ async def test_security_headers_on_pass_through_and_on_problems(jwks_url, http):
             running_gateway(jwks_url, catalog_url=catalog_url) as gateway:
         proxied = await call(http, "GET", gateway + "/api/v1/catalog/products")
         problem = await call(http, "GET", gateway + "/api/v1/orders/ord_1")  # 401
+        exposition = await (await http.get(gateway + "/metrics")).text()
+    assert 'o2o_gateway_upstream_duration_seconds_count{outcome="ok",service="catalog"}' in exposition
+    assert 'o2o_gateway_auth_failures_total{reason="unauthorized"}' in exposition
     for status, _, headers in (proxied, problem):
         assert headers["X-Content-Type-Options"] == "nosniff"
         assert headers["X-Frame-Options"] == "DENY"

@@ -132,3 +132,16 @@ async def test_service_tokens_are_refused_at_the_front_door(signing_key, jwks_ur
     assert public[0] == 403 and admin_route[0] == 403
     assert "service tokens" in public[1]["detail"]
     assert anonymous[0] == 200 and len(seen.requests) == 1
+
+
+async def test_keys_unreachable_fails_closed_with_503(signing_key, http):
+    """Without membership's keys nothing is verified, so nothing passes: 503 with Retry-After, not 500, not 200.
+    Anonymous browsing needs no key and goes on."""
+    async with recording_upstream() as (upstream, seen), \
+            running_gateway("http://127.0.0.1:9/auth/jwks", orders_url=upstream, catalog_url=upstream) as gateway:
+        answer = await call(http, "GET", gateway + PROTECTED, headers=bearer(signing_key.token()))
+        browsing = await call(http, "GET", gateway + "/api/v1/catalog/products")
+    assert answer[0] == 503 and answer[1]["type"].endswith("/auth-unavailable")
+    assert int(answer[2]["Retry-After"]) >= 1
+    assert seen.count("GET", "/orders/ord_someone") == 0
+    assert browsing[0] == 200
