@@ -126,3 +126,40 @@ async def test_request_id_is_kept_or_minted_and_reaches_the_service(signing_key,
     assert given[2]["X-Request-ID"] == "req-abc-123"
     assert seen.requests[0]["headers"]["X-Request-ID"] == "req-abc-123"
     assert minted[2]["X-Request-ID"] == seen.requests[1]["headers"]["X-Request-ID"] != "req-abc-123"
+
+
+async def test_large_and_chunked_answers_stream_through_unchanged(signing_key, jwks_url, http):
+    """A statement export can be megabytes, sent chunked: it reaches the client byte for byte."""
+    import hashlib
+
+    from aiohttp import web
+
+    from libs.testing import free_port, running_app
+    payload = bytes(range(256)) * (12 * 1024)  # 3 MiB
+
+    async def export(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/csv"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(payload), 100_000):
+            await response.write(payload[start:start + 100_000])
+        await response.write_eof()
+        return response
+
+    async def fixed(request: web.Request) -> web.Response:
+        return web.Response(body=payload, content_type="application/octet-stream")
+
+    app = web.Application()
+    app.router.add_get("/settlement/statements/stm_1", export)
+    app.router.add_get("/settlement/statements/stm_2", fixed)
+    port = free_port()
+    staff = bearer(signing_key.token(sub="frn_g", roles=("franchisee",), franchisee_id="frn_g"))
+    async with running_app(app, port) as settlement_url, \
+            running_gateway(jwks_url, settlement_url=settlement_url) as gateway:
+        for statement in ("stm_1", "stm_2"):
+            async with http.get(gateway + f"/api/v1/settlement/statements/{statement}", headers=staff) as response:
+                body = await response.read()
+                assert response.status == 200
+                assert hashlib.sha256(body).digest() == hashlib.sha256(payload).digest()
+            if statement == "stm_2":
+                assert response.headers["Content-Length"] == str(len(payload))
