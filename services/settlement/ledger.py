@@ -171,7 +171,7 @@ class Ledger:
             raise SaleNotPostedYet(f"order {refund.order_id}: return {refund.return_id} refunded before the sale "
                                    "was posted")
         if not sales:
-            self.mongo.after_commit(lambda: metrics.REFUND_ANOMALIES.labels("before_completion").inc())
+            self.mongo.after_commit(lambda: metrics.REFUNDS.labels("before_completion").inc())
             await self.post(session, key=key, kind=REFUND, key_checked=True, order_id=refund.order_id, source=envelope,
                             entries=unearned_refund_entries(refund.amount), occurred_at=envelope.occurred_at,
                             memo="refund before completion", details={"refund_amount": refund.amount,
@@ -199,6 +199,7 @@ class Ledger:
                                  "amount_difference": difference})
 
         def observe() -> None:
+            metrics.REFUNDS.labels("after_completion").inc()
             for account, amount in reversal.by_account.items():
                 metrics.REVERSED_FEN.labels(accounts.party_of(account)[0]).inc(abs(amount))
             if reversal.unmatched:

@@ -14,7 +14,10 @@ ORDER_NET_FEN = Histogram("o2o_settlement_order_net_fen", "Net amount of settled
                           buckets=(1_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000))
 REFUND_ANOMALIES = Counter("o2o_settlement_refund_anomalies_total",
                            "Refunds that did not match the sale: units never sold, or an amount unlike the shares",
-                           ["kind"])  # kind: unmatched_units | amount_difference | before_completion
+                           ["kind"])  # kind: unmatched_units | amount_difference
+# A refund before completion is a paid order cancelled: normal, counted here, not as an anomaly.
+REFUNDS = Counter("o2o_settlement_refunds_total", "Refund postings by stage of the order",
+                  ["stage"])  # stage: before_completion | after_completion
 STATEMENTS_CLOSED = Counter("o2o_settlement_statements_closed_total", "Statements frozen", ["granularity"])
 PAYOUT_BATCHES = Counter("o2o_settlement_payout_batches_total", "Payout batch transitions", ["status"])
 PAYOUT_FEN = Counter("o2o_settlement_payout_fen_total", "Fen put in payout batches", ["party_kind"])
