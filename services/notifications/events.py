@@ -9,7 +9,7 @@ class DeliveryFailed(IntegrationEvent):
     event_type = "notifications.delivery.failed"
     delivery_id: str
     event_id: str
-    event_type_notified: str
+    notified_event_type: str
     recipient_id: str
     member_id: str | None = None
     channel: str

@@ -77,7 +77,10 @@ async def update_directory(ctx: Context, envelope: Envelope, session) -> None:
     member_id = data.get("member_id")
     if not isinstance(member_id, str) or not member_id:
         return
-    fields: dict[str, Any] = {"kind": "member", "member_id": member_id, **_contact(data)}
+    contact = _contact(data)
+    if envelope.type != "membership.member.registered":
+        contact.pop("name", None)  # in other events `name` is e.g. the coupon's name, not the member's
+    fields: dict[str, Any] = {"kind": "member", "member_id": member_id, **contact}
     if "locale" in fields:
         fields["locale"] = policy.normalize_locale(fields["locale"])
     if isinstance(data.get("marketing_consent"), bool):
@@ -212,7 +215,7 @@ async def record_failure(ctx: Context, delivery: dict, session) -> None:
         return  # a failed webhook about a failure must not produce another failure event (no feedback loop)
     metrics.DELIVERIES_FAILED.labels(delivery["channel"], delivery["category"]).inc()
     await ctx.outbox.record(session, DeliveryFailed(
-        delivery_id=delivery["_id"], event_id=delivery["event_id"], event_type_notified=delivery["event_type"],
+        delivery_id=delivery["_id"], event_id=delivery["event_id"], notified_event_type=delivery["event_type"],
         recipient_id=delivery["recipient_id"], member_id=delivery.get("member_id"), channel=delivery["channel"],
         category=delivery["category"], attempts=delivery["attempt_count"],
         error=(delivery.get("last_error") or delivery.get("reason") or "unknown")[:500],
@@ -224,7 +227,8 @@ async def record_failure(ctx: Context, delivery: dict, session) -> None:
 async def handle_event(ctx: Context, envelope: Envelope, session) -> int:
     """All the deliveries of one event: to people by the rules, and to webhook subscribers."""
     now = datetime.now(UTC)
-    if envelope.type in ("membership.member.registered", "membership.member.merged"):
+    if envelope.type.startswith("membership.") and envelope.type != "membership.otp.requested":
+        # Membership events carry the member's current contact and consent: keep the directory fresh.
         await update_directory(ctx, envelope, session)
     created = 0
     occurred_at = envelope.occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -18,7 +18,7 @@ from services.notifications.domain import policy
 from services.notifications.domain.rules import CAMPAIGN_RULE, WEBHOOK
 from services.notifications.fanout import Context, deliveries_for, record_failure
 from services.notifications.repository import (
-    CampaignRepository, DeliveryRepository, RecipientDirectory, WebhookRepository, new_id, now_ms, recipient_from,
+    CampaignRepository, DeliveryRepository, PreferenceRepository, RecipientDirectory, WebhookRepository, new_id, now_ms, recipient_from,
 )
 
 log = get_logger("notifications.jobs")
@@ -65,6 +65,13 @@ async def deliver_one(app: web.Application, delivery_id: str) -> str | None:
     async def claim(session):
         doc = await repo.get(delivery_id, session)
         if doc is None or doc["status"] not in ("pending", "sending") or doc["due_at_ms"] > now_ms():
+            return None
+        withdrawn = await _marketing_withdrawn(app, doc, session)
+        if withdrawn:
+            # Deferred marketing may wait hours (quiet hours, pacing): consent or choice may have changed since.
+            await repo.save({**doc, "status": "suppressed", "reason": withdrawn, "updated_at": datetime.now(UTC)},
+                            session)
+            metrics.SUPPRESSED.labels(doc["category"], withdrawn).inc()
             return None
         # Claimed deliveries come due again when the lease ends: a crashed worker's work is picked up.
         return await repo.save({**doc, "status": "sending", "due_at_ms": now_ms() + lease_ms,
@@ -124,6 +131,18 @@ async def deliver_one(app: web.Application, delivery_id: str) -> str | None:
     log.info("delivery.attempted", delivery_id=delivery_id, channel=claimed["channel"], attempt=attempt,
              outcome=outcome_label, status=result.status, error=report.error)
     return result.status
+
+
+async def _marketing_withdrawn(app: web.Application, delivery: dict, session) -> str | None:
+    if delivery["category"] != "marketing" or not delivery.get("member_id"):
+        return None
+    entry = await RecipientDirectory(app[MONGO]).resolve_member(delivery["member_id"], session)
+    if entry is not None and entry.get("marketing_consent") is False:
+        return "consent-withdrawn"
+    prefs = await PreferenceRepository(app[MONGO], app[SETTINGS].default_daily_cap).get(delivery["member_id"], session)
+    if not prefs.category_on("marketing") or not prefs.channel_on(delivery["channel"]):
+        return "marketing-off"
+    return None
 
 
 async def _message_for(app: web.Application, delivery: dict, attempt: int) -> OutboundMessage:

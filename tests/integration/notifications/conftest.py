@@ -3,6 +3,7 @@ an aiohttp webhook receiver on a free port, an aiosmtpd SMTP server, and tokens 
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -46,7 +47,14 @@ async def start_notifications(mongo_url, bus_namespace):
 
     yield start
     for context in reversed(stack):
-        await context.__aexit__(None, None, None)
+        task = asyncio.ensure_future(context.__aexit__(None, None, None))
+        done, _ = await asyncio.wait({task}, timeout=20)
+        if not done:
+            import sys
+            for t in asyncio.all_tasks():
+                print("TASK", t, file=sys.stderr)
+                t.print_stack(file=sys.stderr)
+            await task
     await http.close()
     await connection.close()
 

@@ -111,3 +111,36 @@ async def test_campaign_input_is_validated_and_admin_only(notifications):
     assert status == 403
     status, _ = await notifications.get(f"/notifications/campaigns/{uid('ncp')}")
     assert status == 404
+
+
+async def test_a_paced_message_is_not_sent_once_the_member_switched_marketing_off(start_notifications,
+                                                                                  membership_stub):
+    # One message every 5 s: the third consenting member's message waits long enough to change their mind.
+    notifications = await start_notifications(membership_url=membership_stub["url"], campaign_rate_per_s=0.2,
+                                              campaign_page_size=3)
+    members = membership_stub["members"]
+    status, campaign, _ = await notifications.send("POST", "/notifications/campaigns", {
+        "name": "Paced", "tag": membership_stub["tag"], "channels": ["sms"], "data": {"headline": "Hi"}})
+    assert status == 202
+    late = members[2]["id"]  # the second consenting member: due one slot (5 s) after the first
+
+    async def waiting():
+        items = await notifications.deliveries(event_id=campaign["id"], recipient=late)
+        return items[0] if items and items[0]["status"] == "pending" else None
+
+    pending = await eventually(waiting)
+    assert pending["attempt_count"] == 0
+    status, _, _ = await notifications.send("PATCH", "/notifications/me/preferences",
+                                            {"categories": {"marketing": False}},
+                                            token=notifications.member_token(late))
+    assert status == 200
+
+    async def settled():
+        items = await notifications.deliveries(event_id=campaign["id"], recipient=late)
+        return items[0] if items and items[0]["status"] not in ("pending", "sending") else None
+
+    final = await eventually(settled, timeout=30)
+    assert final["status"] == "suppressed" and final["reason"] == "marketing-off" and final["attempts"] == []
+    assert await notifications.outbound(event_id=campaign["id"], address=members[2]["phone"]) == []
+    [first] = await notifications.deliveries(event_id=campaign["id"], recipient=members[0]["id"])
+    assert first["status"] == "sent"

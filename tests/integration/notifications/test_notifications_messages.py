@@ -192,3 +192,22 @@ async def test_email_to_an_smtp_server_that_is_down_is_retried_then_failed(start
     delivery = await eventually(failed)
     assert [a["outcome"] for a in delivery["attempts"]] == ["transient_error"] * 3
     assert delivery["reason"] == "retries-exhausted"
+
+
+async def test_many_events_at_once_with_duplicates_each_reach_their_member_exactly_once(notifications):
+    members = [uid("mbr") for _ in range(10)]
+    await asyncio.gather(*(notifications.register_member(m, phone=f"+86139100000{i:02d}") for i, m in
+                           enumerate(members)))
+    envelopes = [Envelope(type="orders.order.shipped", source="orders", subject=uid("ord"),
+                          data={"order_id": uid("ord"), "member_id": members[i % len(members)], "carrier": "SF",
+                                "tracking_number": f"SF{i:04d}"}) for i in range(40)]
+    # Every event is published twice, all at once, in shuffled order.
+    copies = [e for e in envelopes for _ in range(2)]
+    copies = copies[::2] + copies[1::2][::-1]
+    await asyncio.gather(*(notifications.publish_envelope(e) for e in copies))
+    for envelope in envelopes:
+        await eventually(lambda: sent_deliveries(notifications, envelope.id, 2), timeout=60)
+    for envelope in envelopes:
+        messages = await notifications.outbound(event_id=envelope.id)
+        assert sorted(m["channel"] for m in messages) == ["push", "sms"]
+        assert all(envelope.data["tracking_number"] in m["body"] for m in messages)
