@@ -13,7 +13,7 @@ APP_ORIGIN = "https://app.o2o.example"
 
 async def test_an_upstream_that_does_not_answer_is_504(jwks_url, http):
     async with recording_upstream(hang_paths=frozenset({"/catalog/products"})) as (catalog_url, _), \
-            running_gateway(jwks_url, catalog_url=catalog_url, upstream_timeout_s=0.3) as gateway:
+            running_gateway(jwks_url, catalog_url=catalog_url, upstream_timeout_s=1.5) as gateway:
         answer = await call(http, "GET", gateway + "/api/v1/catalog/products")
         other_route = await call(http, "GET", gateway + "/api/v1/catalog/products/prd_1")
     assert answer[0] == 504 and answer[1]["type"].endswith("/upstream-timeout")
@@ -53,7 +53,7 @@ async def test_breaker_half_open_trial_closes_it_again(jwks_url, http):
                   "detail": "down"})
     answers = {("GET", "/stock/locations"): down}
     async with recording_upstream(answers) as (stock_url, seen), \
-            running_gateway(jwks_url, stock_url=stock_url, breaker_failure_threshold=2, breaker_open_s=0.2) as gateway:
+            running_gateway(jwks_url, stock_url=stock_url, breaker_failure_threshold=2, breaker_open_s=2) as gateway:
         url = gateway + "/api/v1/stock/locations"
         first = [await call(http, "GET", url) for _ in range(2)]
         refused = await call(http, "GET", url)
