@@ -287,6 +287,16 @@ async def order_postings(request: web.Request) -> web.Response:
     return json_response({"items": free_form(docs), "next_cursor": None})
 
 
+@routes.get("/settlement/refund-anomalies")
+@openapi(summary="Refunds that did not match their sale (units never sold, an amount unlike the shares), for "
+                 "finance's review (HQ)", tags=["settlement"])
+async def refund_anomalies(request: web.Request) -> web.Response:
+    require(request, "hq_admin")
+    docs = await JournalRepository(request.app[MONGO]).anomalies(decode_cursor(request.query.get("cursor")), 51)
+    more, docs = len(docs) > 50, docs[:50]
+    return json_response({"items": free_form(docs), "next_cursor": encode_cursor(docs[-1]["_id"]) if more else None})
+
+
 # -- payouts --------------------------------------------------------------------------------------
 class NewPayoutBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")

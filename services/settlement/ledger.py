@@ -196,7 +196,9 @@ class Ledger:
                                  "units_by_line": [{"index": index, "units": units}
                                                    for index, units in sorted(reversal.units_by_line.items())],
                                  "unmatched": [{"sku_id": sku, "qty": qty} for sku, qty in reversal.unmatched],
-                                 "amount_difference": difference})
+                                 "amount_difference": difference,
+                                 # for finance's review list: the refund does not match the sale it reverses
+                                 "anomaly": bool(reversal.unmatched or difference)})
 
         def observe() -> None:
             metrics.REFUNDS.labels("after_completion").inc()

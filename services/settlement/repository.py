@@ -25,6 +25,7 @@ INDEXES = [
     IndexSpec("split_rules", [("version", ASCENDING)], unique=True, name="version_unique"),
     IndexSpec("postings", [("key", ASCENDING)], unique=True, name="key_unique"),
     IndexSpec("postings", [("order_id", ASCENDING)], name="order_id"),
+    IndexSpec("postings", [("anomaly", ASCENDING)], name="anomaly"),
     IndexSpec("entries", [("account", ASCENDING), ("booked_ms", ASCENDING)], name="account_booked"),
     IndexSpec("entries", [("posting_id", ASCENDING)], name="posting_id"),
     IndexSpec("accounts", [("kind", ASCENDING)], name="kind"),
@@ -113,6 +114,12 @@ class JournalRepository:
     async def postings_of_order(self, order_id: str, kind: str | None = None, session=None) -> list[dict]:
         query = {"order_id": order_id, **({"kind": kind} if kind else {})}
         return await self.postings.find(query, session=session).sort("booked_ms", ASCENDING).to_list()
+
+    async def anomalies(self, after: str | None, limit: int) -> list[dict]:
+        query: dict = {"anomaly": True}
+        if after:
+            query["_id"] = {"$gt": after}
+        return await self.postings.find(query).sort("_id", ASCENDING).limit(limit).to_list()
 
     async def frozen_until(self, account_ids: Iterable[str], session) -> int:
         docs = await self.accounts.find({"_id": {"$in": list(account_ids)}}, {"frozen_until_ms": 1},

@@ -113,6 +113,9 @@ async def test_return_of_some_lines_reverses_exactly_their_share_and_replays_pos
     for account, balance in balances_before.items():
         assert await settlement.account_balance(account) == balance
 
+    status, anomalies = await settlement.get("/settlement/refund-anomalies")
+    assert status == 200 and anomalies["items"] == []  # a refund that matches its sale is no anomaly
+
     # The other line comes back later: now the whole sale is reversed, to the fen.
     second = {**refund, "refund_id": "rfn_2", "return_id": "ret_2", "refund_amount": 19800,
               "return_lines": [{"sku_id": "sku_tee_classic_whi_s", "qty": 2, "unit_price": 9900, "refund": 19800}]}
@@ -152,3 +155,25 @@ async def test_an_in_store_sale_settles_whichever_of_payment_and_completion_arri
                                "staff:stf_xujiahui_01": 297, "provider:alipay": 59, "hq": 8554}
     capture = next(p for p in postings if p["kind"] == "capture")
     assert capture["source_event_type"] == "orders.order.completed"
+
+
+async def test_a_refund_unlike_its_sale_is_posted_balanced_and_listed_for_review(settlement):
+    order_id = new_order_id()
+    data = franchise_pickup(order_id)
+    await settlement.publish("orders.order.completed", data)
+    await settlement.wait_for_postings(order_id, ["capture", "sale"])
+    # Three graphic tees "returned" (one was sold) and 500 fen more refunded than their share.
+    refund = {**data, "refund_id": "rfn_odd", "refund_amount": 12400, "return_id": "ret_odd",
+              "return_lines": [{"sku_id": "sku_tee_graphic_nav_m", "qty": 3, "unit_price": 12900, "refund": 12400}]}
+    await settlement.publish("orders.order.refunded", refund)
+    postings = await settlement.wait_for_postings(order_id, ["capture", "refund", "sale"])
+    odd = next(p for p in postings if p["kind"] == "refund")
+    assert odd["unmatched"] == [{"sku_id": "sku_tee_graphic_nav_m", "qty": 2}] and odd["amount_difference"] == 500
+    # Still balanced: HQ bears the 500 fen the shares do not cover.
+    assert sum(e["debit"] for e in odd["entries"]) == sum(e["credit"] for e in odd["entries"]) == 12400
+    assert shares_of(odd)["hq"] == -5292 - 500
+    status, anomalies = await settlement.get("/settlement/refund-anomalies")
+    assert status == 200 and [a["id"] for a in anomalies["items"]] == [odd["id"]]
+    status, _ = await settlement.get("/settlement/refund-anomalies",
+                                     headers=settlement.franchisee("frn_dongfang", ["loc_sh_lujiazui"]))
+    assert status == 403
