@@ -384,6 +384,7 @@ class OrderService:
         """Charge the order's total through the provider port. `remember(session, status, body)` stores the
         answer under the request's Idempotency-Key in the transaction that records the outcome."""
         attempt_id = new_id("pat")
+        stale_ms = self.settings.payment_attempt_timeout_s * 1000
 
         def answer(status: int):
             async def hook(session, order):
@@ -391,13 +392,31 @@ class OrderService:
                     await remember(session, status, public_order(order))
             return hook
 
-        def claim(order):
-            if not can_see(principal, order):
-                raise OrderError("not-found", "order not found", status=404)
-            if not (is_owner(principal, order) or principal.is_admin or
+        def check_payer(order):
+            if not can_see(principal, order) or not (
+                    is_owner(principal, order) or principal.is_admin or
                     (order["member_id"] is None and works_at_order_store(principal, order))):
                 raise OrderError("not-found", "order not found", status=404)
-            domain.begin_payment(order, attempt_id, utcnow())
+
+        current = await self.repo.get_committed(order_id)
+        if current is not None:
+            try:
+                check_payer(current)
+            except OrderError as error:
+                raise problem_of(error) from None
+            earlier = domain.stale_attempt(current, utcnow(), stale_ms)
+            if earlier is not None:
+                # The answer to an earlier charge never arrived: ask the provider before charging again.
+                found = await self.payments.find_charge(earlier["id"])
+                if found is not None and found.succeeded:
+                    payment = {"provider": self.payments.name, "payment_id": found.payment_id,
+                               "amount": found.amount, "fee": found.fee}
+                    return 200, public_order(await self._confirm(order_id, earlier["id"], payment,
+                                                                 actor_of(principal), answer(200)))
+
+        def claim(order):
+            check_payer(order)
+            domain.begin_payment(order, attempt_id, utcnow(), stale_ms)
 
         order, _ = await self.mutate(order_id, claim)
         amount = order["totals"]["total"]
@@ -488,7 +507,7 @@ class OrderService:
     async def cancel(self, principal: Principal, order_id: str, reason: str) -> dict:
         def change(order):
             self._guard(principal, order, lambda p, o: is_owner(p, o) or works_at_order_store(p, o))
-            if order.get("payment_attempt", {}) and order["payment_attempt"].get("state") == "charging":
+            if domain.payment_in_flight(order, utcnow(), self.settings.payment_attempt_timeout_s * 1000):
                 raise OrderError("payment-in-progress", "a payment is being taken; try again in a moment")
             return domain.cancel(order, actor_of(principal), reason, new_id("rfn"), utcnow())
 
@@ -743,11 +762,8 @@ class OrderService:
 
     async def _system_cancel(self, order_id: str, reason: str, cause: str, skip_charging_ms: int = 0) -> bool:
         def change(order):
-            attempt = order.get("payment_attempt") or {}
-            if skip_charging_ms and attempt.get("state") == "charging":
-                started = datetime.fromisoformat(attempt["started_at"].replace("Z", "+00:00"))
-                if epoch_ms(utcnow()) - epoch_ms(started) < skip_charging_ms:
-                    return None  # a payment is being taken right now; look again next pass
+            if skip_charging_ms and domain.payment_in_flight(order, utcnow(), skip_charging_ms):
+                return None  # a payment is being taken right now; look again next pass
             return domain.cancel(order, f"system:{cause}", reason, new_id("rfn"), utcnow())
         try:
             order, result = await self.mutate(order_id, change)

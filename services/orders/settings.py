@@ -20,7 +20,7 @@ class OrdersSettings(ServiceSettings):
     paid_reservation_ttl_s: int = 10 * 86400  # once paid, stock stays reserved until shipped / picked up
     uncollected_after_s: int = 3 * 86400      # ready_for_pickup and not collected -> cancelled and refunded
     auto_complete_after_s: int = 7 * 86400    # shipped -> completed when nobody confirmed delivery
-    stuck_checkout_after_s: int = 60          # a checkout saga this old without an outcome is compensated
+    stuck_checkout_after_s: int = 30          # a checkout saga this old without an outcome is compensated
     sweep_interval_s: float = 5.0
 
     pickup_code_secret: str = "dev-pickup-secret-change-me"
@@ -28,7 +28,8 @@ class OrdersSettings(ServiceSettings):
 
     payment_provider: str = "sandbox"
     payment_webhook_secret: str = "dev-payment-webhook-secret-change-me"
-    # An attempt still "charging" after this long belongs to a process that died mid-charge: the order may
-    # expire; a payment the provider took anyway arrives by its signed callback and is refunded.
-    payment_attempt_timeout_s: int = 120
+    # An attempt without an outcome after this long is stale (its process died mid-charge, or the provider
+    # timed out): the order may then be cancelled or paid again (after asking the provider about it); a
+    # payment the provider took anyway arrives by its signed callback and is refunded.
+    payment_attempt_timeout_s: int = 30
     payment_fee_per_10000: int = 60           # 0.6 % provider fee

@@ -74,8 +74,30 @@ def reject(order: dict, reason: str, now: datetime) -> Change:
     return Change(actions=actions)
 
 
-def begin_payment(order: dict, attempt_id: str, now: datetime) -> None:
-    """Claim the order for one payment attempt, so two concurrent /pay calls never charge twice."""
+def _started_ms(attempt: dict) -> int:
+    return epoch_ms(datetime.fromisoformat(attempt["started_at"].replace("Z", "+00:00")))
+
+
+def payment_in_flight(order: dict, now: datetime, stale_after_ms: int) -> bool:
+    """A charge is being taken right now (not one whose process died: that one is stale after a while)."""
+    attempt = order.get("payment_attempt") or {}
+    return attempt.get("state") == "charging" and epoch_ms(now) - _started_ms(attempt) < stale_after_ms
+
+
+def stale_attempt(order: dict, now: datetime, stale_after_ms: int) -> dict | None:
+    """An attempt whose outcome never came back (process died mid-charge, or the provider timed out)."""
+    attempt = order.get("payment_attempt") or {}
+    if attempt.get("state") in ("charging", "unknown") and epoch_ms(now) - _started_ms(attempt) >= stale_after_ms:
+        return attempt
+    return None
+
+
+def begin_payment(order: dict, attempt_id: str, now: datetime, stale_after_ms: int = 120_000) -> None:
+    """Claim the order for one payment attempt, so two concurrent /pay calls never charge twice.
+
+    An attempt whose outcome is still unknown blocks a new one until it is stale; the caller asks the
+    provider about a stale one first (it may have succeeded), and only then starts a new attempt.
+    """
     if order["status"] != PENDING_PAYMENT:
         raise OrderError("illegal-transition", f"the order is {order['status']} and cannot be paid",
                          current_status=order["status"], requested_status=CONFIRMED)
@@ -83,7 +105,9 @@ def begin_payment(order: dict, attempt_id: str, now: datetime) -> None:
         raise OrderError("order-expired", "the payment window of this order has closed")
     current = order.get("payment_attempt")
     if current and current.get("state") in ("charging", "unknown"):
-        raise OrderError("payment-in-progress", "a payment for this order is already in progress")
+        if stale_attempt(order, now, stale_after_ms) is None:
+            raise OrderError("payment-in-progress", "a payment for this order is already in progress")
+        order["abandoned_attempts"] = [*order.get("abandoned_attempts", []), current["id"]]
     order["payment_attempt"] = {"id": attempt_id, "state": "charging", "started_at": rfc3339(now)}
 
 

@@ -25,16 +25,27 @@ class SandboxProvider:
     def __init__(self, webhook_secret: str, fee_per_10000: int = 60) -> None:
         self.webhook_secret = webhook_secret
         self.fee_per_10000 = fee_per_10000
+        # The sandbox "provider side": charges by idempotency key (in memory, so per process; a real
+        # provider keeps them, and its callbacks carry what a restarted process no longer knows).
+        self._charges: dict[str, ChargeResult] = {}
 
     async def charge(self, *, order_id: str, attempt_id: str, amount: int, card_number: str) -> ChargeResult:
+        if attempt_id in self._charges:
+            return self._charges[attempt_id]
         card = card_number.replace(" ", "")
         if card == CARD_TIMEOUT:
             raise PaymentTimeout(f"sandbox did not answer for {attempt_id}")
         if card == CARD_SUCCESS:
-            return ChargeResult(True, self.payment_id_for(attempt_id), amount, payment_fee(amount, self.fee_per_10000))
-        if card == CARD_DECLINE:
-            return ChargeResult(False, None, amount, decline_reason="card_declined")
-        return ChargeResult(False, None, amount, decline_reason="unknown_test_card")
+            result = ChargeResult(True, self.payment_id_for(attempt_id), amount, payment_fee(amount, self.fee_per_10000))
+        elif card == CARD_DECLINE:
+            result = ChargeResult(False, None, amount, decline_reason="card_declined")
+        else:
+            result = ChargeResult(False, None, amount, decline_reason="unknown_test_card")
+        self._charges[attempt_id] = result
+        return result
+
+    async def find_charge(self, attempt_id: str) -> ChargeResult | None:
+        return self._charges.get(attempt_id)
 
     async def refund(self, *, payment_id: str, refund_key: str, amount: int) -> RefundResult:
         return RefundResult(_stable_id("rfd_sbx_", payment_id, refund_key), amount)

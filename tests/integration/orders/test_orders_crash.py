@@ -150,9 +150,14 @@ async def assert_consistent(suite: Harness, orders_db) -> dict[str, int]:
 async def run_batch_with_kill(suite: Harness, victim: ServiceProcess) -> list[str]:
     placed: list[str] = []
     paid: list[str] = []
-    batch = [asyncio.create_task(buy(suite, f"mbr_crash_{uuid.uuid4().hex[:8]}", placed, paid))
-             for _ in range(BUYERS)]
-    # Kill once the batch is well under way: some orders paid, others placed, most still in flight.
+    shoppers_at_once = asyncio.Semaphore(8)  # a stream of checkouts, not one burst
+
+    async def shopper():
+        async with shoppers_at_once:
+            return await buy(suite, f"mbr_crash_{uuid.uuid4().hex[:8]}", placed, paid)
+
+    batch = [asyncio.create_task(shopper()) for _ in range(BUYERS)]
+    # Kill once the stream is well under way: some orders paid, others placed, most still to come.
     await eventually(lambda: len(paid) >= 3 or all(t.done() for t in batch), timeout=60, interval=0.02)
     victim.kill9()
     outcomes = await asyncio.gather(*batch)

@@ -29,7 +29,8 @@ async def sellable_units(suite, units: int) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("suite", [{"payment_window_s": 3600, "upstream_timeout_s": 60}], indirect=True)
+@pytest.mark.parametrize("suite", [{"payment_window_s": 3600, "upstream_timeout_s": 60,
+                                              "stuck_checkout_after_s": 600}], indirect=True)
 async def test_two_thousand_buyers_for_one_hundred_units(suite):
     level_before = await sellable_units(suite, UNITS)
     buyers = [f"mbr_flash_{i:04d}" for i in range(BUYERS)]

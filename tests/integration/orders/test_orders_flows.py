@@ -1,5 +1,7 @@
-"""The order flows against the real stock service (and catalog / membership), over real HTTP."""
+"""The order flows against the real stock, catalog and membership services, over real HTTP."""
 from __future__ import annotations
+
+import pytest
 
 from libs.testing import eventually
 
@@ -363,3 +365,29 @@ async def test_bad_requests_get_clear_problems_and_change_nothing(suite):
     assert (await suite.level(JINGAN, TEE))["available"] == before["available"]
     status, page, _ = await suite.call("GET", "/orders", member)
     assert page["items"] == []
+
+
+@pytest.mark.parametrize("suite", [{"payment_attempt_timeout_s": 1}], indirect=True)
+async def test_a_charge_whose_answer_died_with_the_process_is_found_not_repeated(suite):
+    """The process died after the provider charged but before the order recorded it: paying again asks
+    the provider about the stale attempt and confirms with that charge instead of charging twice."""
+    from datetime import UTC, datetime, timedelta
+    from services.orders.app_keys import ORDERS, PAYMENTS
+    from services.orders.domain.lifecycle import rfc3339
+    member = suite.mint.member(LIN)
+    status, order = await suite.place(pickup_order(), member)
+    assert status == 201
+    service, provider = suite.apps["orders"][ORDERS], suite.apps["orders"][PAYMENTS]
+    charged = await provider.charge(order_id=order["id"], attempt_id="pat_died_mid_charge",
+                                    amount=order["totals"]["total"], card_number="4242424242424242")
+
+    async def died_mid_charge(session):
+        doc = await service.repo.get(order["id"], session)
+        doc["payment_attempt"] = {"id": "pat_died_mid_charge", "state": "charging",
+                                  "started_at": rfc3339(datetime.now(UTC) - timedelta(seconds=5))}
+        await service.repo.save(doc, session)
+    await service.mongo.transaction(died_mid_charge)
+
+    status, paid = await suite.pay(order["id"], member)
+    assert status == 200, paid
+    assert paid["status"] == "confirmed" and paid["payment"]["payment_id"] == charged.payment_id

@@ -133,6 +133,18 @@ def test_no_new_payment_while_the_outcome_of_a_timed_out_one_is_unknown():
     domain.begin_payment(order, "pat_3", NOW)
 
 
+def test_a_stale_attempt_gives_way_to_a_new_one_and_is_remembered():
+    order = placed("ship")
+    domain.begin_payment(order, "pat_1", NOW, stale_after_ms=30_000)
+    assert domain.payment_in_flight(order, NOW + timedelta(seconds=5), 30_000)
+    assert domain.stale_attempt(order, NOW + timedelta(seconds=5), 30_000) is None
+    later = NOW + timedelta(seconds=31)
+    assert not domain.payment_in_flight(order, later, 30_000)
+    assert domain.stale_attempt(order, later, 30_000)["id"] == "pat_1"
+    domain.begin_payment(order, "pat_2", later, stale_after_ms=30_000)
+    assert order["payment_attempt"]["id"] == "pat_2" and order["abandoned_attempts"] == ["pat_1"]
+
+
 def test_an_expired_order_cannot_be_paid():
     order = placed("ship")
     later = datetime(2026, 11, 23, 11, 0, tzinfo=UTC)
