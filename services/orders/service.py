@@ -507,8 +507,7 @@ class OrderService:
     async def cancel(self, principal: Principal, order_id: str, reason: str) -> dict:
         def change(order):
             self._guard(principal, order, lambda p, o: is_owner(p, o) or works_at_order_store(p, o))
-            if domain.payment_in_flight(order, utcnow(), self.settings.payment_attempt_timeout_s * 1000):
-                raise OrderError("payment-in-progress", "a payment is being taken; try again in a moment")
+            # A cancel wins over a charge in flight: money that arrives for a cancelled order is refunded.
             return domain.cancel(order, actor_of(principal), reason, new_id("rfn"), utcnow())
 
         order, _ = await self.mutate(order_id, change)
@@ -702,7 +701,9 @@ class OrderService:
 
         def refund_event(order, _):
             refund = refunded.get("refund")
-            if not refund:
+            if not refund or refund["reason"] == "late_payment":
+                # Money that arrived for an order no longer payable never was the order's: nothing for
+                # membership or settlement to undo (the payments metric counts it).
                 return []
             record = next((r for r in order.get("returns", []) if r["id"] == refund.get("return_id")), None)
             return [ev.OrderRefunded(**ev.order_fields(order), refund_id=refund["id"], refund_amount=refund["amount"],

@@ -118,11 +118,15 @@ async def test_racing_pay_and_cancel_never_loses_money_or_stock(suite):
         docs = [await service.repo.get_committed(o["id"]) for o in orders]
         return all(not d["pending_actions"] for d in docs) and docs
     docs = await eventually(settled)
-    for doc, ((pay_status, _), (cancel_status, _, _)) in zip(docs, results):
+    for doc, ((pay_status, pay_body), (cancel_status, _, _)) in zip(docs, results):
         assert doc["status"] == "cancelled" or (doc["status"] == "confirmed" and cancel_status == 409), \
             (doc["status"], pay_status, cancel_status)
-        if doc["status"] == "cancelled" and doc.get("payment"):
-            assert [r["state"] for r in doc["refunds"]] == ["done"]
+        # Every charge that went through is either the live order's payment or refunded.
+        assert all(r["state"] == "done" for r in doc["refunds"]), doc["refunds"]
+        if pay_status == 200 and doc["status"] == "cancelled":
+            assert [r["reason"] for r in doc["refunds"]] == ["cancel"]
+        if pay_status == 409 and pay_body["type"].endswith("order-not-payable"):
+            assert [r["reason"] for r in doc["refunds"]] == ["late_payment"]
     live = sum(1 for d in docs if d["status"] == "confirmed")
     after = await suite.level(JINGAN, "sku_tee_classic_whi_l")
     assert after["reserved"] - before["reserved"] == live
