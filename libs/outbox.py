@@ -64,6 +64,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._lease_until_ms = 0
         self._task: asyncio.Task | None = None
+        self._stopping = False
         outbox.listeners.append(self._wake.set)
 
     def wake(self) -> None:
@@ -77,6 +78,10 @@ class OutboxRelay:
 
     async def stop(self) -> None:
         if self._task is not None:
+            # The flag ends the loop even when the cancellation is lost: on Python 3.11 `asyncio.wait_for`
+            # swallows a cancel that races with the wake event completing (gh-86296), and stop() then hung.
+            self._stopping = True
+            self._wake.set()
             self._task.cancel()
             try:
                 await self._task
@@ -86,7 +91,7 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         backoff = self.poll_interval
-        while True:
+        while not self._stopping:
             try:
                 self._wake.clear()
                 if await self._hold_lease():
