@@ -205,7 +205,8 @@ class OrderService:
         if member_id is None and (coupon_codes or points):
             raise Problem(422, "member-required", "coupons and points need a member")
         requested = [line.model_dump() for line in request.lines]
-        requested += await self._scanned_lines(fulfilment.get("scanned_codes") or [])
+        if not requested:  # scan and pay: the codes scanned in store are the basket
+            requested = await self._scanned_lines(fulfilment.get("scanned_codes") or [])
         quotes = await self._quote(request.channel, requested)
         try:
             lines = price_lines(requested, quotes)
