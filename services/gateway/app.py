@@ -327,6 +327,10 @@ async def _forward(request: web.Request, state: GatewayState, service: str, upst
         try:
             upstream = await state.session.request(request.method, url, headers=_upstream_headers(request, settings),
                                                    data=body, allow_redirects=False, timeout=timeout)
+        except asyncio.CancelledError:
+            # Told nothing about the upstream, but a half-open breaker's trial slot must be given back.
+            breaker.record_abandoned()
+            raise
         except asyncio.TimeoutError:
             metrics.UPSTREAM_LATENCY.labels(service, "timeout").observe(time.perf_counter() - started)
             breaker.record_failure()
@@ -339,6 +343,9 @@ async def _forward(request: web.Request, state: GatewayState, service: str, upst
             breaker.record_failure()
             raise Problem(503, "upstream-unavailable", f"{service} is unreachable: {type(exc).__name__}",
                           headers={"Retry-After": "2"}) from None
+        except Exception:
+            breaker.record_abandoned()
+            raise
         outcome = "ok" if upstream.status < 400 else "client_error" if upstream.status < 500 else "server_error"
         metrics.UPSTREAM_LATENCY.labels(service, outcome).observe(time.perf_counter() - started)
         if upstream.status in (502, 503, 504):
@@ -366,8 +373,8 @@ async def _stream_back(request: web.Request, upstream: aiohttp.ClientResponse, s
         response.headers.add(key, value)
     if upstream.content_length is not None:
         response.content_length = upstream.content_length
-    await response.prepare(request)
     try:
+        await response.prepare(request)
         async for chunk in upstream.content.iter_chunked(STREAM_CHUNK):
             await response.write(chunk)
         await response.write_eof()
