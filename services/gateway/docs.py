@@ -136,6 +136,7 @@ def aggregate(documents: dict[str, dict[str, Any] | None], title: str = "O2O Loo
         if used:
             tags.append({"name": service, "description": (document.get("info") or {}).get("title", service)})
     components["securitySchemes"] = {"bearerAuth": BEARER_SCHEME}
+    dropped = _drop_dangling(paths, components)
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": title, "version": version,
@@ -146,7 +147,42 @@ def aggregate(documents: dict[str, dict[str, Any] | None], title: str = "O2O Loo
         "paths": dict(sorted(paths.items())),
         "components": components,
         "x-o2o-missing-services": missing,
+        "x-o2o-dropped-operations": dropped,
     }
+
+
+def _refs(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["$ref"]} if isinstance(node.get("$ref"), str) else set()
+        return found.union(*(_refs(v) for v in node.values())) if node else found
+    if isinstance(node, list):
+        return set().union(*(_refs(v) for v in node)) if node else set()
+    return set()
+
+
+def _drop_dangling(paths: dict[str, Any], components: dict[str, dict[str, Any]]) -> list[str]:
+    """Leave out operations that point at a component nobody published, so one service's broken document
+    cannot make the whole aggregate invalid. Returns "METHOD path" of what was left out."""
+    known = {f"#/components/{section}/{name}" for section, entries in components.items() for name in entries}
+    # A component may itself point at a missing one: drop those first, until nothing changes.
+    while True:
+        broken = [(section, name) for section, entries in components.items() if section != "securitySchemes"
+                  for name, value in entries.items() if not _refs(value) <= known]
+        if not broken:
+            break
+        for section, name in broken:
+            del components[section][name]
+            known.discard(f"#/components/{section}/{name}")
+    dropped = []
+    for path in list(paths):
+        item = paths[path]
+        for method in [m for m in HTTP_METHODS if m in item]:
+            if not _refs(item[method]) <= known:
+                del item[method]
+                dropped.append(f"{method.upper()} {path}")
+        if not any(m in item for m in HTTP_METHODS):
+            del paths[path]
+    return dropped
 
 
 def render_html(document: dict[str, Any]) -> str:

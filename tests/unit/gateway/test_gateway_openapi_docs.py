@@ -176,3 +176,17 @@ def test_aliases_are_described_as_each_direction_sees_them():
     assert request_name != answer_name
     dumped = Stored.model_validate({"_id": "x", "name": "n"}).model_dump()
     assert set(dumped) == set(schemas[answer_name]["required"])
+
+
+def test_an_operation_with_a_dangling_reference_is_left_out_not_the_whole_document():
+    broken = orders_doc()
+    broken["paths"]["/orders/{order_id}"] = {"get": {"parameters": [
+        {"name": "order_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {
+            "$ref": "#/components/schemas/Nowhere"}}}}}}}
+    broken["components"]["schemas"]["Chain"] = {"$ref": "#/components/schemas/AlsoNowhere"}
+    document = aggregate({"orders": broken, "catalog": catalog_doc()})
+    validate(document)
+    assert document["x-o2o-dropped-operations"] == ["GET /api/v1/orders/{order_id}"]
+    assert "/api/v1/orders" in document["paths"] and "/api/v1/catalog/products" in document["paths"]
+    assert "orders.Chain" not in document["components"]["schemas"]
