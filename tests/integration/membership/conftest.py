@@ -1,6 +1,8 @@
 """Membership started in-process on the real broker and the nx wire server, one database per test."""
 from __future__ import annotations
 
+import asyncio
+import sys
 import uuid
 from dataclasses import dataclass
 
@@ -128,7 +130,11 @@ async def start_membership(mongo_url, bus_namespace):
         settings = settings or make_settings(mongo_url, bus_namespace, demo_data=demo, **overrides)
         app = create_app(settings)
         context = running_app(app, settings.port)
-        url = await context.__aenter__()
+        try:
+            url = await asyncio.wait_for(context.__aenter__(), timeout=45)
+        except TimeoutError:
+            dump_tasks("membership start-up did not finish within 45 s")
+            raise
         http = aiohttp.ClientSession()
         stack.append((context, http))
         return Running(url, app, http, settings)
@@ -136,7 +142,19 @@ async def start_membership(mongo_url, bus_namespace):
     yield start
     for context, http in reversed(stack):
         await http.close()
-        await context.__aexit__(None, None, None)
+        try:
+            await asyncio.wait_for(context.__aexit__(None, None, None), timeout=30)
+        except TimeoutError:
+            dump_tasks("membership shutdown did not finish within 30 s")
+            raise
+
+
+def dump_tasks(reason: str) -> None:
+    """Print every pending task's stack: what a hung shutdown is waiting for."""
+    print(f"==== {reason}; pending tasks:")
+    for task in asyncio.all_tasks():
+        print(f"---- {task.get_name()}: {task.get_coro()}")
+        task.print_stack(limit=15, file=sys.stdout)
 
 
 @pytest.fixture
