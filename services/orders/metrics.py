@@ -1,7 +1,7 @@
 """Business metrics of orders (bounded labels only: channels, fulfilment types, fixed outcomes)."""
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 ORDERS_PLACED = Counter("o2o_orders_placed_total", "Orders placed (stock reserved, awaiting payment)",
                         ["channel", "fulfilment"])
@@ -25,3 +25,7 @@ RETURNS = Counter("o2o_orders_returns_total", "Returns by stage", ["stage"])  # 
 REFUNDED_FEN = Counter("o2o_orders_refunded_fen_total", "Money refunded, in fen", ["reason"])  # cancel | return
 SOLD_OUT_SHORTCUTS = Counter("o2o_orders_sold_out_shortcuts_total",
                              "Checkouts answered sold-out from stock's answer a moment ago, without a new reservation")
+ORDERS_WITH_PENDING_ACTIONS = Gauge("o2o_orders_with_pending_actions",
+                                    "Orders whose follow-up or compensation calls have not succeeded yet "
+                                    "(seen by the last sweep, capped at 200); stuck above 0 means another "
+                                    "service keeps refusing")

@@ -757,7 +757,9 @@ class OrderService:
                 done["stuck_rejected"] += 1
             except Problem:
                 pass
-        for order_id in await self.repo.find_ids({"has_pending_actions": True}):
+        waiting = await self.repo.find_ids({"has_pending_actions": True})
+        metrics.ORDERS_WITH_PENDING_ACTIONS.set(len(waiting))
+        for order_id in waiting:
             await self.run_actions(order_id)
             done["actions_retried"] += 1
         return done
