@@ -6,7 +6,7 @@ from prometheus_client import Counter, Gauge, Histogram
 ORDERS_PLACED = Counter("o2o_orders_placed_total", "Orders placed (stock reserved, awaiting payment)",
                         ["channel", "fulfilment"])
 CHECKOUTS_REJECTED = Counter("o2o_orders_checkouts_rejected_total", "Checkouts that did not place an order",
-                             ["reason"])  # sold-out | coupon-unavailable | insufficient-points | upstream | other
+                             ["reason"])  # sold-out | coupon-unavailable | insufficient-points | invalid | upstream | other
 CHECKOUT_DURATION = Histogram("o2o_orders_checkout_duration_seconds", "Time of POST /orders by outcome",
                               ["outcome"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 ORDER_VALUE = Histogram("o2o_orders_order_value_fen", "Order total in fen at placement", ["channel"],

@@ -189,8 +189,14 @@ class OrderService:
         try:
             return await self._checkout(principal, request, remember)
         except Problem as problem:
+            # Bounded reasons: the business refusals by name, the client's mistakes as "invalid", a
+            # sibling down or slow as "upstream" (alerted on), anything unexpected as "other" (alerted on).
             outcome = problem.type if problem.type in ("sold-out", "coupon-unavailable", "insufficient-points") \
-                else ("upstream" if problem.status >= 500 else "other")
+                else ("upstream" if problem.status >= 500 else "invalid")
+            metrics.CHECKOUTS_REJECTED.labels(outcome).inc()
+            raise
+        except Exception:
+            outcome = "other"
             metrics.CHECKOUTS_REJECTED.labels(outcome).inc()
             raise
         finally:
