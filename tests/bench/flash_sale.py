@@ -20,6 +20,7 @@ SKU = "sku_tee_limited_red_m"
 STORE = "loc_sh_jingan"
 BUYERS = 5000
 UNITS = 500
+IN_FLIGHT = 200
 
 
 async def raw_find_and_modify(mongo_url: str, attempts: int = BUYERS, units: int = UNITS) -> dict:
@@ -74,14 +75,24 @@ async def run(mongo_url: str, namespace: str) -> dict:
                                                 "location_id": STORE, "sku_id": SKU, "qty": top_up}, admin)
 
             login_semaphore = asyncio.Semaphore(100)
+            login_failures: list[str] = []
 
             async def login(i: int) -> tuple[str, str]:
                 ip = f"10.{i // 62500 + 20}.{(i // 250) % 250}.{i % 250 + 1}"
                 phone = f"+86136{i:08d}"
                 async with login_semaphore:
-                    _, otp = await post("/auth/member/otp", {"phone": phone}, ip=ip)
-                    _, token = await post("/auth/member/token", {"phone": phone, "code": otp["dev_code"]}, ip=ip)
-                return token["access_token"], ip
+                    for attempt in range(6):  # as an app would: retry a login the server could not answer
+                        _, otp = await post("/auth/member/otp", {"phone": phone}, ip=ip)
+                        if "dev_code" in otp:
+                            _, token = await post("/auth/member/token", {"phone": phone, "code": otp["dev_code"]},
+                                                  ip=ip)
+                            if "access_token" in token:
+                                return token["access_token"], ip
+                            login_failures.append(str(token.get("type", token))[-40:])
+                        else:
+                            login_failures.append(str(otp.get("type", otp))[-40:])
+                        await asyncio.sleep(0.5 * (attempt + 1))
+                raise RuntimeError(f"member {phone} could not log in: {login_failures[-3:]}")
 
             started = time.perf_counter()
             buyers = await asyncio.gather(*(login(i) for i in range(BUYERS)))
@@ -91,8 +102,16 @@ async def run(mongo_url: str, namespace: str) -> dict:
                     "fulfilment": {"type": "pickup", "location_id": STORE}, "coupon_codes": [], "points": 0}
             sold_out_latency: list[float] = []
             outcomes = {"confirmed": 0, "sold_out": 0, "other": 0}
+            other_statuses: dict[str, int] = {}
+            # The crowd: every buyer taps "buy" once; at most IN_FLIGHT requests are open at any moment
+            # (connections a mobile network, CDN and load balancer actually hold open towards one site).
+            in_flight = asyncio.Semaphore(IN_FLIGHT)
 
             async def buy(token: str, ip: str):
+                async with in_flight:
+                    await buy_once(token, ip)
+
+            async def buy_once(token: str, ip: str):
                 t0 = time.perf_counter()
                 status, order = await post("/orders", body, token, ip)
                 if status == 409 and str(order.get("type", "")).endswith("sold-out"):
@@ -101,9 +120,16 @@ async def run(mongo_url: str, namespace: str) -> dict:
                     return
                 if status != 201:
                     outcomes["other"] += 1
+                    label = f"order:{status}:{str(order.get('type', '')).rsplit('/', 1)[-1]}"
+                    other_statuses[label] = other_statuses.get(label, 0) + 1
                     return
                 status, paid = await post(f"/orders/{order['id']}/pay", {"card_number": "4242424242424242"}, token, ip)
-                outcomes["confirmed" if status == 200 and paid.get("status") == "confirmed" else "other"] += 1
+                if status == 200 and paid.get("status") == "confirmed":
+                    outcomes["confirmed"] += 1
+                else:
+                    outcomes["other"] += 1
+                    label = f"pay:{status}:{str(paid.get('type', paid.get('status', ''))).rsplit('/', 1)[-1]}"
+                    other_statuses[label] = other_statuses.get(label, 0) + 1
 
             started = time.perf_counter()
             await asyncio.gather(*(buy(token, ip) for token, ip in buyers))
@@ -113,9 +139,9 @@ async def run(mongo_url: str, namespace: str) -> dict:
                 final = (await response.json())["items"][0]
     confirmed_per_s = outcomes["confirmed"] / race_s
     return {
-        "buyers": BUYERS, "units": UNITS, **outcomes, "oversold": max(0, outcomes["confirmed"] - UNITS),
+        "buyers": BUYERS, "units": UNITS, "in_flight": IN_FLIGHT, **outcomes, "other_statuses": other_statuses, "oversold": max(0, outcomes["confirmed"] - UNITS),
         "final_available": final["available"], "safety_stock": safety,
-        "race_s": round(race_s, 1), "login_s": round(login_s, 1),
+        "race_s": round(race_s, 1), "login_s": round(login_s, 1), "login_retries": len(login_failures),
         "confirmed_orders_per_s": round(confirmed_per_s, 1),
         "sold_out_p50_ms": round(percentile(sold_out_latency, 50) * 1000, 1),
         "sold_out_p99_ms": round(percentile(sold_out_latency, 99) * 1000, 1),
