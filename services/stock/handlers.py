@@ -306,8 +306,8 @@ async def availability(request: web.Request) -> web.Response:
     """The nearest stores that can serve this SKU now (what an online order may take there)."""
     query = parse_query(request, AvailabilityQuery)
     stock = request.app[STOCK]
-    locations = await stock.locations.all()
-    levels = {doc["location_id"]: doc for doc in await stock.levels.for_skus([query.sku])}
+    levels = {doc["location_id"]: doc for doc in await stock.levels.for_skus([query.sku], in_stock_only=True)}
+    locations = await stock.locations.by_ids(sorted(levels))
     here = Point(query.lat, query.lng)
     local = datetime.now(UTC) + timedelta(hours=request.app[SETTINGS].capacity_day_utc_offset_h)
     local_minutes = local.hour * 60 + local.minute

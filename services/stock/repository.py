@@ -32,6 +32,10 @@ class LocationRepository:
     async def get(self, location_id: str, session=None) -> dict | None:
         return await self.collection.find_one({"_id": location_id}, session=session)
 
+    async def by_ids(self, location_ids: list[str], session=None) -> list[dict]:
+        return await self.collection.find({"_id": {"$in": location_ids}}, session=session) \
+            .sort("_id", ASCENDING).to_list()
+
     async def all(self, session=None) -> list[dict]:
         return await self.collection.find({}, session=session).sort("_id", ASCENDING).to_list()
 
@@ -71,8 +75,11 @@ class LevelRepository:
     async def get(self, location_id: str, sku_id: str, session=None) -> dict | None:
         return await self.collection.find_one({"_id": level_id(location_id, sku_id)}, session=session)
 
-    async def for_skus(self, sku_ids: list[str], session=None) -> list[dict]:
-        return await self.collection.find({"sku_id": {"$in": sku_ids}}, session=session).to_list()
+    async def for_skus(self, sku_ids: list[str], session=None, *, in_stock_only: bool = False) -> list[dict]:
+        query: dict[str, Any] = {"sku_id": {"$in": sku_ids}}
+        if in_stock_only:
+            query["available"] = {"$gt": 0}
+        return await self.collection.find(query, session=session).to_list()
 
     async def page(self, query: dict, after: str | None, limit: int) -> list[dict]:
         if after:

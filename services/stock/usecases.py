@@ -69,8 +69,12 @@ class Stock:
     async def _route_now(self, request: dict, session=None) -> tuple[Decision, dict, dict, str, int]:
         """Route `request` on the current picture (inside the transaction when given its session)."""
         lines = [Line(line["sku_id"], line["qty"]) for line in request["lines"]]
-        location_docs = await self.locations.all(session)
-        level_docs = await self.levels.for_skus(sorted({line.sku_id for line in lines}), session)
+        # Only locations holding some of the goods can take part: with hundreds of stores, the read and the
+        # decision's explanation stay the size of the stock picture of these SKUs, not of the whole network.
+        level_docs = await self.levels.for_skus(sorted({line.sku_id for line in lines}), session, in_stock_only=True)
+        location_ids = {doc["location_id"] for doc in level_docs} | ({request["location_id"]}
+                                                                     if request.get("location_id") else set())
+        location_docs = await self.locations.by_ids(sorted(location_ids), session)
         stock = {(doc["location_id"], doc["sku_id"]): doc["available"] for doc in level_docs}
         at = now_ms()
         day = self.capacity_day(at)
