@@ -744,9 +744,11 @@ class Membership:
         if existing is not None and existing.get("pending_refund"):
             # The refund overtook the completion on the bus: apply it now that there is something to undo.
             await self._claw_back(session, member, purchase, existing["pending_refund"])
-        await self._update_stats(session, member["_id"], data, paid, occurred_ms)
+        order_count = await self._update_stats(session, member["_id"], data, paid, occurred_ms)
+        # order_count is kept on the member too, so store analytics can count buyers with a plain filter.
         await self.members.set_fields(member["_id"], {"last_activity_ms": max(member.get("last_activity_ms", 0),
-                                                                              occurred_ms), "dormant": False}, session)
+                                                                              occurred_ms), "dormant": False,
+                                                      "order_count": order_count}, session)
         await self._retier(session, member["_id"])
 
     async def on_order_refunded(self, session, data: dict[str, Any]) -> None:
@@ -811,7 +813,7 @@ class Membership:
         if data.get("order_id"):
             await self._release_hold(session, data["order_id"], missing_ok=True)
 
-    async def _update_stats(self, session, member_id: str, data: dict, paid: int, at_ms: int) -> None:
+    async def _update_stats(self, session, member_id: str, data: dict, paid: int, at_ms: int) -> int:
         stats = await self.members.stats_of(member_id, session) or {"_id": member_id, "order_count": 0, "spend": 0,
                                                                      "categories": {}, "last_purchase_ms": 0,
                                                                      "stores": {}}
@@ -824,6 +826,7 @@ class Membership:
                 categories[line["category"]] = categories.get(line["category"], 0) + int(line.get("qty", 0))
         stats["categories"] = categories
         await self.members.put_stats(stats, session)
+        return stats["order_count"]
 
     async def _retier(self, session, member_id: str) -> None:
         member = await self.members.get(member_id, session)
@@ -854,15 +857,11 @@ class Membership:
     async def store_analytics(self, store_id: str) -> dict[str, Any]:
         async def read():
             query = {"bound_store_id": store_id, "status": "active"}
-            acquired = await self.members.count(query)
-            dormant = await self.members.count({**query, "dormant": True})
-            ids = [m["_id"] for m in await self.members.collection.find(query, {"_id": 1}).to_list(None)]
-            stats = await self.members.stats.find({"_id": {"$in": ids}}).to_list(None) if ids else []
-            return acquired, dormant, stats
+            return (await self.members.count(query), await self.members.count({**query, "dormant": True}),
+                    await self.members.count({**query, "order_count": {"$gte": 1}}),
+                    await self.members.count({**query, "order_count": {"$gte": 2}}))
 
-        acquired, dormant, stats = await self.mongo.read_committed(read)
-        buyers = sum(1 for s in stats if s.get("order_count", 0) >= 1)
-        repeaters = sum(1 for s in stats if s.get("order_count", 0) >= 2)
+        acquired, dormant, buyers, repeaters = await self.mongo.read_committed(read)
         return {"store_id": store_id, "members_acquired": acquired, "active": acquired - dormant, "dormant": dormant,
                 "buyers": buyers, "repeat_buyers": repeaters,
                 "repeat_purchase_rate": member_rules.repeat_purchase_rate(buyers, repeaters)}

@@ -67,6 +67,7 @@ def merge(survivor: dict[str, Any], absorbed: dict[str, Any], now_ms: int) -> di
         if not merged.get(key) and absorbed.get(key):
             merged[key] = absorbed[key]
     merged["points_balance"] = survivor.get("points_balance", 0) + absorbed.get("points_balance", 0)
+    merged["order_count"] = survivor.get("order_count", 0) + absorbed.get("order_count", 0)
     merged["last_activity_ms"] = max(survivor.get("last_activity_ms", 0), absorbed.get("last_activity_ms", 0))
     merged["created_at_ms"] = min(survivor.get("created_at_ms", now_ms), absorbed.get("created_at_ms", now_ms))
     merged["dormant"] = survivor.get("dormant", False) and absorbed.get("dormant", False)

@@ -44,16 +44,17 @@ def test_a_campaign_only_qr_tags_without_binding():
 
 def test_merge_keeps_the_earliest_active_binding_latest_consent_and_sums_points():
     older = member(_id="mbr_a", created_at_ms=NOW - 10 * DAY, bound_store_id="loc_a", bound_at_ms=NOW - 9 * DAY,
-                   bound_until_ms=NOW + DAY, tags=["x"], points_balance=70, marketing_consent=False,
+                   bound_until_ms=NOW + DAY, tags=["x"], points_balance=70, order_count=2, marketing_consent=False,
                    marketing_consent_at_ms=NOW - 9 * DAY)
     newer = member(_id="mbr_b", created_at_ms=NOW - DAY, bound_store_id="loc_b", bound_at_ms=NOW - DAY,
-                   bound_until_ms=NOW + 300 * DAY, tags=["x", "y"], points_balance=30, marketing_consent=True,
+                   bound_until_ms=NOW + 300 * DAY, tags=["x", "y"], points_balance=30, order_count=1, marketing_consent=True,
                    marketing_consent_at_ms=NOW - DAY)
     survivor, absorbed = m.choose_survivor(newer, older)
     assert survivor["_id"] == "mbr_a" and absorbed["_id"] == "mbr_b"
     merged = m.merge(survivor, absorbed, NOW)
     assert merged["bound_store_id"] == "loc_a" and merged["tags"] == ["x", "y"]
     assert merged["points_balance"] == 100 and merged["marketing_consent"] is True
+    assert merged["order_count"] == 3
 
 
 def test_dormancy_and_analytics_helpers():
