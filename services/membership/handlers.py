@@ -485,11 +485,9 @@ async def list_members(request: web.Request) -> web.Response:
     if principal.is_admin:
         if query.store_id:
             selector["bound_store_id"] = query.store_id
-    else:
-        stores = [query.store_id] if query.store_id in principal.store_ids else sorted(principal.store_ids)
-        if query.store_id and query.store_id not in principal.store_ids:
-            stores = []
-        selector["bound_store_id"] = {"$in": stores}
+    else:  # store staff see the members bound to their own stores only
+        wanted = {query.store_id} if query.store_id else set(principal.store_ids)
+        selector["bound_store_id"] = {"$in": sorted(wanted & principal.store_ids)}
     svc = membership(request)
     docs = await svc.mongo.read_committed(lambda: svc.members.page(selector, query.cursor, query.limit + 1))
     more = len(docs) > query.limit
@@ -630,9 +628,8 @@ class QrQuery(Strict):
 async def list_qr(request: web.Request) -> web.Response:
     principal = require(request, *STAFF_ROLES)
     query = parse_query(request, QrQuery)
-    if not principal.is_admin and (query.store_id is None or query.store_id not in principal.store_ids):
-        if query.store_id is not None:
-            return json_response({"items": [], "next_cursor": None})
+    if not principal.is_admin and query.store_id is not None and query.store_id not in principal.store_ids:
+        return json_response({"items": [], "next_cursor": None})
     svc = membership(request)
     docs = await svc.mongo.read_committed(lambda: svc.coupons.qr_list(query.store_id))
     docs = [d for d in docs if principal.is_admin or d.get("store_id") in principal.store_ids]
