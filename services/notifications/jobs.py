@@ -37,49 +37,68 @@ def retry_policy(settings) -> policy.RetryPolicy:
 # --- delivery worker --------------------------------------------------------------------------------
 
 async def deliver_due(app: web.Application) -> int:
-    """Send every delivery that is due now (bounded concurrency); returns how many were tried."""
+    """Send every delivery that is due now (bounded concurrency); returns how many were sent or tried."""
     settings = app[SETTINGS]
     due = await DeliveryRepository(app[MONGO]).due(now_ms(), settings.delivery_batch)
     metrics.DUE_BACKLOG.set(len(due))
     if not due:
         return 0
+    # One transaction claims the whole batch (transactions are the scarce resource on a serialized server).
+    claimed = await claim(app, [doc["_id"] for doc in due])
     gate = asyncio.Semaphore(settings.delivery_concurrency)
 
-    async def one(delivery_id: str) -> None:
+    async def one(delivery: dict) -> None:
         async with gate:
             try:
-                await deliver_one(app, delivery_id)
+                await send_claimed(app, delivery)
             except Exception:  # one broken delivery must not stop the others
-                log.exception("delivery.worker_error", delivery_id=delivery_id)
+                log.exception("delivery.worker_error", delivery_id=delivery["_id"])
 
-    await asyncio.gather(*(one(doc["_id"]) for doc in due))
-    return len(due)
+    await asyncio.gather(*(one(doc) for doc in claimed))
+    return len(claimed)
 
 
-async def deliver_one(app: web.Application, delivery_id: str) -> str | None:
-    """Claim, send once, record the attempt and the outcome. Returns the new status (None if not claimed)."""
+async def claim(app: web.Application, delivery_ids: list[str]) -> list[dict]:
+    """Take the deliveries that are still due for this worker; each claim is a lease.
+
+    A claimed delivery comes due again when its lease ends, so a crashed worker's work is picked up.
+    Another worker that claimed one first makes the version check fail: the unit is retried and skips it.
+    """
     mongo, settings = app[MONGO], app[SETTINGS]
     repo = DeliveryRepository(mongo)
     lease_ms = int(settings.delivery_lease_s * 1000)
 
-    async def claim(session):
-        doc = await repo.get(delivery_id, session)
-        if doc is None or doc["status"] not in ("pending", "sending") or doc["due_at_ms"] > now_ms():
-            return None
-        withdrawn = await _marketing_withdrawn(app, doc, session)
-        if withdrawn:
-            # Deferred marketing may wait hours (quiet hours, pacing): consent or choice may have changed since.
-            await repo.save({**doc, "status": "suppressed", "reason": withdrawn, "updated_at": datetime.now(UTC)},
-                            session)
-            metrics.SUPPRESSED.labels(doc["category"], withdrawn).inc()
-            return None
-        # Claimed deliveries come due again when the lease ends: a crashed worker's work is picked up.
-        return await repo.save({**doc, "status": "sending", "due_at_ms": now_ms() + lease_ms,
-                                "attempt_count": doc["attempt_count"] + 1}, session)
+    async def unit(session):
+        taken = []
+        for delivery_id in delivery_ids:
+            doc = await repo.get(delivery_id, session)
+            if doc is None or doc["status"] not in ("pending", "sending") or doc["due_at_ms"] > now_ms():
+                continue
+            withdrawn = await _marketing_withdrawn(app, doc, session)
+            if withdrawn:
+                # Deferred marketing may wait hours (quiet hours, pacing): consent or choice may have changed.
+                await repo.save({**doc, "status": "suppressed", "reason": withdrawn,
+                                 "updated_at": datetime.now(UTC)}, session)
+                metrics.SUPPRESSED.labels(doc["category"], withdrawn).inc()
+                continue
+            taken.append(await repo.save({**doc, "status": "sending", "due_at_ms": now_ms() + lease_ms,
+                                          "attempt_count": doc["attempt_count"] + 1}, session))
+        return taken
 
-    claimed = await mongo.transaction(claim)
-    if claimed is None:
-        return None
+    return await mongo.transaction(unit)
+
+
+async def deliver_one(app: web.Application, delivery_id: str) -> str | None:
+    """Claim one delivery and send it once. Returns the new status (None if it was not due or not ours)."""
+    claimed = await claim(app, [delivery_id])
+    return await send_claimed(app, claimed[0]) if claimed else None
+
+
+async def send_claimed(app: web.Application, claimed: dict) -> str:
+    """Send a claimed delivery once, then record the attempt and the outcome in one transaction."""
+    mongo, settings = app[MONGO], app[SETTINGS]
+    repo = DeliveryRepository(mongo)
+    delivery_id = claimed["_id"]
     attempt = claimed["attempt_count"]
     channel: Channel | None = app[CHANNELS].get(claimed["channel"])
     started_at = datetime.now(UTC)

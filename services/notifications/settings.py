@@ -11,7 +11,8 @@ class NotificationsSettings(ServiceSettings):
 
     # Delivery worker: how often it looks for due deliveries, how many it sends at once, and the retry policy.
     delivery_poll_interval_s: float = 0.5
-    delivery_batch: int = 100
+    # A batch is claimed at once: batch / concurrency x send_timeout_s must stay well inside the lease.
+    delivery_batch: int = 48
     delivery_concurrency: int = 16
     delivery_lease_s: float = 60.0  # a delivery claimed by a crashed worker is picked up again after this
     max_attempts: int = 6
