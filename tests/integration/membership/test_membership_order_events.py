@@ -182,3 +182,32 @@ async def test_tier_falls_back_when_purchases_age_out_of_the_rolling_year(member
         oid, {"at_ms": 0}, s))
     assert await membership.svc.retier_all() >= 1
     assert (await membership.svc.members.get(member_id))["tier"] == "member"
+
+
+async def test_a_handler_that_fails_half_way_leaves_nothing_and_its_retry_earns_once(membership, bus_namespace):
+    svc = membership.svc
+    _, member_id = await membership.member_login(unique_phone())
+    real_update_stats = svc._update_stats
+    failures = []
+
+    async def fail_once(*args, **kwargs):
+        # Points are already posted in this transaction when this runs: a crash here must undo them.
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("injected failure after the points were posted")
+        return await real_update_stats(*args, **kwargs)
+
+    svc._update_stats = fail_once
+    try:
+        oid = f"ord_{uuid.uuid4().hex[:12]}"
+        await publish(bus_namespace, "orders.order.completed", completed(oid, member_id, 20_000))
+
+        async def earned():
+            member = await read(membership, lambda: svc.members.get(member_id))
+            return failures and member["points_balance"] == 200
+        await eventually(earned)
+    finally:
+        svc._update_stats = real_update_stats
+    entries = await svc.ledger.entries(member_id)
+    assert [e["kind"] for e in entries] == ["earn"] and await svc.ledger.sum_for(member_id) == 200
+    assert (await svc.members.stats_of(member_id))["order_count"] == 1
