@@ -1,6 +1,8 @@
 """Integration events notifications publishes (past tense; never renamed)."""
 from __future__ import annotations
 
+from datetime import datetime
+
 from libs.bus import IntegrationEvent
 
 
@@ -16,4 +18,4 @@ class DeliveryFailed(IntegrationEvent):
     category: str
     attempts: int
     error: str
-    failed_at: str
+    failed_at: datetime

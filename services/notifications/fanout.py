@@ -219,7 +219,7 @@ async def record_failure(ctx: Context, delivery: dict, session) -> None:
         recipient_id=delivery["recipient_id"], member_id=delivery.get("member_id"), channel=delivery["channel"],
         category=delivery["category"], attempts=delivery["attempt_count"],
         error=(delivery.get("last_error") or delivery.get("reason") or "unknown")[:500],
-        failed_at=datetime.now(UTC).isoformat().replace("+00:00", "Z")), subject=delivery["_id"])
+        failed_at=datetime.now(UTC)), subject=delivery["_id"])
 
 
 # --- one consumed event ------------------------------------------------------------------------------

@@ -127,6 +127,29 @@ async def get_delivery(request: web.Request) -> web.Response:
     return json_response(_delivery_out(doc, attempts.get(doc["_id"], [])))
 
 
+@routes.post("/notifications/deliveries/{delivery_id}/retry")
+async def retry_delivery(request: web.Request) -> web.Response:
+    """Send a failed delivery again (e.g. after a receiver was fixed), with a fresh retry budget."""
+    require(request, "hq_admin")
+    repo = DeliveryRepository(request.app[MONGO])
+
+    async def unit(session):
+        doc = await repo.get(request.match_info["delivery_id"], session)
+        if doc is None:
+            raise not_found("delivery")
+        if doc["status"] != "failed":
+            raise Problem(409, "not-failed", f"only a failed delivery can be retried; this one is {doc['status']}")
+        if doc.get("reason", "").startswith("template-error"):
+            raise Problem(409, "not-retryable", "the template failed to render; fix the template, the message "
+                                                "was never composed")
+        return await repo.save({**doc, "status": "pending", "due_at_ms": now_ms(), "reason": "manual-retry",
+                                "budget_start": doc["attempt_count"], "updated_at": datetime.now(UTC)}, session)
+
+    saved = await request.app[MONGO].transaction(unit)
+    attempts = await repo.attempts_of([saved["_id"]])
+    return json_response(_delivery_out(saved, attempts.get(saved["_id"], [])), status=202)
+
+
 # --- preferences ---------------------------------------------------------------------------------------
 
 class QuietHoursIn(BaseModel):
@@ -172,6 +195,15 @@ def _member_of(request: web.Request) -> str:
 
 def _prefs_repo(request: web.Request) -> PreferenceRepository:
     return PreferenceRepository(request.app[MONGO], request.app[SETTINGS].default_daily_cap)
+
+
+@routes.get("/notifications/members/{member_id}/preferences")
+async def get_member_preferences(request: web.Request) -> web.Response:
+    """Customer service looks at what a member chose (read only: only the member changes them)."""
+    require(request, "hq_admin")
+    member_id = request.match_info["member_id"]
+    repo = _prefs_repo(request)
+    return json_response(_preferences_out(await request.app[MONGO].read_committed(lambda: repo.get_doc(member_id))))
 
 
 @routes.get("/notifications/me/preferences")

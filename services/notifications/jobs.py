@@ -118,7 +118,9 @@ async def send_claimed(app: web.Application, claimed: dict) -> str:
     outcome_label = "sent" if report.ok else ("permanent_error" if report.permanent else "transient_error")
     metrics.ATTEMPTS.labels(claimed["channel"], outcome_label).inc()
     metrics.SEND_LATENCY.labels(claimed["channel"]).observe(elapsed)
-    result = policy.after_attempt(attempt, policy.Outcome(report.ok, report.permanent, report.error),
+    # A manual retry gives a failed delivery a fresh budget: count attempts from where it was retried.
+    attempt_in_budget = attempt - claimed.get("budget_start", 0)
+    result = policy.after_attempt(attempt_in_budget, policy.Outcome(report.ok, report.permanent, report.error),
                                   retry_policy(settings), now_ms())
     finished_at = datetime.now(UTC)
 

@@ -167,6 +167,10 @@ async def test_preferences_reject_bad_input_and_change_nothing(notifications):
     status, prefs = await notifications.get("/notifications/me/preferences", token=token)
     assert status == 200 and prefs["daily_cap"] == notifications.settings.default_daily_cap
     assert prefs["quiet_hours"] is None and all(prefs["channels"].values())
+    status, same = await notifications.get(f"/notifications/members/{member_id}/preferences")
+    assert status == 200 and same == prefs
+    status, _ = await notifications.get(f"/notifications/members/{member_id}/preferences", token=token)
+    assert status == 403
 
 
 async def test_concurrent_preference_updates_all_apply(notifications):

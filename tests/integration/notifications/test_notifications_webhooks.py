@@ -124,3 +124,26 @@ async def test_webhook_creation_is_idempotent_and_validated(notifications, webho
     member = notifications.member_token(uid("mbr"))
     status, problem, _ = await notifications.send("POST", "/notifications/webhooks", body, token=member)
     assert status == 403
+
+
+async def test_an_admin_retries_a_failed_delivery_once_the_receiver_is_fixed(notifications, webhook_receiver):
+    hook = await subscribe(notifications, webhook_receiver.url, ["orders.return.requested"])
+    webhook_receiver.script = [404]  # the receiver's route was missing
+    envelope = await notifications.publish("orders.return.requested", {"order_id": uid("ord")})
+    failed = await eventually(lambda: _failed(notifications, hook["id"], envelope.id))
+    status, retried, _ = await notifications.send("POST", f"/notifications/deliveries/{failed['id']}/retry")
+    assert status == 202 and retried["status"] == "pending"
+
+    async def sent():
+        items = await notifications.deliveries(recipient=hook["id"], event_id=envelope.id)
+        return items[0] if items and items[0]["status"] == "sent" else None
+
+    delivery = await eventually(sent)
+    assert [(a["number"], a["status_code"]) for a in delivery["attempts"]] == [(1, 404), (2, 200)]
+    status, problem, content_type = await notifications.send("POST", f"/notifications/deliveries/{failed['id']}/retry")
+    assert status == 409 and content_type == "application/problem+json"
+    status, _, _ = await notifications.send("POST", f"/notifications/deliveries/{uid('dlv')}/retry")
+    assert status == 404
+    status, _, _ = await notifications.send("POST", f"/notifications/deliveries/{failed['id']}/retry",
+                                            token=notifications.member_token(uid("mbr")))
+    assert status == 403
