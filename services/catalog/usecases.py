@@ -43,6 +43,8 @@ class Catalog:
     # -- products ---------------------------------------------------------------------------------
     async def create_product(self, product: dict, skus: list[dict], actor: str, session) -> tuple[dict, list[dict]]:
         """A product with its SKUs; published at once (event) when created active."""
+        if product["status"] == "active" and not skus:
+            raise CatalogError("no-skus", "a product needs at least one SKU before it can be sold")
         await self._check_category(product["category"], session)
         await self._check_skus(skus, session)
         if await self.products.get(product["_id"], session) is not None:

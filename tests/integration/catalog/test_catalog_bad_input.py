@@ -19,6 +19,7 @@ BAD_PRODUCTS = [
     ("sku id taken", {"name": "x", "category": "tees", "skus": [{**GOOD_SKU, "id": SKU}]}),
     ("bad product id", {"id": "../etc", "name": "x", "category": "tees"}),
     ("skus not a list", {"name": "x", "category": "tees", "skus": {"a": 1}}),
+    ("active without skus", {"name": "x", "category": "tees", "status": "active"}),
 ]
 
 
