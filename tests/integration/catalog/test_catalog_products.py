@@ -144,3 +144,45 @@ async def test_units_sold_are_counted_once_per_order_event_despite_redelivery(ca
 
     sales = await eventually(counted)
     assert sales["units"] == 2
+
+
+async def test_publishing_and_price_changes_reach_the_broker(catalog_api, product_body):
+    import json
+
+    import aio_pika
+    from libs.bus import Names
+    from libs.testing import AMQP_URL
+    from services.catalog.events import PriceChanged, ProductPublished
+
+    seen: list[dict] = []
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(Names(catalog_api.settings.bus_namespace).exchange,
+                                                  aio_pika.ExchangeType.TOPIC, durable=True)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(exchange, routing_key="catalog.#")
+
+        async def collect(message):
+            async with message.process():
+                seen.append(json.loads(message.body))
+
+        await queue.consume(collect)
+        status, product = await catalog_api.create(product_body())
+        assert status == 201
+        sku_id = product["skus"][0]["id"]
+        status, _, _ = await catalog_api.call("POST", f"/catalog/skus/{sku_id}/price", catalog_api.admin,
+                                              json={"base": 9800})
+        assert status == 200
+
+        def of(event_type):
+            return [e for e in seen if e["type"] == event_type and e["subject"] in (product["id"], sku_id)]
+
+        await eventually(lambda: of("catalog.product.published") and of("catalog.price.changed"))
+    finally:
+        await connection.close()
+    published = ProductPublished.model_validate(of("catalog.product.published")[0]["data"])
+    assert published.sku_ids == [sku_id] and published.category == "tees"
+    changed = PriceChanged.model_validate(of("catalog.price.changed")[0]["data"])
+    assert (changed.previous_base, changed.base, changed.channels) == (10000, 9800, {"app": 9500})
+    assert of("catalog.price.changed")[0]["source"] == "catalog"
