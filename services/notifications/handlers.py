@@ -24,6 +24,8 @@ from services.notifications.repository import (
 )
 
 routes = web.RouteTableDef()
+# Messages whose text is a secret for one person: the log shows that they went out, not what they said.
+SECRET_BODIES = frozenset({"membership.otp.requested"})
 PersonChannel = Literal["sms", "wechat", "email", "push"]
 
 
@@ -64,12 +66,20 @@ def _visible_recipients(principal: Principal) -> set[str] | None:
     return visible
 
 
+def _shown_body(doc: dict) -> str | None:
+    if doc["channel"] == "webhook":
+        return None  # the envelope itself; the receiver has it
+    if doc["event_type"] in SECRET_BODIES:
+        return "(redacted: contains a one-time password)"
+    return doc.get("body")
+
+
 def _delivery_out(doc: dict, attempts: list[dict]) -> dict:
     return {
         "id": doc["_id"], "event_id": doc["event_id"], "type": doc["event_type"], "category": doc["category"],
         "recipient": doc["recipient_id"], "member_id": doc.get("member_id"), "channel": doc["channel"],
         "address": doc.get("address"), "locale": doc.get("locale"), "subject": doc.get("subject"),
-        "body": doc.get("body") if doc["channel"] != "webhook" else None, "status": doc["status"],
+        "body": _shown_body(doc), "status": doc["status"],
         "reason": doc.get("reason"), "attempt_count": doc.get("attempt_count", 0),
         "scheduled_at": iso_ms(doc.get("scheduled_at_ms")),
         "next_attempt_at": iso_ms(doc["due_at_ms"]) if doc["status"] in ("pending", "sending") else None,

@@ -61,6 +61,7 @@ async def test_otp_is_a_transactional_sms_in_the_requested_locale(notifications)
         "phone": phone, "code": "402913", "locale": "en", "expires_in": 300}, source="membership")
     [sms] = await eventually(lambda: sent(notifications, envelope.id, 1))
     assert sms["channel"] == "sms" and sms["recipient"] == f"phone:{phone}" and sms["category"] == "transactional"
+    assert "402913" not in sms["body"]  # the delivery log never shows a one-time password
     [message] = await notifications.outbound(event_id=envelope.id)
     assert message["address"] == phone and "402913" in message["body"] and "5 minutes" in message["body"]
 
