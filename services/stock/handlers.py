@@ -233,7 +233,7 @@ async def visible_stores(request: web.Request, principal: Principal) -> list[str
 
 def staff_may_write(principal: Principal, location_id: str | None) -> None:
     if not principal.can_see_store(location_id):
-        raise Problem(403, "forbidden", "store staff may record movements only for their own store")
+        raise Problem(403, "forbidden", "store staff may change stock only in their own store")
 
 
 # --- locations -------------------------------------------------------------------------------
