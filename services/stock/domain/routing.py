@@ -151,6 +151,8 @@ def _route_named_store(mode: str, lines: list[Line], sites: list[Site], stock: d
     candidate = Candidate(store.id, 0, _sellable_map(store, lines, stock, mode))
     if not store.active:
         candidate.excluded.append("inactive")
+    if store.kind != "store":
+        candidate.excluded.append("not-a-store")  # nobody picks up or pays at a warehouse counter
     if mode == "pickup" and not store.pickup:
         candidate.excluded.append("no-pickup")
     if mode == "pickup" and not store.sell_online:

@@ -111,3 +111,12 @@ def test_opening_hours_with_wrap_past_midnight_and_unknown_hours():
     assert is_open("00:00-24:00", 0) and is_open("00:00-24:00", 23 * 60 + 59)
     assert is_open("22:00-02:00", 23 * 60) and is_open("22:00-02:00", 60) and not is_open("22:00-02:00", 12 * 60)
     assert is_open("", 600) is None and is_open("sometimes", 600) is None
+
+
+def test_a_warehouse_is_never_a_pickup_or_in_store_location():
+    stock = {("loc_wh", "sku_a"): 9, ("loc_near", "sku_a"): 1}
+    for mode in ("pickup", "in_store"):
+        decision = route(mode, [Line("sku_a", 1)], [WAREHOUSE, NEAR], stock, location_id="loc_wh")
+        assert not decision.accepted and "not-a-store" in decision.candidates[0].excluded
+        assert decision.reason == "location-cannot-serve"
+        assert [n["location_id"] for n in decision.nearest] == ["loc_near"]
