@@ -19,7 +19,7 @@ from libs.problems import Problem
 from services.membership.domain.errors import MembershipError
 from services.membership.domain.otp import normalize_phone
 from services.membership.usecases import (Membership, attribution_of, public_campaign, public_member, public_qr,
-                                         public_template)
+                                         public_staff, public_template)
 
 MEMBERSHIP = web.AppKey("membership", Membership)
 routes = web.RouteTableDef()
@@ -648,6 +648,47 @@ async def create_qr(request: web.Request) -> web.Response:
 
     async def create(remember):
         return 201, await membership(request).create_qr(doc, remember=remember)
+
+    return await guarded(membership(request).mongo, request, create)
+
+
+class NewStaff(Strict):
+    id: Annotated[str, StringConstraints(pattern=r"^stf_[A-Za-z0-9_]{1,60}$")]
+    username: Annotated[str, StringConstraints(pattern=r"^[a-z0-9._-]{3,64}$")]
+    password: Annotated[str, StringConstraints(min_length=10, max_length=256)]
+    name: Text
+    roles: list[Literal["store_staff", "store_manager", "franchisee", "hq_admin"]] = Field(min_length=1, max_length=4)
+    store_ids: list[Id] = Field(default_factory=list, max_length=500)
+    franchisee_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _shape(self):
+        if {"store_staff", "store_manager"} & set(self.roles) and not self.store_ids:
+            raise ValueError("store staff and managers need at least one store_id")
+        if "franchisee" in self.roles and not self.franchisee_id:
+            raise ValueError("a franchisee account needs franchisee_id")
+        return self
+
+
+@routes.get("/members/staff")
+@openapi(summary="Staff accounts (HQ)", tags=["staff"])
+async def list_staff(request: web.Request) -> web.Response:
+    require(request, "hq_admin")
+    svc = membership(request)
+    docs = await svc.mongo.read_committed(svc.staff.list)
+    return json_response({"items": [public_staff(d) for d in docs], "next_cursor": None})
+
+
+@routes.post("/members/staff")
+@openapi(summary="Create a staff account (HQ)", tags=["staff"], request=NewStaff, status=201)
+async def create_staff(request: web.Request) -> web.Response:
+    require(request, "hq_admin")
+    body = await parse_body(request, NewStaff)
+    doc = {"_id": body.id, "username": body.username, "name": body.name, "roles": sorted(set(body.roles)),
+           "store_ids": sorted(set(body.store_ids)), "franchisee_id": body.franchisee_id}
+
+    async def create(remember):
+        return 201, await membership(request).create_staff(doc, body.password, remember=remember)
 
     return await guarded(membership(request).mongo, request, create)
 

@@ -108,6 +108,12 @@ def public_qr(q: dict[str, Any]) -> dict[str, Any]:
             "campaign_id": q.get("campaign_id"), "status": q.get("status", "active")}
 
 
+def public_staff(s: dict[str, Any]) -> dict[str, Any]:
+    return {"id": s["_id"], "username": s["username"], "name": s.get("name"), "roles": s["roles"],
+            "store_ids": s.get("store_ids", []), "franchisee_id": s.get("franchisee_id"),
+            "status": s.get("status", "active")}
+
+
 def public_entry(e: dict[str, Any]) -> dict[str, Any]:
     return {"id": e["_id"], "kind": e["kind"], "amount": e["amount"], "order_id": e.get("order_id"),
             "at": rfc3339(e["at_ms"]), "expires_at": rfc3339(e.get("expires_at_ms"))}
@@ -251,6 +257,19 @@ class Membership:
         if window:
             await self.mongo.transaction(lambda s: self.staff.clear_failures(username, s))
         return self._issue(token_rules.staff_identity(staff), self.settings.staff_token_ttl_s, "staff")
+
+    async def create_staff(self, staff: dict[str, Any], password: str, remember=None) -> dict[str, Any]:
+        """A new staff account (HQ). The password is stored as an argon2id hash only."""
+        password_hash = await asyncio.to_thread(self.passwords.hash, password)
+
+        async def unit(session):
+            if await self.staff.get(staff["_id"], session) is not None or \
+                    await self.staff.collection.find_one({"username": staff["username"]}, session=session):
+                raise MembershipError(CONFLICT, "staff-exists", "a staff account with this id or username exists")
+            await self.staff.upsert({**staff, "password_hash": password_hash, "status": "active"}, session)
+            return public_staff(staff)
+
+        return await self._run(unit, remember)
 
     # == one-time codes ==========================================================================
     def _digest(self, phone: str, code: str) -> str:

@@ -151,3 +151,26 @@ async def test_hq_finds_a_member_by_phone_in_any_format(membership):
     assert status == 422
     status, problem = await membership.get("/members", admin, params={"limit": "0"})
     assert status == 422
+
+
+async def test_hq_creates_a_staff_account_that_can_log_in(membership):
+    admin = await membership.staff_token("hq.admin", "hq-admin-pass")
+    suffix = uuid.uuid4().hex[:6]
+    account = {"id": f"stf_new_{suffix}", "username": f"new.{suffix}", "password": "a-long-password",
+               "name": "New Assistant", "roles": ["store_staff"], "store_ids": ["loc_sh_jingan"]}
+    status, created = await membership.post("/members/staff", account, token=admin)
+    assert status == 201 and "password" not in created and "password_hash" not in created
+    token = await membership.staff_token(account["username"], account["password"])
+    status, _ = await membership.get("/members", token)
+    assert status == 200
+    status, problem = await membership.post("/members/staff", account, token=admin)
+    assert status == 409 and problem["type"].endswith("staff-exists")
+    status, _ = await membership.post("/members/staff", {**account, "id": "stf_x", "username": "x.y.z",
+                                                         "store_ids": []}, token=admin)
+    assert status == 422
+    status, _ = await membership.post("/members/staff", {**account, "id": "stf_y", "username": "y.y.y"},
+                                      token=token)
+    assert status == 403
+    status, listing = await membership.get("/members/staff", admin)
+    assert account["id"] in {s["id"] for s in listing["items"]}
+    assert all("password_hash" not in s for s in listing["items"])
