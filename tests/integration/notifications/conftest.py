@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from libs.testing import AMQP_URL, free_port, running_app, settings_for
 from services.notifications.app import create_app
 from services.notifications.settings import NotificationsSettings
 from tests.integration.notifications.notifications_kit import Notifications, jwks, mint
+
 
 @pytest.fixture
 async def start_notifications(mongo_url, bus_namespace):
@@ -46,16 +48,15 @@ async def start_notifications(mongo_url, bus_namespace):
         return Notifications(base, app, settings, http, exchange, mint(settings, ["hq_admin"], subject="stf_hq"))
 
     yield start
+    await http.close()  # first, so that no client connection keeps a server waiting at shutdown
     for context in reversed(stack):
-        task = asyncio.ensure_future(context.__aexit__(None, None, None))
-        done, _ = await asyncio.wait({task}, timeout=20)
-        if not done:
-            import sys
-            for t in asyncio.all_tasks():
-                print("TASK", t, file=sys.stderr)
-                t.print_stack(file=sys.stderr)
-            await task
-    await http.close()
+        stopping = asyncio.ensure_future(context.__aexit__(None, None, None))
+        done, _ = await asyncio.wait({stopping}, timeout=20)
+        if not done:  # should not happen; if it does, show where the shutdown is stuck
+            for task in asyncio.all_tasks():
+                print("still running at shutdown:", task, file=sys.stderr)
+                task.print_stack(file=sys.stderr)
+            await stopping
     await connection.close()
 
 
