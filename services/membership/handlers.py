@@ -243,6 +243,23 @@ async def rotate_keys(request: web.Request) -> web.Response:
     return json_response({"kid": kid, "jwks": membership(request).keys.jwks()})
 
 
+class PasswordChange(Strict):
+    current_password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    new_password: Annotated[str, StringConstraints(min_length=10, max_length=256)]
+
+
+@routes.post("/auth/staff/password")
+@openapi(summary="Change my staff password (ends my other logins)", tags=["auth"], request=PasswordChange,
+         responses={204: None})
+async def change_password(request: web.Request) -> web.Response:
+    principal = require(request, "store_staff", "store_manager", "franchisee", "hq_admin")
+    if not principal.staff_id:
+        raise Problem(403, "forbidden", "this endpoint is for staff accounts")
+    body = await parse_body(request, PasswordChange)
+    await membership(request).change_staff_password(principal.staff_id, body.current_password, body.new_password)
+    return web.Response(status=204)
+
+
 # == /members/me ===============================================================================
 
 def customer(request: web.Request) -> str:

@@ -271,6 +271,24 @@ class Membership:
 
         return await self._run(unit, remember)
 
+    async def change_staff_password(self, staff_id: str, current: str, new: str) -> None:
+        """Change one's own password; every refresh token of the account stops working."""
+        staff = await self.mongo.read_committed(lambda: self.staff.get(staff_id))
+        if staff is None or not await asyncio.to_thread(_verify_password, self.passwords, staff["password_hash"],
+                                                         current):
+            raise MembershipError(UNAUTHENTICATED, "invalid-credentials", "the current password is not correct")
+        if current == new:
+            raise MembershipError(INVALID, "password-unchanged", "the new password must differ from the current one")
+        password_hash = await asyncio.to_thread(self.passwords.hash, new)
+
+        async def unit(session):
+            await self.staff.collection.update_one({"_id": staff_id}, {"$set": {"password_hash": password_hash}},
+                                                   session=session)
+            await self.refresh_tokens.collection.update_many({"kind": "staff", "subject_id": staff_id},
+                                                             {"$set": {"revoked": True}}, session=session)
+
+        await self.mongo.transaction(unit)
+
     # == one-time codes ==========================================================================
     def _digest(self, phone: str, code: str) -> str:
         return otp_rules.code_digest(phone, code, self.settings.service_client_secret)

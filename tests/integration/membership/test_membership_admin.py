@@ -174,3 +174,27 @@ async def test_hq_creates_a_staff_account_that_can_log_in(membership):
     status, listing = await membership.get("/members/staff", admin)
     assert account["id"] in {s["id"] for s in listing["items"]}
     assert all("password_hash" not in s for s in listing["items"])
+
+
+async def test_staff_change_their_password_and_old_logins_end(membership):
+    admin = await membership.staff_token("hq.admin", "hq-admin-pass")
+    suffix = uuid.uuid4().hex[:6]
+    account = {"id": f"stf_pw_{suffix}", "username": f"pw.{suffix}", "password": "first-password",
+               "name": "Pw", "roles": ["store_manager"], "store_ids": ["loc_sh_jingan"]}
+    assert (await membership.post("/members/staff", account, token=admin))[0] == 201
+    status, login = await membership.post("/auth/staff/token", {"username": account["username"],
+                                                                "password": "first-password"})
+    token = login["access_token"]
+    status, problem = await membership.post("/auth/staff/password", {"current_password": "wrong-password",
+                                                                     "new_password": "second-password"}, token=token)
+    assert status == 401
+    async with membership.http.post(membership.url + "/auth/staff/password",
+                                    json={"current_password": "first-password", "new_password": "second-password"},
+                                    headers={"Authorization": f"Bearer {token}"}) as response:
+        assert response.status == 204
+    status, _ = await membership.post("/auth/staff/token", {"username": account["username"],
+                                                            "password": "first-password"})
+    assert status == 401
+    assert await membership.staff_token(account["username"], "second-password")
+    status, _ = await membership.post("/auth/token/refresh", {"refresh_token": login["refresh_token"]})
+    assert status == 401
