@@ -164,7 +164,7 @@ async def deliveries_for(ctx: Context, *, rule: Rule, template_type: str, event_
             recipient.member_id, policy.cap_day(now, prefs), prefs.daily_cap, session):
         decided = decided.suppressed("daily-cap")
     if not decided.deliveries:
-        metrics.SUPPRESSED.labels(rule.category, decided.reason or "none").inc()
+        metrics.count_on_commit(metrics.SUPPRESSED, rule.category, decided.reason or "none")
         return []
     docs: list[dict] = []
     context = templates.context_for(template_type, event_id, occurred_at, data, recipient.name, recipient.locale)
@@ -181,9 +181,9 @@ async def deliveries_for(ctx: Context, *, rule: Rule, template_type: str, event_
                                  due_at_ms=first["due_at_ms"], now=now, **(extra or {})))
     created = await ctx.deliveries.add_many(docs, session)
     for doc in created:
-        metrics.DELIVERIES_CREATED.labels(doc["channel"], rule.category, doc["status"]).inc()
+        metrics.count_on_commit(metrics.DELIVERIES_CREATED, doc["channel"], rule.category, doc["status"])
         if doc["status"] == "suppressed":
-            metrics.SUPPRESSED.labels(rule.category, doc["reason"] or "none").inc()
+            metrics.count_on_commit(metrics.SUPPRESSED, rule.category, doc["reason"] or "none")
         if doc["status"] == "failed":
             await record_failure(ctx, doc, session)
     return created
@@ -213,7 +213,7 @@ async def record_failure(ctx: Context, delivery: dict, session) -> None:
     """Publish `notifications.delivery.failed` in the transaction that marks the delivery failed."""
     if delivery["event_type"] == "notifications.delivery.failed" and delivery["channel"] == WEBHOOK:
         return  # a failed webhook about a failure must not produce another failure event (no feedback loop)
-    metrics.DELIVERIES_FAILED.labels(delivery["channel"], delivery["category"]).inc()
+    metrics.count_on_commit(metrics.DELIVERIES_FAILED, delivery["channel"], delivery["category"])
     await ctx.outbox.record(session, DeliveryFailed(
         delivery_id=delivery["_id"], event_id=delivery["event_id"], notified_event_type=delivery["event_type"],
         recipient_id=delivery["recipient_id"], member_id=delivery.get("member_id"), channel=delivery["channel"],
@@ -236,7 +236,7 @@ async def handle_event(ctx: Context, envelope: Envelope, session) -> int:
     if rule is not None:
         recipients = await resolve_recipients(ctx, rule, envelope.data, session)
         if not recipients:
-            metrics.SUPPRESSED.labels(rule.category, "no-recipient").inc()
+            metrics.count_on_commit(metrics.SUPPRESSED, rule.category, "no-recipient")
         for recipient in recipients:
             created += len(await deliveries_for(ctx, rule=rule, template_type=envelope.type, event_id=envelope.id,
                                                 occurred_at=occurred_at, data=envelope.data, recipient=recipient,
@@ -258,5 +258,5 @@ async def webhook_deliveries(ctx: Context, envelope: Envelope, now: datetime, se
             for sub in subscriptions]
     created = await ctx.deliveries.add_many(docs, session)
     for _ in created:
-        metrics.DELIVERIES_CREATED.labels(WEBHOOK, "webhook", "pending").inc()
+        metrics.count_on_commit(metrics.DELIVERIES_CREATED, WEBHOOK, "webhook", "pending")
     return len(created)

@@ -79,7 +79,7 @@ async def claim(app: web.Application, delivery_ids: list[str]) -> list[dict]:
                 # Deferred marketing may wait hours (quiet hours, pacing): consent or choice may have changed.
                 await repo.save({**doc, "status": "suppressed", "reason": withdrawn,
                                  "updated_at": datetime.now(UTC)}, session)
-                metrics.SUPPRESSED.labels(doc["category"], withdrawn).inc()
+                metrics.count_on_commit(metrics.SUPPRESSED, doc["category"], withdrawn)
                 continue
             taken.append(await repo.save({**doc, "status": "sending", "due_at_ms": now_ms() + lease_ms,
                                           "attempt_count": doc["attempt_count"] + 1}, session))
@@ -244,10 +244,10 @@ async def advance_campaign(app: web.Application, campaign_id: str) -> bool:
             if any(d["status"] == "pending" for d in created):
                 next_free_ms = following
                 queued += 1
-                metrics.CAMPAIGN_MEMBERS.labels("queued").inc()
+                metrics.count_on_commit(metrics.CAMPAIGN_MEMBERS, "queued")
             else:
                 suppressed += 1
-                metrics.CAMPAIGN_MEMBERS.labels("suppressed").inc()
+                metrics.count_on_commit(metrics.CAMPAIGN_MEMBERS, "suppressed")
         done = not next_cursor or not items
         await repo.save({**current, "status": "completed" if done else "running", "cursor": next_cursor,
                          "members_seen": seen, "queued": queued, "suppressed": suppressed,

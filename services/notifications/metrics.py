@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from libs.mongo import Mongo
+
 DELIVERIES_CREATED = Counter("o2o_notifications_deliveries_created_total",
                              "Deliveries created from events and campaigns", ["channel", "category", "status"])
 SUPPRESSED = Counter("o2o_notifications_messages_suppressed_total",
@@ -20,3 +22,8 @@ DELIVERIES_FAILED = Counter("o2o_notifications_deliveries_failed_total", "Delive
 DUE_BACKLOG = Gauge("o2o_notifications_due_backlog", "Deliveries due and picked up by the last worker run")
 CAMPAIGN_MEMBERS = Counter("o2o_notifications_campaign_members_total", "Campaign members processed",
                            ["outcome"])  # outcome: queued | suppressed
+
+
+def count_on_commit(counter: Counter, *labels: str) -> None:
+    """Count once the surrounding transaction commits: a unit of work may be retried or roll back."""
+    Mongo.after_commit(lambda: counter.labels(*labels).inc())
