@@ -2,6 +2,7 @@ from aiohttp import web
 
 from libs.service import MONGO, OUTBOX, add_periodic_job, create_service_app
 from services.orders.app_keys import ORDERS, PAYMENTS
+from services.orders.consumers import subscribe
 from services.orders.handlers import routes
 from services.orders.jobs import sweep
 from services.orders.payments.sandbox import SandboxProvider
@@ -19,7 +20,7 @@ def payment_provider(settings: OrdersSettings):
 
 def create_app(settings: OrdersSettings | None = None) -> web.Application:
     settings = settings or OrdersSettings()
-    app = create_service_app(settings, indexes=INDEXES, routes=routes)
+    app = create_service_app(settings, indexes=INDEXES, routes=routes, subscribe=subscribe)
     app[PAYMENTS] = payment_provider(settings)
 
     async def order_service(app: web.Application):

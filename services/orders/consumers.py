@@ -1,15 +1,28 @@
-"""Bus entrypoints of orders.
+"""Bus entrypoints of orders: thin handlers run inside the inbox transaction (exactly-once effect).
 
-Orders orchestrates its saga with synchronous, idempotent calls (the user is waiting at checkout), so it
-needs no event from another service to make progress; stock reservation expiry is its own (the
-reservation TTL outlives the payment window, and orders releases explicitly). Nothing is subscribed yet.
+Orders drives its saga with synchronous, idempotent calls; the bus tells it what happened elsewhere on its
+own: stock letting a reservation expire (orders was down, or slow to expire the order itself) must not
+leave an order payable without its goods.
 """
 from __future__ import annotations
 
+from functools import partial
+
 from aiohttp import web
 
-from libs.bus import Bus
+from libs.bus import Bus, Envelope
+from services.orders.app_keys import ORDERS
+
+
+async def on_stock_released(app: web.Application, envelope: Envelope, session) -> None:
+    """A reservation that expired at stock cancels its order if that order is still waiting for payment."""
+    if envelope.data.get("reason") != "expired":
+        return  # released at orders' request (cancel, expiry, rejection): orders already knows
+    service = app.get(ORDERS)
+    if service is None:  # consuming starts a moment before the order service is assembled
+        raise RuntimeError("orders is still starting; the event is retried")
+    await service.on_reservation_expired(session, envelope.data["order_id"])
 
 
 def subscribe(app: web.Application, bus: Bus) -> None:
-    return None
+    bus.on("stock.released", partial(on_stock_released, app))

@@ -29,3 +29,5 @@ ORDERS_WITH_PENDING_ACTIONS = Gauge("o2o_orders_with_pending_actions",
                                     "Orders whose follow-up or compensation calls have not succeeded yet "
                                     "(seen by the last sweep, capped at 200); stuck above 0 means another "
                                     "service keeps refusing")
+RESERVATIONS_LOST = Counter("o2o_orders_paid_reservations_lost_total",
+                            "Paid orders whose stock reservation expired at stock before the goods left")

@@ -732,6 +732,24 @@ class OrderService:
         if refunded.get("refund"):
             metrics.REFUNDED_FEN.labels(refunded["refund"]["reason"]).inc(refunded["refund"]["amount"])
 
+    # -- reactions to other services' events -----------------------------------------------------
+    async def on_reservation_expired(self, session, order_id: str) -> None:
+        """Stock let the order's reservation expire: an unpaid order is cancelled (its benefits released);
+        a paid one is left alone and logged (its stock was extended on payment; this is the rare race)."""
+        order = await self.repo.get(order_id, session)
+        if order is None or order["status"] != PENDING_PAYMENT:
+            if order is not None and order.get("payment") and order["status"] not in ("cancelled", "completed"):
+                log.warning("orders.paid_order_lost_its_reservation", order_id=order_id, status=order["status"])
+                metrics.RESERVATIONS_LOST.inc()
+            return
+        change = domain.cancel(order, "system:stock-expiry", "the stock reservation expired", new_id("rfn"), utcnow())
+        await self.repo.save(order, session)
+        for event in self.events_for(order, change.events):
+            await self.outbox.record(session, event, subject=order_id)
+        fulfilment = order["fulfilment"]["type"]
+        self.mongo.after_commit(lambda: metrics.ORDERS_CANCELLED.labels(fulfilment, "expired").inc())
+        self.mongo.after_commit(lambda: self.run_actions_soon(order_id))
+
     # -- sweepers -------------------------------------------------------------------------------
     async def sweep(self) -> dict[str, int]:
         """One pass of every periodic duty; returns what it did (for logs and tests)."""

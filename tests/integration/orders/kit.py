@@ -137,8 +137,8 @@ async def orders_suite(mongo_url: str, namespace: str, *, orders_overrides: dict
         stock_app = create_stock(stock_settings)
         stock_url = await stack.enter_async_context(running_app(stock_app, stock_settings.port))
         orders_settings = settings_for(OrdersSettings, mongo_url, namespace, catalog_url=catalog_url,
-                                       stock_url=stock_url, sweep_interval_s=0.5, **common,
-                                       **(orders_overrides or {}))
+                                       stock_url=stock_url, **common,
+                                       **{"sweep_interval_s": 0.5, **(orders_overrides or {})})
         orders_app = create_orders(orders_settings)
         orders_url = await stack.enter_async_context(running_app(orders_app, orders_settings.port))
         http = await stack.enter_async_context(aiohttp.ClientSession(

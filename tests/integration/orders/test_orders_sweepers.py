@@ -130,3 +130,26 @@ async def test_racing_pay_and_cancel_never_loses_money_or_stock(suite):
     live = sum(1 for d in docs if d["status"] == "confirmed")
     after = await suite.level(JINGAN, "sku_tee_classic_whi_l")
     assert after["reserved"] - before["reserved"] == live
+
+
+@pytest.mark.parametrize("suite", [{"payment_window_s": 1, "reservation_margin_s": 0, "sweep_interval_s": 600,
+                                    "stock": {"sweeper_interval_s": 0.5}}], indirect=True)
+async def test_a_reservation_that_expires_at_stock_cancels_the_unpaid_order(suite, bus_namespace):
+    """Orders' own expiry did not run (as if it were down): stock's expiry event cancels the order, so it
+    can never be paid without its goods."""
+    from tests.integration.orders.kit import EventTap
+    member = suite.mint.member(LIN)
+    before = await suite.level(JINGAN, TEE)
+    async with EventTap(bus_namespace, "orders.order.cancelled") as tap:
+        status, order = await suite.place(PICKUP, member)
+        assert status == 201
+
+        async def cancelled():
+            return await status_of(suite, order["id"]) == "cancelled"
+        await eventually(cancelled, timeout=20)
+        await eventually(lambda: tap.of("orders.order.cancelled", order["id"]))
+    _, final = await suite.get(order["id"], member)
+    assert final["timeline"][-1]["actor"] == "system:stock-expiry"
+    assert (await suite.level(JINGAN, TEE))["available"] == before["available"]
+    status, problem = await suite.pay(order["id"], member)
+    assert status == 409
