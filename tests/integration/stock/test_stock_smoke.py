@@ -41,3 +41,26 @@ async def test_availability_lists_stores_that_can_serve_now_nearest_first(stock_
     assert {i["location_id"]: i["available"] for i in body["items"]} == levels  # walk-ins may buy the safety stock
     status, body, _ = await stock_api.call("GET", f"/stock/availability?sku=sku_nothing_here&{near_xujiahui}")
     assert status == 200 and body["items"] == []
+
+
+async def test_business_metrics_count_reservations_by_outcome(stock_api):
+    import re
+    import uuid
+
+    async def counter(outcome: str) -> float:
+        async with stock_api.http.get(stock_api.base + "/metrics") as response:
+            text = await response.text()
+        found = re.search(r'^o2o_stock_reservations_total\{mode="in_store",outcome="%s"\} (\S+)$' % outcome, text,
+                          flags=re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
+    loc = (await stock_api.location(id=f"loc_m_{uuid.uuid4().hex[:6]}", name="m", lat=31.2, lng=121.4))["id"]
+    await stock_api.stock_up(loc, "sku_metric_tee", 1)
+    before = {o: await counter(o) for o in ("reserved", "rejected", "replayed")}
+    body = {"order_id": f"ord_{uuid.uuid4().hex[:8]}", "mode": "in_store", "location_id": loc,
+            "lines": [{"sku_id": "sku_metric_tee", "qty": 1}]}
+    assert (await stock_api.reserve(body))[0] == 201
+    assert (await stock_api.reserve(body))[0] == 201
+    assert (await stock_api.reserve({**body, "order_id": f"ord_{uuid.uuid4().hex[:8]}"}))[0] == 409
+    after = {o: await counter(o) for o in ("reserved", "rejected", "replayed")}
+    assert {o: after[o] - before[o] for o in after} == {"reserved": 1, "rejected": 1, "replayed": 1}
