@@ -48,7 +48,8 @@ def create_app(settings: NotificationsSettings | None = None) -> web.Application
             EMAIL: EmailChannel(settings.smtp_host, settings.smtp_port, settings.mail_from,
                                 username=settings.smtp_username, password=settings.smtp_password,
                                 start_tls=settings.smtp_starttls, use_tls=settings.smtp_use_tls,
-                                timeout_s=settings.send_timeout_s),
+                                timeout_s=settings.send_timeout_s)
+            if settings.email_via_smtp else RecordingChannel(EMAIL, mongo),
             WEBHOOK: WebhookChannel(session, settings.send_timeout_s),
         }
         tokens = ServiceTokenProvider(settings.membership_url, settings.service_name, settings.service_client_secret)

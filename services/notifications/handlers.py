@@ -507,7 +507,7 @@ async def put_recipient(request: web.Request) -> web.Response:
 
 class OutboundQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    channel: Literal["sms", "wechat", "push", "sink"] | None = None
+    channel: Literal["sms", "wechat", "push", "email", "sink"] | None = None
     event_id: str | None = Field(None, max_length=100)
     address: str | None = Field(None, max_length=300)
     limit: int = Field(50, ge=1, le=500)

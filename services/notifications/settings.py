@@ -1,3 +1,5 @@
+from typing import Literal
+
 from pydantic_settings import SettingsConfigDict
 
 from libs.settings import ServiceSettings
@@ -20,7 +22,9 @@ class NotificationsSettings(ServiceSettings):
     retry_max_delay_ms: int = 10 * 60_000
     send_timeout_s: float = 10.0
 
-    # Email through a real SMTP server.
+    # Email through a real SMTP server ("smtp") or recorded like sms ("sandbox"). None: the sandbox in dev mode
+    # (`make run` has no mail server), SMTP otherwise (compose has Mailpit, production a relay).
+    email_transport: Literal["smtp", "sandbox"] | None = None
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
     smtp_username: str | None = None
@@ -40,6 +44,10 @@ class NotificationsSettings(ServiceSettings):
     campaign_page_size: int = 200
     campaign_rate_per_s: float = 20.0
     membership_timeout_s: float = 5.0
+
+    @property
+    def email_via_smtp(self) -> bool:
+        return (self.email_transport or ("sandbox" if self.dev_mode else "smtp")) == "smtp"
 
     @property
     def mirror_to_sink(self) -> bool:

@@ -34,7 +34,7 @@ async def test_low_stock_reaches_the_stores_managers_and_only_they_see_it(notifi
 
 async def test_statement_closed_goes_to_the_franchisee_by_email_when_known(start_notifications, smtp_server):
     port, mailbox = smtp_server
-    notifications = await start_notifications(smtp_port=port)
+    notifications = await start_notifications(smtp_port=port, email_transport="smtp")
     franchisee = uid("frn")
     status, contact, _ = await notifications.send("PUT", f"/notifications/recipients/franchisee:{franchisee}",
                                                   {"email": "owner@franchise.example", "locale": "en"})
@@ -204,3 +204,13 @@ async def test_sink_mirror_keeps_every_rendered_message(start_notifications):
     assert 'o2o_notifications_deliveries_created_total{category="transactional",channel="sink",status="pending"}' \
         in metrics_text
     assert 'o2o_notifications_delivery_attempts_total{channel="sms",outcome="sent"}' in metrics_text
+
+
+async def test_in_dev_mode_email_is_recorded_by_the_sandbox_instead_of_smtp(notifications):
+    assert notifications.settings.dev_mode and notifications.settings.email_transport is None
+    member_id = uid("mbr")
+    await notifications.register_member(member_id, email="dev@example.com", locale="en")
+    envelope = await notifications.publish("orders.order.confirmed", {"order_id": "ord_dev", "member_id": member_id})
+    await eventually(lambda: sent(notifications, envelope.id, 2))
+    [email] = await notifications.outbound(event_id=envelope.id, channel="email")
+    assert email["address"] == "dev@example.com" and email["subject"] == "Order confirmed"

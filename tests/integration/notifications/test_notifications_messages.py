@@ -146,7 +146,7 @@ async def test_daily_cap_stops_service_messages_but_not_transactional(notificati
 
 async def test_email_goes_through_a_real_smtp_conversation(start_notifications, smtp_server):
     port, mailbox = smtp_server
-    notifications = await start_notifications(smtp_port=port)
+    notifications = await start_notifications(smtp_port=port, email_transport="smtp")
     member_id = uid("mbr")
     await notifications.register_member(member_id, email="lin@example.com", locale="en")
     order_id = uid("ord")
@@ -180,7 +180,7 @@ async def test_email_goes_through_a_real_smtp_conversation(start_notifications, 
 
 async def test_email_to_an_smtp_server_that_is_down_is_retried_then_failed(start_notifications):
     from libs.testing import free_port
-    notifications = await start_notifications(smtp_port=free_port(), max_attempts=3)
+    notifications = await start_notifications(smtp_port=free_port(), max_attempts=3, email_transport="smtp")
     member_id = uid("mbr")
     await notifications.register_member(member_id, email="chen@example.com")
     envelope = await notifications.publish("orders.order.refunded", {"order_id": uid("ord"), "member_id": member_id})
