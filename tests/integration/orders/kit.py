@@ -142,7 +142,7 @@ async def orders_suite(mongo_url: str, namespace: str, *, orders_overrides: dict
         orders_app = create_orders(orders_settings)
         orders_url = await stack.enter_async_context(running_app(orders_app, orders_settings.port))
         http = await stack.enter_async_context(aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=120)))
+            connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=300)))
         yield Harness(http, mint, {"orders": orders_url, "stock": stock_url, "catalog": catalog_url,
                                    "membership": membership_url},
                       {"orders": orders_app, "stock": stock_app, "membership": membership_app,
