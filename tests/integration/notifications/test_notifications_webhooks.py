@@ -1,6 +1,7 @@
 """Must-show 1: webhooks to a real local HTTP receiver, signed, retried with backoff, logged per attempt."""
 from __future__ import annotations
 
+import asyncio
 import json
 
 from libs.testing import eventually
@@ -147,3 +148,15 @@ async def test_an_admin_retries_a_failed_delivery_once_the_receiver_is_fixed(not
     status, _, _ = await notifications.send("POST", f"/notifications/deliveries/{failed['id']}/retry",
                                             token=notifications.member_token(uid("mbr")))
     assert status == 403
+
+
+async def test_concurrent_creations_with_one_idempotency_key_create_one_subscription(notifications, webhook_receiver):
+    body = {"url": webhook_receiver.url, "event_types": ["orders.order.picked_up"], "description": uid("team")}
+    key = {"Idempotency-Key": uid("key")}
+    answers = await asyncio.gather(*(notifications.send("POST", "/notifications/webhooks", body, headers=key)
+                                     for _ in range(10)))
+    statuses = [a[0] for a in answers]
+    assert set(statuses) <= {201, 409} and 201 in statuses
+    assert len({a[1]["id"] for a in answers if a[0] == 201}) == 1
+    status, listed = await notifications.get("/notifications/webhooks")
+    assert len([h for h in listed["items"] if h["description"] == body["description"]]) == 1
