@@ -14,6 +14,7 @@ from libs.idempotency import guarded
 from libs.problems import Problem, not_found
 from libs.service import MONGO
 from services.notifications.domain import policy, templates
+from services.notifications.domain.targets import private_target
 from services.notifications.domain.rules import (
     CAMPAIGN_PREFIX, CAMPAIGN_RULE, CATEGORIES, RULES, CHANNELS, LOCALES, MEMBER_CATEGORIES, PERSON_CHANNELS, SINK,
     WEBHOOK_EVENT_TYPES, is_template_type,
@@ -362,6 +363,10 @@ def _webhook_out(doc: dict, with_secret: bool = False) -> dict:
 async def create_webhook(request: web.Request) -> web.Response:
     principal = require(request, "hq_admin")
     body = await parse_body(request, WebhookIn)
+    if not request.app[SETTINGS].webhooks_may_target_private:
+        reason = private_target(str(body.url))
+        if reason:
+            raise Problem(422, "webhook-target-not-allowed", f"webhooks go to public receivers only: {reason}")
     mongo = request.app[MONGO]
     repo = WebhookRepository(mongo)
 

@@ -33,6 +33,10 @@ class NotificationsSettings(ServiceSettings):
     smtp_use_tls: bool = False
     mail_from: str = "LOOP <no-reply@o2o.example>"
 
+    # Webhook URLs pointing at loopback/private/link-local addresses are refused (an admin API must not become
+    # a way to reach internal services). None: allowed in dev mode only, where receivers run locally.
+    webhook_allow_private_targets: bool | None = None
+
     # Every rendered message is also kept in the local sink (dev and demo); None follows O2O_DEV_MODE.
     sink_mirror: bool | None = None
 
@@ -48,6 +52,10 @@ class NotificationsSettings(ServiceSettings):
     @property
     def email_via_smtp(self) -> bool:
         return (self.email_transport or ("sandbox" if self.dev_mode else "smtp")) == "smtp"
+
+    @property
+    def webhooks_may_target_private(self) -> bool:
+        return self.dev_mode if self.webhook_allow_private_targets is None else self.webhook_allow_private_targets
 
     @property
     def mirror_to_sink(self) -> bool:

@@ -160,3 +160,12 @@ async def test_concurrent_creations_with_one_idempotency_key_create_one_subscrip
     assert len({a[1]["id"] for a in answers if a[0] == 201}) == 1
     status, listed = await notifications.get("/notifications/webhooks")
     assert len([h for h in listed["items"] if h["description"] == body["description"]]) == 1
+
+
+async def test_outside_dev_mode_webhooks_to_internal_addresses_are_refused(start_notifications):
+    production = await start_notifications(dev_mode=False)
+    status, problem, content_type = await production.send("POST", "/notifications/webhooks", {
+        "url": "http://127.0.0.1:8084/members/internal/members", "event_types": ["orders.order.placed"]})
+    assert status == 422 and problem["type"].endswith("webhook-target-not-allowed")
+    status, listed = await production.get("/notifications/webhooks")
+    assert listed["items"] == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from services.notifications.domain.signing import sign, verify
+from services.notifications.domain.targets import private_target
 from services.notifications.domain.templates import TemplateProblem, check, context_for, default_for, render, yuan
 
 
@@ -75,3 +76,19 @@ def test_signature_accepts_any_of_several_v1_values_during_rotation():
     body = b"{}"
     good = sign("new-secret-new-secret", body, 100).split("v1=")[1]
     assert verify("new-secret-new-secret", f"t=100,v1=deadbeef,v1={good}", body, now=100)
+
+
+@pytest.mark.parametrize("url, refused", [
+    ("https://hooks.partner.example/o2o", False),
+    ("http://8.8.8.8/hook", False),
+    ("http://203.0.113.10/hook", True),  # documentation range: not routable on the internet
+    ("http://127.0.0.1:8084/members/internal/members", True),
+    ("http://localhost/x", True),
+    ("http://169.254.169.254/latest/meta-data", True),
+    ("http://10.1.2.3/x", True),
+    ("http://[::1]/x", True),
+    ("http://membership/x", True),
+    ("http://membership.o2o.svc.cluster.local/x", True),
+])
+def test_webhook_targets_inside_our_network_are_refused(url, refused):
+    assert (private_target(url) is not None) is refused
