@@ -54,10 +54,9 @@ class InStore(Strict):
 
 
 class AttributionIn(Strict):
-    code: Annotated[str, Field(max_length=64)] | None = None
-    store_id: Id | None = None
-    staff_id: Id | None = None
-    campaign_id: Id | None = None
+    """Only a QR code scanned in this session: membership says whose it is (a client naming a store or an
+    assistant directly could steer commissions)."""
+    code: Annotated[str, Field(min_length=1, max_length=64)] | None = None
 
 
 class OrderRequest(Strict):

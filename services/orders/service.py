@@ -316,23 +316,28 @@ class OrderService:
 
     async def _attribution(self, principal: Principal, member_id: str | None, kind: str, fulfilment: dict,
                            requested) -> dict:
-        """Store / assistant from the session's QR code, else the member's binding; in store, that store."""
+        """The store / assistant QR scanned in this session first, else the member's binding; in store, the
+        sale is that store's. Attribution never blocks a sale: an unreachable membership means none."""
         attribution = {"store_id": None, "staff_id": None, "campaign_id": None, "code": None}
-        if member_id:
+        code = requested.code if requested is not None else None
+        scanned = None
+        if code:
+            attribution["code"] = code
+            try:
+                scanned = await self.upstreams.qr_code(code)
+            except (UpstreamError, Problem) as exc:
+                log.warning("orders.qr_lookup_unavailable", error=str(exc))
+        if scanned and scanned.get("status", "active") == "active":
+            attribution.update({k: scanned.get(k) for k in ("store_id", "staff_id", "campaign_id")})
+        elif member_id:
             try:
                 binding = await self.upstreams.attribution(member_id)
-            except (UpstreamError, Problem) as exc:  # attribution must not block a sale
+            except (UpstreamError, Problem) as exc:
                 log.warning("orders.attribution_unavailable", error=str(exc))
                 binding = {}
             bound_until = binding.get("bound_until")
             if not bound_until or bound_until > rfc3339(utcnow()):
                 attribution.update({k: binding.get(k) for k in ("store_id", "staff_id", "campaign_id")})
-        if requested is not None:
-            given = requested.model_dump(exclude_none=True)
-            attribution["code"] = given.get("code")
-            for key in ("store_id", "staff_id", "campaign_id"):
-                if given.get(key):
-                    attribution[key] = given[key]
         if kind == "in_store":
             store = fulfilment["location_id"]
             if attribution["store_id"] != store:

@@ -25,6 +25,7 @@ class Upstreams:
         self.membership: ServiceClient | None = None
         self._quotes: dict[tuple, tuple[float, dict]] = {}
         self._quoting: dict[tuple, asyncio.Future] = {}
+        self._qr_codes: tuple[float, dict[str, dict]] | None = None
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
@@ -110,6 +111,14 @@ class Upstreams:
             if action == "release" and exc.status == 404:
                 return
             raise
+
+    async def qr_code(self, code: str) -> dict | None:
+        """Whose QR code this is (store / assistant / campaign); the list is small and cached a minute."""
+        now = time.monotonic()
+        if self._qr_codes is None or now - self._qr_codes[0] > 60:
+            body = await self.membership.get("/members/qr-codes")
+            self._qr_codes = (now, {item["code"]: item for item in body.get("items", [])})
+        return self._qr_codes[1].get(code)
 
     async def attribution(self, member_id: str) -> dict:
         try:

@@ -391,3 +391,16 @@ async def test_a_charge_whose_answer_died_with_the_process_is_found_not_repeated
     status, paid = await suite.pay(order["id"], member)
     assert status == 200, paid
     assert paid["status"] == "confirmed" and paid["payment"]["payment_id"] == charged.payment_id
+
+
+async def test_a_qr_scanned_in_the_session_wins_over_the_binding(suite):
+    """Lin is bound to Jing'an's assistant, but scanned the Lujiazui assistant's QR code before ordering."""
+    member = suite.mint.member(LIN)
+    status, order = await suite.place(pickup_order(attribution={"code": "qr_staff_lujiazui_01"}), member)
+    assert status == 201, order
+    assert order["attribution"] == {"store_id": "loc_sh_lujiazui", "staff_id": "stf_lujiazui_01",
+                                    "campaign_id": "cmp_welcome", "code": "qr_staff_lujiazui_01"}
+    status, order = await suite.place(pickup_order(attribution={"code": "qr_nobody_knows"}), member)
+    assert status == 201 and order["attribution"]["staff_id"] == "stf_jingan_01"  # the binding, then
+    status, problem = await suite.place(pickup_order(attribution={"staff_id": "stf_my_friend"}), member)
+    assert status == 422  # nobody names an assistant to credit by hand
