@@ -1,4 +1,4 @@
-"""Sandboxed rendering of templates and webhook signatures."""
+"""Sandboxed rendering of templates, webhook signatures and webhook targets."""
 from __future__ import annotations
 
 import pytest
