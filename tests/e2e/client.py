@@ -90,7 +90,7 @@ def new_phone() -> str:
     return "+86139" + str(uuid.uuid4().int)[:8]
 
 
-async def wait_for_status(api: Api, order_id: str, status: str, timeout: float = 20.0) -> dict:
+async def wait_for_status(api: Api, order_id: str, status: str, timeout: float = 60.0) -> dict:
     async def reached():
         reply = await api.get(f"/orders/{order_id}")
         return reply.body if reply.status == 200 and reply.body["status"] == status else None
@@ -109,7 +109,7 @@ async def pickup_code_from_notifications(member: Api, order_id: str) -> str:
                 if match:
                     return match.group(1)
         return None
-    return await eventually(code, timeout=30)
+    return await eventually(code, timeout=60)
 
 
 async def level(admin: Api, location_id: str, sku_id: str) -> dict:
@@ -150,7 +150,7 @@ class BusTap:
     def of(self, event_type: str, subject: str | None = None) -> list[dict]:
         return [e for e in self.events if e["type"] == event_type and (subject is None or e["subject"] == subject)]
 
-    async def wait_for(self, event_type: str, subject: str | None = None, timeout: float = 20.0) -> dict:
+    async def wait_for(self, event_type: str, subject: str | None = None, timeout: float = 60.0) -> dict:
         found = await eventually(lambda: self.of(event_type, subject), timeout=timeout)
         return found[0]
 

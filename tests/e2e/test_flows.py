@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import pytest
 
-from libs.testing import eventually
+from functools import partial
+
+from libs.testing import eventually as _eventually
 from tests.e2e.client import (Api, BusTap, level, new_phone, pickup_code_from_notifications, wait_for_status)
 
 TEE_M = "sku_tee_classic_whi_m"
 TEE_L = "sku_tee_classic_whi_l"
 JEANS_30 = "sku_jeans_slim_ind_30"
 JINGAN, XUJIAHUI, LUJIAZUI = "loc_sh_jingan", "loc_sh_xujiahui", "loc_sh_lujiazui"
+# Effects in other services follow by events and saga steps; allow for a busy CI machine.
+eventually = partial(_eventually, timeout=60)
 
 
 @pytest.fixture
@@ -38,7 +42,7 @@ async def postings(admin: Api, order_id: str, kind: str, count: int = 1) -> list
         reply = await admin.get(f"/settlement/orders/{order_id}/postings")
         matching = [p for p in reply.body["items"] if p["kind"] == kind] if reply.status == 200 else []
         return matching if len(matching) >= count else None
-    return await eventually(found, timeout=30)
+    return await eventually(found)
 
 
 def balanced(posting: dict) -> bool:
