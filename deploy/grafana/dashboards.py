@@ -143,6 +143,20 @@ def overview() -> Board:
                                         f'o2o_gateway_upstream_duration_seconds_bucket[{RATE}])))', "{{service}}"),
             unit="s", width=12)
     b.graph("Upstream in flight", ("sum by (service) (o2o_gateway_upstream_in_flight)", "{{service}}"), width=12)
+    b.graph("Shed by open breakers / s", (f"sum by (service) (rate(o2o_gateway_breaker_refused_total[{RATE}]))",
+                                          "{{service}}"), unit="reqps", width=8)
+    b.graph("Breaker transitions / h", (f"sum by (service, to) (rate(o2o_gateway_breaker_transitions_total[{RATE}]))"
+                                        f" * 3600", "{{service}} → {{to}}"), width=8)
+    b.graph("OpenAPI sources merged", ("max by (service) (o2o_gateway_openapi_sources)", "{{service}}"), width=8,
+            description="1 = the service's OpenAPI document was part of the last aggregated /api/v1 spec.")
+    b.row("Authentication")
+    b.graph("Tokens issued / min by kind", (f"sum by (kind) (rate(o2o_membership_tokens_issued_total[{RATE}])) * 60",
+                                            "{{kind}}"), width=8)
+    b.graph("Refused logins / min", (f"sum by (kind, reason) (rate(o2o_membership_login_failures_total[{RATE}])) * 60",
+                                     "{{kind}} {{reason}}"), width=8, description="A burst is brute force: see the "
+                                                                              "gateway's sensitive rate limits.")
+    b.graph("OTP requests / min by outcome", (f"sum by (outcome) (rate(o2o_membership_otp_requests_total[{RATE}])) * 60",
+                                              "{{outcome}}"), width=8)
     return b
 
 
@@ -241,6 +255,14 @@ def business() -> Board:
                                         f"o2o_orders_checkout_duration_seconds_bucket[{RATE}])))", "{{outcome}}"),
             unit="s", width=8)
     b.graph("Returns / min", (f"sum by (stage) (rate(o2o_orders_returns_total[{RATE}])) * 60", "{{stage}}"), width=8)
+    b.graph("Saga follow-ups / min by outcome", (f"sum by (action, outcome) (rate(o2o_orders_saga_actions_total[{RATE}]))"
+                                                 f" * 60", "{{action}} {{outcome}}"), width=8,
+            description="Commit/release/refund calls to other services; failed ones are retried by the sweeper.")
+    b.graph("Orders with pending follow-ups", ("max(o2o_orders_with_pending_actions)", "pending"), width=8,
+            description="Stuck above 0 = another service keeps refusing (alert O2OOrdersFollowUpsStuck).")
+    b.graph("Sold-out shortcuts and lost paid reservations / h",
+            (f"sum(rate(o2o_orders_sold_out_shortcuts_total[{RATE}])) * 3600", "sold-out shortcut"),
+            (f"sum(rate(o2o_orders_paid_reservations_lost_total[{RATE}])) * 3600", "paid reservation lost"), width=8)
     b.row("Stock and pickup")
     b.graph("Reservations / min by outcome", (f"sum by (mode, outcome) (rate(o2o_stock_reservations_total[{RATE}])) * 60",
                                               "{{mode}} {{outcome}}"), width=8)
@@ -257,6 +279,14 @@ def business() -> Board:
             description="Split shipments: fewer is better.")
     b.graph("Pickup code checks / min", (f"sum by (outcome) (rate(o2o_orders_pickup_verifications_total[{RATE}])) * 60",
                                          "{{outcome}}"), width=8)
+    b.graph("Commits / min (goods left)", (f"sum(rate(o2o_stock_commits_total[{RATE}])) * 60", "commits"), width=8)
+    b.graph("Stock movements / h by kind", (f"sum by (kind) (rate(o2o_stock_movements_total[{RATE}])) * 3600", "{{kind}}"),
+            width=8, description="Receipts, adjustments, counts, transfers, returns to stock.")
+    b.graph("Levels under reorder point / h", (f"sum(rate(o2o_stock_level_low_total[{RATE}])) * 3600", "level low"),
+            width=8)
+    b.graph("Reserve p95 by mode", (f"histogram_quantile(0.95, sum by (mode, le) (rate("
+                                    f"o2o_stock_reserve_duration_seconds_bucket[{RATE}])))", "{{mode}}"), unit="s",
+            width=24)
     b.row("Members, points and coupons")
     b.graph("Members registered / h by source", (f"sum by (source) (rate(o2o_membership_members_registered_total"
                                                  f"[{RATE}])) * 3600", "{{source}}"), width=8)
@@ -270,6 +300,14 @@ def business() -> Board:
                                      "{{outcome}}"), width=8)
     b.graph("Tier changes / h", (f"sum by (to_tier) (rate(o2o_membership_tier_changes_total[{RATE}])) * 3600",
                                  "{{to_tier}}"), width=8)
+    b.graph("Discount per checkout p50 / p95 (CNY)",
+            (f"histogram_quantile(0.5, sum by (le) (rate(o2o_membership_checkout_discount_fen_bucket[{RATE}]))) / 100",
+             "p50"),
+            (f"histogram_quantile(0.95, sum by (le) (rate(o2o_membership_checkout_discount_fen_bucket[{RATE}]))) / 100",
+             "p95"), unit=CNY, width=12)
+    b.graph("Members merged and gone dormant / day",
+            ("sum(increase(o2o_membership_members_merged_total[1d]))", "merged"),
+            ("sum(increase(o2o_membership_members_dormant_total[1d]))", "dormant"), width=12)
     b.row("Notifications")
     b.graph("Send attempts / min by channel and outcome",
             (f"sum by (channel, outcome) (rate(o2o_notifications_delivery_attempts_total[{RATE}])) * 60",
@@ -282,6 +320,14 @@ def business() -> Board:
     b.graph("Suppressed / h by reason", (f"sum by (reason) (rate(o2o_notifications_messages_suppressed_total[{RATE}]))"
                                          f" * 3600", "{{reason}}"), width=12)
     b.graph("Due backlog", ("sum(o2o_notifications_due_backlog)", "due"), width=12)
+    b.graph("Deliveries created / h by channel and status",
+            (f"sum by (channel, status) (rate(o2o_notifications_deliveries_created_total[{RATE}])) * 3600",
+             "{{channel}} {{status}}"), width=8)
+    b.graph("Send p95 by channel", (f"histogram_quantile(0.95, sum by (channel, le) (rate("
+                                    f"o2o_notifications_send_duration_seconds_bucket[{RATE}])))", "{{channel}}"),
+            unit="s", width=8)
+    b.graph("Campaign members / h", (f"sum by (outcome) (rate(o2o_notifications_campaign_members_total[{RATE}])) * 3600",
+                                     "{{outcome}}"), width=8)
     b.row("Settlement")
     b.stat("Postings (1h)", f'sum(increase(o2o_settlement_postings_total{{outcome="posted"}}{hour}))', width=6)
     b.stat("Shares credited (1h, CNY)", f'sum(increase(o2o_settlement_sale_share_fen_total{{direction="credit"}}{hour}))'
@@ -304,10 +350,19 @@ def business() -> Board:
                                                "{{status}}"), width=8)
     b.graph("Reconciliations / day by outcome", ("sum by (outcome) (increase(o2o_settlement_reconciliations_total[1d]))",
                                                  "{{outcome}}"), width=8)
+    b.graph("Refund postings / h by stage", (f"sum by (stage) (rate(o2o_settlement_refunds_total[{RATE}])) * 3600",
+                                             "{{stage}}"), width=8)
+    b.graph("Paid out / day by party (CNY)", ("sum by (party_kind) (increase(o2o_settlement_payout_fen_total[1d])) / 100",
+                                              "{{party_kind}}"), unit=CNY, width=8)
+    b.graph("Settled order net p50 (CNY)", (f"histogram_quantile(0.5, sum by (le) (rate("
+                                            f"o2o_settlement_order_net_fen_bucket[{RATE}]))) / 100", "p50"),
+            unit=CNY, width=8)
     b.row("Catalog")
     b.graph("Barcode / QR lookups / min", (f"sum by (outcome) (rate(o2o_catalog_code_lookups_total[{RATE}])) * 60",
                                            "{{outcome}}"), width=8, description="Scan-in-store lookups.")
     b.graph("Price quotes / min", (f"sum by (outcome) (rate(o2o_catalog_quotes_total[{RATE}])) * 60", "{{outcome}}"),
+            width=8)
+    b.graph("Products published / day", ("sum(increase(o2o_catalog_products_published_total[1d]))", "published"),
             width=8)
     b.graph("Price changes / day", ("sum by (how) (increase(o2o_catalog_price_changes_total[1d]))", "{{how}}"),
             ("sum by (reason) (increase(o2o_catalog_price_rejections_total[1d]))", "refused: {{reason}}"), width=8)
