@@ -52,6 +52,7 @@ test-e2e: install
 	$(PY) -m pytest -q tests/e2e
 
 bench: install
+	@scripts/install-tools.sh bench
 	$(PY) scripts/suite.py broker
 	$(PY) -m tests.bench.run
 

@@ -13,4 +13,13 @@ if ! command -v promtool >/dev/null 2>&1; then
     echo "promtool not found: install Debian's 'prometheus' package to run the alert-rule tests"
   fi
 fi
+# `install-tools.sh bench`: nginx, so the gateway benchmark can compare against it.
+if [ "${1:-}" = "bench" ] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing nginx for the gateway comparison ..."
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light) >/dev/null 2>&1 \
+      || echo "could not install nginx; the gateway benchmark will skip that comparison"
+    pkill -x nginx >/dev/null 2>&1 || true
+  fi
+fi
 exit 0

@@ -34,7 +34,7 @@ async def _tokens(gateway: str, count: int) -> list[str]:
 
 
 def _nginx(backend_port: int) -> tuple[subprocess.Popen, int, str] | None:
-    binary = shutil.which("nginx")
+    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     if binary is None:
         return None
     port = free_port()
