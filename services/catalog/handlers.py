@@ -1,8 +1,6 @@
 """HTTP entrypoints of catalog: thin, they parse, authorise, call a use case in one transaction, answer."""
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from datetime import UTC, datetime
 from typing import Literal
@@ -15,6 +13,7 @@ from libs.auth import principal_of, require
 from libs.http import json_response, parse_body, parse_query
 from libs.idempotency import guarded
 from libs.openapi import openapi
+from libs.pagination import decode_cursor, encode_cursor
 from libs.problems import Problem, not_found
 from services.catalog import metrics
 from services.catalog.domain.model import CHANNELS, STATUSES, CatalogError
@@ -132,18 +131,6 @@ def catalog_problem(error: CatalogError) -> Problem:
         metrics.PRICE_REJECTIONS.labels("out-of-band").inc()
     return Problem(error.status, error.code, error.detail, **error.extensions)
 
-
-def encode_cursor(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None) -> str | None:
-    if not cursor:
-        return None
-    try:
-        return base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise Problem(400, "bad-cursor", "cursor is not one this API issued") from None
 
 
 async def _with_skus(request: web.Request, doc: dict) -> dict:

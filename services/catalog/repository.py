@@ -6,7 +6,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 
-from libs.mongo import ConcurrencyConflict, IndexSpec, Mongo
+from libs.mongo import IndexSpec, Mongo, insert_versioned, replace_versioned
 
 INDEXES = [
     IndexSpec("products", [("status", ASCENDING)], name="status"),
@@ -32,16 +32,10 @@ class ProductRepository:
         return await self.collection.find_one({"_id": product_id}, session=session)
 
     async def add(self, doc: dict, session) -> None:
-        await self.collection.insert_one({**doc, "version": 1}, session=session)
+        await insert_versioned(self.collection, doc, session)
 
     async def save(self, doc: dict, session) -> dict:
-        """Replace the aggregate if nobody changed it since it was read (optimistic version)."""
-        expected = doc["version"]
-        new = {**doc, "version": expected + 1}
-        result = await self.collection.replace_one({"_id": doc["_id"], "version": expected}, new, session=session)
-        if result.matched_count != 1:
-            raise ConcurrencyConflict(f"product {doc['_id']} changed concurrently")
-        return new
+        return await replace_versioned(self.collection, doc, session)
 
     async def page(self, *, statuses: list[str], category: str | None, text: str | None, after: str | None,
                    limit: int) -> list[dict]:
@@ -74,15 +68,10 @@ class ProductRepository:
         return sorted(doc["barcode"] for doc in docs)
 
     async def add_sku(self, doc: dict, session) -> None:
-        await self.skus.insert_one({**doc, "version": 1}, session=session)
+        await insert_versioned(self.skus, doc, session)
 
     async def save_sku(self, doc: dict, session) -> dict:
-        expected = doc["version"]
-        new = {**doc, "version": expected + 1}
-        result = await self.skus.replace_one({"_id": doc["_id"], "version": expected}, new, session=session)
-        if result.matched_count != 1:
-            raise ConcurrencyConflict(f"sku {doc['_id']} changed concurrently")
-        return new
+        return await replace_versioned(self.skus, doc, session)
 
 
 class PriceRepository:
@@ -100,15 +89,10 @@ class PriceRepository:
             .sort("effective_at_ms", ASCENDING).limit(limit).to_list()
 
     async def add_schedule(self, doc: dict, session) -> None:
-        await self.schedules.insert_one({**doc, "version": 1}, session=session)
+        await insert_versioned(self.schedules, doc, session)
 
     async def save_schedule(self, doc: dict, session) -> dict:
-        expected = doc["version"]
-        new = {**doc, "version": expected + 1}
-        result = await self.schedules.replace_one({"_id": doc["_id"], "version": expected}, new, session=session)
-        if result.matched_count != 1:
-            raise ConcurrencyConflict(f"price schedule {doc['_id']} changed concurrently")
-        return new
+        return await replace_versioned(self.schedules, doc, session)
 
     async def record(self, entry: dict, session) -> None:
         await self.history.insert_one(entry, session=session)

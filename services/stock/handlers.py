@@ -1,9 +1,7 @@
 """HTTP entrypoints of stock: thin, they parse, authorise, call a use case in one transaction, answer."""
 from __future__ import annotations
 
-import base64
 import re
-import binascii
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -18,6 +16,7 @@ from libs.http import SETTINGS, json_response, parse_body, parse_query
 from libs.idempotency import guarded
 from libs.openapi import openapi
 from libs.mongo import ConcurrencyConflict
+from libs.pagination import decode_cursor, encode_cursor
 from libs.problems import Problem, not_found
 from services.stock import metrics
 from services.stock.schemas import (AvailabilityOut, LevelOut, LevelPage, LocationOut, LocationPage, MovementOut,
@@ -164,18 +163,6 @@ class LevelQuery(PageQuery):
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-def encode_cursor(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None) -> str | None:
-    if not cursor:
-        return None
-    try:
-        return base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise Problem(400, "bad-cursor", "cursor is not one this API issued") from None
 
 
 def page(items: list, limit: int, last_key) -> dict:

@@ -5,7 +5,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 
-from libs.mongo import ConcurrencyConflict, IndexSpec, Mongo
+from libs.mongo import IndexSpec, Mongo, insert_versioned, replace_versioned
 
 INDEXES = [
     IndexSpec("locations", [("kind", ASCENDING)], name="kind"),
@@ -48,7 +48,7 @@ class LocationRepository:
         return await self.collection.find(query).sort("_id", ASCENDING).limit(limit).to_list()
 
     async def add(self, doc: dict, session) -> None:
-        await self.collection.insert_one({**doc, "version": 1}, session=session)
+        await insert_versioned(self.collection, doc, session)
 
     async def add_if_missing(self, doc: dict, session) -> None:
         """Demo loading: insert once; a location an admin has since changed is left as it is."""
@@ -56,12 +56,7 @@ class LocationRepository:
             **{k: v for k, v in doc.items() if k != "_id"}, "version": 1}}, upsert=True, session=session)
 
     async def save(self, doc: dict, session) -> dict:
-        expected = doc["version"]
-        new = {**doc, "version": expected + 1}
-        result = await self.collection.replace_one({"_id": doc["_id"], "version": expected}, new, session=session)
-        if result.matched_count != 1:
-            raise ConcurrencyConflict(f"location {doc['_id']} changed concurrently")
-        return new
+        return await replace_versioned(self.collection, doc, session)
 
 
 class LevelRepository:
@@ -172,15 +167,10 @@ class ReservationRepository:
         return await self.collection.find_one({"order_id": order_id}, session=session)
 
     async def add(self, doc: dict, session) -> None:
-        await self.collection.insert_one({**doc, "version": 1}, session=session)
+        await insert_versioned(self.collection, doc, session)
 
     async def save(self, doc: dict, session) -> dict:
-        expected = doc["version"]
-        new = {**doc, "version": expected + 1}
-        result = await self.collection.replace_one({"_id": doc["_id"], "version": expected}, new, session=session)
-        if result.matched_count != 1:
-            raise ConcurrencyConflict(f"reservation {doc['_id']} changed concurrently")
-        return new
+        return await replace_versioned(self.collection, doc, session)
 
     async def expired(self, now_ms: int, limit: int) -> list[dict]:
         return await self.collection.find({"status": "reserved", "expires_at_ms": {"$lte": now_ms}}) \
@@ -223,12 +213,7 @@ class TransferRepository:
         return await self.collection.find_one({"_id": transfer_id}, session=session)
 
     async def add(self, doc: dict, session) -> None:
-        await self.collection.insert_one({**doc, "version": 1}, session=session)
+        await insert_versioned(self.collection, doc, session)
 
     async def save(self, doc: dict, session) -> dict:
-        expected = doc["version"]
-        new = {**doc, "version": expected + 1}
-        result = await self.collection.replace_one({"_id": doc["_id"], "version": expected}, new, session=session)
-        if result.matched_count != 1:
-            raise ConcurrencyConflict(f"transfer {doc['_id']} changed concurrently")
-        return new
+        return await replace_versioned(self.collection, doc, session)
