@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help install run stop status logs test test-unit test-integration test-e2e bench demo clean
+.PHONY: help install run stop status logs test test-unit test-integration test-e2e bench demo clean \
+	asyncapi asyncapi-check dashboards k8s deploy-check
 
 help:
 	@echo "make run     start the whole suite with demo data (RabbitMQ, nx-27017, 6 services, gateway)"
@@ -15,6 +16,8 @@ help:
 	@echo "make test    unit, integration and end-to-end tests (what CI runs)"
 	@echo "make bench   benchmarks (not part of make test); results in bench-results/"
 	@echo "make demo    narrated walk through the closed loop on a running suite"
+	@echo "make asyncapi / dashboards / k8s   regenerate the event catalogue, Grafana dashboards, k8s manifests"
+	@echo "make deploy-check                 promtool checks and the deploy tests"
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -61,3 +64,23 @@ demo: install
 
 clean: stop
 	rm -rf .state bench-results
+
+asyncapi: install
+	$(PY) scripts/asyncapi.py
+
+asyncapi-check: install
+	$(PY) scripts/asyncapi.py --check
+	$(PY) scripts/asyncapi.py --validate
+
+dashboards: install
+	$(PY) deploy/grafana/dashboards.py
+
+k8s: install
+	$(PY) deploy/k8s/generate.py
+
+deploy-check: install
+	@scripts/install-tools.sh
+	promtool check config deploy/prometheus/prometheus.local.yml
+	promtool check rules deploy/prometheus/rules/*.yml
+	promtool test rules deploy/prometheus/tests/*.test.yml
+	$(PY) -m pytest -q tests/unit/deploy tests/integration/deploy

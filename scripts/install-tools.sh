@@ -2,6 +2,12 @@
 # System tools the tests use beyond Python: promtool (Debian's prometheus package) for the alert-rule tests.
 # Installed only when missing and when we may (root with apt-get); otherwise those tests skip and say why.
 set -u
+# amtool (Debian's prometheus-alertmanager) checks the Alertmanager routes.
+if ! command -v amtool >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+     prometheus-alertmanager) >/dev/null 2>&1 || echo "could not install amtool; its tests will be skipped"
+  pkill -x prometheus-alertmanager >/dev/null 2>&1 || true
+fi
 if ! command -v promtool >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing promtool (apt-get install prometheus) ..."

@@ -64,6 +64,14 @@ def http_json(url: str, timeout: float = 2.0) -> tuple[int, dict]:
         return 0, {}
 
 
+def enable_broker_metrics() -> None:
+    """The local Prometheus scrapes RabbitMQ's own metrics (queue depths, DLQs) on :15692 when the plugin is on."""
+    plugins = shutil.which("rabbitmq-plugins")
+    if plugins and not port_open(15692):
+        subprocess.run([plugins, "enable", "--online", "rabbitmq_prometheus"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=60, check=False)
+
+
 def ensure_rabbitmq(amqp_port: int = 5672, wait_s: float = 60.0) -> None:
     if port_open(amqp_port):
         return
@@ -295,6 +303,8 @@ def main() -> None:
         ensure_rabbitmq()
         try:
             suite.start()
+            if shutil.which("prometheus"):
+                enable_broker_metrics()
             suite.start_prometheus()
         except RuntimeError as exc:
             sys.exit(f"start failed: {exc}")

@@ -279,6 +279,10 @@ def business() -> Board:
             description="Split shipments: fewer is better.")
     b.graph("Pickup code checks / min", (f"sum by (outcome) (rate(o2o_orders_pickup_verifications_total[{RATE}])) * 60",
                                          "{{outcome}}"), width=8)
+    b.graph("Ready-for-pickup to handover (p50 / p90)",
+            (f"histogram_quantile(0.5, sum by (le) (rate(o2o_orders_pickup_wait_seconds_bucket[1h]))) / 60", "p50 min"),
+            (f"histogram_quantile(0.9, sum by (le) (rate(o2o_orders_pickup_wait_seconds_bucket[1h]))) / 60", "p90 min"),
+            width=8, description="How long members take to collect once the store has their order ready.")
     b.graph("Commits / min (goods left)", (f"sum(rate(o2o_stock_commits_total[{RATE}])) * 60", "commits"), width=8)
     b.graph("Stock movements / h by kind", (f"sum by (kind) (rate(o2o_stock_movements_total[{RATE}])) * 3600", "{{kind}}"),
             width=8, description="Receipts, adjustments, counts, transfers, returns to stock.")

@@ -19,6 +19,8 @@ ORDERS_CANCELLED = Counter("o2o_orders_cancelled_total", "Orders cancelled", ["f
 TRANSITIONS = Counter("o2o_orders_transitions_total", "Order status changes", ["fulfilment", "status"])
 PICKUP_VERIFICATIONS = Counter("o2o_orders_pickup_verifications_total", "Pickup code checks",
                                ["outcome"])  # accepted | refused | locked_now | locked | reset
+PICKUP_WAIT = Histogram("o2o_orders_pickup_wait_seconds", "Time from ready-for-pickup to handover",
+                        buckets=(300, 900, 1800, 3600, 7200, 14400, 43200, 86400, 172800, 259200, 604800))
 SAGA_ACTIONS = Counter("o2o_orders_saga_actions_total", "Follow-up and compensation actions run",
                        ["action", "outcome"])  # outcome: done | failed
 RETURNS = Counter("o2o_orders_returns_total", "Returns by stage", ["stage"])  # requested | received

@@ -571,6 +571,10 @@ class OrderService:
             raise
         if isinstance(result, domain.Change):
             metrics.PICKUP_VERIFICATIONS.labels("accepted").inc()
+            ready_at = [t["at"] for t in order["timeline"] if t["status"] == "ready_for_pickup"]
+            if ready_at:
+                waited = utcnow() - datetime.fromisoformat(ready_at[-1].replace("Z", "+00:00"))
+                metrics.PICKUP_WAIT.observe(max(waited.total_seconds(), 0.0))
             return order
         metrics.PICKUP_VERIFICATIONS.labels(result).inc()
         left = max(self.settings.pickup_max_attempts - order["pickup"]["failed_attempts"], 0)
