@@ -76,6 +76,19 @@ class Mongo:
             await self.db[name].create_indexes(models)
         log.info("mongo.ready", database=self.db.name, serialized_transactions=self._serialize)
 
+    async def ensure_collections(self, names) -> None:
+        """Create missing collections; serialized with transactions (DDL inside another's open transaction
+        breaks it on nx). Safe when replicas race: an existing collection is fine."""
+        async def create() -> None:
+            existing = set(await self.db.list_collection_names())
+            for name in names:
+                if name not in existing:
+                    try:
+                        await self.db.create_collection(name)
+                    except OperationFailure:
+                        pass  # created concurrently by another replica
+        await self.read_committed(create)
+
     async def ping(self) -> None:
         await self.client.admin.command("ping")
 

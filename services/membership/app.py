@@ -22,12 +22,7 @@ def create_app(settings: MembershipSettings | None = None) -> web.Application:
         # Runs after the kit's resources context, so Mongo and the outbox exist. The key ring is loaded
         # (or created, once for all replicas) before the first request is served.
         mongo = app[MONGO]
-        for name in COLLECTIONS:
-            if name not in await mongo.db.list_collection_names():
-                try:
-                    await mongo.db.create_collection(name)
-                except Exception:
-                    pass  # created concurrently by another replica
+        await mongo.ensure_collections(COLLECTIONS)
         keys = KeyRing(mongo, settings.rsa_key_bits, settings.signing_key_passphrase)
         await keys.ensure()
         # This service verifies its own tokens from the key ring in memory, not over the network.
