@@ -25,6 +25,27 @@ from aiohttp import web
 
 from libs.settings import ServiceSettings
 
+
+class TokenMint:
+    """RS256 tokens for tests, shaped like membership's; load `jwks` into a service's TokenVerifier."""
+
+    def __init__(self) -> None:
+        import json as _json
+
+        import jwt
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        self._jwt = jwt
+        self.kid = f"test-{uuid.uuid4().hex[:8]}"
+        self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public = _json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.private_key.public_key()))
+        self.jwks = {"keys": [{**public, "kid": self.kid, "alg": "RS256", "use": "sig"}]}
+
+    def token(self, settings, sub: str, roles: list[str], **claims) -> str:
+        now = int(time.time())
+        payload = {"sub": sub, "roles": roles, "iss": settings.jwt_issuer, "aud": settings.jwt_audience,
+                   "iat": now, "exp": now + 3600, **claims}
+        return self._jwt.encode(payload, self.private_key, algorithm="RS256", headers={"kid": self.kid})
+
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 SERVICES = ("gateway", "catalog", "stock", "orders", "membership", "notifications", "settlement")
 

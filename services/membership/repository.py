@@ -7,7 +7,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 
-from libs.mongo import ConcurrencyConflict, IndexSpec, Mongo
+from libs.mongo import IndexSpec, Mongo, replace_versioned
 
 INDEXES = [
     IndexSpec("staff", [("username", ASCENDING)], unique=True, name="username_unique"),
@@ -35,15 +35,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-async def save_versioned(collection, doc: dict[str, Any], session) -> dict[str, Any]:
-    """Replace an aggregate if nobody changed it since it was read (optimistic version)."""
-    expected = doc["version"]
-    saved = {**doc, "version": expected + 1}
-    result = await collection.replace_one({"_id": doc["_id"], "version": expected}, saved, session=session)
-    if result.matched_count != 1:
-        raise ConcurrencyConflict(f"{collection.name} {doc['_id']} changed concurrently")
-    return saved
-
 
 class KeyRepository:
     """The signing key ring: one document shared by every replica."""
@@ -58,7 +49,7 @@ class KeyRepository:
         await self.collection.insert_one(doc, session=session)
 
     async def save(self, doc: dict, session) -> dict:
-        return await save_versioned(self.collection, doc, session)
+        return await replace_versioned(self.collection, doc, session)
 
 
 class StaffRepository:
@@ -157,7 +148,7 @@ class MemberRepository:
         await self.collection.insert_one({**doc, "version": 1}, session=session)
 
     async def save(self, doc: dict, session) -> dict:
-        return await save_versioned(self.collection, doc, session)
+        return await replace_versioned(self.collection, doc, session)
 
     async def member_id_for(self, kind: str, value: str, session=None) -> str | None:
         doc = await self.identities.find_one({"_id": f"{kind}:{value}"}, session=session)

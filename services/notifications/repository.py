@@ -10,7 +10,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
 
-from libs.mongo import ConcurrencyConflict, IndexSpec, Mongo
+from libs.mongo import ConcurrencyConflict, IndexSpec, Mongo, replace_versioned
 from services.notifications.domain.policy import Preferences, QuietHours, Recipient, normalize_locale
 from services.notifications.domain.rules import MEMBER_CATEGORIES, PERSON_CHANNELS
 
@@ -54,17 +54,6 @@ def decode_cursor(cursor: str) -> str | None:
     except (ValueError, UnicodeDecodeError):
         return None
 
-
-async def replace_versioned(collection, doc: dict, session) -> dict:
-    """Replace an aggregate if nobody changed it since it was read (optimistic version)."""
-    expected = doc.get("version")
-    saved = {**doc, "version": (expected or 0) + 1}
-    # A document inserted without a version has none yet: match its absence, not 0.
-    version_filter = {"$exists": False} if expected is None else expected
-    result = await collection.replace_one({"_id": doc["_id"], "version": version_filter}, saved, session=session)
-    if result.matched_count != 1:
-        raise ConcurrencyConflict(f"{collection.name} {doc['_id']} changed concurrently")
-    return saved
 
 
 class RecipientDirectory:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
 
-from libs.mongo import ConcurrencyConflict, IndexSpec, Mongo
+from libs.mongo import ConcurrencyConflict, IndexSpec, Mongo, replace_versioned
 from services.settlement.domain import accounts as acct
 from services.settlement.domain.journal import Entry
 from services.settlement.domain.orders import LocationInfo
@@ -256,12 +256,7 @@ class PayoutRepository:
         await insert_or_conflict(self.collection, {**doc, "version": 1}, session)
 
     async def save(self, doc: dict, session) -> dict:
-        expected = doc["version"]
-        saved = {**doc, "version": expected + 1}
-        result = await self.collection.replace_one({"_id": doc["_id"], "version": expected}, saved, session=session)
-        if result.matched_count != 1:
-            raise ConcurrencyConflict(f"payout batch {doc['_id']} changed concurrently")
-        return saved
+        return await replace_versioned(self.collection, doc, session)
 
     async def page(self, after: str | None, limit: int) -> list[dict]:
         query = {"_id": {"$gt": after}} if after else {}

@@ -6,34 +6,19 @@ the matching JWKS into the app's verifier, so the production verification path r
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import aiohttp
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from libs.auth import VERIFIER
 from libs.http import SETTINGS
 from libs.service import MONGO
-from libs.testing import running_app, settings_for
+from libs.testing import TokenMint, running_app, settings_for
 from services.catalog.app import create_app
 from services.catalog.settings import CatalogSettings
 
 
-class TokenMint:
-    def __init__(self) -> None:
-        self.kid = f"test-{uuid.uuid4().hex[:8]}"
-        self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.private_key.public_key()))
-        self.jwks = {"keys": [{**public, "kid": self.kid, "alg": "RS256", "use": "sig"}]}
-
-    def token(self, settings, sub: str, roles: list[str], **claims) -> str:
-        now = int(time.time())
-        payload = {"sub": sub, "roles": roles, "iss": settings.jwt_issuer, "aud": settings.jwt_audience,
-                   "iat": now, "exp": now + 3600, **claims}
-        return jwt.encode(payload, self.private_key, algorithm="RS256", headers={"kid": self.kid})
 
 
 @pytest.fixture(scope="session")
