@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -17,6 +16,7 @@ import jwt
 from aiohttp import web
 
 from libs.logging import bind_contextvars, get_logger
+from libs.principal import ROLES, Principal  # noqa: F401  (re-exported: the caller identity)
 from libs.problems import Problem
 from libs.settings import ServiceSettings
 
@@ -25,35 +25,6 @@ CLOCK_SKEW_S = 30
 JWKS_MIN_REFRESH_S = 10
 log = get_logger("auth")
 
-ROLES = ("customer", "store_staff", "store_manager", "franchisee", "hq_admin", "service")
-
-
-@dataclass(frozen=True)
-class Principal:
-    subject: str
-    roles: frozenset[str]
-    member_id: str | None = None
-    staff_id: str | None = None
-    store_ids: frozenset[str] = field(default_factory=frozenset)
-    franchisee_id: str | None = None
-    claims: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-
-    def has(self, *roles: str) -> bool:
-        return bool(self.roles.intersection(roles))
-
-    @property
-    def is_admin(self) -> bool:
-        return "hq_admin" in self.roles or "service" in self.roles
-
-    def can_see_store(self, store_id: str | None) -> bool:
-        return self.is_admin or (store_id is not None and store_id in self.store_ids)
-
-    @classmethod
-    def from_claims(cls, claims: dict[str, Any]) -> Principal:
-        return cls(subject=str(claims["sub"]), roles=frozenset(claims.get("roles", [])),
-                   member_id=claims.get("member_id"), staff_id=claims.get("staff_id"),
-                   store_ids=frozenset(claims.get("store_ids", [])), franchisee_id=claims.get("franchisee_id"),
-                   claims=claims)
 
 
 class TokenVerifier:

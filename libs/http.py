@@ -9,10 +9,12 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
+from pymongo.errors import DuplicateKeyError
 
 from libs import metrics
 from libs.logging import bind_contextvars, clear_contextvars, get_logger
 from libs.problems import Problem, problem_response
+from libs.refusal import Refusal
 from libs.settings import ServiceSettings
 
 SETTINGS = web.AppKey("settings", ServiceSettings)
@@ -67,11 +69,42 @@ async def context_middleware(request: web.Request, handler):
                      duration_ms=round(elapsed * 1000, 2))
 
 
+STATUS_OF_KIND = {"invalid": 422, "bad_request": 400, "conflict": 409, "not_found": 404, "forbidden": 403,
+                  "unauthenticated": 401, "limited": 429, "locked": 423, "payment_required": 402, "gone": 410,
+                  "unavailable": 503, "upstream_timeout": 504}
+
+
+KIND_OF_STATUS = {status: kind for kind, status in STATUS_OF_KIND.items()}
+
+
+def kind_of_status(status: int) -> str:
+    """The refusal kind of another service's problem status (to pass a refusal on with its own words)."""
+    return KIND_OF_STATUS.get(status, "unavailable" if status >= 500 else "invalid")
+
+
+def problem_of_refusal(refusal: Refusal) -> Problem:
+    """The one mapping from a domain refusal (a kind, a code) to an HTTP problem."""
+    headers = {}
+    if refusal.retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, int(refusal.retry_after_s)))
+    if refusal.kind == "unauthenticated":
+        headers["WWW-Authenticate"] = "Bearer"
+    return Problem(STATUS_OF_KIND[refusal.kind], refusal.code, refusal.detail, title=refusal.title,
+                   headers=headers, **refusal.extensions)
+
+
 async def _answer_problems(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except Problem as problem:
         return problem.response(request.path)
+    except Refusal as refusal:
+        return problem_of_refusal(refusal).response(request.path)
+    except DuplicateKeyError:
+        # A unique index decided a race between two requests that both passed their checks: the loser is told,
+        # and a retry finds what the winner created.
+        return Problem(409, "already-exists", "another request just created the same thing; read it or retry "
+                                              "with other values").response(request.path)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

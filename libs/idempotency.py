@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -90,6 +91,32 @@ class IdempotencyGuard:
             return
         await self.mongo.transaction(lambda s: self.mongo.db["idempotency"].delete_one(
             {"_id": self.scope, "state": "in_progress", "claimed_ms": self.claimed_ms}, session=s))
+
+
+async def create_once(mongo: Mongo, request: web.Request,
+                      create: Callable[[], Awaitable[tuple[int, Any]]]) -> web.Response:
+    """Answer a POST that creates something exactly once per `Idempotency-Key`.
+
+    `create()` calls one use case and returns `(status, body)`. It runs inside one unit of work together
+    with the stored answer (the use case's own `mongo.transaction` joins it), so a crash never leaves a
+    created object without its stored response, and a refusal stores nothing: the key can be used again.
+    """
+    guard = IdempotencyGuard(mongo, request, await request.read())
+    replay = await guard.begin()
+    if replay is not None:
+        return replay
+
+    async def unit(session) -> tuple[int, Any]:
+        status, body = await create()
+        await guard.complete(status, body, session=session)
+        return status, body
+
+    try:
+        status, body = await mongo.transaction(unit) if guard.active else await create()
+    except BaseException:
+        await guard.release()
+        raise
+    return json_response(body, status=status)
 
 
 async def guarded(mongo: Mongo, request: web.Request, create) -> web.Response:

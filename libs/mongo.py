@@ -9,6 +9,7 @@ helper runs this process's transactions one at a time ("auto" mode).
 from __future__ import annotations
 
 import asyncio
+from contextlib import contextmanager
 from contextvars import ContextVar
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,15 +17,20 @@ from typing import Any, TypeVar
 
 from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
 from libs.logging import get_logger
+from libs.refusal import CONFLICT, Refusal
 
 T = TypeVar("T")
 log = get_logger("mongo")
 TRANSIENT = "TransientTransactionError"
 UNKNOWN_COMMIT = "UnknownTransactionCommitResult"
 _after_commit: ContextVar[list | None] = ContextVar("after_commit", default=None)
+# The session of the unit of work this task is inside, so a use case called from another use case (or from a
+# consumer's inbox transaction, or the idempotency guard) joins it instead of opening a second one.
+_current_session: ContextVar[AsyncClientSession | None] = ContextVar("current_session", default=None)
+COMMIT_ATTEMPTS = 5
 
 
 @dataclass
@@ -104,8 +110,22 @@ class Mongo:
         elif callback not in pending:
             pending.append(callback)
 
+    @staticmethod
+    def current_session() -> AsyncClientSession | None:
+        """The session of the unit of work in progress in this task, if any."""
+        return _current_session.get()
+
     async def transaction(self, fn: Callable[[AsyncClientSession], Awaitable[T]], *, max_attempts: int = 20) -> T:
-        """Run `fn(session)` in one transaction; retry the whole of it on transient errors."""
+        """Run `fn(session)` as one unit of work, or as part of the one already in progress (re-entrant).
+
+        The outermost call owns the transaction: it retries the whole unit on a transient error or a
+        `ConcurrencyConflict`, and retries only the commit when the commit's outcome is unknown (re-running a
+        unit that did commit would answer a success as a conflict). Inner calls join its session; their errors
+        reach the outer call, which aborts everything.
+        """
+        joined = _current_session.get()
+        if joined is not None:
+            return await fn(joined)
         token = _after_commit.set([])
         try:
             if self._serialize:
@@ -122,7 +142,7 @@ class Mongo:
 
     async def read_committed(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run a read that must not see another transaction's uncommitted writes (matters on nx only)."""
-        if self._serialize:
+        if self._serialize and _current_session.get() is None:
             async with self._lock:
                 return await fn()
         return await fn()
@@ -131,19 +151,39 @@ class Mongo:
         delay = 0.005
         for attempt in range(1, max_attempts + 1):
             _after_commit.set([])
-            try:
-                async with self.client.start_session() as session:
-                    async with await session.start_transaction():
+            async with self.client.start_session() as session:
+                token = _current_session.set(session)
+                try:
+                    await session.start_transaction()
+                    try:
                         result = await fn(session)
+                    except BaseException:
+                        if session.in_transaction:
+                            await session.abort_transaction()
+                        raise
+                    await self._commit(session)
                     return result
-            except (ConcurrencyConflict, PyMongoError) as exc:
-                retryable = isinstance(exc, ConcurrencyConflict) or (
-                    isinstance(exc, PyMongoError) and (exc.has_error_label(TRANSIENT) or exc.has_error_label(UNKNOWN_COMMIT)))
-                if not retryable or attempt == max_attempts:
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.25)
+                except (ConcurrencyConflict, PyMongoError) as exc:
+                    retryable = isinstance(exc, ConcurrencyConflict) or exc.has_error_label(TRANSIENT)
+                    if not retryable or attempt == max_attempts:
+                        raise
+                finally:
+                    _current_session.reset(token)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
         raise RuntimeError("unreachable")
+
+    @staticmethod
+    async def _commit(session: AsyncClientSession) -> None:
+        """Commit; when the outcome is unknown (connection lost mid-commit) ask again: commit is idempotent."""
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                await session.commit_transaction()
+                return
+            except PyMongoError as exc:
+                if not exc.has_error_label(UNKNOWN_COMMIT) or attempt == COMMIT_ATTEMPTS:
+                    raise
+                await asyncio.sleep(0.01 * attempt)
 
 
 async def wait_for_mongo(url: str, timeout: float = 30.0) -> None:
@@ -160,6 +200,15 @@ async def wait_for_mongo(url: str, timeout: float = 30.0) -> None:
                 await asyncio.sleep(0.3)
     finally:
         await client.close()
+
+
+@contextmanager
+def refuse_duplicates(code: str, detail: str, kind: str = CONFLICT, **extensions):
+    """A lost unique-key race (another request created the same thing first) becomes a refusal with words."""
+    try:
+        yield
+    except DuplicateKeyError:
+        raise Refusal(code, detail, kind=kind, **extensions) from None
 
 
 async def insert_versioned(collection, doc: dict, session) -> dict:

@@ -97,13 +97,23 @@ def test_json_depth_guard():
     assert _depth(deep) > MAX_JSON_DEPTH
 
 
-def test_cursors_round_trip_and_foreign_cursors_are_400():
+def test_cursors_round_trip_and_foreign_or_tampered_cursors_are_400():
+    import base64
+    import json
+
     from libs.pagination import decode_cursor, encode_cursor, page_of
-    assert decode_cursor(encode_cursor("ord_123|2026")) == "ord_123|2026"
+    from libs.refusal import Refusal
+    assert decode_cursor(encode_cursor("ord_123|2026", "orders"), "orders") == "ord_123|2026"
+    assert decode_cursor(encode_cursor(42, "stock.movements"), "stock.movements") == 42
     assert decode_cursor(None) is None
-    with pytest.raises(Problem) as caught:
-        decode_cursor("!!not-ours!!")
-    assert caught.value.status == 400 and caught.value.type == "bad-cursor"
-    page = page_of([1, 2, 3], "k2", limit=2)
-    assert page["items"] == [1, 2] and decode_cursor(page["next_cursor"]) == "k2"
-    assert page_of([1], "k1", limit=2)["next_cursor"] is None
+    tampered = json.loads(base64.urlsafe_b64decode(encode_cursor("ord_1", "orders") + "=="))
+    tampered["k"] = "ord_9"
+    tampered = base64.urlsafe_b64encode(json.dumps(tampered).encode()).decode().rstrip("=")
+    for bad, scope in (("!!not-ours!!", ""), (encode_cursor("ord_1", "orders"), "members"), (tampered, "orders"),
+                       (base64.urlsafe_b64encode(b"[1]").decode(), "")):
+        with pytest.raises(Refusal) as caught:
+            decode_cursor(bad, scope)
+        assert caught.value.kind == "bad_request" and caught.value.code == "bad-cursor"
+    page = page_of([{"_id": "k1"}, {"_id": "k2"}, {"_id": "k3"}], 2, scope="t", view=lambda d: d["_id"])
+    assert page["items"] == ["k1", "k2"] and decode_cursor(page["next_cursor"], "t") == "k2"
+    assert page_of([{"_id": "k1"}], 2)["next_cursor"] is None
