@@ -44,7 +44,7 @@ def utcnow() -> datetime:
 
 
 class Envelope(BaseModel):
-    """CloudEvents-like envelope of every integration event (DESIGN §2)."""
+    """CloudEvents-like envelope of every integration event (docs/ARCHITECTURE.md §3)."""
     model_config = ConfigDict(extra="forbid")
     id: str = Field(default_factory=lambda: str(uuid.uuid4()))
     type: str

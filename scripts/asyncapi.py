@@ -158,7 +158,7 @@ def data_schemas(events: list[EventModel]) -> dict[str, dict]:
 
 def envelope_schema() -> dict:
     schema = Envelope.model_json_schema()
-    schema["description"] = ("CloudEvents-like envelope of every integration event (DESIGN §2). "
+    schema["description"] = ("CloudEvents-like envelope of every integration event (docs/ARCHITECTURE.md §3). "
                              "Routing key = `type`. Consumers dedupe by `id`.")
     props = schema["properties"]
     props["id"].update(format="uuid", description="Unique event id; consumers dedupe by it (inbox).")

@@ -14,7 +14,7 @@ from collections import Counter
 import aio_pika
 
 from libs.bus import Names
-from libs.testing import AMQP_URL
+from tests.support import AMQP_URL
 from scripts.asyncapi import ContractViolation, validate_event
 
 __all__ = ["ContractViolation", "EventCapture", "validate_event"]

@@ -15,7 +15,7 @@ from libs.bus import Envelope, IntegrationEvent
 from libs.mongo import IndexSpec
 from libs.service import MONGO, OUTBOX, create_service_app
 from libs.settings import ServiceSettings
-from libs.testing import AMQP_URL, running_app, settings_for
+from tests.support import AMQP_URL, running_app, settings_for
 
 
 class BenchEventRecorded(IntegrationEvent):

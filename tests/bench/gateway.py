@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from libs.testing import free_port
+from tests.support import free_port
 from tests.bench.load import closed_loop
 from tests.bench.suite_env import private_suite
 

@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from libs.testing import NxServer, delete_bus_namespace, new_namespace
+from tests.support import NxServer, delete_bus_namespace, new_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "bench-results"

@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from libs.testing import delete_bus_namespace, free_port, new_namespace
+from tests.support import delete_bus_namespace, free_port, new_namespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from suite import SERVICES, Suite  # noqa: E402

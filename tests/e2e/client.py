@@ -12,7 +12,7 @@ from typing import Any
 import aio_pika
 import aiohttp
 
-from libs.testing import AMQP_URL, eventually
+from tests.support import AMQP_URL, eventually
 
 _ip_counter = itertools.count(1)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from libs.testing import delete_bus_namespace, free_port, new_namespace
+from tests.support import delete_bus_namespace, free_port, new_namespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from suite import SERVICES, Suite  # noqa: E402

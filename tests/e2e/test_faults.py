@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 
 from libs.bus import Names
-from libs.testing import AMQP_URL, delete_bus_namespace, eventually, free_port, new_namespace
+from tests.support import AMQP_URL, delete_bus_namespace, eventually, free_port, new_namespace
 from tests.e2e.client import Api, level, new_phone
 from tests.e2e.conftest import SERVICES, Suite
 

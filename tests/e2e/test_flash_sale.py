@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from libs.testing import eventually
+from tests.support import eventually
 from tests.e2e.client import Api, level, new_phone
 
 SKU = "sku_tee_limited_red_m"

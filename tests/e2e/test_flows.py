@@ -1,4 +1,4 @@
-"""The flows of DESIGN §4 through the gateway only, on the suite as `make run` starts it.
+"""The flows of docs/ARCHITECTURE.md §5 through the gateway only, on the suite as `make run` starts it.
 
 Each flow asserts its effect in every service it touches: stock levels, the order timeline, points and
 coupons, the notification log and the settlement journal.
@@ -9,7 +9,7 @@ import pytest
 
 from functools import partial
 
-from libs.testing import eventually as _eventually
+from tests.support import eventually as _eventually
 from tests.e2e.client import (Api, BusTap, level, new_phone, pickup_code_from_notifications, wait_for_status)
 
 TEE_M = "sku_tee_classic_whi_m"

@@ -1,11 +1,11 @@
-"""Issue 2, must-show 4: the suite as `make run` starts it: all seven processes ready, health aggregated,
+"""The suite as `make run` starts it: all seven processes ready, health aggregated,
 metrics served, and one request id followed from the gateway into a service's log line."""
 from __future__ import annotations
 
 import json
 import uuid
 
-from libs.testing import eventually
+from tests.support import eventually
 
 DOMAIN_SERVICES = ("catalog", "stock", "orders", "membership", "notifications", "settlement")
 

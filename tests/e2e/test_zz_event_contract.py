@@ -1,4 +1,4 @@
-"""Issue 9, must-show 2: every event the end-to-end run published validates against the AsyncAPI document.
+"""Every event the end-to-end run published validates against the AsyncAPI document.
 
 Named to run after the flow tests in this folder, so the log holds what they produced."""
 from __future__ import annotations

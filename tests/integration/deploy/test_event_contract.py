@@ -13,7 +13,7 @@ import yaml
 
 from libs.outbox import Outbox
 from libs.service import MONGO
-from libs.testing import eventually, running_app, settings_for
+from tests.support import eventually, running_app, settings_for
 from scripts import asyncapi
 from tests.contract import ContractViolation, EventCapture, validate_event
 
@@ -56,7 +56,7 @@ async def test_every_documented_event_relayed_over_the_bus_validates(mongo_url, 
 async def test_the_capture_reports_every_violation(bus_namespace):
     import aio_pika
     from libs.bus import Names
-    from libs.testing import AMQP_URL
+    from tests.support import AMQP_URL
 
     good = next(iter(MESSAGES.values()))["examples"][0]["payload"]
     bad = json.loads(json.dumps(good)) | {"id": "not-a-uuid"}

@@ -11,7 +11,7 @@ import yaml
 
 from libs.outbox import Outbox
 from libs.service import MONGO
-from libs.testing import AMQP_URL, eventually, running_app, settings_for
+from tests.support import AMQP_URL, eventually, running_app, settings_for
 from scripts import asyncapi
 from scripts.asyncapi import validate_event
 

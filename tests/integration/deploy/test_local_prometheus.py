@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from libs.testing import eventually, free_port, running_app, settings_for
+from tests.support import eventually, free_port, running_app, settings_for
 
 ROOT = Path(__file__).resolve().parents[3]
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from libs.settings import ServiceSettings
-from libs.testing import running_app, settings_for
+from tests.support import running_app, settings_for
 
 ROOT = Path(__file__).resolve().parents[3]
 SERVICES = ("gateway", "catalog", "stock", "orders", "membership", "notifications", "settlement")

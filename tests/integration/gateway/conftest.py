@@ -10,14 +10,14 @@ import uuid
 import aiohttp
 import pytest
 import pytest_asyncio
-from tests.integration.gateway.gateway_kit import SigningKey, jwks_server
+from tests.integration.gateway.gateway_kit import TokenMint, jwks_server
 
-from libs.testing import running_app, settings_for
+from tests.support import running_app, settings_for
 
 
 @pytest.fixture(scope="session")
-def signing_key() -> SigningKey:
-    return SigningKey()
+def signing_key() -> TokenMint:
+    return TokenMint()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

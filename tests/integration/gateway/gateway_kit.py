@@ -4,10 +4,7 @@ started in-process, and small recording upstreams for behaviours no real service
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
-import hmac
 import json
 import time
 import uuid
@@ -15,56 +12,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aiohttp
-import jwt
 from aiohttp import web
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from libs.testing import free_port, running_app
+from tests.support import TokenMint, free_port, running_app
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
 
-ISSUER = "o2o-membership"
-AUDIENCE = "o2o-api"
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-class SigningKey:
-    """An RSA key as membership would hold it, and the tokens it (or an attacker) can make."""
-
-    def __init__(self, kid: str | None = None) -> None:
-        self.kid = kid or f"test-{uuid.uuid4().hex[:8]}"
-        self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.public_pem = self.private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-    def jwk(self) -> dict:
-        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.private.public_key()))
-        return {**jwk, "kid": self.kid, "alg": "RS256", "use": "sig"}
-
-    def claims(self, sub: str = "mbr_a", roles: tuple[str, ...] = ("customer",), **extra) -> dict:
-        now = int(time.time())
-        claims = {"sub": sub, "roles": list(roles), "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 600}
-        if "customer" in roles:
-            claims["member_id"] = sub
-        claims.update(extra)
-        return {k: v for k, v in claims.items() if v is not None}
-
-    def token(self, sub: str = "mbr_a", roles: tuple[str, ...] = ("customer",), headers: dict | None = None,
-              **extra) -> str:
-        return jwt.encode(self.claims(sub, roles, **extra), self.private, algorithm="RS256",
-                          headers={"kid": self.kid, **(headers or {})})
-
-    def unsigned_token(self, alg: str, secret: bytes | None, **claims) -> str:
-        """A token built by hand, as an attacker would: `alg: none`, or HMAC keyed with our public key."""
-        header = b64url(json.dumps({"alg": alg, "typ": "JWT", "kid": self.kid}).encode())
-        payload = b64url(json.dumps(self.claims(**claims)).encode())
-        signing_input = f"{header}.{payload}".encode()
-        signature = b"" if secret is None else hmac.new(secret, signing_input, hashlib.sha256).digest()
-        return f"{header}.{payload}.{b64url(signature)}"
+from tests.support.tokens import AUDIENCE, ISSUER  # noqa: F401  (the gateway tests name them)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -72,7 +26,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def jwks_server(*keys: SigningKey, published: list[SigningKey] | None = None) -> AsyncIterator[str]:
+async def jwks_server(*keys: TokenMint, published: list[TokenMint] | None = None) -> AsyncIterator[str]:
     """Membership's JWKS endpoint, served by a tiny app; yields the JWKS URL. Pass a list as `published` to
     change the keys while it runs (rotation)."""
     keys = published if published is not None else list(keys)
@@ -197,7 +151,7 @@ async def suite_behind_gateway(mongo_url: str, namespace: str, needed: tuple[str
     libs.openapi (what its owner's one-line adoption will do), so the aggregated spec covers every route."""
     import importlib
 
-    from libs.testing import settings_for
+    from tests.support import settings_for
     prefix = f"gw{uuid.uuid4().hex[:8]}_"
     urls = {name: f"http://127.0.0.1:{free_port()}" for name in needed}
     membership_url = urls.get("membership", DOWN)

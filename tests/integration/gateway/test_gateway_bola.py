@@ -1,4 +1,4 @@
-"""Issue 8, must-show 1 (BOLA, OWASP API1): through the gateway, with the real services behind it, nobody reaches
+"""BOLA (OWASP API1): through the gateway, with the real services behind it, nobody reaches
 an object that is not theirs. Each refusal is 404 (not 403: the object's existence is not revealed), and each
 is paired with the owner doing the same thing successfully, so the 404 cannot come from a broken route."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from libs.testing import eventually
+from tests.support import eventually
 from tests.integration.gateway.gateway_kit import bearer, call, missing_services, suite_behind_gateway
 
 NEEDED = ("membership", "catalog", "stock", "orders", "settlement")

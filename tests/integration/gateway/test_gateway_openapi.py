@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from libs.http import json_response, parse_body
 from libs.openapi import add_openapi_route, openapi
-from libs.testing import free_port, running_app
+from tests.support import free_port, running_app
 from tests.integration.gateway.gateway_kit import call, recording_upstream, running_gateway
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

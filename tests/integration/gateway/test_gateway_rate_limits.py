@@ -1,4 +1,4 @@
-"""Issue 8, must-show 3: rate limiting answers 429 with Retry-After; brute force on OTP and pickup codes is cut
+"""Rate limiting answers 429 with Retry-After; brute force on OTP and pickup codes is cut
 off before it reaches the service; order placement is one at a time per member (flash sale fairness).
 
 Buckets refill slowly in these tests (one token an hour), so no assertion depends on timing."""
@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from libs.testing import eventually
+from tests.support import eventually
 from tests.integration.gateway.gateway_kit import bearer, call, recording_upstream, running_gateway
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

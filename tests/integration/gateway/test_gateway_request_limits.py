@@ -1,4 +1,4 @@
-"""Issue 8, must-show 4: oversized body 413 (declared or chunked), malformed JSON 400, oversized URL and headers,
+"""Oversized body 413 (declared or chunked), malformed JSON 400, oversized URL and headers,
 bad paths and internal routes: always a problem+json 4xx, never a 500. Behind the gateway is the real catalog."""
 from __future__ import annotations
 

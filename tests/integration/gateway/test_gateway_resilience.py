@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from libs.testing import eventually
+from tests.support import eventually
 from tests.integration.gateway.gateway_kit import bearer, call, recording_upstream, running_gateway
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -134,7 +134,7 @@ async def test_large_and_chunked_answers_stream_through_unchanged(signing_key, j
 
     from aiohttp import web
 
-    from libs.testing import free_port, running_app
+    from tests.support import free_port, running_app
     payload = bytes(range(256)) * (12 * 1024)  # 3 MiB
 
     async def export(request: web.Request) -> web.StreamResponse:

@@ -1,4 +1,4 @@
-"""Issue 8, must-show 5: schemathesis against the aggregated OpenAPI document, through the running gateway, with
+"""Schemathesis against the aggregated OpenAPI document, through the running gateway, with
 the real services behind it. A bounded run: no server error, no status, content type or body that the document
 does not allow (every error must be an RFC 9457 problem)."""
 from __future__ import annotations

@@ -21,7 +21,7 @@ from libs.http import json_response, parse_body
 from libs.mongo import IndexSpec
 from libs.service import BUS, MONGO, OUTBOX, RELAY, create_service_app
 from libs.settings import ServiceSettings
-from libs.testing import eventually, running_app, settings_for
+from tests.support import eventually, running_app, settings_for
 from pydantic import BaseModel
 
 
