@@ -8,7 +8,8 @@ from services.stock.handlers import routes
 from services.stock.jobs import release_expired_reservations
 from services.stock.repository import INDEXES
 from services.stock.settings import StockSettings
-from services.stock.usecases import STOCK, Stock
+from services.stock.usecases import (AVAILABILITY, LEVELS, LOCATIONS, MOVEMENTS, RESERVATIONS, Availability, Levels,
+                                     Locations, Movements, Reservations, StockCore)
 
 
 def create_app(settings: StockSettings | None = None) -> web.Application:
@@ -16,9 +17,15 @@ def create_app(settings: StockSettings | None = None) -> web.Application:
     app = create_service_app(settings, indexes=INDEXES, routes=routes, subscribe=subscribe)
 
     async def use_cases(app: web.Application):
-        app[STOCK] = Stock(app[MONGO], app[OUTBOX], settings)
+        # One core for all: reservations and movements share the ledger order and the sold-out memo.
+        core = StockCore(app[MONGO], app[OUTBOX], settings)
+        app[LOCATIONS] = Locations(core)
+        app[LEVELS] = Levels(core)
+        app[AVAILABILITY] = Availability(core)
+        app[MOVEMENTS] = Movements(core)
+        app[RESERVATIONS] = Reservations(core)
         if settings.demo_data:
-            await load_demo_data(app[STOCK])
+            await load_demo_data(app[LOCATIONS])
         yield
 
     app.cleanup_ctx.append(use_cases)

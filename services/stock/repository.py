@@ -25,12 +25,30 @@ def level_id(location_id: str, sku_id: str) -> str:
     return f"{location_id}:{sku_id}"
 
 
-class LocationRepository:
-    def __init__(self, mongo: Mongo) -> None:
-        self.collection = mongo.db["locations"]
+class Collection:
+    """A repository over one collection, named by the subclass."""
 
-    async def get(self, location_id: str, session=None) -> dict | None:
-        return await self.collection.find_one({"_id": location_id}, session=session)
+    name = ""
+
+    def __init__(self, mongo: Mongo) -> None:
+        self.collection = mongo.db[self.name]
+
+
+class Aggregates(Collection):
+    """One versioned aggregate per document: added at version 1, saved with the optimistic version check."""
+
+    async def get(self, aggregate_id: str, session=None) -> dict | None:
+        return await self.collection.find_one({"_id": aggregate_id}, session=session)
+
+    async def add(self, doc: dict, session) -> None:
+        await insert_versioned(self.collection, doc, session)
+
+    async def save(self, doc: dict, session) -> dict:
+        return await replace_versioned(self.collection, doc, session)
+
+
+class LocationRepository(Aggregates):
+    name = "locations"
 
     async def by_ids(self, location_ids: list[str], session=None) -> list[dict]:
         return await self.collection.find({"_id": {"$in": location_ids}}, session=session) \
@@ -47,24 +65,20 @@ class LocationRepository:
             query["kind"] = kind
         return await self.collection.find(query).sort("_id", ASCENDING).limit(limit).to_list()
 
-    async def add(self, doc: dict, session) -> None:
-        await insert_versioned(self.collection, doc, session)
-
     async def add_if_missing(self, doc: dict, session) -> None:
         """Demo loading: insert once; a location an admin has since changed is left as it is."""
         await self.collection.update_one({"_id": doc["_id"]}, {"$setOnInsert": {
             **{k: v for k, v in doc.items() if k != "_id"}, "version": 1}}, upsert=True, session=session)
 
-    async def save(self, doc: dict, session) -> dict:
-        return await replace_versioned(self.collection, doc, session)
 
-
-class LevelRepository:
+class LevelRepository(Collection):
     """Stock level per (location, SKU). `available` = on_hand - reserved is maintained by every update so
     that plain guarded filters (`available >= q`) decide contention atomically."""
 
+    name = "levels"
+
     def __init__(self, mongo: Mongo, default_reorder_point: int = 0) -> None:
-        self.collection = mongo.db["levels"]
+        super().__init__(mongo)
         self.default_reorder_point = default_reorder_point
 
     async def get(self, location_id: str, sku_id: str, session=None) -> dict | None:
@@ -141,11 +155,10 @@ class LevelRepository:
             upsert=True, session=session)
 
 
-class MovementLedger:
+class MovementLedger(Collection):
     """The append-only ledger: one document per movement, idempotent by its key."""
 
-    def __init__(self, mongo: Mongo) -> None:
-        self.collection = mongo.db["movements"]
+    name = "movements"
 
     async def by_key(self, key: str, session=None) -> dict | None:
         return await self.collection.find_one({"key": key}, session=session)
@@ -159,29 +172,23 @@ class MovementLedger:
         return await self.collection.find(query).sort("seq", DESCENDING).limit(limit).to_list()
 
 
-class ReservationRepository:
-    def __init__(self, mongo: Mongo) -> None:
-        self.collection = mongo.db["reservations"]
+class ReservationRepository(Aggregates):
+    """One reservation per order (unique `order_id`)."""
+
+    name = "reservations"
 
     async def by_order(self, order_id: str, session=None) -> dict | None:
         return await self.collection.find_one({"order_id": order_id}, session=session)
-
-    async def add(self, doc: dict, session) -> None:
-        await insert_versioned(self.collection, doc, session)
-
-    async def save(self, doc: dict, session) -> dict:
-        return await replace_versioned(self.collection, doc, session)
 
     async def expired(self, now_ms: int, limit: int) -> list[dict]:
         return await self.collection.find({"status": "reserved", "expires_at_ms": {"$lte": now_ms}}) \
             .sort("expires_at_ms", ASCENDING).limit(limit).to_list()
 
 
-class CapacityRepository:
+class CapacityRepository(Collection):
     """Ship-from-store capacity per location per local day: counter created by upsert, taken by a guarded $inc."""
 
-    def __init__(self, mongo: Mongo) -> None:
-        self.collection = mongo.db["capacity"]
+    name = "capacity"
 
     @staticmethod
     def key(location_id: str, day: str) -> str:
@@ -205,15 +212,7 @@ class CapacityRepository:
                                          {"$inc": {"used": -1}}, session=session)
 
 
-class TransferRepository:
-    def __init__(self, mongo: Mongo) -> None:
-        self.collection = mongo.db["transfers"]
+class TransferRepository(Aggregates):
+    """Goods between two locations: in transit until the destination receives them."""
 
-    async def get(self, transfer_id: str, session=None) -> dict | None:
-        return await self.collection.find_one({"_id": transfer_id}, session=session)
-
-    async def add(self, doc: dict, session) -> None:
-        await insert_versioned(self.collection, doc, session)
-
-    async def save(self, doc: dict, session) -> dict:
-        return await replace_versioned(self.collection, doc, session)
+    name = "transfers"

@@ -1,7 +1,151 @@
-"""Response shapes of stock's public API (documentation: the OpenAPI the gateway aggregates)."""
+"""Request and response shapes of stock's API (documentation: the OpenAPI the gateway aggregates)."""
 from __future__ import annotations
 
-from pydantic import BaseModel
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from libs.models import CURSOR, Strict
+from services.stock.domain.model import MOVEMENT_KINDS
+
+LOCATION_ID = r"^loc_[A-Za-z0-9_\-]{1,64}$"
+SKU_ID = r"^sku_[A-Za-z0-9_\-]{1,100}$"
+ORDER_ID = r"^[A-Za-z0-9_\-]{1,100}$"
+
+
+# --- requests --------------------------------------------------------------------------------
+
+class Capabilities(Strict):
+    pickup: bool = False
+    ship: bool = False
+    sell_online: bool = True
+
+
+class NewLocation(Strict):
+    id: str | None = Field(None, pattern=LOCATION_ID)
+    name: str = Field(min_length=1, max_length=200)
+    kind: Literal["store", "warehouse"]
+    ownership: Literal["direct", "franchise"] = "direct"
+    franchisee_id: str | None = Field(None, min_length=1, max_length=100)
+    lat: float = Field(ge=-90, le=90)
+    lng: float = Field(ge=-180, le=180)
+    address: str = Field("", max_length=500)
+    opening_hours: str = Field("", max_length=100)
+    capabilities: Capabilities = Capabilities()
+    daily_capacity: int = Field(0, ge=0, le=1_000_000)
+    safety_stock: int = Field(0, ge=0, le=1_000_000)
+
+    @model_validator(mode="after")
+    def franchise_has_franchisee(self):
+        if self.ownership == "franchise" and not self.franchisee_id:
+            raise ValueError("a franchise location needs its franchisee_id")
+        if self.ownership == "direct" and self.franchisee_id:
+            raise ValueError("a direct location has no franchisee_id")
+        return self
+
+
+class LocationPatch(Strict):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    address: str | None = Field(None, max_length=500)
+    opening_hours: str | None = Field(None, max_length=100)
+    capabilities: Capabilities | None = None
+    daily_capacity: int | None = Field(None, ge=0, le=1_000_000)
+    safety_stock: int | None = Field(None, ge=0, le=1_000_000)
+    active: bool | None = None
+
+
+class LineIn(Strict):
+    sku_id: str = Field(pattern=SKU_ID)
+    qty: int = Field(ge=1, le=10_000, strict=True)
+
+
+class PointIn(Strict):
+    lat: float = Field(ge=-90, le=90)
+    lng: float = Field(ge=-180, le=180)
+
+
+class ReservationIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    order_id: str = Field(pattern=ORDER_ID)
+    mode: Literal["ship", "pickup", "in_store"]
+    lines: list[LineIn] = Field(min_length=1, max_length=100)
+    location_id: str | None = Field(None, pattern=LOCATION_ID)
+    destination: PointIn | None = None
+    ttl_s: int | None = Field(None, ge=1, le=30 * 24 * 3600)
+
+    @model_validator(mode="after")
+    def store_for_store_modes(self):
+        if self.mode in ("pickup", "in_store") and not self.location_id:
+            raise ValueError(f"mode {self.mode} needs location_id")
+        return self
+
+
+class ExtendIn(Strict):
+    ttl_s: int = Field(ge=1, le=30 * 24 * 3600)
+
+
+class ReleaseIn(Strict):
+    reason: Literal["cancelled", "expired", "payment_failed", "order_cancelled"] = "cancelled"
+
+
+FIELDS_OF_KIND = {"receive": ("location_id", "sku_id", "qty"), "sale": ("location_id", "sku_id", "qty"),
+                  "return_to_stock": ("location_id", "sku_id", "qty"),
+                  "adjust": ("location_id", "sku_id", "delta", "reason"),
+                  "count": ("location_id", "sku_id", "counted"),
+                  "transfer_out": ("location_id", "sku_id", "qty", "to_location_id"),
+                  "transfer_in": ("transfer_id",)}
+
+
+class MovementIn(Strict):
+    kind: Literal[MOVEMENT_KINDS]  # type: ignore[valid-type]
+    key: str = Field(min_length=1, max_length=200)
+    location_id: str | None = Field(None, pattern=LOCATION_ID)
+    sku_id: str | None = Field(None, pattern=SKU_ID)
+    qty: int | None = Field(None, ge=1, le=1_000_000, strict=True)
+    delta: int | None = Field(None, ge=-1_000_000, le=1_000_000, strict=True)
+    counted: int | None = Field(None, ge=0, le=1_000_000, strict=True)
+    reason: str | None = Field(None, min_length=1, max_length=500)
+    to_location_id: str | None = Field(None, pattern=LOCATION_ID)
+    transfer_id: str | None = Field(None, pattern=r"^trf_[a-f0-9]{1,40}$")
+    reference: str | None = Field(None, max_length=200)
+
+    @model_validator(mode="after")
+    def fields_of_kind(self):
+        missing = [name for name in FIELDS_OF_KIND[self.kind] if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"a {self.kind} movement needs {', '.join(missing)}")
+        if self.kind == "adjust" and self.delta == 0:
+            raise ValueError("an adjustment needs a non-zero delta")
+        return self
+
+
+class PageQuery(Strict):
+    cursor: str | None = CURSOR
+    limit: int = Field(50, ge=1, le=200)
+
+
+class LocationQuery(PageQuery):
+    kind: Literal["store", "warehouse"] | None = None
+
+
+class AvailabilityQuery(Strict):
+    sku: str = Field(pattern=SKU_ID)
+    lat: float = Field(ge=-90, le=90)
+    lng: float = Field(ge=-180, le=180)
+    mode: Literal["pickup", "ship", "in_store"] = "pickup"
+    limit: int = Field(10, ge=1, le=50)
+
+
+class LevelQuery(PageQuery):
+    location_id: str | None = Field(None, pattern=LOCATION_ID)
+    sku_id: str | None = Field(None, pattern=SKU_ID)
+
+
+class LevelSettings(Strict):
+    reorder_point: int = Field(ge=0, le=1_000_000, strict=True)
+
+
+# --- responses -------------------------------------------------------------------------------
 
 
 class CapabilitiesOut(BaseModel):

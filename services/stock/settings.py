@@ -1,3 +1,4 @@
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from libs.settings import ServiceSettings
@@ -8,17 +9,17 @@ class StockSettings(ServiceSettings):
 
     service_name: str = "stock"
     port: int = 8082
-    # How long a reservation holds stock unless the caller asks otherwise (an unpaid order then lets go).
-    reservation_ttl_s: int = 900
-    reservation_max_ttl_s: int = 30 * 24 * 3600  # a paid pickup order may wait days for collection
+    reservation_ttl_s: int = Field(900, description="how long a reservation holds stock unless the caller asks "
+                                                    "otherwise (an unpaid order then lets go)")
+    reservation_max_ttl_s: int = Field(30 * 24 * 3600, description="a paid pickup order may wait days for "
+                                                                   "collection")
     sweeper_interval_s: float = 5.0
     sweeper_batch: int = 200
-    # A ship order is split over at most this many locations.
-    max_splits: int = 3
-    # Reorder point of a level that has none of its own (stock.level_low fires when available drops below).
-    default_reorder_point: int = 2
-    # Daily ship capacity counts per local calendar day of the stores (China Standard Time by default).
-    capacity_day_utc_offset_h: int = 8
+    max_splits: int = Field(3, description="a ship order is split over at most this many locations")
+    default_reorder_point: int = Field(2, description="reorder point of a level that has none of its own "
+                                                      "(stock.level_low fires when available drops below)")
+    capacity_day_utc_offset_h: int = Field(8, description="daily ship capacity counts per local calendar day of "
+                                                          "the stores (China Standard Time by default)")
     availability_limit: int = 10
-    # How long this process trusts "exhausted everywhere" for a SKU before reading levels again (flash sales).
-    sold_out_memo_ttl_s: float = 1.0
+    sold_out_memo_ttl_s: float = Field(1.0, description="how long this process trusts 'exhausted everywhere' for "
+                                                        "a SKU before reading levels again (flash sales)")

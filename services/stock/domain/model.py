@@ -5,18 +5,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from libs.refusal import CONFLICT, INVALID, Refusal
+
 RESERVED, COMMITTED, RELEASED = "reserved", "committed", "released"
 MOVEMENT_KINDS = ("receive", "sale", "adjust", "count", "transfer_out", "transfer_in", "return_to_stock")
 
 
-class StockError(Exception):
-    """A business rule refused the request; `code` becomes the problem type."""
+class StockError(Refusal):
+    """A stock rule refused the request; `code` becomes the problem type, the kind says how it is answered."""
 
-    def __init__(self, code: str, detail: str, status: int = 409) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
-        self.status = status
+    default_kind = CONFLICT
 
 
 # --- reservations ----------------------------------------------------------------------------
@@ -77,23 +75,23 @@ def plan_movement(kind: str, *, qty: int | None = None, delta: int | None = None
         return LevelChange(on_hand=-_positive(qty))
     if kind == "adjust":
         if not delta:
-            raise StockError("invalid-movement", "an adjustment needs a non-zero delta", status=422)
+            raise StockError("invalid-movement", "an adjustment needs a non-zero delta", kind=INVALID)
         return LevelChange(on_hand=delta)
     if kind == "count":
         if counted is None or counted < 0:
-            raise StockError("invalid-movement", "a count needs counted >= 0", status=422)
+            raise StockError("invalid-movement", "a count needs counted >= 0", kind=INVALID)
         if counted < reserved:
             # Reserved units are promised to orders; the store must resolve them before the count lands,
             # otherwise available would go negative.
             raise StockError("count-below-reserved",
                              f"counted {counted} is below the {reserved} units reserved for orders")
         return LevelChange(on_hand=counted - on_hand, variance=counted - on_hand)
-    raise StockError("invalid-movement", f"unknown movement kind {kind!r}", status=422)
+    raise StockError("invalid-movement", f"unknown movement kind {kind!r}", kind=INVALID)
 
 
 def _positive(qty: int | None) -> int:
     if qty is None or qty <= 0:
-        raise StockError("invalid-movement", "qty must be a positive integer", status=422)
+        raise StockError("invalid-movement", "qty must be a positive integer", kind=INVALID)
     return qty
 
 

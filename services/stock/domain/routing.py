@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from itertools import combinations
+from typing import NamedTuple
 
 MODES = ("ship", "pickup", "in_store")
 EARTH_RADIUS_M = 6_371_000
@@ -22,8 +23,8 @@ EARTH_RADIUS_M = 6_371_000
 SPLIT_SEARCH_WIDTH = 10
 
 
-@dataclass(frozen=True)
-class Point:
+class Point(NamedTuple):
+    """A place on the map, in degrees."""
     lat: float
     lng: float
 
@@ -47,6 +48,7 @@ class Site:
 
 @dataclass(frozen=True)
 class Line:
+    """One line of an order: so many units of one SKU."""
     sku_id: str
     qty: int
 

@@ -104,8 +104,7 @@ async def test_malformed_json_and_wrong_types_are_4xx_problems(seeded):
 
 async def test_internal_routes_need_a_service_token_and_admin_writes_need_a_role(seeded, token_mint):
     api, loc = seeded
-    customer = {"Authorization": "Bearer " + token_mint.token(api.settings,
-                                                             "mbr_1", ["customer"], member_id="mbr_1")}
+    customer = token_mint.member("mbr_1")
     status, body = await api.reserve(reservation(loc), headers={})
     assert status == 401 and body["type"].endswith("/unauthorized")
     status, body = await api.reserve(reservation(loc), headers=customer)

@@ -2,7 +2,7 @@
 import uuid
 from datetime import UTC, datetime
 
-from libs.testing import eventually
+from tests.support import eventually
 
 SKU = "sku_cancel_tee"
 

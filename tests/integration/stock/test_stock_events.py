@@ -2,7 +2,7 @@
 consumers need (allocations carry ownership and franchisee for settlement)."""
 import uuid
 
-from libs.testing import eventually
+from tests.support import eventually
 from services.stock.events import ReservationRejected, StockCommitted, StockReleased, StockReserved
 
 SKU = "sku_event_tee"

@@ -128,7 +128,7 @@ async def test_level_low_is_published_when_available_drops_under_the_reorder_poi
     await stock_api.stock_up(loc, SKU, 4)  # default reorder point is 2
     await stock_api.move({"kind": "sale", "key": key(), "location_id": loc, "sku_id": SKU, "qty": 3})
     await stock_api.move({"kind": "sale", "key": key(), "location_id": loc, "sku_id": SKU, "qty": 1})
-    from libs.testing import eventually
+    from tests.support import eventually
     low = await eventually(lambda: event_tap.of("stock.level_low", location_id=loc))
     assert low[0]["data"] == {"location_id": loc, "sku_id": SKU, "available": 1, "on_hand": 1, "reorder_point": 2}
     assert low[0]["source"] == "stock" and low[0]["subject"] == f"{loc}:{SKU}"
@@ -145,6 +145,6 @@ async def test_a_manager_sets_the_reorder_point_of_their_store_and_low_stock_fol
     assert (await stock_api.call("PUT", f"/stock/levels/{loc}/{SKU}", manager, json={"reorder_point": -1}))[0] == 422
     assert (await stock_api.call("PUT", f"/stock/levels/{loc}/bogus", manager, json={"reorder_point": 1}))[0] == 422
     await stock_api.move({"kind": "sale", "key": key(), "location_id": loc, "sku_id": SKU, "qty": 5})
-    from libs.testing import eventually
+    from tests.support import eventually
     low = await eventually(lambda: event_tap.of("stock.level_low", location_id=loc))
     assert low[0]["data"]["available"] == 5 and low[0]["data"]["reorder_point"] == 6

@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from libs.testing import eventually
+from tests.support import eventually
 
 CUSTOMER = {"lat": 31.2300, "lng": 121.4500}
 SKU = "sku_flash_tee"

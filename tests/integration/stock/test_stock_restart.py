@@ -4,8 +4,7 @@ import uuid
 
 import aiohttp
 
-from libs.auth import VERIFIER
-from libs.testing import eventually, running_app, settings_for
+from tests.support import eventually, serve, settings_for
 from services.stock.app import create_app
 from services.stock.settings import StockSettings
 
@@ -18,17 +17,14 @@ async def test_restart_keeps_reservations_and_stock_and_the_new_instance_sweeps(
     def instance(**overrides):
         settings = settings_for(StockSettings, mongo_url, bus_namespace, mongo_db_prefix=prefix, demo_data=True,
                                 **overrides)
-        app = create_app(settings)
-        app[VERIFIER].load_jwks(token_mint.jwks)
-        service = {"Authorization": "Bearer " + token_mint.token(settings, "svc:orders", ["service"])}
-        admin = {"Authorization": "Bearer " + token_mint.token(settings, "stf_hq", ["hq_admin"])}
-        return settings, app, service, admin
+        return serve(create_app, settings, token_mint.jwks)
+
+    service, admin = token_mint.service("orders"), token_mint.admin("stf_hq")
 
     order = f"ord_{uuid.uuid4().hex[:10]}"
     async with aiohttp.ClientSession() as http:
         # First instance: its sweeper is too slow to act before it stops.
-        settings, app, service, admin = instance(sweeper_interval_s=3600)
-        async with running_app(app, settings.port) as base:
+        async with instance(sweeper_interval_s=3600) as (_, base):
             async with http.post(base + "/stock/movements", headers=admin, json={
                     "kind": "receive", "key": f"k-{order}", "location_id": "loc_sh_jingan", "sku_id": SKU,
                     "qty": 4}) as response:
@@ -40,8 +36,7 @@ async def test_restart_keeps_reservations_and_stock_and_the_new_instance_sweeps(
 
         # Second instance on the same database: demo reload must not reset the level, and its sweeper
         # releases what the first one left held.
-        settings, app, service, admin = instance(sweeper_interval_s=0.2)
-        async with running_app(app, settings.port) as base:
+        async with instance(sweeper_interval_s=0.2) as (_, base):
             async def released():
                 async with http.get(f"{base}/stock/internal/reservations/{order}", headers=service) as response:
                     return (await response.json())["status"] == "released"
@@ -53,8 +48,8 @@ async def test_restart_keeps_reservations_and_stock_and_the_new_instance_sweeps(
             assert (level["on_hand"], level["reserved"], level["available"]) == (10, 0, 10)
 
             # A franchisee reads the levels of the stores it runs, and nothing else.
-            franchisee = {"Authorization": "Bearer " + token_mint.token(settings, "frn_dongfang", ["franchisee"],
-                                                                       franchisee_id="frn_dongfang")}
+            franchisee = token_mint.bearer(token_mint.token("frn_dongfang", ["franchisee"],
+                                                            franchisee_id="frn_dongfang"))
             async with http.get(f"{base}/stock/levels?limit=200", headers=franchisee) as response:
                 assert response.status == 200
                 stores = {item["location_id"] for item in (await response.json())["items"]}

@@ -2,15 +2,20 @@
 import pytest
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
+from libs.http import problem_of_refusal
 from libs.mongo import ConcurrencyConflict
-from libs.problems import Problem
-from services.stock.handlers import transaction_replaying_duplicates
+from libs.refusal import UNAVAILABLE, Refusal
+from services.stock.usecases.core import transaction_replaying_duplicates
 
 
 class FakeMongo:
     def __init__(self, *outcomes) -> None:
         self.outcomes = list(outcomes)
         self.calls = 0
+
+    @staticmethod
+    def current_session():
+        return None  # no unit of work in progress: this call owns it
 
     async def transaction(self, unit):
         self.calls += 1
@@ -30,9 +35,11 @@ async def test_a_duplicate_key_race_is_answered_by_running_the_unit_again():
                                    OperationFailure("write conflict", 112,
                                                     {"errorLabels": ["TransientTransactionError"]})])
 async def test_exhausted_retries_are_a_503_with_retry_after(error):
-    with pytest.raises(Problem) as answer:
+    with pytest.raises(Refusal) as answer:
         await transaction_replaying_duplicates(FakeMongo(error), None)
-    assert answer.value.status == 503 and answer.value.headers["Retry-After"] == "1"
+    assert answer.value.kind == UNAVAILABLE and answer.value.code == "contention"
+    problem = problem_of_refusal(answer.value)
+    assert problem.status == 503 and problem.headers["Retry-After"] == "1"
 
 
 async def test_other_database_errors_are_not_disguised():

@@ -1,6 +1,8 @@
 """Reservation state machine and movement rules on the pure core."""
 import pytest
 
+from libs.refusal import CONFLICT, INVALID, Refusal
+
 from services.stock.domain.model import (COMMITTED, RELEASED, RESERVED, StockError, check_extendable,
                                          commit_outcome, crossed_below, plan_movement, release_outcome)
 
@@ -10,7 +12,8 @@ def test_commit_is_idempotent_and_refused_after_release():
     assert commit_outcome(COMMITTED) is False
     with pytest.raises(StockError) as refused:
         commit_outcome(RELEASED)
-    assert refused.value.code == "reservation-released" and refused.value.status == 409
+    assert refused.value.code == "reservation-released" and refused.value.kind == CONFLICT
+    assert isinstance(refused.value, Refusal)
 
 
 def test_release_is_idempotent_and_refused_after_commit():
@@ -48,7 +51,7 @@ def test_count_sets_on_hand_and_records_the_variance_but_never_below_reserved():
 def test_invalid_movements_are_client_errors(kwargs):
     with pytest.raises(StockError) as refused:
         plan_movement(**kwargs)
-    assert refused.value.status == 422
+    assert refused.value.kind == INVALID and refused.value.code == "invalid-movement"
 
 
 def test_level_low_fires_once_when_crossing_the_reorder_point():
