@@ -1,4 +1,4 @@
-"""Bus entrypoints: thin handlers run inside the inbox transaction."""
+"""Bus entrypoints of catalog: each calls one use case (it joins the bus's inbox transaction)."""
 from __future__ import annotations
 
 from functools import partial
@@ -6,14 +6,12 @@ from functools import partial
 from aiohttp import web
 
 from libs.bus import Bus, Envelope
-from libs.service import MONGO
+from services.catalog.usecases import SALES
 
 
-async def on_order_placed(app: web.Application, envelope: Envelope, session) -> None:
-    """Count units ordered per product (popularity for listing)."""
-    for line in envelope.data.get("lines", []):
-        await app[MONGO].db["sku_sales"].update_one({"_id": line["sku_id"]}, {"$inc": {"units": line["qty"]}},
-                                                    upsert=True, session=session)
+async def on_order_placed(app: web.Application, envelope: Envelope, _session) -> None:
+    """Count units ordered per SKU (popularity for listing)."""
+    await app[SALES].count_order(envelope.data.get("lines", []))
 
 
 def subscribe(app: web.Application, bus: Bus) -> None:

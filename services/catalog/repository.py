@@ -1,4 +1,4 @@
-"""Mongo repository of the product aggregate (a product and its SKUs) and of prices."""
+"""Mongo repositories of catalog: products (with their SKUs), prices, categories, units sold."""
 from __future__ import annotations
 
 import re
@@ -37,6 +37,13 @@ class ProductRepository:
     async def save(self, doc: dict, session) -> dict:
         return await replace_versioned(self.collection, doc, session)
 
+    async def many(self, product_ids: list[str]) -> list[dict]:
+        return await self.collection.find({"_id": {"$in": product_ids}}).to_list()
+
+    async def add_if_missing(self, doc: dict, session) -> None:
+        """Insert once (demo data): a product that exists already keeps what HQ changed since."""
+        await _insert_if_missing(self.collection, doc, session)
+
     async def page(self, *, statuses: list[str], category: str | None, text: str | None, after: str | None,
                    limit: int) -> list[dict]:
         query: dict[str, Any] = {"status": {"$in": statuses}}
@@ -73,6 +80,9 @@ class ProductRepository:
     async def save_sku(self, doc: dict, session) -> dict:
         return await replace_versioned(self.skus, doc, session)
 
+    async def add_sku_if_missing(self, doc: dict, session) -> None:
+        await _insert_if_missing(self.skus, doc, session)
+
 
 class PriceRepository:
     """Scheduled price changes and the price history (one document per change)."""
@@ -87,6 +97,9 @@ class PriceRepository:
     async def due(self, now_ms: int, limit: int = 200) -> list[dict]:
         return await self.schedules.find({"status": "pending", "effective_at_ms": {"$lte": now_ms}}) \
             .sort("effective_at_ms", ASCENDING).limit(limit).to_list()
+
+    async def schedule(self, schedule_id: str, session=None) -> dict | None:
+        return await self.schedules.find_one({"_id": schedule_id}, session=session)
 
     async def add_schedule(self, doc: dict, session) -> None:
         await insert_versioned(self.schedules, doc, session)
@@ -114,6 +127,23 @@ class CategoryRepository:
     async def get(self, category_id: str, session=None) -> dict | None:
         return await self.collection.find_one({"_id": category_id}, session=session)
 
+    async def add(self, doc: dict, session) -> None:
+        await self.collection.insert_one(doc, session=session)
+
     async def add_if_missing(self, doc: dict, session) -> None:
-        await self.collection.update_one({"_id": doc["_id"]}, {"$setOnInsert": {"name": doc["name"]}}, upsert=True,
-                                         session=session)
+        await _insert_if_missing(self.collection, doc, session)
+
+
+class SalesRepository:
+    """Units ordered per SKU (popularity), counted from order events."""
+
+    def __init__(self, mongo: Mongo) -> None:
+        self.collection = mongo.db["sku_sales"]
+
+    async def add_units(self, sku_id: str, units: int, session) -> None:
+        await self.collection.update_one({"_id": sku_id}, {"$inc": {"units": units}}, upsert=True, session=session)
+
+
+async def _insert_if_missing(collection, doc: dict, session) -> None:
+    fields = {k: v for k, v in doc.items() if k != "_id"}
+    await collection.update_one({"_id": doc["_id"]}, {"$setOnInsert": fields}, upsert=True, session=session)

@@ -1,24 +1,41 @@
 """Catalog domain core: pure rules, no I/O (statuses, one price with bounded channel prices, schedules)."""
 from __future__ import annotations
 
+from libs.clock import now_ms
+from libs.ids import new_id
+from libs.refusal import CONFLICT, INVALID, NOT_FOUND, Refusal
+
 CHANNELS = ("app", "mini_program", "marketplace", "store")
 STATUSES = ("draft", "active", "archived")
 TRANSITIONS = {"draft": {"active", "archived"}, "active": {"archived"}, "archived": set()}
 MAX_PRICE_FEN = 100_000_000  # 1,000,000 yuan: anything above is a typo, not a product
 
 
-class CatalogError(Exception):
-    def __init__(self, code: str, detail: str, status: int = 422, **extensions) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
-        self.status = status
-        self.extensions = extensions
+class CatalogError(Refusal):
+    """A catalogue rule said no. Most are about what was asked (invalid); the kind says which they are."""
+
+    default_kind = INVALID
+
+
+def missing(what: str) -> CatalogError:
+    return CatalogError("not-found", f"{what} not found", kind=NOT_FOUND)
+
+
+def is_visible(product_status: str, staff: bool) -> bool:
+    """Shoppers never see drafts; HQ (and services) see everything."""
+    return staff or product_status != "draft"
+
+
+def visible_statuses(requested: str | None, staff: bool) -> list[str]:
+    """The statuses a listing may show: shoppers see what is on sale, HQ may filter any status."""
+    if staff:
+        return [requested] if requested else list(STATUSES)
+    return ["active"] if requested in (None, "active") else []
 
 
 def check_status_change(current: str, target: str) -> None:
     if target not in TRANSITIONS.get(current, set()):
-        raise CatalogError("illegal-transition", f"a {current} product cannot become {target}", status=409)
+        raise CatalogError("illegal-transition", f"a {current} product cannot become {target}", kind=CONFLICT)
 
 
 def is_sellable(product_status: str) -> bool:
@@ -92,3 +109,17 @@ def check_unique_barcodes(barcodes: list[str]) -> None:
     duplicates = sorted({b for b in barcodes if b in seen or seen.add(b)})
     if duplicates:
         raise CatalogError("duplicate-barcode", f"barcodes repeated in the request: {', '.join(duplicates)}")
+
+
+def history_entry(sku: dict, before: dict | None, after: dict, effective_at_ms: int, actor: str, how: str,
+                  schedule_id: str | None = None) -> dict:
+    """One line of a SKU's price history: what the price was, what it became, when, by whom and how."""
+    return {"_id": new_id("prh"), "sku_id": sku["_id"], "product_id": sku.get("product_id"), "before": before,
+            "after": after, "effective_at_ms": effective_at_ms, "recorded_at_ms": now_ms(), "actor": actor,
+            "how": how, "schedule_id": schedule_id}
+
+
+def new_schedule(sku: dict, change: dict, effective_at_ms: int, actor: str) -> dict:
+    """A price change waiting for its time."""
+    return {"_id": new_id("psc"), "sku_id": sku["_id"], "product_id": sku["product_id"], "change": change,
+            "effective_at_ms": effective_at_ms, "status": "pending", "actor": actor, "created_at_ms": now_ms()}

@@ -64,10 +64,11 @@ async def test_malformed_requests_everywhere_are_4xx_problems(catalog_api):
         ("POST", "/catalog/internal/quote", None, {"json": {"channel": "app", "sku_ids": [SKU]}}, 401),
     ]
     for method, path, headers, kw, expected in cases:
-        status, body, response_headers = await api.call(method, path, headers, **kw)
+        reply = await api.call(method, path, headers=headers, **kw)
+        status, body = reply
         assert status == expected, (method, path, kw, status, body)
-        assert response_headers["Content-Type"].startswith("application/problem+json"), path
+        assert reply.headers["Content-Type"].startswith("application/problem+json"), path
         assert body["status"] == expected and body["title"] and body["detail"]
-    status, product, _ = await api.call("GET", "/catalog/products/prd_tee_classic")
+    status, product = await api.get("/catalog/products/prd_tee_classic")
     assert product["category"] == "tees" and product["status"] == "active"
-    assert (await api.call("GET", f"/catalog/skus/{SKU}"))[1]["price"]["base"] == 9900
+    assert (await api.get(f"/catalog/skus/{SKU}")).body["price"]["base"] == 9900

@@ -3,7 +3,8 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 
-from libs.testing import eventually
+from services.catalog.events import PriceChanged, ProductPublished
+from tests.support import EventTap, eventually, publish_raw
 
 
 async def test_product_lifecycle_draft_active_archived_and_only_active_sells(catalog_api, product_body):
@@ -14,12 +15,11 @@ async def test_product_lifecycle_draft_active_archived_and_only_active_sells(cat
     assert sku["price"] == {"base": 10000, "channels": {"app": 9500}}
 
     # A draft is invisible to shoppers and does not sell.
-    assert (await catalog_api.call("GET", f"/catalog/products/{product['id']}"))[0] == 404
+    assert (await catalog_api.get(f"/catalog/products/{product['id']}")).status == 404
     status, body = await catalog_api.quote("app", [sku["id"]])
     assert status == 422 and body["type"].endswith("/sku-not-sellable") and body["sku_ids"] == [sku["id"]]
 
-    status, body, _ = await catalog_api.call("POST", f"/catalog/products/{product['id']}/status", catalog_api.admin,
-                                             json={"status": "active"})
+    status, body = await catalog_api.hq.post(f"/catalog/products/{product['id']}/status", {"status": "active"})
     assert status == 200 and body["status"] == "active"
     status, body = await catalog_api.quote("app", [sku["id"]])
     assert status == 200 and body["items"][0]["unit_price"] == 9500
@@ -27,13 +27,11 @@ async def test_product_lifecycle_draft_active_archived_and_only_active_sells(cat
     assert [p["envelope"]["data"]["sku_ids"] for p in published if p["envelope"]["subject"] == product["id"]] == [
         [sku["id"]]]
 
-    status, body, _ = await catalog_api.call("POST", f"/catalog/products/{product['id']}/status", catalog_api.admin,
-                                             json={"status": "archived"})
+    status, body = await catalog_api.hq.post(f"/catalog/products/{product['id']}/status", {"status": "archived"})
     assert status == 200
-    status, body, _ = await catalog_api.call("POST", f"/catalog/products/{product['id']}/status", catalog_api.admin,
-                                             json={"status": "active"})
+    status, body = await catalog_api.hq.post(f"/catalog/products/{product['id']}/status", {"status": "active"})
     assert status == 409 and body["type"].endswith("/illegal-transition")
-    assert (await catalog_api.quote("app", [sku["id"]]))[0] == 422
+    assert (await catalog_api.quote("app", [sku["id"]])).status == 422
 
 
 async def test_quote_contract_channel_price_else_base_and_unknown_skus_named(catalog_api):
@@ -48,20 +46,20 @@ async def test_quote_contract_channel_price_else_base_and_unknown_skus_named(cat
     assert second["unit_price"] == 9900  # no app price of its own: the base
     status, body = await catalog_api.quote("store", ["sku_tee_classic_whi_s", "sku_nope"])
     assert status == 422 and body["sku_ids"] == ["sku_nope"]
-    status, body, _ = await catalog_api.call("POST", "/catalog/internal/quote", catalog_api.admin,
-                                             json={"channel": "app", "sku_ids": ["sku_tee_classic_whi_s"]})
+    status, body = await catalog_api.hq.post("/catalog/internal/quote",
+                                             {"channel": "app", "sku_ids": ["sku_tee_classic_whi_s"]})
     assert status == 403
 
 
 async def test_scan_in_store_finds_the_sku_its_product_and_price_by_code(catalog_api):
-    status, body, _ = await catalog_api.call("GET", "/catalog/skus/by-code/6900000001001")
+    status, body = await catalog_api.get("/catalog/skus/by-code/6900000001001")
     assert status == 200
     assert body["id"] == "sku_tee_classic_whi_s" and body["sellable"] is True
     assert body["price"] == {"base": 9900, "channels": {"app": 9500, "mini_program": 9500, "marketplace": 9900,
                                                         "store": 9900}}
     assert body["product"]["name"] == "Classic Cotton Tee" and "cost_price" not in body
-    status, body, headers = await catalog_api.call("GET", "/catalog/skus/by-code/0000000000000")
-    assert status == 404 and headers["Content-Type"].startswith("application/problem+json")
+    reply = await catalog_api.get("/catalog/skus/by-code/0000000000000")
+    assert reply.status == 404 and reply.headers["Content-Type"].startswith("application/problem+json")
 
 
 async def test_listing_filters_by_category_status_and_text_with_cursor_pagination(catalog_api, product_body):
@@ -69,22 +67,22 @@ async def test_listing_filters_by_category_status_and_text_with_cursor_paginatio
     seen, cursor = [], None
     while True:
         path = "/catalog/products?category=jeans&limit=1" + (f"&cursor={cursor}" if cursor else "")
-        status, page, _ = await catalog_api.call("GET", path)
+        status, page = await catalog_api.get(path)
         assert status == 200 and len(page["items"]) <= 1
         seen += [p["id"] for p in page["items"]]
         cursor = page["next_cursor"]
         if not cursor:
             break
     assert seen == ["prd_jeans_slim", "prd_jeans_wide"]  # the draft is not for shoppers
-    _, page, _ = await catalog_api.call("GET", "/catalog/products?category=jeans&status=draft", catalog_api.admin)
+    _, page = await catalog_api.hq.get("/catalog/products?category=jeans&status=draft")
     assert [p["id"] for p in page["items"]] == [draft["id"]]
-    _, page, _ = await catalog_api.call("GET", "/catalog/products?category=jeans&status=draft")
+    _, page = await catalog_api.get("/catalog/products?category=jeans&status=draft")
     assert page == {"items": [], "next_cursor": None}
-    _, page, _ = await catalog_api.call("GET", "/catalog/products?q=COTTON")
+    _, page = await catalog_api.get("/catalog/products?q=COTTON")
     assert [p["id"] for p in page["items"]] == ["prd_tee_classic"]
-    _, page, _ = await catalog_api.call("GET", "/catalog/products?q=.*")
+    _, page = await catalog_api.get("/catalog/products?q=.*")
     assert page["items"] == []  # text is matched literally, never as a pattern
-    _, page, _ = await catalog_api.call("GET", "/catalog/products?limit=100")
+    _, page = await catalog_api.get("/catalog/products?limit=100")
     product = next(p for p in page["items"] if p["id"] == "prd_tee_classic")
     assert set(product) >= {"id", "name", "category", "status", "skus"} and len(product["skus"]) == 6
     assert set(product["skus"][0]) >= {"id", "barcode", "attributes", "price"}
@@ -112,31 +110,20 @@ async def test_admin_writes_need_the_hq_role(catalog_api, product_body):
     for headers, expected in (({}, 401), (catalog_api.customer, 403), (staff, 403)):
         status, body = await catalog_api.create(product_body(), headers)
         assert status == expected and body["status"] == expected
-        status, body, _ = await catalog_api.call("POST", "/catalog/skus/sku_tee_classic_whi_s/price", headers,
-                                                 json={"base": 9900})
+        status, body = await catalog_api.post("/catalog/skus/sku_tee_classic_whi_s/price", {"base": 9900},
+                                              headers=headers)
         assert status == expected
     assert await catalog_api.db["products"].count_documents({"brand": "LOOP", "name": {"$regex": "Hoodie"}}) == 0
 
 
 async def test_units_sold_are_counted_once_per_order_event_despite_redelivery(catalog_api):
-    import aio_pika
-    from libs.bus import Names
-    from libs.testing import AMQP_URL
     order_id = f"ord_{uuid.uuid4().hex[:8]}"
     envelope = {"id": str(uuid.uuid4()), "type": "orders.order.placed", "version": 1, "source": "orders",
                 "occurred_at": datetime.now(UTC).isoformat(), "subject": order_id, "correlation_id": None,
                 "causation_id": None, "data": {"order_id": order_id,
                                                "lines": [{"sku_id": "sku_tee_limited_bla_m", "qty": 2}]}}
-    import json
-    connection = await aio_pika.connect(AMQP_URL)
-    try:
-        channel = await connection.channel()
-        exchange = await channel.declare_exchange(Names(catalog_api.settings.bus_namespace).exchange,
-                                                  aio_pika.ExchangeType.TOPIC, durable=True)
-        for _ in range(3):
-            await exchange.publish(aio_pika.Message(json.dumps(envelope).encode()), routing_key=envelope["type"])
-    finally:
-        await connection.close()
+    for _ in range(3):
+        await publish_raw(catalog_api.settings.bus_namespace, envelope)
 
     async def counted():
         return await catalog_api.db["inbox"].count_documents({"_id": envelope["id"]}) == 1 and \
@@ -147,42 +134,17 @@ async def test_units_sold_are_counted_once_per_order_event_despite_redelivery(ca
 
 
 async def test_publishing_and_price_changes_reach_the_broker(catalog_api, product_body):
-    import json
-
-    import aio_pika
-    from libs.bus import Names
-    from libs.testing import AMQP_URL
-    from services.catalog.events import PriceChanged, ProductPublished
-
-    seen: list[dict] = []
-    connection = await aio_pika.connect(AMQP_URL)
-    try:
-        channel = await connection.channel()
-        exchange = await channel.declare_exchange(Names(catalog_api.settings.bus_namespace).exchange,
-                                                  aio_pika.ExchangeType.TOPIC, durable=True)
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        await queue.bind(exchange, routing_key="catalog.#")
-
-        async def collect(message):
-            async with message.process():
-                seen.append(json.loads(message.body))
-
-        await queue.consume(collect)
+    async with EventTap(catalog_api.settings.bus_namespace, "catalog.#") as tap:
         status, product = await catalog_api.create(product_body())
         assert status == 201
         sku_id = product["skus"][0]["id"]
-        status, _, _ = await catalog_api.call("POST", f"/catalog/skus/{sku_id}/price", catalog_api.admin,
-                                              json={"base": 9800})
+        status, _ = await catalog_api.hq.post(f"/catalog/skus/{sku_id}/price", {"base": 9800})
         assert status == 200
-
-        def of(event_type):
-            return [e for e in seen if e["type"] == event_type and e["subject"] in (product["id"], sku_id)]
-
-        await eventually(lambda: of("catalog.product.published") and of("catalog.price.changed"))
-    finally:
-        await connection.close()
-    published = ProductPublished.model_validate(of("catalog.product.published")[0]["data"])
-    assert published.sku_ids == [sku_id] and published.category == "tees"
-    changed = PriceChanged.model_validate(of("catalog.price.changed")[0]["data"])
-    assert (changed.previous_base, changed.base, changed.channels) == (10000, 9800, {"app": 9500})
-    assert of("catalog.price.changed")[0]["source"] == "catalog"
+        published = (await tap.wait_for("catalog.product.published", product_id=product["id"]))[0]
+        changed = (await tap.wait_for("catalog.price.changed", sku_id=sku_id))[0]
+    assert published["subject"] == product["id"] and changed["subject"] == sku_id
+    published_data = ProductPublished.model_validate(published["data"])
+    assert published_data.sku_ids == [sku_id] and published_data.category == "tees"
+    changed_data = PriceChanged.model_validate(changed["data"])
+    assert (changed_data.previous_base, changed_data.base, changed_data.channels) == (10000, 9800, {"app": 9500})
+    assert changed["source"] == "catalog"

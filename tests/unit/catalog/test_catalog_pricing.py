@@ -1,6 +1,7 @@
 """Catalog's pure core: the price band, whole-price checks, scheduled changes, status transitions."""
 import pytest
 
+from libs.refusal import CONFLICT, INVALID
 from services.catalog.domain.model import (CatalogError, apply_price_change, check_channel_price, check_price,
                                            check_status_change, check_unique_barcodes, price_band, price_in_force,
                                            unit_price)
@@ -14,7 +15,7 @@ def test_band_bounds_are_inclusive_and_rounded_inward():
     for outside in (9404, 10396):
         with pytest.raises(CatalogError) as refused:
             check_channel_price(9900, outside, 5)
-        assert refused.value.code == "price-out-of-band" and refused.value.status == 422
+        assert refused.value.code == "price-out-of-band" and refused.value.kind == INVALID
 
 
 def test_a_whole_price_needs_a_positive_integer_base_and_known_channels():
@@ -62,7 +63,7 @@ def test_status_moves_forward_only():
     for current, target in (("archived", "active"), ("active", "draft"), ("archived", "draft")):
         with pytest.raises(CatalogError) as refused:
             check_status_change(current, target)
-        assert refused.value.status == 409
+        assert refused.value.kind == CONFLICT
 
 
 def test_repeated_barcodes_in_one_request_are_refused():
