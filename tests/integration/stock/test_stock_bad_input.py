@@ -115,3 +115,23 @@ async def test_internal_routes_need_a_service_token_and_admin_writes_need_a_role
                                   headers=customer)
     assert status == 403
     assert (await api.level(loc, SKU))["on_hand"] == 5
+
+
+async def test_a_cursor_only_pages_the_list_that_issued_it(seeded):
+    api, loc = seeded
+    await api.stock_up(loc, "sku_guard_cap", 1)
+    await api.location(id=f"loc_bad2_{uuid.uuid4().hex[:6]}", name="second", lat=31.3, lng=121.5)
+    lists = {"levels": f"/stock/levels?location_id={loc}&limit=1",
+             "movements": f"/stock/movements?location_id={loc}&limit=1", "locations": "/stock/locations?limit=1"}
+    cursors = {}
+    for name, path in lists.items():
+        status, page, _ = await api.call("GET", path, api.admin)
+        assert status == 200 and page["next_cursor"], (name, page)
+        cursors[name] = page["next_cursor"]
+    for name, path in lists.items():
+        status, page, _ = await api.call("GET", f"{path}&cursor={cursors[name]}", api.admin)
+        assert status == 200 and page["items"], (name, page)
+        tampered = cursors[name][:-2] + ("BB" if cursors[name].endswith("AA") else "AA")
+        for cursor in [c for other, c in cursors.items() if other != name] + [tampered]:
+            status, problem, _ = await api.call("GET", f"{path}&cursor={cursor}", api.admin)
+            assert status == 400 and problem["type"].endswith("/bad-cursor"), (name, cursor, problem)

@@ -148,3 +148,30 @@ async def test_a_manager_sets_the_reorder_point_of_their_store_and_low_stock_fol
     from tests.support import eventually
     low = await eventually(lambda: event_tap.of("stock.level_low", location_id=loc))
     assert low[0]["data"]["available"] == 5 and low[0]["data"]["reorder_point"] == 6
+
+
+async def test_an_idempotency_key_replays_the_first_answer_of_a_create(stock_api):
+    import uuid
+    loc_id = f"loc_ik_{uuid.uuid4().hex[:6]}"
+    body = {"id": loc_id, "name": "keyed", "kind": "store", "lat": 31.2, "lng": 121.4,
+            "capabilities": {"pickup": True}}
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    first = await stock_api.call("POST", "/stock/locations", {**stock_api.admin, **key}, json=body)
+    again = await stock_api.call("POST", "/stock/locations", {**stock_api.admin, **key}, json=body)
+    assert first[0] == again[0] == 201 and first[1] == again[1]
+    assert again[2].get("Idempotent-Replayed") == "true"
+    # Without the key, the same id is a conflict.
+    assert (await stock_api.call("POST", "/stock/locations", stock_api.admin, json=body))[0] == 409
+    movement = {"kind": "receive", "key": f"ik-{uuid.uuid4().hex}", "location_id": loc_id, "sku_id": SKU, "qty": 3}
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    first = await stock_api.call("POST", "/stock/movements", {**stock_api.admin, **key}, json=movement)
+    again = await stock_api.call("POST", "/stock/movements", {**stock_api.admin, **key}, json=movement)
+    assert first[0] == again[0] == 201 and first[1] == again[1]
+    assert (await stock_api.level(loc_id, SKU))["on_hand"] == 3
+    order = {"order_id": f"ord_{uuid.uuid4().hex[:8]}", "mode": "pickup", "location_id": loc_id,
+             "lines": [{"sku_id": SKU, "qty": 2}]}
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    first = await stock_api.call("POST", "/stock/internal/reservations", {**stock_api.service, **key}, json=order)
+    again = await stock_api.call("POST", "/stock/internal/reservations", {**stock_api.service, **key}, json=order)
+    assert first[0] == again[0] == 201 and first[1] == again[1]
+    assert (await stock_api.level(loc_id, SKU))["reserved"] == 2
