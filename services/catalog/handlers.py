@@ -4,6 +4,8 @@ Refusals of the use cases (`CatalogError`) are answered as problem+json by the k
 """
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 
 from libs.auth import principal_of, require
@@ -18,6 +20,14 @@ from services.catalog.usecases import CATEGORIES, PRICES, PRODUCTS, QUOTES
 
 routes = web.RouteTableDef()
 TAGS = ["catalog"]
+
+
+async def created_once(request: web.Request, create: Callable[[], Awaitable[dict]]) -> web.Response:
+    """201 with what `create()` made, made once per `Idempotency-Key` (a retry gets the first answer)."""
+    async def answer() -> tuple[int, dict]:
+        return 201, await create()
+
+    return await create_once(request.app[MONGO], request, answer)
 
 
 # --- products --------------------------------------------------------------------------------
@@ -44,11 +54,7 @@ async def get_product(request: web.Request) -> web.Response:
 async def create_product(request: web.Request) -> web.Response:
     principal = require(request, "hq_admin")
     body = await parse_body(request, NewProduct)
-
-    async def create():
-        return 201, await request.app[PRODUCTS].create(body.model_dump(), actor=principal.subject)
-
-    return await create_once(request.app[MONGO], request, create)
+    return await created_once(request, lambda: request.app[PRODUCTS].create(body.model_dump(), principal.subject))
 
 
 @routes.patch("/catalog/products/{product_id}")
@@ -74,12 +80,9 @@ async def change_status(request: web.Request) -> web.Response:
 async def add_sku(request: web.Request) -> web.Response:
     principal = require(request, "hq_admin")
     body = await parse_body(request, NewSku)
-
-    async def create():
-        return 201, await request.app[PRODUCTS].add_sku(request.match_info["product_id"], body.model_dump(),
-                                                        actor=principal.subject)
-
-    return await create_once(request.app[MONGO], request, create)
+    product_id = request.match_info["product_id"]
+    return await created_once(request, lambda: request.app[PRODUCTS].add_sku(product_id, body.model_dump(),
+                                                                              principal.subject))
 
 
 # --- SKUs and prices -------------------------------------------------------------------------
@@ -147,11 +150,7 @@ async def get_category(request: web.Request) -> web.Response:
 async def create_category(request: web.Request) -> web.Response:
     require(request, "hq_admin")
     body = await parse_body(request, NewCategory)
-
-    async def create():
-        return 201, await request.app[CATEGORIES].create(body.id, body.name)
-
-    return await create_once(request.app[MONGO], request, create)
+    return await created_once(request, lambda: request.app[CATEGORIES].create(body.id, body.name))
 
 
 # --- internal (orders calls it with a service token) ------------------------------------------

@@ -21,21 +21,32 @@ INDEXES = [
 ]
 
 
-class ProductRepository:
-    """The product aggregate: the product document plus its SKU documents (written in the same transaction)."""
+class Versioned:
+    """A collection of versioned aggregates: added at version 1, saved with the optimistic version check."""
+
+    name = ""
 
     def __init__(self, mongo: Mongo) -> None:
-        self.collection = mongo.db["products"]
-        self.skus = mongo.db["skus"]
+        self.collection = mongo.db[self.name]
 
-    async def get(self, product_id: str, session=None) -> dict | None:
-        return await self.collection.find_one({"_id": product_id}, session=session)
+    async def get(self, aggregate_id: str, session=None) -> dict | None:
+        return await self.collection.find_one({"_id": aggregate_id}, session=session)
 
     async def add(self, doc: dict, session) -> None:
         await insert_versioned(self.collection, doc, session)
 
     async def save(self, doc: dict, session) -> dict:
         return await replace_versioned(self.collection, doc, session)
+
+
+class ProductRepository(Versioned):
+    """The product aggregate: the product document plus its SKU documents (written in the same transaction)."""
+
+    name = "products"
+
+    def __init__(self, mongo: Mongo) -> None:
+        super().__init__(mongo)
+        self.skus = mongo.db["skus"]
 
     async def many(self, product_ids: list[str]) -> list[dict]:
         return await self.collection.find({"_id": {"$in": product_ids}}).to_list()
@@ -84,37 +95,35 @@ class ProductRepository:
         await _insert_if_missing(self.skus, doc, session)
 
 
-class PriceRepository:
-    """Scheduled price changes and the price history (one document per change)."""
+class ScheduleRepository(Versioned):
+    """Scheduled price changes: pending until applied, rejected (out of band by then) or cancelled."""
 
-    def __init__(self, mongo: Mongo) -> None:
-        self.schedules = mongo.db["price_schedules"]
-        self.history = mongo.db["price_history"]
+    name = "price_schedules"
 
     async def pending_for(self, sku_ids: list[str], session=None) -> list[dict]:
-        return await self.schedules.find({"sku_id": {"$in": sku_ids}, "status": "pending"}, session=session).to_list()
+        return await self.collection.find({"sku_id": {"$in": sku_ids}, "status": "pending"},
+                                          session=session).to_list()
 
     async def due(self, now_ms: int, limit: int = 200) -> list[dict]:
-        return await self.schedules.find({"status": "pending", "effective_at_ms": {"$lte": now_ms}}) \
+        return await self.collection.find({"status": "pending", "effective_at_ms": {"$lte": now_ms}}) \
             .sort("effective_at_ms", ASCENDING).limit(limit).to_list()
 
-    async def schedule(self, schedule_id: str, session=None) -> dict | None:
-        return await self.schedules.find_one({"_id": schedule_id}, session=session)
+    async def of_sku(self, sku_id: str) -> list[dict]:
+        return await self.collection.find({"sku_id": sku_id}).sort("effective_at_ms", ASCENDING).to_list()
 
-    async def add_schedule(self, doc: dict, session) -> None:
-        await insert_versioned(self.schedules, doc, session)
 
-    async def save_schedule(self, doc: dict, session) -> dict:
-        return await replace_versioned(self.schedules, doc, session)
+class PriceHistoryRepository:
+    """Every price a SKU had: one document per change (a growing list never lives inside the SKU)."""
+
+    def __init__(self, mongo: Mongo) -> None:
+        self.collection = mongo.db["price_history"]
 
     async def record(self, entry: dict, session) -> None:
-        await self.history.insert_one(entry, session=session)
+        await self.collection.insert_one(entry, session=session)
 
-    async def history_of(self, sku_id: str, limit: int = 100) -> list[dict]:
-        return await self.history.find({"sku_id": sku_id}).sort("recorded_at_ms", DESCENDING).limit(limit).to_list()
-
-    async def schedules_of(self, sku_id: str) -> list[dict]:
-        return await self.schedules.find({"sku_id": sku_id}).sort("effective_at_ms", ASCENDING).to_list()
+    async def of_sku(self, sku_id: str, limit: int = 100) -> list[dict]:
+        return await self.collection.find({"sku_id": sku_id}).sort("recorded_at_ms", DESCENDING).limit(limit) \
+            .to_list()
 
 
 class CategoryRepository:

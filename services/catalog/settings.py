@@ -1,3 +1,4 @@
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from libs.settings import ServiceSettings
@@ -8,7 +9,7 @@ class CatalogSettings(ServiceSettings):
 
     service_name: str = "catalog"
     port: int = 8081
-    # A channel price may differ from the base price by at most this much (one price everywhere, within a band).
-    channel_price_band_pct: float = 5.0
-    # How often due scheduled price changes are applied (quotes already honour them the moment they are due).
-    price_scheduler_interval_s: float = 5.0
+    channel_price_band_pct: float = Field(5.0, description=(
+        "How far, in %, a channel price may differ from the base price (one price everywhere, within a band)"))
+    price_scheduler_interval_s: float = Field(5.0, description=(
+        "How often due scheduled price changes are applied (quotes already honour them the moment they are due)"))

@@ -14,7 +14,7 @@ from services.catalog import metrics
 from services.catalog.domain import model
 from services.catalog.domain.model import CatalogError
 from services.catalog.events import PriceChanged
-from services.catalog.repository import PriceRepository, ProductRepository
+from services.catalog.repository import PriceHistoryRepository, ProductRepository, ScheduleRepository
 from services.catalog.settings import CatalogSettings
 from services.catalog.usecases.base import UseCase
 from services.catalog.views import history_view, price_view, schedule_view, sku_view
@@ -30,17 +30,18 @@ class PriceChangeAnswer(NamedTuple):
 class Prices(UseCase):
     def __init__(self, mongo: Mongo, outbox: Outbox, settings: CatalogSettings) -> None:
         super().__init__(mongo, outbox, settings)
-        self.prices = PriceRepository(mongo)
+        self.schedules = ScheduleRepository(mongo)
+        self.history = PriceHistoryRepository(mongo)
         self.products = ProductRepository(mongo)
 
     # -- reads ------------------------------------------------------------------------------------
-    async def in_force(self, skus: list[dict], at_ms: int | None = None) -> dict[str, dict]:
-        """The price in force per SKU, honouring scheduled changes already due (before the job writes them)."""
+    async def in_force(self, skus: list[dict]) -> dict[str, dict]:
+        """The price in force now per SKU, honouring scheduled changes already due (before the job writes them)."""
         if not skus:
             return {}
-        at_ms = at_ms or now_ms()
+        at_ms = now_ms()
         by_sku: dict[str, list[dict]] = {}
-        for schedule in await self.prices.pending_for([s["_id"] for s in skus]):
+        for schedule in await self.schedules.pending_for([s["_id"] for s in skus]):
             by_sku.setdefault(schedule["sku_id"], []).append(schedule)
         return {s["_id"]: model.price_in_force(s["price"], by_sku.get(s["_id"], []), at_ms, self.band) for s in skus}
 
@@ -49,8 +50,8 @@ class Prices(UseCase):
         sku = await self._sku(sku_id)
         current = (await self.in_force([sku]))[sku_id]
         return {"sku_id": sku_id, "current": price_view(current),
-                "scheduled": [schedule_view(s) for s in await self.prices.schedules_of(sku_id)],
-                "history": [history_view(h) for h in await self.prices.history_of(sku_id)]}
+                "scheduled": [schedule_view(s) for s in await self.schedules.of_sku(sku_id)],
+                "history": [history_view(h) for h in await self.history.of_sku(sku_id)]}
 
     # -- writes -----------------------------------------------------------------------------------
     async def change(self, sku_id: str, change: dict, effective_at_ms: int | None, actor: str) -> PriceChangeAnswer:
@@ -69,7 +70,7 @@ class Prices(UseCase):
     async def cancel_schedule(self, schedule_id: str) -> dict:
         """Cancel a scheduled change that is not yet due; cancelling it again changes nothing."""
         async def unit(session) -> dict:
-            schedule = await self.prices.schedule(schedule_id, session)
+            schedule = await self.schedules.get(schedule_id, session)
             if schedule is None:
                 raise model.missing(f"price schedule {schedule_id}")
             if schedule["status"] == "cancelled":
@@ -77,7 +78,7 @@ class Prices(UseCase):
             if schedule["status"] != "pending" or schedule["effective_at_ms"] <= now_ms():
                 raise CatalogError("schedule-settled", f"the change is already {schedule['status']} or due",
                                    kind=CONFLICT)
-            return await self.prices.save_schedule({**schedule, "status": "cancelled", "settled_at_ms": now_ms()},
+            return await self.schedules.save({**schedule, "status": "cancelled", "settled_at_ms": now_ms()},
                                                    session)
 
         return schedule_view(await self.unit_of_work(unit))
@@ -85,7 +86,7 @@ class Prices(UseCase):
     async def apply_due_changes(self) -> int:
         """Apply the scheduled changes whose time has come, in effective order, each in its own unit of work."""
         applied = 0
-        for due in await self.mongo.read_committed(lambda: self.prices.due(now_ms())):
+        for due in await self.mongo.read_committed(lambda: self.schedules.due(now_ms())):
             status = await self.unit_of_work(lambda session, sid=due["_id"]: self._apply_schedule(sid, session))
             if status == "applied":
                 applied += 1
@@ -104,17 +105,17 @@ class Prices(UseCase):
 
     async def _schedule(self, sku: dict, change: dict, effective_at_ms: int, actor: str, session) -> dict:
         # Checked now against the price it will meet then: the current price plus the changes due before it.
-        earlier = [s for s in await self.prices.pending_for([sku["_id"]], session)
+        earlier = [s for s in await self.schedules.pending_for([sku["_id"]], session)
                    if s["effective_at_ms"] <= effective_at_ms]
         model.apply_price_change(model.price_in_force(sku["price"], earlier, effective_at_ms, self.band), change,
                                  self.band)
         schedule = model.new_schedule(sku, change, effective_at_ms, actor)
-        await self.prices.add_schedule(schedule, session)
+        await self.schedules.add(schedule, session)
         return schedule
 
     async def _apply_schedule(self, schedule_id: str, session) -> str:
         """Apply one due scheduled change. Returns its final status."""
-        schedule = await self.prices.schedule(schedule_id, session)
+        schedule = await self.schedules.get(schedule_id, session)
         if schedule is None or schedule["status"] != "pending" or schedule["effective_at_ms"] > now_ms():
             return schedule["status"] if schedule else "missing"
         sku = await self._sku(schedule["sku_id"], session)
@@ -127,7 +128,7 @@ class Prices(UseCase):
             schedule["status"] = "rejected"
             schedule["rejected_because"] = refusal.detail
         schedule["settled_at_ms"] = now_ms()
-        await self.prices.save_schedule(schedule, session)
+        await self.schedules.save(schedule, session)
         return schedule["status"]
 
     async def _apply(self, sku: dict, change: dict, effective_at_ms: int, actor: str, schedule_id: str | None,
@@ -137,7 +138,7 @@ class Prices(UseCase):
         after = model.apply_price_change(before, change, self.band)
         sku = await self.products.save_sku({**sku, "price": after}, session)
         how = "scheduled" if schedule_id else "immediate"
-        await self.prices.record(model.history_entry(sku, before, after, effective_at_ms, actor, how, schedule_id),
+        await self.history.record(model.history_entry(sku, before, after, effective_at_ms, actor, how, schedule_id),
                                  session)
         await self.outbox.record(session, PriceChanged(
             sku_id=sku["_id"], product_id=sku["product_id"], base=after["base"], channels=after.get("channels", {}),

@@ -14,7 +14,7 @@ from services.catalog import metrics
 from services.catalog.domain import model
 from services.catalog.domain.model import CatalogError
 from services.catalog.events import ProductPublished
-from services.catalog.repository import CategoryRepository, PriceRepository, ProductRepository
+from services.catalog.repository import CategoryRepository, PriceHistoryRepository, ProductRepository
 from services.catalog.settings import CatalogSettings
 from services.catalog.usecases.base import UseCase
 from services.catalog.usecases.prices import Prices
@@ -38,7 +38,7 @@ class Products(UseCase):
         super().__init__(mongo, outbox, settings)
         self.products = ProductRepository(mongo)
         self.categories = CategoryRepository(mongo)
-        self.history = PriceRepository(mongo)
+        self.history = PriceHistoryRepository(mongo)
         self.prices = prices
 
     # -- reads ------------------------------------------------------------------------------------
