@@ -5,8 +5,10 @@ service-specific ones carry the service prefix (e.g. STOCK_PORT) through each su
 """
 from __future__ import annotations
 
+import os
+
 from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 def shared(name: str, default, **kw):
@@ -14,13 +16,33 @@ def shared(name: str, default, **kw):
     return Field(default, validation_alias=AliasChoices(name, name.lower()), **kw)
 
 
+class _ServiceMongoUrl(PydanticBaseSettingsSource):
+    """`<SERVICE>_MONGO_URL` (the subclass's env_prefix + MONGO_URL): this service's own database server,
+    over the shared MONGO_URL (locally each service has its own nx-27017; see scripts/suite.py)."""
+
+    def get_field_value(self, field, field_name):
+        return None, field_name, False
+
+    def __call__(self) -> dict:
+        prefix = self.settings_cls.model_config.get("env_prefix") or ""
+        value = os.environ.get(f"{prefix}MONGO_URL".upper()) if prefix else None
+        return {"MONGO_URL": value} if value else {}
+
+
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        # Precedence: explicit arguments, then <SERVICE>_MONGO_URL, then the environment (MONGO_URL, ...).
+        return init_settings, _ServiceMongoUrl(settings_cls), env_settings, dotenv_settings, file_secret_settings
 
     service_name: str = "service"
     host: str = "127.0.0.1"
     port: int = 8080
 
+    # Overridable per service as <SERVICE>_MONGO_URL (e.g. CATALOG_MONGO_URL).
     mongo_url: str = shared("MONGO_URL", "mongodb://127.0.0.1:27017/?directConnection=true")
     mongo_db_prefix: str = shared("MONGO_DB_PREFIX", "o2o_")
     # "auto": serialize transactions in-process when the server is not a replica set member

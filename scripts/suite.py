@@ -6,6 +6,12 @@ bus namespace and database prefix, so a test run never touches a running `make r
     python scripts/suite.py start   # RabbitMQ (if installed and down), nx-27017 unless MONGO_URL, services, gateway
     python scripts/suite.py stop
     python scripts/suite.py status
+
+Without MONGO_URL each service gets its OWN nx-27017 (through the launcher scripts/nxd.py, which rolls back a
+dead client's open transaction): one process, port, data dir, pid file and log per service database
+(`.state/mongo/<service>/`, `.state/pids/nx-<service>.pid`, `.state/logs/nx-<service>.log`; ports 27017.. in
+DB_SERVICES order, or O2O_NX_PORT..), handed to the service as `<SERVICE>_MONGO_URL`. A crash or a stall of one
+cannot stall or corrupt another's. With MONGO_URL (a real replica set) no nx starts and every service uses it.
 """
 from __future__ import annotations
 
@@ -27,6 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("catalog", "stock", "orders", "membership", "notifications", "settlement", "gateway")
 DEFAULT_PORTS = {"gateway": 8080, "catalog": 8081, "stock": 8082, "orders": 8083, "membership": 8084,
                  "notifications": 8085, "settlement": 8086}
+# The services that own a database (the gateway has none); locally each gets its own nx launcher.
+DB_SERVICES = ("catalog", "stock", "orders", "membership", "notifications", "settlement")
+DEFAULT_NX_PORT = 27017
+NX_LAUNCHER = ROOT / "scripts" / "nxd.py"
 # Start order: membership first (it issues the tokens the others verify and call with).
 START_ORDER = ("membership", "catalog", "stock", "orders", "notifications", "settlement", "gateway")
 
@@ -49,6 +59,12 @@ def pid_alive(pid: int) -> bool:
             return stat.read().split(") ", 1)[1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def http_json(url: str, timeout: float = 2.0) -> tuple[int, dict]:
@@ -93,8 +109,9 @@ def ensure_rabbitmq(amqp_port: int = 5672, wait_s: float = 60.0) -> None:
 class Suite:
     state_dir: Path = field(default_factory=lambda: ROOT / ".state")
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
-    mongo_url: str | None = None        # None: start nx-27017 under state_dir
-    nx_port: int = 27017
+    mongo_url: str | None = None        # None: one nx-27017 launcher per service database under state_dir
+    nx_port: int = DEFAULT_NX_PORT      # the first service's nx; 27017: the others follow (27018, ...)
+    nx_ports: dict[str, int] = field(default_factory=dict)  # explicit per-service nx ports (else derived)
     bus_namespace: str = ""
     db_prefix: str = "o2o_"
     dev_mode: bool = True
@@ -115,15 +132,41 @@ class Suite:
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
 
-    @property
-    def effective_mongo_url(self) -> str:
-        return self.mongo_url or f"mongodb://127.0.0.1:{self.nx_port}/?directConnection=true"
+    # -- databases -------------------------------------------------------------------------------
+    def nx_port_of(self, service: str) -> int:
+        """This service's nx port: explicit, else nx_port + its DB_SERVICES index when nx_port is the default
+        (make run), else nx_port for the first and a free port for each other (private suites)."""
+        if service not in self.nx_ports:
+            index = DB_SERVICES.index(service)
+            if self.nx_port == DEFAULT_NX_PORT or index == 0:
+                self.nx_ports[service] = self.nx_port + index
+            else:
+                taken = set(self.nx_ports.values()) | set(self.ports.values())
+                port = free_port()
+                while port in taken:
+                    port = free_port()
+                self.nx_ports[service] = port
+        return self.nx_ports[service]
 
-    def env(self) -> dict[str, str]:
+    def mongo_url_of(self, service: str) -> str:
+        if self.mongo_url:
+            return self.mongo_url
+        return f"mongodb://127.0.0.1:{self.nx_port_of(service)}/?directConnection=true"
+
+    def env(self, service: str | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()}
+        if self.mongo_url:
+            env["MONGO_URL"] = self.mongo_url
+        else:
+            for db_service in DB_SERVICES:
+                env[f"{db_service.upper()}_MONGO_URL"] = self.mongo_url_of(db_service)
+            if service in DB_SERVICES:
+                env["MONGO_URL"] = self.mongo_url_of(service)
+            else:
+                env.pop("MONGO_URL", None)
         env.update({
             "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1",
-            "MONGO_URL": self.effective_mongo_url, "MONGO_DB_PREFIX": self.db_prefix,
+            "MONGO_DB_PREFIX": self.db_prefix,
             "O2O_BUS_NAMESPACE": self.bus_namespace,
             "O2O_DEV_MODE": "true" if self.dev_mode else "false",
             "O2O_DEMO_DATA": "true" if self.demo_data else "false",
@@ -150,26 +193,50 @@ class Suite:
             return None
         return pid if pid_alive(pid) else None
 
-    def start_mongo(self) -> None:
+    def start_mongo(self, timeout: float = 90.0) -> None:
+        """One nx launcher per service database (none with MONGO_URL); started together, then awaited."""
         if self.mongo_url:
             return
-        if self.pid_of("nx-27017") and port_open(self.nx_port):
-            return
-        if port_open(self.nx_port):
-            sys.exit(f"port {self.nx_port} is taken by another program; set MONGO_URL or stop it")
-        data = self.state_dir / "mongo"
+        if self.pid_of("nx-27017"):
+            sys.exit("an nx-27017 shared by all services (started by an older scripts/suite.py) is running; "
+                     "run `make stop` first")
+        started = {service: self.start_nx(service) for service in DB_SERVICES}
+        deadline = time.monotonic() + timeout
+        for service, process in started.items():
+            while not port_open(self.nx_port_of(service)):
+                if time.monotonic() > deadline or (process is not None and process.poll() is not None):
+                    raise RuntimeError(f"nx for {service} did not start; see {self.logs / f'nx-{service}.log'}")
+                time.sleep(0.1)
+
+    def nx_data_dir(self, service: str) -> Path:
+        return self.state_dir / "mongo" / service
+
+    def start_nx(self, service: str) -> subprocess.Popen | None:
+        name, port = f"nx-{service}", self.nx_port_of(service)
+        if self.pid_of(name) and port_open(port):
+            return None
+        if port_open(port):
+            raise RuntimeError(f"port {port} for {name} is taken by another program; set MONGO_URL or stop it")
+        data = self.nx_data_dir(service)
         data.mkdir(parents=True, exist_ok=True)
-        binary = Path(self.python).with_name("nx-27017")
+        self._adopt_shared_nx_files(service, data)
+        log = open(self.logs / f"{name}.log", "ab")
         process = subprocess.Popen(
-            [str(binary) if binary.exists() else "nx-27017", "--data-dir", str(data), "-p", str(self.nx_port),
-             "--pid-file", str(self.state_dir / "nx-27017.daemon.pid"), "--log-file", str(self.logs / "nx-27017.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        self._pid_file("nx-27017").write_text(str(process.pid))
-        deadline = time.monotonic() + 20
-        while not port_open(self.nx_port):
-            if time.monotonic() > deadline or process.poll() is not None:
-                sys.exit(f"nx-27017 did not start; see {self.logs / 'nx-27017.log'}")
-            time.sleep(0.1)
+            [self.python, str(NX_LAUNCHER), "--data-dir", str(data), "--port", str(port),
+             "--pid-file", str(data / "nxd.pid"), "--log-file", str(self.logs / f"{name}.log")],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._pid_file(name).write_text(str(process.pid))
+        return process
+
+    def _adopt_shared_nx_files(self, service: str, data: Path) -> None:
+        """Move this service's database file from the old shared nx data dir (.state/mongo/<db>.db), once."""
+        database = f"{self.db_prefix}{service}.db"
+        old = self.state_dir / "mongo" / database
+        if old.exists() and not (data / database).exists():
+            for suffix in ("", "-wal", "-shm"):
+                source = old.with_name(database + suffix)
+                if source.exists():
+                    source.rename(data / (database + suffix))
 
     def start_service(self, service: str) -> None:
         if self.pid_of(service) and port_open(self.ports[service]):
@@ -177,7 +244,7 @@ class Suite:
         if port_open(self.ports[service]):
             raise RuntimeError(f"port {self.ports[service]} for {service} is taken by another program")
         log = open(self.logs / f"{service}.log", "ab")
-        process = subprocess.Popen([self.python, "-m", f"services.{service}"], cwd=ROOT, env=self.env(),
+        process = subprocess.Popen([self.python, "-m", f"services.{service}"], cwd=ROOT, env=self.env(service),
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self._pid_file(service).write_text(str(process.pid))
 
@@ -252,9 +319,11 @@ class Suite:
     def stop(self) -> None:
         for service in reversed(START_ORDER):
             self.kill(service, signal.SIGTERM)
-        self.kill("nx-27017", signal.SIGTERM)
+        nx = [f"nx-{service}" for service in DB_SERVICES]
+        for name in (*nx, "nx-27017"):  # nx-27017: the shared nx of an older scripts/suite.py
+            self.kill(name, signal.SIGTERM)
         self.kill("prometheus", signal.SIGTERM)
-        for name in (*SERVICES, "nx-27017", "prometheus"):
+        for name in (*SERVICES, *nx, "nx-27017", "prometheus"):
             self._pid_file(name).unlink(missing_ok=True)
 
     def status(self) -> dict[str, str]:
@@ -262,6 +331,11 @@ class Suite:
         for service in SERVICES:
             code, _ = http_json(self.url(service) + "/readyz")
             result[service] = "ready" if code == 200 else ("running" if self.pid_of(service) else "stopped")
+        if not self.mongo_url:
+            for service in DB_SERVICES:
+                port = self.nx_port_of(service)
+                state = "running" if self.pid_of(f"nx-{service}") else "stopped"
+                result[f"nx-{service}"] = f"{state} (port {port})" + ("" if port_open(port) else ", not listening")
         return result
 
 
@@ -273,7 +347,11 @@ def print_welcome(suite: Suite) -> None:
     for service in SERVICES:
         if service != "gateway":
             print(f"  {service:<22} {suite.url(service)}   (/healthz /readyz /metrics)")
-    print(f"  MongoDB                {suite.effective_mongo_url}")
+    if suite.mongo_url:
+        print(f"  MongoDB                {suite.mongo_url}")
+    else:
+        for service in DB_SERVICES:
+            print(f"  MongoDB {service:<14} {suite.mongo_url_of(service)}   (nx, log {suite.logs}/nx-{service}.log)")
     print(f"  RabbitMQ               amqp://127.0.0.1:5672 (exchange {suite.bus_namespace}o2o.events)")
     if suite.pid_of("prometheus"):
         print(f"  Prometheus             http://127.0.0.1:{suite.prometheus_port}   (scraping every service)")
@@ -293,8 +371,9 @@ def main() -> None:
     parser.add_argument("command", choices=["start", "stop", "status", "restart", "broker"])
     parser.add_argument("service", nargs="?")
     args = parser.parse_args()
-    suite = Suite(mongo_url=os.environ.get("MONGO_URL") or None,
-                  nx_port=int(os.environ.get("O2O_NX_PORT", "27017")),
+    nx_port = int(os.environ.get("O2O_NX_PORT", str(DEFAULT_NX_PORT)))
+    suite = Suite(mongo_url=os.environ.get("MONGO_URL") or None, nx_port=nx_port,
+                  nx_ports={service: nx_port + i for i, service in enumerate(DB_SERVICES)},
                   dev_mode=os.environ.get("O2O_DEV_MODE", "true").lower() == "true", with_prometheus=True)
     if args.command == "broker":
         ensure_rabbitmq()
@@ -318,7 +397,7 @@ def main() -> None:
         suite.restart(args.service)
     else:
         for service, state in suite.status().items():
-            print(f"{service:<15} {state}")
+            print(f"{service:<19} {state}")
 
 
 if __name__ == "__main__":

@@ -6,12 +6,13 @@ import os
 
 import pytest
 
-from libs.testing import NxServer, delete_bus_namespace, new_namespace
+from tests.support import NxServer, delete_bus_namespace, new_namespace
 
 
 @pytest.fixture(scope="session")
 def mongo_url():
-    """TEST_MONGO_URL (e.g. a real replica set) or a private nx-27017 started for this run."""
+    """TEST_MONGO_URL (e.g. a real replica set) or a private nx-27017 started for this run through the
+    project's launcher scripts/nxd.py (a dead client's open transaction is rolled back; libs/README.md)."""
     if os.environ.get("TEST_MONGO_URL"):
         yield os.environ["TEST_MONGO_URL"]
         return
