@@ -7,13 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from aiohttp import web
-
-from libs.http import SETTINGS
 from libs.logging import get_logger
-from libs.service import MONGO
-from services.settlement.domain.rules import DEFAULT_RULE
-from services.settlement.repository import LocationRepository, SplitRuleRepository
+from services.settlement.usecases import Journal, SplitRules
 
 DATASET = Path(__file__).resolve().parents[2] / "deploy" / "demo" / "dataset.json"
 log = get_logger("settlement.demo")
@@ -26,15 +21,9 @@ def demo_locations(path: Path = DATASET) -> list[dict]:
             for loc in dataset.get("locations", [])]
 
 
-async def load_start_up_data(app: web.Application) -> None:
-    mongo = app[MONGO]
-    rules, locations = SplitRuleRepository(mongo), LocationRepository(mongo)
-    docs = demo_locations() if app[SETTINGS].demo_data else []
-
-    async def unit(session):
-        await rules.add_if_absent(DEFAULT_RULE, session)
-        for doc in docs:
-            await locations.upsert(doc, session)
-
-    await mongo.transaction(unit)
+async def load_start_up_data(rules: SplitRules, journal: Journal, demo_data: bool) -> None:
+    await rules.ensure_default()
+    docs = demo_locations() if demo_data else []
+    if docs:
+        await journal.remember_locations(docs)
     log.info("settlement.start_up_data_loaded", locations=len(docs))

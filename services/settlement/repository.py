@@ -6,14 +6,13 @@ journal and the statement closing both update, so concurrent writers of one acco
 """
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
-from datetime import UTC, datetime
 
 from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import DuplicateKeyError
 
-from libs.mongo import ConcurrencyConflict, IndexSpec, Mongo, replace_versioned
+from libs.clock import utcnow
+from libs.ids import new_id
+from libs.mongo import ConcurrencyConflict, IndexSpec, Mongo, insert_versioned, replace_versioned
 from services.settlement.domain import accounts as acct
 from services.settlement.domain.journal import Entry
 from services.settlement.domain.orders import LocationInfo
@@ -41,21 +40,11 @@ INDEXES = [
 ]
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:20]}"
-
-
-async def insert_or_conflict(collection, doc: dict, session) -> None:
-    """Insert; a unique-key clash means a concurrent transaction wrote the same thing first, so the whole
-    unit of work is retried (and then finds what the other one wrote) instead of failing."""
-    try:
-        await collection.insert_one(doc, session=session)
-    except DuplicateKeyError:
-        raise ConcurrencyConflict(f"{collection.name}: {doc.get('_id')} written concurrently") from None
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
+async def _page(collection, query: dict, after: str | None, limit: int) -> list[dict]:
+    """One page in `_id` order (ids are time-ordered), after the last `_id` of the previous page."""
+    if after:
+        query = {**query, "_id": {"$gt": after}}
+    return await collection.find(query).sort("_id", ASCENDING).limit(limit).to_list()
 
 
 class SplitRuleRepository:
@@ -76,9 +65,8 @@ class SplitRuleRepository:
         return await self.collection.find_one({"version": version}, session=session)
 
     async def add(self, rule: SplitRule, session, created_by: str | None = None) -> dict:
-        doc = {"_id": f"spr_v{rule.version}", **rule.to_dict(), "created_at": now_utc(), "created_by": created_by}
-        # Someone taking this version number concurrently makes the transaction retry with the next one.
-        await insert_or_conflict(self.collection, doc, session)
+        doc = {"_id": f"spr_v{rule.version}", **rule.to_dict(), "created_at": utcnow(), "created_by": created_by}
+        await self.collection.insert_one(doc, session=session)  # the version is unique: a lost race is refused
         return doc
 
     async def add_if_absent(self, rule: SplitRule, session) -> None:
@@ -104,9 +92,7 @@ class JournalRepository:
     """Postings, their entries and the accounts they move: the journal aggregate."""
 
     def __init__(self, mongo: Mongo) -> None:
-        self.postings = mongo.db["postings"]
-        self.entries = mongo.db["entries"]
-        self.accounts = mongo.db["accounts"]
+        self.postings, self.entries, self.accounts = (mongo.db[name] for name in ("postings", "entries", "accounts"))
 
     async def posting_by_key(self, key: str, session=None) -> dict | None:
         return await self.postings.find_one({"key": key}, session=session)
@@ -116,10 +102,7 @@ class JournalRepository:
         return await self.postings.find(query, session=session).sort("booked_ms", ASCENDING).to_list()
 
     async def anomalies(self, after: str | None, limit: int) -> list[dict]:
-        query: dict = {"anomaly": True}
-        if after:
-            query["_id"] = {"$gt": after}
-        return await self.postings.find(query).sort("_id", ASCENDING).limit(limit).to_list()
+        return await _page(self.postings, {"anomaly": True}, after, limit)
 
     async def frozen_until(self, account_ids: Iterable[str], session) -> int:
         docs = await self.accounts.find({"_id": {"$in": list(account_ids)}}, {"frozen_until_ms": 1},
@@ -130,8 +113,9 @@ class JournalRepository:
                      franchisee_of: dict[str, str | None]) -> list[dict]:
         """Write the posting, its entries, and each account's balance (the account is opened on first use).
 
-        A DuplicateKeyError on the posting key means a concurrent writer posted it first (see insert_or_conflict)."""
-        await insert_or_conflict(self.postings, posting, session)
+        A DuplicateKeyError on the posting key means a concurrent writer posted it first: the event is delivered
+        again and then finds the posting."""
+        await self.postings.insert_one(posting, session=session)
         docs = [{"_id": new_id("ent"), "posting_id": posting["_id"], "key": posting["key"], "account": entry.account,
                  "kind": posting["kind"], "order_id": posting.get("order_id"), "debit": entry.debit,
                  "credit": entry.credit, "booked_ms": posting["booked_ms"], "booked_at": posting["booked_at"],
@@ -189,105 +173,84 @@ class JournalRepository:
                               credit=doc["credit"], memo=doc.get("memo", "")) for doc in docs]
 
 
-class StatementRepository:
-    """Closed (frozen) statements; open ones are computed from the journal on demand."""
+class _Documents:
+    """One collection of whole documents by `_id`: what the small repositories below have in common."""
 
-    def __init__(self, mongo: Mongo) -> None:
-        self.collection = mongo.db["statements"]
+    name = ""
 
-    async def get(self, statement_id: str, session=None) -> dict | None:
-        return await self.collection.find_one({"_id": statement_id}, session=session)
+    def __init__(self, mongo: Mongo, name: str | None = None) -> None:
+        self.collection = mongo.db[name or self.name]
+
+    async def page(self, after: str | None, limit: int, query: dict | None = None) -> list[dict]:
+        return await _page(self.collection, query or {}, after, limit)
+
+    async def get(self, doc_id: str, session=None) -> dict | None:
+        return await self.collection.find_one({"_id": doc_id}, session=session)
 
     async def add(self, doc: dict, session) -> None:
-        await insert_or_conflict(self.collection, doc, session)
-
-    async def page(self, *, accounts: list[str] | None, granularity: str | None, after: str | None,
-                   limit: int) -> list[dict]:
-        query: dict = {}
-        if accounts is not None:
-            query["account"] = {"$in": accounts}
-        if granularity:
-            query["granularity"] = granularity
-        if after:
-            query["_id"] = {"$gt": after}
-        return await self.collection.find(query).sort("_id", ASCENDING).limit(limit).to_list()
-
-
-class PaymentRepository:
-    """Payments captured according to orders' events (what the provider's file must match)."""
-
-    def __init__(self, mongo: Mongo) -> None:
-        self.collection = mongo.db["payments"]
+        await self.collection.insert_one(doc, session=session)
 
     async def record_if_absent(self, doc: dict, session) -> bool:
-        if await self.collection.find_one({"_id": doc["_id"]}, session=session) is not None:
+        """Insert unless it is there (a redelivered event records nothing twice)."""
+        if await self.get(doc["_id"], session) is not None:
             return False
-        await insert_or_conflict(self.collection, doc, session)
+        await self.add(doc, session)
         return True
+
+
+class StatementRepository(_Documents):
+    """Closed (frozen) statements; open ones are computed from the journal on demand."""
+
+    name = "statements"
+
+    async def closed(self, *, accounts: list[str] | None, granularity: str | None, after: str | None,
+                     limit: int) -> list[dict]:
+        query: dict = {"account": {"$in": accounts}} if accounts is not None else {}
+        if granularity:
+            query["granularity"] = granularity
+        return await self.page(after, limit, query)
+
+
+class PaymentRepository(_Documents):
+    """Payments captured according to orders' events (what the provider's file must match)."""
+
+    name = "payments"
 
     @staticmethod
     def _captured(doc: dict) -> CapturedPayment:
         return CapturedPayment(payment_id=doc["_id"], order_id=doc["order_id"], provider=doc["provider"],
                                amount=doc["amount"], fee=doc.get("fee"), captured_at=doc["captured_at"])
 
-    async def by_ids(self, payment_ids: list[str]) -> dict[str, CapturedPayment]:
-        docs = await self.collection.find({"_id": {"$in": payment_ids}}).to_list() if payment_ids else []
+    async def by_ids(self, payment_ids: list[str], session=None) -> dict[str, CapturedPayment]:
+        docs = await self.collection.find({"_id": {"$in": payment_ids}}, session=session).to_list() \
+            if payment_ids else []
         return {doc["_id"]: self._captured(doc) for doc in docs}
 
-    async def captured_between(self, start_ms: int, end_ms: int, provider: str | None) -> dict[str, CapturedPayment]:
+    async def captured_between(self, start_ms: int, end_ms: int, provider: str | None,
+                               session=None) -> dict[str, CapturedPayment]:
         query: dict = {"captured_ms": {"$gte": start_ms, "$lt": end_ms}}
         if provider:
             query["provider"] = provider
-        docs = await self.collection.find(query).to_list()
+        docs = await self.collection.find(query, session=session).to_list()
         return {doc["_id"]: self._captured(doc) for doc in docs}
 
 
-class PayoutRepository:
-    def __init__(self, mongo: Mongo) -> None:
-        self.collection = mongo.db["payout_batches"]
-
-    async def get(self, batch_id: str, session=None) -> dict | None:
-        return await self.collection.find_one({"_id": batch_id}, session=session)
+class PayoutRepository(_Documents):
+    name = "payout_batches"
 
     async def for_period(self, granularity: str, start_ms: int, session=None) -> dict | None:
         return await self.collection.find_one({"granularity": granularity, "start_ms": start_ms}, session=session)
 
-    async def add(self, doc: dict, session) -> None:
-        await insert_or_conflict(self.collection, {**doc, "version": 1}, session)
-
-    async def save(self, doc: dict, session) -> dict:
-        return await replace_versioned(self.collection, doc, session)
-
-    async def page(self, after: str | None, limit: int) -> list[dict]:
-        query = {"_id": {"$gt": after}} if after else {}
-        return await self.collection.find(query).sort("_id", ASCENDING).limit(limit).to_list()
+    async def save(self, doc: dict, session, *, new: bool = False) -> dict:
+        """A new batch at version 1, else the batch changed, with the optimistic version check."""
+        return await (insert_versioned if new else replace_versioned)(self.collection, doc, session)
 
 
-class ReconciliationRepository:
-    def __init__(self, mongo: Mongo) -> None:
-        self.collection = mongo.db["reconciliations"]
-
-    async def add(self, doc: dict, session) -> None:
-        await self.collection.insert_one(doc, session=session)
-
-    async def get(self, report_id: str) -> dict | None:
-        return await self.collection.find_one({"_id": report_id})
-
-    async def page(self, after: str | None, limit: int) -> list[dict]:
-        query = {"_id": {"$gt": after}} if after else {}
-        return await self.collection.find(query).sort(
-            "_id", ASCENDING).limit(limit).to_list()
+class ReconciliationRepository(_Documents):
+    name = "reconciliations"
 
 
-class ReturnRepository:
+class ReturnRepository(_Documents):
     """Returns received at stores, kept for information next to the refund postings."""
 
-    def __init__(self, mongo: Mongo) -> None:
-        self.collection = mongo.db["returns_received"]
-
-    async def record_if_absent(self, doc: dict, session) -> None:
-        if await self.collection.find_one({"_id": doc["_id"]}, session=session) is None:
-            await insert_or_conflict(self.collection, doc, session)
-
-    async def of_order(self, order_id: str) -> list[dict]:
-        return await self.collection.find({"order_id": order_id}).to_list()
+    name = "returns_received"

@@ -1,17 +1,17 @@
 """Payout batches: for a closed period, pay every store, franchisee and shop assistant what it is owed."""
 from __future__ import annotations
 
+from libs.refusal import CONFLICT, Refusal
 from services.settlement.domain import accounts
 
 PENDING, PAID, CANCELLED = "pending", "paid", "cancelled"
 TRANSITIONS = {PENDING: {PAID, CANCELLED}, PAID: set(), CANCELLED: set()}
 
 
-class PayoutError(ValueError):
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
+class PayoutError(Refusal):
+    """A payout batch cannot do what was asked in its present state."""
+
+    default_kind = CONFLICT
 
 
 def is_payable_account(account: str) -> bool:

@@ -8,11 +8,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 
+from libs.clock import to_ms
+from libs.refusal import NOT_FOUND, Refusal
+
 GRANULARITIES = ("day", "week", "month")
 
 
-class PeriodError(ValueError):
-    pass
+class PeriodError(Refusal):
+    """Not a period (or not a statement id): the statement asked for does not exist."""
+
+    default_kind = NOT_FOUND
+
+    def __init__(self, detail: str, code: str = "not-found", **extensions) -> None:
+        super().__init__(code, detail, **extensions)
 
 
 @dataclass(frozen=True)
@@ -29,14 +37,6 @@ class Period:
     @property
     def end_ms(self) -> int:
         return to_ms(self.end)
-
-
-def to_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 def period_of(granularity: str, local_day: date, utc_offset_minutes: int) -> Period:

@@ -7,14 +7,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from libs.refusal import INVALID, Refusal
+
 REQUIRED_COLUMNS = ("payment_id", "amount", "settled_at")
 MAX_ROWS = 100_000
 
 
-class ReconciliationFileError(ValueError):
+class ReconciliationFileError(Refusal):
+    """The provider's file cannot be read; `line` says where (1 is the header)."""
+
+    default_kind = INVALID
+
     def __init__(self, detail: str, line: int | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
+        super().__init__("invalid-settlement-file", detail, line=line)
         self.line = line
 
 

@@ -6,11 +6,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 
+from libs.refusal import INVALID, Refusal
 from services.settlement.domain.money import BPS
 
 
-class RuleError(ValueError):
-    """A split rule that cannot be used (answered as 422)."""
+class RuleError(Refusal):
+    """A split rule that cannot be used."""
+
+    default_kind = INVALID
+
+    def __init__(self, detail: str, code: str = "invalid-split-rule") -> None:
+        super().__init__(code, detail)
 
 
 FEE_KINDS = ("percent", "fixed")

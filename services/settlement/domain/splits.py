@@ -46,6 +46,8 @@ class LineSplit:
 
 @dataclass(frozen=True)
 class SaleSplit:
+    """How one sale's net amount is shared among the parties, line by line, under one rule version."""
+
     order_id: str
     rule_version: int
     net_total: int

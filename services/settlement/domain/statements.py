@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from services.settlement.domain import accounts
-from services.settlement.domain.periods import Period, from_ms, statement_id
+from libs.clock import from_ms
+from services.settlement.domain.periods import Period, statement_id
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Statement:
     account: str
     period: Period
     opening: int
-    lines: tuple[StatementLine, ...]
+    lines: tuple[StatementLine, ...] = ()  # in booking order
     status: str = "open"  # open | closed
 
     @property

@@ -2,50 +2,32 @@
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
 from datetime import UTC, datetime
 
 import aio_pika
 import aiohttp
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from libs.auth import VERIFIER
 from libs.bus import Envelope, Names
-from libs.testing import AMQP_URL, eventually, running_app, settings_for
 from services.settlement.app import create_app
 from services.settlement.settings import SettlementSettings
-
-
-class TokenMinter:
-    """Signs RS256 tokens the way membership does, with a key the test owns."""
-
-    def __init__(self, issuer: str, audience: str) -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.kid = f"test-{uuid.uuid4().hex[:8]}"
-        self.issuer, self.audience = issuer, audience
-
-    def jwks(self) -> dict:
-        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key(), as_dict=True)
-        return {"keys": [{**jwk, "kid": self.kid, "alg": "RS256", "use": "sig"}]}
-
-    def token(self, subject: str, roles: list[str], **claims) -> str:
-        now = int(time.time())
-        payload = {"sub": subject, "roles": roles, "iss": self.issuer, "aud": self.audience, "iat": now,
-                   "exp": now + 600, **claims}
-        return jwt.encode(payload, self.key, algorithm="RS256", headers={"kid": self.kid})
+from tests.support import AMQP_URL, ApiClient, EventTap, TokenMint, delete_bus_namespace, eventually, \
+    publish_raw, serve, settings_for
 
 
 class Settlement:
-    def __init__(self, base_url: str, app, http: aiohttp.ClientSession, channel, exchange, minter: TokenMinter) -> None:
-        self.url, self.app, self.http, self.minter = base_url, app, http, minter
-        self.channel, self.exchange = channel, exchange
-        self.admin = {"Authorization": f"Bearer {minter.token('stf_hq_admin', ['hq_admin'], staff_id='stf_hq_admin')}"}
+    """The service under test as the tests talk to it: HQ by default, other callers by their headers."""
+
+    def __init__(self, base_url: str, app, http: aiohttp.ClientSession, namespace: str, mint: TokenMint) -> None:
+        self.url, self.app, self.http, self.mint, self.namespace = base_url, app, http, mint, namespace
+        self.admin = mint.admin()
+        self.api = ApiClient(http, base_url, self.admin)
+        self.bare = ApiClient(http, base_url)  # for callers that bring their own headers (or none)
+        self.taps: list[EventTap] = []
 
     def headers_for(self, subject: str, roles: list[str], **claims) -> dict:
-        return {"Authorization": f"Bearer {self.minter.token(subject, roles, **claims)}"}
+        return TokenMint.bearer(self.mint.token(subject, roles, **claims))
 
     def franchisee(self, franchisee_id: str, store_ids: list[str]) -> dict:
         return self.headers_for(f"stf_{franchisee_id}", ["franchisee"], franchisee_id=franchisee_id,
@@ -57,31 +39,46 @@ class Settlement:
         envelope = Envelope(id=event_id or str(uuid.uuid4()), type=event_type, source="orders",
                             subject=data.get("order_id", "x"), occurred_at=occurred_at or datetime.now(UTC),
                             data=data)
-        await self.exchange.publish(aio_pika.Message(body=envelope.model_dump_json().encode(),
-                                                     content_type="application/json", message_id=envelope.id,
-                                                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                                    routing_key=event_type, mandatory=True)
+        await publish_raw(self.namespace, envelope.model_dump(mode="json"))
         return envelope
 
-    async def listen(self, routing_key: str):
-        """An exclusive queue bound to the namespaced exchange: what the service publishes."""
-        queue = await self.channel.declare_queue(exclusive=True, auto_delete=True)
-        await queue.bind(self.exchange, routing_key=routing_key)
-        return queue
+    async def listen(self, *routing_keys: str) -> EventTap:
+        """What the service publishes from now on (stopped when the service stops)."""
+        tap = await EventTap(self.namespace, *routing_keys).start()
+        self.taps.append(tap)
+        return tap
+
+    def _client(self, headers: dict | None) -> ApiClient:
+        """HQ by default; explicit headers replace HQ's (an empty dict means no token at all)."""
+        return self.api if headers is None else self.bare.with_headers(headers)
 
     async def get(self, path: str, headers: dict | None = None, **params):
-        async with self.http.get(self.url + path, headers=headers if headers is not None else self.admin,
+        return await self._client(headers).get(path, params=params)
+
+    async def text(self, path: str, headers: dict | None = None, **params) -> tuple[int, str]:
+        """A non-JSON answer (CSV export, metrics)."""
+        async with self.http.get(self.url + path, headers=self.admin if headers is None else headers,
                                  params=params) as response:
-            body = await response.text()
-            if response.content_type.endswith("json"):
-                import json
-                return response.status, json.loads(body)
-            return response.status, body
+            return response.status, await response.text()
 
     async def post(self, path: str, json=None, headers: dict | None = None, data=None, params=None):
-        async with self.http.post(self.url + path, json=json, data=data, params=params,
-                                  headers=headers if headers is not None else self.admin) as response:
-            return response.status, await response.json(content_type=None)
+        return await self._client(headers).post(path, json, data=data, params=params)
+
+    async def dead_lettered(self, message_id: str):
+        """The message with this id once it reached settlement's dead-letter queue (others are acked away)."""
+        connection = await aio_pika.connect(AMQP_URL)
+        try:
+            channel = await connection.channel()
+            dlq = await channel.declare_queue(Names(self.namespace).dlq("settlement"), passive=True)
+            message = await dlq.get(no_ack=False, fail=False)
+            while message is not None:
+                await message.ack()
+                if message.message_id == message_id:
+                    return message
+                message = await dlq.get(no_ack=False, fail=False)
+            return None
+        finally:
+            await connection.close()
 
     async def postings(self, order_id: str) -> list[dict]:
         status, body = await self.get(f"/settlement/orders/{order_id}/postings")
@@ -111,25 +108,18 @@ async def settlement_service(mongo_url: str, bus_namespace: str, **overrides):
     namespace = f"{bus_namespace}stl{run}."
     settings = settings_for(SettlementSettings, mongo_url, namespace, demo_data=True,
                             mongo_db_prefix=f"o2o_stl{run}_", **{"auto_close_enabled": False, **overrides})
-    app = create_app(settings)
-    minter = TokenMinter(settings.jwt_issuer, settings.jwt_audience)
-    async with running_app(app, settings.port) as base_url:
-        app[VERIFIER].load_jwks(minter.jwks())
-        connection = await aio_pika.connect(AMQP_URL)
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.declare_exchange(Names(namespace).exchange, aio_pika.ExchangeType.TOPIC,
-                                                  durable=True)
-        try:
+    mint = TokenMint(issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    try:
+        async with serve(create_app, settings, mint.jwks) as (app, base_url):
             async with aiohttp.ClientSession() as http:
-                yield Settlement(base_url, app, http, channel, exchange, minter)
-        finally:
-            names = Names(namespace)
-            for queue in (names.queue("settlement"), names.retry_queue("settlement"), names.dlq("settlement"),
-                          names.audit):
-                await channel.queue_delete(queue)
-            for exchange_name in (names.exchange, names.dlx):
-                await channel.exchange_delete(exchange_name)
-            await connection.close()
+                service = Settlement(base_url, app, http, namespace, mint)
+                try:
+                    yield service
+                finally:
+                    for tap in service.taps:
+                        await tap.stop()
+    finally:
+        await delete_bus_namespace(namespace)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import asyncio
 import random
 import time
 
-from libs.testing import eventually
+from tests.support import eventually
 from tests.integration.settlement.settlement_kit import new_order_id, order_data
 
 ORDERS = 80
@@ -45,5 +45,5 @@ async def test_a_burst_of_orders_with_duplicates_settles_each_exactly_once(settl
     parties = {account: balance for account, balance in balances.items()
                if account not in ("payment_clearing", "deferred_revenue")}
     assert sum(parties.values()) == total
-    status, body = await settlement.get("/metrics", headers={})
+    status, body = await settlement.text("/metrics", headers={})
     assert "o2o_settlement_postings_total" in body

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from prometheus_client import REGISTRY
 
-from libs.testing import eventually
+from tests.support import eventually
 from services.orders import events as orders_events
 from services.orders.domain.pricing import apply_discounts, payment_fee, refund_for
 from tests.integration.settlement.settlement_kit import new_order_id

@@ -4,8 +4,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from libs.bus import Names
-from libs.testing import eventually
+from tests.support import eventually
 from services.settlement.domain.periods import local_day_of
 from tests.integration.settlement.settlement_kit import new_order_id, order_data
 
@@ -124,19 +123,7 @@ async def test_an_event_that_cannot_be_settled_goes_to_the_dead_letter_queue_and
         fulfilment={"type": "ship", "location_id": "loc_sh_jingan"}))
     await settlement.wait_for_postings(good_order, ["capture", "sale"])
 
-    namespace = settlement.exchange.name[: -len("o2o.events")]
-    dlq = await settlement.channel.declare_queue(Names(namespace).dlq("settlement"), passive=True)
-
-    async def dead_lettered():
-        message = await dlq.get(no_ack=False, fail=False)
-        while message is not None:
-            await message.ack()
-            if message.message_id == poison.id:
-                return message
-            message = await dlq.get(no_ack=False, fail=False)
-        return None
-
-    message = await eventually(dead_lettered, timeout=30)
+    message = await eventually(lambda: settlement.dead_lettered(poison.id), timeout=30)
     assert "must be an integer number of fen" in message.headers["x-error"]
     assert message.headers["x-attempt"] >= 2  # retried before it was given up
     assert await settlement.postings(broken_order) == []

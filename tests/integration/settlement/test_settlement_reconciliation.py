@@ -1,4 +1,4 @@
-"""Must-show 4: the provider's file against the captured payments: a planted missing payment and a planted
+"""The provider's file against the captured payments: a planted missing payment and a planted
 amount mismatch are reported, and nothing else."""
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""Must-show 2 and 3 through the running service: order events in, postings out, checked by hand."""
+"""The split and the refund reversal through the running service: order events in, postings out, checked by hand."""
 from __future__ import annotations
 
 import asyncio
 
 from prometheus_client import REGISTRY
 
-from libs.testing import eventually
+from tests.support import eventually
 from tests.integration.settlement.settlement_kit import new_order_id, order_data
 
 FRANCHISE_PICKUP_LINES = [

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, datetime, timedelta
 
-from libs.testing import eventually
 from services.settlement.domain.periods import local_day_of
 from tests.integration.settlement.settlement_kit import new_order_id, order_data
 
@@ -94,13 +92,8 @@ async def test_closing_a_period_freezes_it_announces_it_and_exports_csv(settleme
     assert "franchisee:frn_dongfang" in accounts and "hq" in accounts
     assert all(not body["closed"] for status, body in answers if status == 200)
 
-    announced = []
-    async with closed_events.iterator() as messages:
-        async for message in messages:
-            async with message.process():
-                announced.append(json.loads(message.body))
-            if len(announced) == len(accounts):
-                break
+    announced = await closed_events.wait_for("settlement.statement.closed", count=len(accounts))
+    assert len(announced) == len(accounts)  # once each
     by_account = {event["data"]["account"]: event["data"] for event in announced}
     assert sorted(by_account) == accounts
     dongfang = by_account["franchisee:frn_dongfang"]
@@ -123,7 +116,7 @@ async def test_closing_a_period_freezes_it_announces_it_and_exports_csv(settleme
     status, current = await settlement.get(f"/settlement/statements/{today}", headers=dongfang_headers)
     assert (current["status"], current["opening"], current["closing"]) == ("open", 10560, 21120)
 
-    status, text = await settlement.get(f"/settlement/statements/{own}", headers=dongfang_headers, format="csv")
+    status, text = await settlement.text(f"/settlement/statements/{own}", headers=dongfang_headers, format="csv")
     assert status == 200
     rows = text.strip().splitlines()
     assert rows[0].startswith("statement_id") and own in rows[1]
@@ -160,11 +153,6 @@ async def test_the_scheduled_job_closes_the_ended_periods(mongo_url, bus_namespa
         assert {item["granularity"] for item in listing["items"]} == {"day", "week", "month"}
         assert {item["account"] for item in listing["items"]} >= {"franchisee:frn_dongfang",
                                                                    "franchisee:frn_yangpu", "hq"}
-        announced = set()
-        async with closed_events.iterator() as messages:
-            async for message in messages:
-                async with message.process():
-                    announced.add(json.loads(message.body)["data"]["statement_id"])
-                if len(announced) == len(frozen):
-                    break
+        events = await closed_events.wait_for("settlement.statement.closed", count=len(frozen))
+        announced = {event["data"]["statement_id"] for event in events}
         assert announced == frozen

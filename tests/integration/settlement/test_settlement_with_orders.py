@@ -9,11 +9,10 @@ from pathlib import Path
 
 import aiohttp
 
-from libs.auth import VERIFIER
-from libs.testing import delete_bus_namespace, eventually, running_app, settings_for
 from services.settlement.app import create_app
 from services.settlement.settings import SettlementSettings
 from tests.integration.orders.kit import orders_suite
+from tests.support import ApiClient, delete_bus_namespace, eventually, serve, settings_for
 
 LUJIAZUI, XUJIAHUI, TEE, CHEN = "loc_sh_lujiazui", "loc_sh_xujiahui", "sku_tee_classic_whi_s", "mbr_demo_chen"
 DATASET = json.loads((Path(__file__).resolve().parents[3] / "deploy" / "demo" / "dataset.json").read_text())
@@ -33,15 +32,14 @@ async def test_a_franchise_pickup_sold_and_partly_returned_through_orders_settle
         async with orders_suite(mongo_url, namespace) as suite:
             settings = settings_for(SettlementSettings, mongo_url, namespace, demo_data=True,
                                     mongo_db_prefix=f"o2o_stle2e{uuid.uuid4().hex[:6]}_")
-            app = create_app(settings)
-            async with running_app(app, settings.port) as settlement_url, aiohttp.ClientSession() as http:
-                app[VERIFIER].load_jwks(suite.mint.jwks)
-                admin = suite.mint.admin()
+            async with serve(create_app, settings, suite.mint.jwks) as (_, settlement_url), \
+                    aiohttp.ClientSession() as http:
+                settlement = ApiClient(http, settlement_url, suite.mint.admin())
 
                 async def postings(order_id: str) -> list[dict]:
-                    async with http.get(f"{settlement_url}/settlement/orders/{order_id}/postings",
-                                        headers=admin) as response:
-                        return (await response.json())["items"]
+                    status, body = await settlement.get(f"/settlement/orders/{order_id}/postings")
+                    assert status == 200, body
+                    return body["items"]
 
                 # Chen (bound to Lujiazui's assistant) buys two tees for pickup at Lujiazui, a franchise store.
                 member, staff = suite.mint.member(CHEN), suite.mint.staff(LUJIAZUI, staff_id="stf_lujiazui_01")

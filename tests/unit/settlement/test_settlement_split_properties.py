@@ -1,4 +1,4 @@
-"""Must-show 1: for random orders and rule sets, every posting balances and the shares add up to the net."""
+"""For random orders and rule sets, every posting balances and the shares add up to the net."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
