@@ -1,4 +1,4 @@
-"""Bus entrypoints: thin handlers run inside the inbox transaction (all writes use the given session)."""
+"""Bus entrypoints: thin. They run inside the inbox's unit of work, which the use cases' own units join."""
 from __future__ import annotations
 
 from functools import partial
@@ -6,32 +6,31 @@ from functools import partial
 from aiohttp import web
 
 from libs.bus import Bus, Envelope
-from services.membership.handlers import MEMBERSHIP
-from services.membership.usecases import Membership
+from services.membership.usecases import PURCHASES, Purchases
 
 
-def membership(app: web.Application) -> Membership:
+def purchases(app: web.Application) -> Purchases:
     """The use cases; consumption starts a moment before they are built, so an early event is retried."""
-    svc = app.get(MEMBERSHIP)
-    if svc is None:
+    flow = app.get(PURCHASES)
+    if flow is None:
         raise RuntimeError("membership is still starting; the event will be retried")
-    return svc
+    return flow
 
 
-async def on_order_completed(app: web.Application, envelope: Envelope, session) -> None:
+async def on_order_completed(app: web.Application, envelope: Envelope, _session) -> None:
     """Earn points, count the purchase (tiers, analytics), wake a dormant member."""
     occurred_ms = int(envelope.occurred_at.timestamp() * 1000)
-    await membership(app).on_order_completed(session, envelope.data, occurred_ms)
+    await purchases(app).completed(envelope.data, occurred_ms)
 
 
-async def on_order_refunded(app: web.Application, envelope: Envelope, session) -> None:
+async def on_order_refunded(app: web.Application, envelope: Envelope, _session) -> None:
     """Claw back earned points, return spent points and coupons."""
-    await membership(app).on_order_refunded(session, envelope.data)
+    await purchases(app).refunded(envelope.data)
 
 
-async def on_order_cancelled(app: web.Application, envelope: Envelope, session) -> None:
+async def on_order_cancelled(app: web.Application, envelope: Envelope, _session) -> None:
     """Safety net: release a checkout hold orders did not release itself."""
-    await membership(app).on_order_cancelled(session, envelope.data)
+    await purchases(app).cancelled(envelope.data)
 
 
 def subscribe(app: web.Application, bus: Bus) -> None:

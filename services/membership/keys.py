@@ -18,7 +18,8 @@ from pymongo.errors import DuplicateKeyError
 
 from libs.logging import get_logger
 from libs.mongo import Mongo
-from services.membership.repository import KeyRepository, now_ms
+from libs.clock import now_ms
+from services.membership.repository import KeyRepository
 
 ALGORITHM = "RS256"
 KEYS_KEPT = 2  # current + previous

@@ -1,12 +1,11 @@
 """Mongo repositories, one per aggregate. Every write takes the caller's transaction session."""
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 
+from libs.clock import utcnow
 from libs.mongo import IndexSpec, Mongo, replace_versioned
 
 INDEXES = [
@@ -25,15 +24,6 @@ INDEXES = [
 ]
 COLLECTIONS = ["signing_keys", "otp_challenges", "login_failures", "campaigns", "coupon_templates",
                "coupon_member_counts", "campaign_grants", "checkout_holds", "member_stats"]
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
 
 
 class KeyRepository:
@@ -57,8 +47,15 @@ class StaffRepository:
         self.collection = mongo.db["staff"]
         self.failures = mongo.db["login_failures"]
 
-    async def by_username(self, username: str) -> dict | None:
-        return await self.collection.find_one({"username": username})
+    async def by_username(self, username: str, session=None) -> dict | None:
+        return await self.collection.find_one({"username": username}, session=session)
+
+    async def insert(self, doc: dict, session) -> None:
+        await self.collection.insert_one(doc, session=session)
+
+    async def set_password(self, staff_id: str, password_hash: str, session) -> None:
+        await self.collection.update_one({"_id": staff_id}, {"$set": {"password_hash": password_hash}},
+                                         session=session)
 
     async def get(self, staff_id: str, session=None) -> dict | None:
         return await self.collection.find_one({"_id": staff_id}, session=session)
@@ -100,6 +97,11 @@ class RefreshTokenRepository:
 
     async def revoke_family(self, family_id: str, session) -> None:
         await self.collection.update_many({"family_id": family_id}, {"$set": {"revoked": True}}, session=session)
+
+    async def revoke_subject(self, kind: str, subject_id: str, session) -> None:
+        """Every login of one account (after a password change)."""
+        await self.collection.update_many({"kind": kind, "subject_id": subject_id}, {"$set": {"revoked": True}},
+                                          session=session)
 
 
 class OtpRepository:
@@ -197,6 +199,10 @@ class MemberRepository:
         if cursor:
             query = {**query, "_id": {"$gt": cursor}}
         return await self.collection.find(query, projection).sort("_id", ASCENDING).limit(limit).to_list(limit)
+
+    async def above_tier(self, tier_names: list[str]) -> list[dict]:
+        return await self.collection.find({"status": "active", "tier": {"$in": tier_names}},
+                                          {"_id": 1, "tier": 1}).to_list(None)
 
     async def count(self, query: dict) -> int:
         return await self.collection.count_documents(query)
@@ -309,6 +315,11 @@ class CouponRepository:
         result = await self.templates.update_one({"_id": template_id, "issued_count": {"$lt": total_cap}},
                                                  {"$inc": {"issued_count": 1}}, session=session)
         return result.modified_count == 1
+
+    async def member_count(self, template_id: str, member_id: str, session=None) -> int:
+        """Coupons of this template the member was given so far."""
+        doc = await self.member_counts.find_one({"_id": f"{template_id}:{member_id}"}, session=session)
+        return doc["count"] if doc else 0
 
     async def take_member_allowance(self, template_id: str, member_id: str, limit: int, session) -> bool:
         key = f"{template_id}:{member_id}"

@@ -19,7 +19,7 @@ TRANSITIONS = {ISSUED: {LOCKED, EXPIRED}, LOCKED: {REDEEMED, ISSUED}, REDEEMED: 
 def validate_template(t: dict[str, Any]) -> None:
     """A template must describe a discount that can be computed; raises on nonsense."""
     def bad(detail: str) -> MembershipError:
-        return MembershipError(INVALID, "invalid-coupon-template", detail)
+        return MembershipError("invalid-coupon-template", detail, kind=INVALID)
 
     if t["kind"] not in KINDS:
         raise bad(f"kind must be one of {', '.join(KINDS)}")
@@ -55,9 +55,9 @@ def coupon_validity(template: dict[str, Any], issued_at_ms: int) -> tuple[int, i
 
 def check_issuable(template: dict[str, Any], now_ms: int) -> None:
     if template.get("status", "active") != "active":
-        raise MembershipError(CONFLICT, "coupon-template-inactive", "this coupon template is not active")
+        raise MembershipError("coupon-template-inactive", "this coupon template is not active", kind=CONFLICT)
     if template.get("valid_until_ms") and now_ms >= template["valid_until_ms"]:
-        raise MembershipError(CONFLICT, "coupon-template-ended", "this coupon template has ended")
+        raise MembershipError("coupon-template-ended", "this coupon template has ended", kind=CONFLICT)
 
 
 def channel_allows(coupon_channel: str, order_channel: str) -> bool:
@@ -81,17 +81,17 @@ def discount_for(coupon: dict[str, Any], lines: list[dict[str, Any]], channel: s
     """The discount (fen) this coupon gives on `lines`; raises when it cannot be used on this order."""
     code = coupon["_id"]
     if coupon["state"] != ISSUED:
-        raise MembershipError(CONFLICT, "coupon-unavailable", f"coupon {code} is {coupon['state']}", coupon_code=code)
+        raise MembershipError("coupon-unavailable", f"coupon {code} is {coupon['state']}", coupon_code=code, kind=CONFLICT)
     if not coupon["valid_from_ms"] <= now_ms < coupon["valid_until_ms"]:
-        raise MembershipError(CONFLICT, "coupon-unavailable", f"coupon {code} is not valid now", coupon_code=code)
+        raise MembershipError("coupon-unavailable", f"coupon {code} is not valid now", coupon_code=code, kind=CONFLICT)
     if not channel_allows(coupon["channel"], channel):
-        raise MembershipError(INVALID, "coupon-not-applicable", f"coupon {code} cannot be used on channel {channel}",
-                              coupon_code=code)
+        raise MembershipError("coupon-not-applicable", f"coupon {code} cannot be used on channel {channel}",
+                              coupon_code=code, kind=INVALID)
     eligible = sum(line["unit_price"] * line["qty"] for line in lines if in_scope(coupon, line))
     if eligible <= 0 or eligible < coupon.get("threshold", 0):
-        raise MembershipError(INVALID, "coupon-not-applicable",
+        raise MembershipError("coupon-not-applicable",
                               f"coupon {code} needs {coupon.get('threshold', 0)} fen of eligible goods, order has {eligible}",
-                              coupon_code=code)
+                              coupon_code=code, kind=INVALID)
     if coupon["kind"] == "amount_off":
         return min(coupon["amount_off"], eligible)
     return min(eligible * coupon["percent_off"] // 100, coupon["max_off"])
@@ -109,8 +109,8 @@ def apply_coupons(coupons: list[dict[str, Any]], lines: list[dict[str, Any]], ch
     left = subtotal
     for coupon in coupons:
         if coupon["template_id"] in seen_templates:
-            raise MembershipError(INVALID, "coupon-not-stackable",
-                                  f"only one coupon of template {coupon['template_id']} per order")
+            raise MembershipError("coupon-not-stackable",
+                                  f"only one coupon of template {coupon['template_id']} per order", kind=INVALID)
         seen_templates.add(coupon["template_id"])
         discount = min(discount_for(coupon, lines, channel, now_ms), left)
         left -= discount
@@ -120,6 +120,6 @@ def apply_coupons(coupons: list[dict[str, Any]], lines: list[dict[str, Any]], ch
 
 def transition(coupon: dict[str, Any], target: str) -> None:
     if target not in TRANSITIONS.get(coupon["state"], set()):
-        raise MembershipError(CONFLICT, "coupon-unavailable",
+        raise MembershipError("coupon-unavailable",
                               f"coupon {coupon['_id']} cannot go from {coupon['state']} to {target}",
-                              coupon_code=coupon["_id"])
+                              coupon_code=coupon["_id"], kind=CONFLICT)

@@ -1,17 +1,20 @@
-"""Domain errors: a stable code (the problem type) and the kind of failure (mapped to an HTTP status)."""
+"""Membership's refusals: a stable code (the problem type) and a kind (the kit maps kinds to statuses)."""
 from __future__ import annotations
 
-INVALID = "invalid"            # the request cannot be honoured as asked (422)
-CONFLICT = "conflict"          # the state of things forbids it now (409)
-UNAUTHENTICATED = "unauthenticated"  # bad credentials (401)
-LIMITED = "limited"            # too many attempts (429)
-NOT_FOUND = "not_found"        # (404)
+from typing import Any
+
+from libs.refusal import CONFLICT, INVALID, LIMITED, NOT_FOUND, UNAUTHENTICATED, Refusal
+
+__all__ = ["CONFLICT", "INVALID", "LIMITED", "NOT_FOUND", "UNAUTHENTICATED", "MembershipError"]
 
 
-class MembershipError(Exception):
-    def __init__(self, kind: str, code: str, detail: str, **extensions) -> None:
-        super().__init__(detail)
-        self.kind = kind
-        self.code = code
-        self.detail = detail
-        self.extensions = extensions
+class MembershipError(Refusal):
+    """A membership rule said no. `retry_after_s` is also kept as an extension: clients read it in the body."""
+
+    default_kind = CONFLICT
+
+    def __init__(self, code: str, detail: str, *, kind: str | None = None, retry_after_s: int | None = None,
+                 **extensions: Any) -> None:
+        super().__init__(code, detail, kind=kind, retry_after_s=retry_after_s, **extensions)
+        if retry_after_s is not None:
+            self.extensions["retry_after_s"] = retry_after_s

@@ -24,7 +24,7 @@ def normalize_phone(phone: str) -> str:
     """E.164 with a leading '+'; spaces and dashes are tolerated, anything else is refused."""
     compact = re.sub(r"[\s-]", "", phone or "")
     if not PHONE_PATTERN.match(compact):
-        raise MembershipError(INVALID, "invalid-phone", "phone must be in international format, e.g. +8613800000000")
+        raise MembershipError("invalid-phone", "phone must be in international format, e.g. +8613800000000", kind=INVALID)
     return compact
 
 
@@ -45,22 +45,22 @@ def next_request_window(window_start_ms: int, requests_in_window: int, now_ms: i
         return now_ms, 1
     if requests_in_window >= policy.max_requests:
         retry_after_s = max(1, (window_start_ms + policy.request_window_s * 1000 - now_ms) // 1000)
-        raise MembershipError(LIMITED, "otp-rate-limited",
+        raise MembershipError("otp-rate-limited",
                               f"too many codes requested for this phone; try again in {retry_after_s} s",
-                              retry_after_s=retry_after_s)
+                              retry_after_s=retry_after_s, kind=LIMITED)
     return window_start_ms, requests_in_window + 1
 
 
 def check_code(challenge: dict | None, presented_digest: str, now_ms: int, policy: OtpPolicy) -> None:
     """Judge one attempt. The caller has already counted the attempt (so concurrent guesses are bounded)."""
     if challenge is None or challenge.get("used"):
-        raise MembershipError(UNAUTHENTICATED, "otp-invalid", "no code is pending for this phone; request a new one")
+        raise MembershipError("otp-invalid", "no code is pending for this phone; request a new one", kind=UNAUTHENTICATED)
     if challenge["attempts"] > policy.max_attempts:
-        raise MembershipError(LIMITED, "otp-attempts-exceeded",
-                              "too many wrong codes; request a new code")
+        raise MembershipError("otp-attempts-exceeded",
+                              "too many wrong codes; request a new code", kind=LIMITED)
     if now_ms >= challenge["expires_at_ms"]:
-        raise MembershipError(UNAUTHENTICATED, "otp-expired", "the code has expired; request a new one")
+        raise MembershipError("otp-expired", "the code has expired; request a new one", kind=UNAUTHENTICATED)
     if not hmac.compare_digest(challenge["digest"], presented_digest):
         remaining = max(0, policy.max_attempts - challenge["attempts"])
-        raise MembershipError(UNAUTHENTICATED, "otp-invalid", "the code is not correct",
-                              attempts_remaining=remaining)
+        raise MembershipError("otp-invalid", "the code is not correct",
+                              attempts_remaining=remaining, kind=UNAUTHENTICATED)

@@ -50,7 +50,7 @@ def redemption(requested: int, payable_fen: int, policy: PointsPolicy) -> tuple[
     points_used may be lower than requested (never higher).
     """
     if requested < 0:
-        raise MembershipError(INVALID, "invalid-points", "points to redeem cannot be negative")
+        raise MembershipError("invalid-points", "points to redeem cannot be negative", kind=INVALID)
     if requested == 0 or payable_fen <= 0:
         return 0, 0
     cap_fen = payable_fen * policy.max_redeem_share_pct // 100
@@ -64,8 +64,8 @@ def redemption(requested: int, payable_fen: int, policy: PointsPolicy) -> tuple[
 
 def ensure_covered(balance: int, points: int) -> None:
     if points > balance:
-        raise MembershipError(CONFLICT, "insufficient-points", f"balance {balance} does not cover {points} points",
-                              balance=balance)
+        raise MembershipError("insufficient-points", f"balance {balance} does not cover {points} points",
+                              balance=balance, kind=CONFLICT)
 
 
 def expiring_now(entries: list[dict], now_ms: int) -> int:

@@ -1,63 +1,57 @@
 """Membership started in-process on the real broker and the nx wire server, one database per test."""
 from __future__ import annotations
 
-import asyncio
-import sys
+import contextlib
 import uuid
 from dataclasses import dataclass
 
-import aio_pika
 import aiohttp
 import pytest
+from aiohttp import web
 
-from libs.bus import Bus, Envelope, Names
-from libs.testing import AMQP_URL, running_app, settings_for
+from libs.bus import Envelope
 from services.membership.app import create_app
-from services.membership.handlers import MEMBERSHIP
 from services.membership.settings import MembershipSettings
+from services.membership.usecases import MEMBERS, Members
+from tests.support import ApiClient, TokenMint, publish_raw, serve, settings_for
+
+bearer = TokenMint.bearer
 
 
 @dataclass
-class Running:
-    url: str
-    app: object
-    http: aiohttp.ClientSession
+class Membership:
+    """The running service: its HTTP API, its use cases (`membership[POINTS]`) and its settings."""
+
+    app: web.Application
+    api: ApiClient
     settings: MembershipSettings
 
+    def __getitem__(self, key):
+        return self.app[key]
+
     @property
-    def svc(self):
-        return self.app[MEMBERSHIP]
-
-    async def post(self, path: str, json=None, token: str | None = None, headers: dict | None = None):
-        sent = dict(headers or {})
-        if token:
-            sent["Authorization"] = f"Bearer {token}"
-        async with self.http.post(self.url + path, json=json, headers=sent) as response:
-            return response.status, await response.json(content_type=None)
-
-    async def get(self, path: str, token: str | None = None, params: dict | None = None):
-        sent = {"Authorization": f"Bearer {token}"} if token else {}
-        async with self.http.get(self.url + path, headers=sent, params=params) as response:
-            return response.status, await response.json(content_type=None)
+    def repos(self) -> Members:
+        """A use case, for its repositories and unit of work: tests look at what was stored."""
+        return self.app[MEMBERS]
 
     async def service_token(self) -> str:
-        status, body = await self.post("/auth/service/token", {"client_id": "orders",
-                                                               "client_secret": self.settings.service_client_secret})
+        status, body = await self.api.post("/auth/service/token", {
+            "client_id": "orders", "client_secret": self.settings.service_client_secret})
         assert status == 200, body
         return body["access_token"]
 
     async def staff_token(self, username: str, password: str) -> str:
-        status, body = await self.post("/auth/staff/token", {"username": username, "password": password})
+        status, body = await self.api.post("/auth/staff/token", {"username": username, "password": password})
         assert status == 200, body
         return body["access_token"]
 
     async def member_login(self, phone: str) -> tuple[str, str]:
-        status, body = await self.post("/auth/member/otp", {"phone": phone})
+        status, body = await self.api.post("/auth/member/otp", {"phone": phone})
         assert status == 202, body
-        status, body = await self.post("/auth/member/token", {"phone": phone, "code": body["dev_code"]})
+        status, body = await self.api.post("/auth/member/token", {"phone": phone, "code": body["dev_code"]})
         assert status == 200, body
         token = body["access_token"]
-        status, me = await self.get("/members/me", token)
+        status, me = await self.api.get("/members/me", headers=bearer(token))
         assert status == 200, me
         return token, me["id"]
 
@@ -74,89 +68,28 @@ def make_settings(mongo_url: str, bus_namespace: str, **overrides) -> Membership
     return settings.model_copy(update={"jwks_url": f"http://127.0.0.1:{settings.port}/auth/jwks"})
 
 
-class EventTap:
-    """A private queue bound to the run's exchange: what membership really published on the broker."""
-
-    def __init__(self, namespace: str, keys: list[str]) -> None:
-        self.namespace = namespace
-        self.keys = keys
-        self.received: list[Envelope] = []
-
-    async def __aenter__(self):
-        self.connection = await aio_pika.connect(AMQP_URL)
-        channel = await self.connection.channel()
-        exchange = await channel.declare_exchange(Names(self.namespace).exchange, aio_pika.ExchangeType.TOPIC,
-                                                  durable=True)
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        for key in self.keys:
-            await queue.bind(exchange, routing_key=key)
-
-        async def take(message):
-            async with message.process():
-                self.received.append(Envelope.model_validate_json(message.body))
-
-        await queue.consume(take)
-        return self
-
-    async def __aexit__(self, *exc):
-        await self.connection.close()
-
-    def of(self, event_type: str, **data) -> list[Envelope]:
-        return [e for e in self.received if e.type == event_type
-                and all(e.data.get(k) == v for k, v in data.items())]
-
-
-async def publish(namespace: str, event_type: str, data: dict, envelope_id: str | None = None) -> Envelope:
-    """Publish an event on the run's exchange as another service would (confirmed)."""
+async def publish(namespace: str, event_type: str, data: dict, envelope_id: str | None = None) -> dict:
+    """Publish an event of orders on the run's exchange, as orders would; returns the envelope sent."""
     envelope = Envelope(type=event_type, source="orders", subject=data.get("order_id", "x"), data=data,
-                        **({"id": envelope_id} if envelope_id else {}))
-    connection = await aio_pika.connect(AMQP_URL)
-    try:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.declare_exchange(Names(namespace).exchange, aio_pika.ExchangeType.TOPIC,
-                                                  durable=True)
-        await exchange.publish(Bus.message_for(envelope), routing_key=event_type)
-    finally:
-        await connection.close()
+                        **({"id": envelope_id} if envelope_id else {})).model_dump(mode="json")
+    await publish_raw(namespace, envelope)
     return envelope
 
 
 @pytest.fixture
 async def start_membership(mongo_url, bus_namespace):
     """Factory: start membership (optionally with the demo data and setting overrides)."""
-    stack = []
+    async with contextlib.AsyncExitStack() as stack:
+        http = await stack.enter_async_context(aiohttp.ClientSession())
 
-    async def start(demo: bool = False, settings: MembershipSettings | None = None, **overrides) -> Running:
-        settings = settings or make_settings(mongo_url, bus_namespace, demo_data=demo, **overrides)
-        app = create_app(settings)
-        context = running_app(app, settings.port)
-        try:
-            url = await asyncio.wait_for(context.__aenter__(), timeout=45)
-        except TimeoutError:
-            dump_tasks("membership start-up did not finish within 45 s")
-            raise
-        http = aiohttp.ClientSession()
-        stack.append((context, http))
-        return Running(url, app, http, settings)
+        async def start(demo: bool = False, settings: MembershipSettings | None = None, **overrides) -> Membership:
+            settings = settings or make_settings(mongo_url, bus_namespace, demo_data=demo, **overrides)
+            app, base = await stack.enter_async_context(serve(create_app, settings))
+            return Membership(app, ApiClient(http, base), settings)
 
-    yield start
-    for context, http in reversed(stack):
-        await http.close()
-        try:
-            await asyncio.wait_for(context.__aexit__(None, None, None), timeout=30)
-        except TimeoutError:
-            dump_tasks("membership shutdown did not finish within 30 s")
-            raise
-
-
-def dump_tasks(reason: str) -> None:
-    """Print every pending task's stack: what a hung shutdown is waiting for."""
-    print(f"==== {reason}; pending tasks:")
-    for task in asyncio.all_tasks():
-        print(f"---- {task.get_name()}: {task.get_coro()}")
-        task.print_stack(limit=15, file=sys.stdout)
+        yield start
 
 
 @pytest.fixture
-async def membership(start_membership) -> Running:
+async def membership(start_membership) -> Membership:
     return await start_membership(demo=True)

@@ -1,10 +1,11 @@
-"""Must-show 4: merging two members keeps every point and coupon exactly once."""
+"""Merging two members keeps every point and coupon exactly once."""
 from __future__ import annotations
 
 import uuid
 
-from libs.testing import eventually
-from tests.integration.membership.conftest import EventTap, unique_phone
+from services.membership.usecases import TOKENS
+from tests.integration.membership.conftest import bearer, unique_phone
+from tests.support import EventTap, eventually
 
 
 async def test_verifying_a_phone_known_as_another_member_merges_them_keeping_everything_once(
@@ -13,59 +14,56 @@ async def test_verifying_a_phone_known_as_another_member_merges_them_keeping_eve
     # Member A: registered by phone (older), with points and a campaign coupon, bound to Jing'an.
     phone = unique_phone()
     token_a, member_a = await membership.member_login(phone)
-    await membership.post(f"/members/{member_a}/points/adjustments", {"delta": 700, "note": "a"}, token=admin)
-    _, scan_a = await membership.post("/members/scan", {"code": "qr_staff_jingan_01"}, token=token_a)
+    await membership.api.post(f"/members/{member_a}/points/adjustments", {"delta": 700, "note": "a"}, headers=bearer(admin))
+    _, scan_a = await membership.api.post("/members/scan", {"code": "qr_staff_jingan_01"}, headers=bearer(token_a))
     coupon_a = scan_a["coupons_issued"][0]["code"]
 
     # Member B: the same person, registered later in the mini-program by WeChat openid, with its own
     # points and a coupon of another template, bound to Lujiazui.
     openid = f"wx_{uuid.uuid4().hex}"
-    _, scan_b = await membership.post("/members/scan", {"code": "qr_staff_lujiazui_01",
+    _, scan_b = await membership.api.post("/members/scan", {"code": "qr_staff_lujiazui_01",
                                                         "identity": {"kind": "wechat_openid", "value": openid}})
     member_b = scan_b["member_id"]
     coupon_b_welcome = scan_b["coupons_issued"][0]["code"]
-    await membership.post(f"/members/{member_b}/points/adjustments", {"delta": 300, "note": "b"}, token=admin)
-    status, extra = await membership.post(f"/members/{member_b}/coupons", {"template_id": "cpt_tees_10pct"},
-                                          token=admin)
+    await membership.api.post(f"/members/{member_b}/points/adjustments", {"delta": 300, "note": "b"}, headers=bearer(admin))
+    status, extra = await membership.api.post(f"/members/{member_b}/coupons", {"template_id": "cpt_tees_10pct"}, headers=bearer(admin))
     assert status == 201
     total_points = 1000
     all_coupons = {coupon_a, coupon_b_welcome, extra["code"]}
 
-    async with EventTap(bus_namespace, ["membership.member.merged"]) as tap:
+    async with EventTap(bus_namespace, "membership.member.merged") as tap:
         # B logs in (as B) and verifies A's phone: the phone proves they are one person.
-        token_b = membership.svc.member_token(member_b)["access_token"]
-        _, sent = await membership.post("/auth/member/otp", {"phone": phone})
-        status, linked = await membership.post("/members/me/phone", {"phone": phone, "code": sent["dev_code"]},
-                                               token=token_b)
+        token_b = membership[TOKENS].for_member(member_b)["access_token"]
+        _, sent = await membership.api.post("/auth/member/otp", {"phone": phone})
+        status, linked = await membership.api.post("/members/me/phone", {"phone": phone, "code": sent["dev_code"]}, headers=bearer(token_b))
         assert status == 200, linked
         assert linked["merged"] and linked["member_id"] == member_a and linked["merged_member_id"] == member_b
         await eventually(lambda: tap.of("membership.member.merged", member_id=member_a))
-        assert tap.of("membership.member.merged")[0].data["merged_member_id"] == member_b
+        assert tap.of("membership.member.merged")[0]["data"]["merged_member_id"] == member_b
 
-    survivor = await membership.svc.members.get(member_a)
-    absorbed = await membership.svc.members.get(member_b)
-    assert survivor["points_balance"] == total_points == await membership.svc.ledger.sum_for(member_a)
+    survivor = await membership.repos.members.get(member_a)
+    absorbed = await membership.repos.members.get(member_b)
+    assert survivor["points_balance"] == total_points == await membership.repos.ledger.sum_for(member_a)
     assert absorbed["status"] == "merged" and absorbed["merged_into"] == member_a
-    assert await membership.svc.ledger.sum_for(member_b) == 0
-    coupons = await membership.svc.coupons.of_member(member_a)
+    assert await membership.repos.ledger.sum_for(member_b) == 0
+    coupons = await membership.repos.coupons.of_member(member_a)
     assert sorted(c["_id"] for c in coupons) == sorted(all_coupons)  # each exactly once
-    assert await membership.svc.coupons.of_member(member_b) == []
+    assert await membership.repos.coupons.of_member(member_b) == []
     # First touch wins across the merge: A was bound first (Jing'an).
     assert survivor["bound_store_id"] == "loc_sh_jingan"
     assert {"store:loc_sh_jingan", "store:loc_sh_lujiazui"} <= set(survivor["tags"])
     # Both identities now lead to the survivor, and the absorbed id still resolves.
-    assert await membership.svc.members.member_id_for("wechat_openid", openid) == member_a
-    assert await membership.svc.members.member_id_for("phone", phone) == member_a
-    status, me = await membership.get("/members/me", linked["token"]["access_token"])
+    assert await membership.repos.members.member_id_for("wechat_openid", openid) == member_a
+    assert await membership.repos.members.member_id_for("phone", phone) == member_a
+    status, me = await membership.api.get("/members/me", headers=bearer(linked["token"]["access_token"]))
     assert me["id"] == member_a and me["points_balance"] == total_points
-    status, me_via_old = await membership.get("/members/me", token_b)
+    status, me_via_old = await membership.api.get("/members/me", headers=bearer(token_b))
     assert me_via_old["id"] == member_a
 
     # Merging again is refused cleanly and changes nothing.
-    status, problem = await membership.post("/members/merges", {"member_id": member_a, "other_member_id": member_b},
-                                            token=admin)
+    status, problem = await membership.api.post("/members/merges", {"member_id": member_a, "other_member_id": member_b}, headers=bearer(admin))
     assert status == 422 and problem["type"].endswith("same-member")
-    assert (await membership.svc.members.get(member_a))["points_balance"] == total_points
+    assert (await membership.repos.members.get(member_a))["points_balance"] == total_points
 
 
 async def test_hq_merge_of_two_members_by_id(membership):
@@ -73,14 +71,12 @@ async def test_hq_merge_of_two_members_by_id(membership):
     _, first = await membership.member_login(unique_phone())
     _, second = await membership.member_login(unique_phone())
     for member, points in ((first, 120), (second, 80)):
-        await membership.post(f"/members/{member}/points/adjustments", {"delta": points, "note": "x"}, token=admin)
-    status, merged = await membership.post("/members/merges", {"member_id": second, "other_member_id": first},
-                                           token=admin, headers={"Idempotency-Key": "merge-1"})
+        await membership.api.post(f"/members/{member}/points/adjustments", {"delta": points, "note": "x"}, headers=bearer(admin))
+    status, merged = await membership.api.post("/members/merges", {"member_id": second, "other_member_id": first}, headers={**bearer(admin), **{"Idempotency-Key": "merge-1"}})
     assert status == 200 and merged["member_id"] == first and merged["points_balance"] == 200
-    status, replay = await membership.post("/members/merges", {"member_id": second, "other_member_id": first},
-                                           token=admin, headers={"Idempotency-Key": "merge-1"})
+    status, replay = await membership.api.post("/members/merges", {"member_id": second, "other_member_id": first}, headers={**bearer(admin), **{"Idempotency-Key": "merge-1"}})
     assert status == 200 and replay == merged
-    assert await membership.svc.ledger.sum_for(first) == 200
+    assert await membership.repos.ledger.sum_for(first) == 200
 
 
 async def test_a_channel_identity_links_once_and_never_to_two_members(membership):
@@ -88,11 +84,11 @@ async def test_a_channel_identity_links_once_and_never_to_two_members(membership
     token_b, _ = await membership.member_login(unique_phone())
     openid = f"wx_{uuid.uuid4().hex}"
     link = {"kind": "wechat_openid", "value": openid}
-    status, me = await membership.post("/members/me/identities", link, token=token_a)
+    status, me = await membership.api.post("/members/me/identities", link, headers=bearer(token_a))
     assert status == 200 and {"kind": "wechat_openid", "value": openid, "verified": False} in me["identities"]
-    assert (await membership.post("/members/me/identities", link, token=token_a))[0] == 200  # idempotent
-    status, problem = await membership.post("/members/me/identities", link, token=token_b)
+    assert (await membership.api.post("/members/me/identities", link, headers=bearer(token_a))).status == 200  # idempotent
+    status, problem = await membership.api.post("/members/me/identities", link, headers=bearer(token_b))
     assert status == 409 and problem["type"].endswith("identity-taken")
     # A later anonymous scan with that identity finds member A.
-    status, scan = await membership.post("/members/scan", {"code": "qr_store_jingan", "identity": link})
+    status, scan = await membership.api.post("/members/scan", {"code": "qr_store_jingan", "identity": link})
     assert status == 200 and scan["member_id"] == member_a

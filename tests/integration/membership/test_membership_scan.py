@@ -1,4 +1,4 @@
-"""Must-show 1: a new shopper scans an assistant's QR code: member created, tagged, bound to that store and
+"""A new shopper scans an assistant's QR code: member created, tagged, bound to that store and
 assistant, campaign coupon issued once; a second scan issues nothing new; a later scan of another store does
 not move the binding (first touch wins)."""
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from libs.testing import eventually
-from tests.integration.membership.conftest import EventTap
+from tests.integration.membership.conftest import bearer
+from tests.support import EventTap, eventually
 
 
 async def test_scan_of_an_assistants_qr_registers_tags_binds_and_issues_the_campaign_coupon_once(
@@ -15,8 +15,8 @@ async def test_scan_of_an_assistants_qr_registers_tags_binds_and_issues_the_camp
     openid = f"wx_{uuid.uuid4().hex}"
     scan = {"code": "qr_staff_jingan_01", "identity": {"kind": "wechat_openid", "value": openid},
             "marketing_consent": True}
-    async with EventTap(bus_namespace, ["membership.#"]) as tap:
-        status, first = await membership.post("/members/scan", scan)
+    async with EventTap(bus_namespace, "membership.#") as tap:
+        status, first = await membership.api.post("/members/scan", scan)
         assert status == 201, first
         member_id = first["member_id"]
         assert first["created"] and first["bound_now"]
@@ -27,25 +27,25 @@ async def test_scan_of_an_assistants_qr_registers_tags_binds_and_issues_the_camp
         assert [c["template_id"] for c in first["coupons_issued"]] == ["cpt_welcome_20"]
 
         # Scanning again (same code, and concurrently) issues nothing new and creates no second member.
-        again = await asyncio.gather(*[membership.post("/members/scan", scan) for _ in range(5)])
+        again = await asyncio.gather(*[membership.api.post("/members/scan", scan) for _ in range(5)])
         assert all(status == 200 and body["member_id"] == member_id and body["coupons_issued"] == []
                    for status, body in again)
 
         # A later scan at another store (same campaign) tags, but does not move the binding or re-issue.
-        status, later = await membership.post("/members/scan", {**scan, "code": "qr_staff_lujiazui_01"})
+        status, later = await membership.api.post("/members/scan", {**scan, "code": "qr_staff_lujiazui_01"})
         assert status == 200 and not later["bound_now"] and later["coupons_issued"] == []
         assert "store:loc_sh_lujiazui" in later["tags"]
         assert later["attribution"]["store_id"] == "loc_sh_jingan"
 
         # What orders asks for attribution.
         service = await membership.service_token()
-        status, attribution = await membership.get(f"/members/internal/members/{member_id}/attribution", service)
+        status, attribution = await membership.api.get(f"/members/internal/members/{member_id}/attribution", headers=bearer(service))
         assert status == 200
         assert (attribution["store_id"], attribution["staff_id"], attribution["campaign_id"]) == \
             ("loc_sh_jingan", "stf_jingan_01", "cmp_welcome")
         assert attribution["bound_until"].endswith("Z")
 
-        coupons = await membership.svc.coupons.of_member(member_id)
+        coupons = await membership.repos.coupons.of_member(member_id)
         assert len(coupons) == 1 and coupons[0]["state"] == "issued"
 
         # The facts reached the broker exactly once each.
@@ -54,55 +54,55 @@ async def test_scan_of_an_assistants_qr_registers_tags_binds_and_issues_the_camp
         assert len(tap.of("membership.member.registered", member_id=member_id)) == 1
         assert len(tap.of("membership.coupon.issued", member_id=member_id)) == 1
         registered = tap.of("membership.member.registered", member_id=member_id)[0]
-        assert registered.data["store_id"] == "loc_sh_jingan" and registered.data["source"] == "scan"
+        assert registered["data"]["store_id"] == "loc_sh_jingan" and registered["data"]["source"] == "scan"
 
 
 async def test_logged_in_member_scans_as_themselves_and_store_qr_binds_without_coupon(membership):
     token, member_id = await membership.member_login("+86137" + f"{uuid.uuid4().int % 10**8:08d}")
-    status, body = await membership.post("/members/scan", {"code": "qr_store_jingan"}, token=token)
+    status, body = await membership.api.post("/members/scan", {"code": "qr_store_jingan"}, headers=bearer(token))
     assert status == 200 and body["member_id"] == member_id and body["bound_now"]
     assert body["attribution"]["store_id"] == "loc_sh_jingan" and body["attribution"]["staff_id"] is None
     assert body["coupons_issued"] == []
-    status, me = await membership.get("/members/me", token)
+    status, me = await membership.api.get("/members/me", headers=bearer(token))
     assert "store:loc_sh_jingan" in me["tags"] and me["attribution"]["store_id"] == "loc_sh_jingan"
     # Store staff of that store see the member; staff of another store get 404, not the member.
     jingan = await membership.staff_token("jingan.staff", "jingan-staff-pass")
     xujiahui = await membership.staff_token("xujiahui.staff", "xujiahui-staff-pass")
-    assert (await membership.get(f"/members/{member_id}", jingan))[0] == 200
-    assert (await membership.get(f"/members/{member_id}", xujiahui))[0] == 404
+    assert (await membership.api.get(f"/members/{member_id}", headers=bearer(jingan))).status == 200
+    assert (await membership.api.get(f"/members/{member_id}", headers=bearer(xujiahui))).status == 404
 
 
 async def test_bad_scans_are_clean_4xx_and_change_nothing(membership):
-    status, problem = await membership.post("/members/scan", {"code": "qr_nope", "identity": {
+    status, problem = await membership.api.post("/members/scan", {"code": "qr_nope", "identity": {
         "kind": "wechat_openid", "value": "wx_x"}})
     assert status == 404 and problem["type"].endswith("qr-code-not-found")
-    status, problem = await membership.post("/members/scan", {"code": "qr_store_jingan"})
+    status, problem = await membership.api.post("/members/scan", {"code": "qr_store_jingan"})
     assert status == 401
-    status, problem = await membership.post("/members/scan", {"code": "qr_store_jingan", "identity": {
+    status, problem = await membership.api.post("/members/scan", {"code": "qr_store_jingan", "identity": {
         "kind": "phone", "value": "+8613800000009"}})
     assert status == 422
-    assert await membership.svc.members.member_id_for("wechat_openid", "wx_x") is None
+    assert await membership.repos.members.member_id_for("wechat_openid", "wx_x") is None
 
 
 async def test_concurrent_first_scans_by_one_new_shopper_make_one_member_and_one_coupon(membership):
     openid = f"wx_{uuid.uuid4().hex}"
     scan = {"code": "qr_staff_jingan_01", "identity": {"kind": "wechat_openid", "value": openid}}
-    answers = await asyncio.gather(*[membership.post("/members/scan", scan) for _ in range(10)])
+    answers = await asyncio.gather(*[membership.api.post("/members/scan", scan) for _ in range(10)])
     assert sorted(status for status, _ in answers) == [200] * 9 + [201]
     member_ids = {body["member_id"] for _, body in answers}
     assert len(member_ids) == 1
     assert sum(len(body["coupons_issued"]) for _, body in answers) == 1
     (member_id,) = member_ids
-    assert len(await membership.svc.coupons.of_member(member_id)) == 1
-    assert await membership.svc.members.count({"source": "scan", "_id": member_id}) == 1
+    assert len(await membership.repos.coupons.of_member(member_id)) == 1
+    assert await membership.repos.members.count({"source": "scan", "_id": member_id}) == 1
 
 
 async def test_idempotency_key_replays_a_scan(membership):
     openid = f"wx_{uuid.uuid4().hex}"
     scan = {"code": "qr_store_jingan", "identity": {"kind": "wechat_openid", "value": openid}}
     headers = {"Idempotency-Key": f"scan-{openid}"}
-    status, first = await membership.post("/members/scan", scan, headers=headers)
-    status2, second = await membership.post("/members/scan", scan, headers=headers)
+    status, first = await membership.api.post("/members/scan", scan, headers=headers)
+    status2, second = await membership.api.post("/members/scan", scan, headers=headers)
     assert status == status2 == 201 and first == second
-    status, problem = await membership.post("/members/scan", {**scan, "code": "qr_campaign_welcome"}, headers=headers)
+    status, problem = await membership.api.post("/members/scan", {**scan, "code": "qr_campaign_welcome"}, headers=headers)
     assert status == 422 and problem["type"].endswith("idempotency-key-reused")

@@ -1,0 +1,108 @@
+"""/auth: JWKS and key rotation, service and staff tokens, one-time codes and member login, refresh, logout;
+and the staff accounts HQ manages."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from libs.auth import require
+from libs.http import json_response, parse_body
+from libs.openapi import openapi
+from libs.problems import Problem
+from services.membership.handlers.common import listing, once
+from services.membership.schemas import (NewStaff, OtpLogin, OtpRequest, OtpSent, PasswordChange, RefreshRequest,
+                                         ServiceCredentials, StaffCredentials, TokenOut)
+from services.membership.usecases import CODES, KEYS, STAFF, TOKENS
+
+routes = web.RouteTableDef()
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+@routes.get("/auth/jwks")
+@openapi(summary="Public keys that verify every token (JWKS)", tags=["auth"], public=True)
+async def jwks(request: web.Request) -> web.Response:
+    return json_response(request.app[KEYS].jwks(), headers={"Cache-Control": "public, max-age=60"})
+
+
+@routes.post("/auth/service/token")
+@openapi(summary="Service token (client credentials)", tags=["auth"], request=ServiceCredentials, response=TokenOut,
+         public=True)
+async def service_token(request: web.Request) -> web.Response:
+    body = await parse_body(request, ServiceCredentials)
+    return json_response(request.app[TOKENS].for_service(body.client_id, body.client_secret), headers=NO_STORE)
+
+
+@routes.post("/auth/staff/token")
+@openapi(summary="Staff, manager, franchisee or HQ login", tags=["auth"], request=StaffCredentials, response=TokenOut,
+         public=True)
+async def staff_token(request: web.Request) -> web.Response:
+    body = await parse_body(request, StaffCredentials)
+    return json_response(await request.app[STAFF].login(body.username, body.password), headers=NO_STORE)
+
+
+@routes.post("/auth/member/otp")
+@openapi(summary="Send a one-time login code to a phone", tags=["auth"], request=OtpRequest, response=OtpSent,
+         status=202, public=True)
+async def member_otp(request: web.Request) -> web.Response:
+    body = await parse_body(request, OtpRequest)
+    return json_response(await request.app[CODES].request(body.phone, body.locale), status=202)
+
+
+@routes.post("/auth/member/token")
+@openapi(summary="Member login with phone and one-time code (registers a new member)", tags=["auth"],
+         request=OtpLogin, response=TokenOut, public=True)
+async def member_token(request: web.Request) -> web.Response:
+    body = await parse_body(request, OtpLogin)
+    return json_response(await request.app[CODES].login(body.phone, body.code, body.locale), headers=NO_STORE)
+
+
+@routes.post("/auth/token/refresh")
+@openapi(summary="A new access token for a refresh token (single use; reuse revokes the login)", tags=["auth"],
+         request=RefreshRequest, response=TokenOut, public=True)
+async def refresh_token(request: web.Request) -> web.Response:
+    body = await parse_body(request, RefreshRequest)
+    return json_response(await request.app[TOKENS].refresh(body.refresh_token), headers=NO_STORE)
+
+
+@routes.post("/auth/logout")
+@openapi(summary="End a login: its refresh tokens stop working", tags=["auth"], request=RefreshRequest,
+         responses={204: None}, public=True)
+async def logout(request: web.Request) -> web.Response:
+    body = await parse_body(request, RefreshRequest)
+    await request.app[TOKENS].logout(body.refresh_token)
+    return web.Response(status=204)
+
+
+@routes.post("/auth/keys/rotate")
+@openapi(summary="Rotate the signing key (the previous key stays published)", tags=["auth"])
+async def rotate_keys(request: web.Request) -> web.Response:
+    require(request, "hq_admin")
+    return json_response(await request.app[KEYS].rotate())
+
+
+@routes.post("/auth/staff/password")
+@openapi(summary="Change my staff password (ends my other logins)", tags=["auth"], request=PasswordChange,
+         responses={204: None})
+async def change_password(request: web.Request) -> web.Response:
+    principal = require(request, "store_staff", "store_manager", "franchisee", "hq_admin")
+    if not principal.staff_id:
+        raise Problem(403, "forbidden", "this endpoint is for staff accounts")
+    body = await parse_body(request, PasswordChange)
+    await request.app[STAFF].change_password(principal.staff_id, body.current_password, body.new_password)
+    return web.Response(status=204)
+
+
+@routes.get("/members/staff")
+@openapi(summary="Staff accounts (HQ)", tags=["staff"])
+async def list_staff(request: web.Request) -> web.Response:
+    require(request, "hq_admin")
+    return json_response(listing(await request.app[STAFF].list()))
+
+
+@routes.post("/members/staff")
+@openapi(summary="Create a staff account (HQ)", tags=["staff"], request=NewStaff, status=201)
+async def create_staff(request: web.Request) -> web.Response:
+    require(request, "hq_admin")
+    body = await parse_body(request, NewStaff)
+    doc = {"_id": body.id, "username": body.username, "name": body.name, "roles": sorted(set(body.roles)),
+           "store_ids": sorted(set(body.store_ids)), "franchisee_id": body.franchisee_id}
+    return await once(request, lambda: request.app[STAFF].create(doc, body.password))

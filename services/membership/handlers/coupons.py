@@ -1,0 +1,95 @@
+"""/members coupons: templates and campaigns (HQ), my and a member's coupons, issuing; orders' checkout holds
+(internal)."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from libs.auth import require
+from libs.http import json_response, parse_body, parse_query
+from libs.openapi import openapi
+from services.membership.handlers.common import MEMBER_ID, STAFF_ROLES, customer, listing, once, visible_member
+from services.membership.schemas import (CouponOut, CouponPage, CouponQuery, HoldRequest, IssueCoupon, NewCampaign,
+                                         NewTemplate)
+from services.membership.usecases import CHECKOUT_HOLDS, COUPONS, template_doc
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/members/coupon-templates")
+@openapi(summary="Coupon templates", tags=["coupons"])
+async def list_templates(request: web.Request) -> web.Response:
+    require(request, *STAFF_ROLES)
+    return json_response(listing(await request.app[COUPONS].templates()))
+
+
+@routes.post("/members/coupon-templates")
+@openapi(summary="Create a coupon template", tags=["coupons"], request=NewTemplate, status=201)
+async def create_template(request: web.Request) -> web.Response:
+    require(request, "hq_admin")
+    body = await parse_body(request, NewTemplate)
+    doc = template_doc(body.model_dump())
+    return await once(request, lambda: request.app[COUPONS].create_template(doc))
+
+
+@routes.get("/members/campaigns")
+@openapi(summary="Campaigns", tags=["campaigns"])
+async def list_campaigns(request: web.Request) -> web.Response:
+    require(request, *STAFF_ROLES)
+    return json_response(listing(await request.app[COUPONS].campaigns()))
+
+
+@routes.post("/members/campaigns")
+@openapi(summary="Create a campaign (tag + coupon template)", tags=["campaigns"], request=NewCampaign, status=201)
+async def create_campaign(request: web.Request) -> web.Response:
+    require(request, "hq_admin")
+    body = await parse_body(request, NewCampaign)
+    doc = {"_id": body.id, "name": body.name, "tag": body.tag, "coupon_template_id": body.coupon_template_id,
+           "status": "active"}
+    return await once(request, lambda: request.app[COUPONS].create_campaign(doc))
+
+
+@routes.get("/members/me/coupons")
+@openapi(summary="My coupons", tags=["members"], query=CouponQuery, response=CouponPage)
+async def my_coupons(request: web.Request) -> web.Response:
+    member_id = customer(request)
+    query = parse_query(request, CouponQuery)
+    return json_response(listing(await request.app[COUPONS].wallet(member_id, query.state)))
+
+
+@routes.get(f"/members/{MEMBER_ID}/coupons")
+@openapi(summary="A member's coupons", tags=["coupons"], response=CouponPage)
+async def member_coupons(request: web.Request) -> web.Response:
+    member = await visible_member(request)
+    return json_response(listing(await request.app[COUPONS].wallet(member["_id"])))
+
+
+@routes.post(f"/members/{MEMBER_ID}/coupons")
+@openapi(summary="Issue a coupon to a member", tags=["coupons"], request=IssueCoupon, response=CouponOut,
+         status=201)
+async def issue_coupon(request: web.Request) -> web.Response:
+    member = await visible_member(request, roles=("store_manager", "hq_admin"))
+    body = await parse_body(request, IssueCoupon)
+    return await once(request, lambda: request.app[COUPONS].issue(member["_id"], body.template_id))
+
+
+# == internal: orders' checkout contract =============================================================
+
+@routes.post("/members/internal/checkout-holds")
+async def create_hold(request: web.Request) -> web.Response:
+    require(request, "service")
+    body = await parse_body(request, HoldRequest)
+    lines = [line.model_dump() for line in body.lines]
+    return await once(request, lambda: request.app[CHECKOUT_HOLDS].hold(
+        body.order_id, body.member_id, body.channel, body.coupon_codes, body.points, lines))
+
+
+@routes.post("/members/internal/checkout-holds/{order_id}/commit")
+async def commit_hold(request: web.Request) -> web.Response:
+    require(request, "service")
+    return json_response(await request.app[CHECKOUT_HOLDS].commit(request.match_info["order_id"]))
+
+
+@routes.post("/members/internal/checkout-holds/{order_id}/release")
+async def release_hold(request: web.Request) -> web.Response:
+    require(request, "service")
+    return json_response(await request.app[CHECKOUT_HOLDS].release(request.match_info["order_id"]))

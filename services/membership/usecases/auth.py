@@ -1,0 +1,317 @@
+"""Authentication: signing keys and JWKS, access and refresh tokens, one-time codes, staff accounts."""
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from libs.auth import TokenVerifier
+from libs.clock import now_ms, utcnow
+from libs.ids import new_id
+from libs.mongo import refuse_duplicates
+from services.membership import metrics
+from services.membership.domain import otp as otp_rules
+from services.membership.domain import tokens as token_rules
+from services.membership.domain.errors import INVALID, LIMITED, UNAUTHENTICATED, MembershipError
+from services.membership.events import OtpRequested
+from services.membership.keys import KeyRing
+from services.membership.usecases.base import UseCase
+from services.membership.usecases.views import public_staff
+
+if TYPE_CHECKING:
+    from services.membership.usecases.members import Members
+
+
+def _unauthenticated(code: str, detail: str) -> MembershipError:
+    return MembershipError(code, detail, kind=UNAUTHENTICATED)
+
+
+class Keys:
+    """The signing key ring shared by every replica, and this service's own verifier that trusts it."""
+
+    def __init__(self, ring: KeyRing, verifier: TokenVerifier) -> None:
+        self.ring = ring
+        self.verifier = verifier
+
+    async def start(self) -> None:
+        """Load (or create, once for all replicas) the ring; this service verifies its tokens from memory."""
+        await self.ring.ensure()
+        self.verifier.load_jwks(self.ring.jwks())
+
+    def jwks(self) -> dict[str, Any]:
+        return self.ring.jwks()
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        return self.ring.sign(claims)
+
+    async def rotate(self) -> dict[str, Any]:
+        """A new current key; the previous one stays published so tokens signed just before keep verifying."""
+        kid = await self.ring.rotate()
+        self.verifier.load_jwks(self.ring.jwks())
+        return {"kid": kid, "jwks": self.ring.jwks()}
+
+    async def refresh(self) -> None:
+        """Pick up a rotation done by another replica."""
+        await self.ring.refresh()
+        self.verifier.load_jwks(self.ring.jwks())
+
+
+class Tokens(UseCase):
+    """Access tokens (member, staff, service) and single-use refresh tokens grouped in login families."""
+
+    def __init__(self, *args, keys: Keys) -> None:
+        super().__init__(*args)
+        self.keys = keys
+
+    def issue(self, identity: dict[str, Any], ttl_s: int, kind: str) -> dict[str, Any]:
+        body = token_rules.claims(now_s=now_ms() // 1000, ttl_s=ttl_s, issuer=self.settings.jwt_issuer,
+                                  audience=self.settings.jwt_audience, **identity)
+        metrics.TOKENS_ISSUED.labels(kind).inc()
+        return token_rules.token_answer(self.keys.sign(body), ttl_s)
+
+    def for_member(self, member_id: str) -> dict[str, Any]:
+        return self.issue(token_rules.member_identity(member_id), self.settings.member_token_ttl_s, "member")
+
+    def for_staff(self, staff: dict[str, Any]) -> dict[str, Any]:
+        return self.issue(token_rules.staff_identity(staff), self.settings.staff_token_ttl_s, "staff")
+
+    def for_service(self, client_id: str, client_secret: str) -> dict[str, Any]:
+        """A service token for a known client with the shared secret."""
+        known = client_id in self.settings.service_clients
+        # Compare even for an unknown client, so the answer time does not tell which ids exist.
+        secret_ok = secrets.compare_digest(client_secret.encode(), self.settings.service_client_secret.encode())
+        if not (known and secret_ok):
+            metrics.LOGIN_FAILURES.labels("service", "bad_credentials").inc()
+            raise _unauthenticated("invalid-client", "unknown client or wrong secret")
+        return self.issue(token_rules.service_identity(client_id), self.settings.service_token_ttl_s, "service")
+
+    async def _new_refresh(self, session, kind: str, subject_id: str, family_id: str | None = None) -> str:
+        token = secrets.token_urlsafe(32)
+        await self.refresh_tokens.add({"_id": token_rules.refresh_digest(token), "family_id": family_id or new_id("rtf"),
+                                       "kind": kind, "subject_id": subject_id, "used": False, "revoked": False,
+                                       "expires_at_ms": now_ms() + self.settings.refresh_token_ttl_s * 1000,
+                                       "created_at": utcnow()}, session)
+        return token
+
+    async def with_refresh(self, answer: dict[str, Any], kind: str, subject_id: str) -> dict[str, Any]:
+        """Add a refresh token to a login answer (members and staff; services just ask again)."""
+        token = await self.mongo.transaction(lambda s: self._new_refresh(s, kind, subject_id))
+        return {**answer, "refresh_token": token, "refresh_expires_in": self.settings.refresh_token_ttl_s}
+
+    async def refresh(self, refresh_token: str) -> dict[str, Any]:
+        """Trade a refresh token for a new access token and the next refresh token.
+
+        A refresh token works once. Presenting a used one means it was stolen (or replayed): the whole family
+        is revoked, so neither the thief nor the owner can continue without logging in again. The refusal is
+        returned from the unit of work (not raised) so that the revocation commits.
+        """
+        digest = token_rules.refresh_digest(refresh_token)
+        result = await self.mongo.transaction(lambda session: self._refresh(session, digest, now_ms()))
+        if isinstance(result, MembershipError):
+            metrics.LOGIN_FAILURES.labels("refresh", result.code).inc()
+            raise result
+        return result
+
+    async def _refresh(self, session, digest: str, now: int) -> dict[str, Any] | MembershipError:
+        stored = await self.refresh_tokens.get(digest, session)
+        if stored is None or stored["revoked"] or stored["expires_at_ms"] <= now:
+            return _unauthenticated("invalid-refresh-token", "refresh token unknown or expired")
+        if not await self.refresh_tokens.use(digest, session):
+            await self.refresh_tokens.revoke_family(stored["family_id"], session)
+            return _unauthenticated("refresh-token-reused", "this refresh token was already used; log in again")
+        if stored["kind"] == "member":
+            member = await self.members.get_live(stored["subject_id"], session)
+            if member is None:
+                return _unauthenticated("invalid-refresh-token", "member no longer exists")
+            answer, subject = self.for_member(member["_id"]), member["_id"]
+        else:
+            staff = await self.staff.get(stored["subject_id"], session)
+            if staff is None or staff.get("status", "active") != "active":
+                return _unauthenticated("invalid-refresh-token", "staff account is not active")
+            answer, subject = self.for_staff(staff), staff["_id"]
+        following = await self._new_refresh(session, stored["kind"], subject, stored["family_id"])
+        return {**answer, "refresh_token": following, "refresh_expires_in": self.settings.refresh_token_ttl_s}
+
+    async def logout(self, refresh_token: str) -> None:
+        """End a login: every refresh token of its family stops working."""
+        digest = token_rules.refresh_digest(refresh_token)
+
+        async def unit(session):
+            stored = await self.refresh_tokens.get(digest, session)
+            if stored is not None:
+                await self.refresh_tokens.revoke_family(stored["family_id"], session)
+
+        await self.mongo.transaction(unit)
+
+
+class Codes(UseCase):
+    """One-time login codes sent to a phone: issuing limits, attempt limits, and the member login they allow."""
+
+    def __init__(self, *args, tokens: Tokens, members: Members) -> None:
+        super().__init__(*args)
+        self.tokens = tokens
+        self.registrations = members
+
+    def _digest(self, phone: str, code: str) -> str:
+        return otp_rules.code_digest(phone, code, self.settings.service_client_secret)
+
+    async def request(self, phone: str, locale: str) -> dict[str, Any]:
+        """Send a code (published for notifications); codes per phone per window are limited."""
+        phone = otp_rules.normalize_phone(phone)
+        code = otp_rules.new_code(secrets.randbelow)
+        now = now_ms()
+
+        async def unit(session):
+            existing = await self.otp.get(phone, session) or {}
+            start, count = otp_rules.next_request_window(existing.get("window_start_ms", 0),
+                                                         existing.get("requests", 0), now, self.otp_policy)
+            await self.otp.put({"_id": phone, "digest": self._digest(phone, code), "attempts": 0, "used": False,
+                                "expires_at_ms": now + self.otp_policy.ttl_s * 1000, "window_start_ms": start,
+                                "requests": count, "locale": locale}, session)
+            await self.outbox.record(session, OtpRequested(phone=phone, code=code, locale=locale,
+                                                           expires_in=self.otp_policy.ttl_s), subject=phone)
+
+        try:
+            await self.mongo.transaction(unit)
+        except MembershipError:
+            metrics.OTP_REQUESTS.labels("rate_limited").inc()
+            raise
+        metrics.OTP_REQUESTS.labels("sent").inc()
+        answer: dict[str, Any] = {"phone": phone, "expires_in": self.otp_policy.ttl_s}
+        if self.settings.dev_mode:
+            answer["dev_code"] = code
+        return answer
+
+    async def use_in(self, session, phone: str, code: str) -> MembershipError | None:
+        """Count the attempt, then judge it. A refusal is returned (not raised) so the count commits."""
+        counted = await self.otp.count_attempt(phone, self.otp_policy.max_attempts, session)
+        challenge = await self.otp.get(phone, session)
+        if not counted:
+            if challenge is None or challenge.get("used"):
+                return _unauthenticated("otp-invalid", "no code is pending for this phone")
+            return MembershipError("otp-attempts-exceeded", "too many wrong codes; request a new code", kind=LIMITED)
+        try:
+            otp_rules.check_code(challenge, self._digest(phone, code), now_ms(), self.otp_policy)
+        except MembershipError as refusal:
+            return refusal
+        if not await self.otp.burn(phone, self._digest(phone, code), session):
+            return _unauthenticated("otp-invalid", "the code was already used")
+        return None
+
+    async def login(self, phone: str, code: str, locale: str | None) -> dict[str, Any]:
+        """A member's tokens for a phone and its one-time code; a phone not known yet registers a member."""
+        phone = otp_rules.normalize_phone(phone)
+
+        async def unit(session):
+            refusal = await self.use_in(session, phone, code)
+            if refusal is not None:
+                return refusal
+            challenge = await self.otp.get(phone, session)
+            member_id = await self.members.member_id_for("phone", phone, session)
+            if member_id is not None:
+                return (await self.members.get_live(member_id, session))["_id"]
+            member = await self.registrations.register_in(session, source="otp", phone=phone,
+                                                          locale=locale or challenge.get("locale") or "zh-CN")
+            return member["_id"]
+
+        result = await self.mongo.transaction(unit)
+        if isinstance(result, MembershipError):
+            metrics.LOGIN_FAILURES.labels("member", result.code).inc()
+            raise result
+        return await self.tokens.with_refresh(self.tokens.for_member(result), "member", result)
+
+
+def _verify_password(hasher: PasswordHasher, stored_hash: str, password: str) -> bool:
+    try:
+        return hasher.verify(stored_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+class StaffAccounts(UseCase):
+    """Staff, managers, franchisees and HQ: accounts (argon2id passwords), logins limited per username."""
+
+    def __init__(self, *args, tokens: Tokens) -> None:
+        super().__init__(*args)
+        self.tokens = tokens
+        self.passwords = PasswordHasher(time_cost=self.settings.password_time_cost,
+                                        memory_cost=self.settings.password_memory_kib)
+        # Verified against when the username is unknown, so a wrong username costs as much as a wrong password.
+        self._dummy_hash = self.passwords.hash("not-a-real-password")
+
+    async def login(self, username: str, password: str) -> dict[str, Any]:
+        """A staff token and its refresh token; failed passwords per username per window are limited."""
+        now = now_ms()
+        window = await self.read(lambda: self.staff.failure_window(username))
+        window_ms = self.settings.staff_login_window_s * 1000
+        open_window = bool(window) and now - window["window_start_ms"] < window_ms
+        if open_window and window["failures"] >= self.settings.staff_login_max_failures:
+            metrics.LOGIN_FAILURES.labels("staff", "locked").inc()
+            raise MembershipError("too-many-login-failures", "too many failed logins for this user; try again later",
+                                  kind=LIMITED, retry_after_s=max(1, (window["window_start_ms"] + window_ms - now) // 1000))
+        staff = await self.read(lambda: self.staff.by_username(username))
+        active = staff is not None and staff.get("status", "active") == "active"
+        stored_hash = staff["password_hash"] if active else self._dummy_hash
+        ok = await asyncio.to_thread(_verify_password, self.passwords, stored_hash, password)
+        if not (ok and active):
+            start, failures = (window["window_start_ms"], window["failures"] + 1) if open_window else (now, 1)
+            await self.mongo.transaction(lambda s: self.staff.record_failure(username, start, failures, s))
+            metrics.LOGIN_FAILURES.labels("staff", "bad_credentials").inc()
+            raise _unauthenticated("invalid-credentials", "wrong username or password")
+        if window:
+            await self.mongo.transaction(lambda s: self.staff.clear_failures(username, s))
+        return await self.tokens.with_refresh(self.tokens.for_staff(staff), "staff", staff["_id"])
+
+    async def create(self, staff: dict[str, Any], password: str) -> dict[str, Any]:
+        """A new staff account (HQ). The password is stored as an argon2id hash only."""
+        password_hash = await asyncio.to_thread(self.passwords.hash, password)
+        exists = ("staff-exists", "a staff account with this id or username exists")
+
+        async def unit(session):
+            if await self.staff.get(staff["_id"], session) is not None or \
+                    await self.staff.by_username(staff["username"], session) is not None:
+                raise MembershipError(*exists)
+            with refuse_duplicates(*exists):
+                await self.staff.insert({**staff, "password_hash": password_hash, "status": "active"}, session)
+            return public_staff(staff)
+
+        return await self.mongo.transaction(unit)
+
+    async def ensure(self, staff: dict[str, Any], password: str) -> None:
+        """The demo loader's account: created once, never reset (keeps whatever password was set since)."""
+        if await self.read(lambda: self.staff.get(staff["_id"])) is not None:
+            return
+        password_hash = await asyncio.to_thread(self.passwords.hash, password)
+        doc = {**staff, "password_hash": password_hash, "status": "active"}
+        await self.mongo.transaction(lambda s: self.staff.upsert(doc, s))
+
+    async def change_password(self, staff_id: str, current: str, new: str) -> None:
+        """Change one's own password; every refresh token of the account stops working."""
+        staff = await self.read(lambda: self.staff.get(staff_id))
+        if staff is None or not await asyncio.to_thread(_verify_password, self.passwords, staff["password_hash"],
+                                                         current):
+            raise _unauthenticated("invalid-credentials", "the current password is not correct")
+        if current == new:
+            raise MembershipError("password-unchanged", "the new password must differ from the current one",
+                                  kind=INVALID)
+        password_hash = await asyncio.to_thread(self.passwords.hash, new)
+
+        async def unit(session):
+            await self.staff.set_password(staff_id, password_hash, session)
+            await self.refresh_tokens.revoke_subject("staff", staff_id, session)
+
+        await self.mongo.transaction(unit)
+
+    async def list(self) -> list[dict[str, Any]]:
+        return [public_staff(d) for d in await self.read(self.staff.list)]
+
+
+KEYS = web.AppKey("keys", Keys)
+TOKENS = web.AppKey("tokens", Tokens)
+CODES = web.AppKey("codes", Codes)
+STAFF = web.AppKey("staff", StaffAccounts)
+__all__ = ["CODES", "KEYS", "STAFF", "TOKENS", "Codes", "Keys", "StaffAccounts", "Tokens"]
