@@ -1,11 +1,11 @@
 """Order event data as libs/README.md "Events" describes them (the orders service publishes these)."""
 from __future__ import annotations
 
-import uuid
+from libs.ids import new_id
 
 
 def new_order_id() -> str:
-    return f"ord_{uuid.uuid4().hex[:12]}"
+    return new_id("ord")
 
 
 def order_data(order_id: str, *, channel: str, fulfilment: dict, lines: list[dict], staff_id: str | None,

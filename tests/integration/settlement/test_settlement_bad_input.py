@@ -5,7 +5,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from libs.pagination import encode_cursor
 from services.settlement.domain.periods import local_day_of
+from tests.integration.settlement.settlement_kit import new_order_id, order_data
 
 TODAY = local_day_of(datetime.now(UTC), 480).isoformat()
 BAD_REQUESTS = [
@@ -70,3 +72,29 @@ async def test_the_openapi_document_is_valid_and_describes_the_api(settlement):
             "/settlement/payouts", "/settlement/reconciliations", "/settlement/split-rules"} <= set(document["paths"])
     closed = document["paths"]["/settlement/statements/close"]["post"]
     assert closed["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/ClosePeriod")
+
+
+async def test_each_list_takes_only_its_own_cursors(settlement):
+    """One cursor format for every list: a cursor issued by one list, by another service or edited by hand is a
+    400 `bad-cursor` anywhere else, never a wrong page."""
+    order_id = new_order_id()
+    await settlement.publish("orders.order.completed", order_data(
+        order_id, channel="app", staff_id="stf_jingan_01", fee=0,
+        fulfilment={"type": "ship", "location_id": "loc_sh_jingan"},
+        lines=[{"sku_id": "sku_a", "qty": 1, "unit_price": 9900, "cost_price": 3000}]))
+    await settlement.wait_for_postings(order_id, ["capture", "sale"])
+    status, first = await settlement.get("/settlement/statements", date=TODAY, limit=1)
+    assert status == 200 and len(first["items"]) == 1 and first["next_cursor"], first
+    status, second = await settlement.get("/settlement/statements", date=TODAY, limit=1, cursor=first["next_cursor"])
+    assert status == 200 and second["items"][0]["account"] > first["items"][0]["account"]
+
+    issued = first["next_cursor"]
+    edited = issued[:-2] + ("AA" if not issued.endswith("AA") else "BB")
+    foreign = encode_cursor("loc_sh_jingan", "stock.levels")
+    for path in ("/settlement/statements", "/settlement/payouts", "/settlement/reconciliations",
+                 "/settlement/refund-anomalies"):
+        status, problem = await settlement.get(path, cursor=issued)
+        assert status == 400 and problem["type"].endswith("/bad-cursor"), (path, problem)
+    for cursor in (edited, foreign):
+        status, problem = await settlement.get("/settlement/statements", date=TODAY, limit=1, cursor=cursor)
+        assert status == 400 and problem["type"].endswith("/bad-cursor"), (cursor, problem)
