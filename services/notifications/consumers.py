@@ -7,17 +7,16 @@ from aiohttp import web
 
 from libs.bus import Bus, Envelope
 from services.notifications.domain.rules import CONSUMED_EVENT_TYPES
-from services.notifications.fanout import handle_event
-from services.notifications.jobs import context_of
+from services.notifications.usecases import FANOUT
 
 
 async def on_event(app: web.Application, envelope: Envelope, session) -> None:
-    """Create this event's deliveries in the inbox transaction; the delivery worker sends them."""
-    await handle_event(context_of(app), envelope, session)
+    """Create this event's deliveries; the use case joins the inbox transaction. The worker sends them."""
+    await app[FANOUT].handle_event(envelope)
 
 
 def subscribe(app: web.Application, bus: Bus) -> None:
-    # Bound to every event type of DESIGN §2: webhooks may ask for any of them, not only the ones that
-    # notify a person.
+    # Bound to every event type the suite publishes (docs/ARCHITECTURE.md): webhooks may ask for any of them,
+    # not only the ones that notify a person.
     for event_type in CONSUMED_EVENT_TYPES:
         bus.on(event_type, partial(on_event, app))

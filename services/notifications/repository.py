@@ -1,59 +1,58 @@
 """Mongo repositories of notifications: one per aggregate. Writes take the caller's transaction session."""
 from __future__ import annotations
 
-import base64
-import time
-import uuid
-from datetime import UTC, datetime, time as clock
+from datetime import time as clock
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
 
-from libs.mongo import ConcurrencyConflict, IndexSpec, Mongo, replace_versioned
-from services.notifications.domain.policy import Preferences, QuietHours, Recipient, normalize_locale
+from libs.clock import utcnow
+from libs.mongo import ConcurrencyConflict, IndexSpec, Mongo, insert_versioned, replace_versioned
+from services.notifications.domain.policy import DEFAULT_TIMEZONE, Preferences, QuietHours, Recipient, normalize_locale
 from services.notifications.domain.rules import MEMBER_CATEGORIES, PERSON_CHANNELS
 
+
+
+def _index(collection: str, *fields: str, name: str, unique: bool = False, **options) -> IndexSpec:
+    return IndexSpec(collection, [(f, ASCENDING) for f in fields], unique=unique, name=name, options=options)
+
+
 INDEXES = [
-    IndexSpec("deliveries", [("event_id", ASCENDING), ("recipient_id", ASCENDING), ("channel", ASCENDING)],
-              unique=True, name="one_per_event_recipient_channel"),
-    IndexSpec("deliveries", [("status", ASCENDING), ("due_at_ms", ASCENDING)], name="due"),
-    IndexSpec("deliveries", [("recipient_id", ASCENDING)], name="recipient"),
-    IndexSpec("deliveries", [("event_type", ASCENDING)], name="event_type"),
-    IndexSpec("delivery_attempts", [("delivery_id", ASCENDING), ("number", ASCENDING)], unique=True,
-              name="one_per_attempt"),
-    IndexSpec("templates", [("type", ASCENDING)], name="type"),
-    IndexSpec("webhooks", [("active", ASCENDING)], name="active"),
-    IndexSpec("campaigns", [("status", ASCENDING)], name="status"),
-    IndexSpec("outbound_messages", [("channel", ASCENDING), ("recorded_ms", ASCENDING)], name="channel_time"),
-    IndexSpec("recipients", [("phone", ASCENDING)], name="phone"),
+    _index("deliveries", "event_id", "recipient_id", "channel", unique=True, name="one_per_event_recipient_channel"),
+    _index("deliveries", "status", "due_at_ms", name="due"),
+    _index("deliveries", "recipient_id", name="recipient"),
+    _index("deliveries", "event_type", name="event_type"),
+    _index("delivery_attempts", "delivery_id", "number", unique=True, name="one_per_attempt"),
+    _index("templates", "type", name="type"),
+    _index("webhooks", "active", name="active"),
+    _index("campaigns", "status", name="status"),
+    _index("outbound_messages", "channel", "recorded_ms", name="channel_time"),
+    _index("recipients", "phone", name="phone"),
     # Every collection needs an index spec so it exists before the first transaction writes to it
     # (nx-27017 cannot create a collection inside a transaction).
-    IndexSpec("preferences", [("updated_at", ASCENDING)], name="updated_at"),
-    IndexSpec("daily_caps", [("created_at", ASCENDING)], name="expire_after_3d",
-              options={"expireAfterSeconds": 3 * 86400}),
+    _index("preferences", "updated_at", name="updated_at"),
+    _index("daily_caps", "created_at", name="expire_after_3d", expireAfterSeconds=3 * 86400),
 ]
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
+class _Aggregates:
+    """A collection of versioned aggregates: read by id, inserted at version 1, saved with a version check."""
 
+    collection_name = ""
 
-def new_id(prefix: str) -> str:
-    """Time-ordered ids, so that sorting by _id is sorting by creation (cursor paging)."""
-    return f"{prefix}_{now_ms():012x}{uuid.uuid4().hex[:12]}"
+    def __init__(self, mongo: Mongo) -> None:
+        self.mongo = mongo
+        self.collection = mongo.db[self.collection_name]
 
+    async def get(self, aggregate_id: str, session=None) -> dict | None:
+        return await self.collection.find_one({"_id": aggregate_id}, session=session)
 
-def encode_cursor(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+    async def add(self, doc: dict, session) -> dict:
+        return await insert_versioned(self.collection, doc, session)
 
-
-def decode_cursor(cursor: str) -> str | None:
-    try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, UnicodeDecodeError):
-        return None
-
+    async def save(self, doc: dict, session) -> dict:
+        return await replace_versioned(self.collection, doc, session)
 
 
 class RecipientDirectory:
@@ -77,7 +76,7 @@ class RecipientDirectory:
     async def upsert(self, recipient_id: str, fields: dict[str, Any], session) -> dict:
         """Merge known contact fields into the entry (absent fields keep their value)."""
         existing = await self.get(recipient_id, session)
-        updated_at = datetime.now(UTC)
+        updated_at = utcnow()
         if existing is None:
             doc = {"_id": recipient_id, **fields, "updated_at": updated_at, "version": 1}
             await self.collection.insert_one(doc, session=session)
@@ -137,7 +136,7 @@ def to_preferences(doc: dict) -> Preferences:
     return Preferences(
         channels={c: bool(doc.get("channels", {}).get(c, True)) for c in PERSON_CHANNELS},
         categories={c: bool(doc.get("categories", {}).get(c, True)) for c in MEMBER_CATEGORIES},
-        quiet_hours=QuietHours(parse_clock(quiet["start"]), parse_clock(quiet["end"]), quiet["timezone"])
+        quiet_hours=QuietHours(parse_clock(quiet["start"]), parse_clock(quiet["end"]), quiet.get("timezone", DEFAULT_TIMEZONE))
         if quiet else None,
         daily_cap=int(doc.get("daily_cap", 5)))
 
@@ -152,7 +151,7 @@ class DailyCaps:
         key = f"{member_id}|{day}"
         # Create the counter first (nx ignores $setOnInsert on find_one_and_update), then a guarded $inc.
         await self.collection.update_one({"_id": key}, {"$setOnInsert": {"count": 0, "member_id": member_id,
-                                                                         "day": day, "created_at": datetime.now(UTC)}},
+                                                                         "day": day, "created_at": utcnow()}},
                                          upsert=True, session=session)
         result = await self.collection.update_one({"_id": key, "count": {"$lt": cap}}, {"$inc": {"count": 1}},
                                                   session=session)
@@ -179,12 +178,10 @@ class TemplateRepository:
         key = self.key(template_type, channel, locale)
         existing = await self.collection.find_one({"_id": key}, session=session)
         doc = {"_id": key, "type": template_type, "channel": channel, "locale": locale, "subject": subject,
-               "body": body, "is_default": True, "updated_at": datetime.now(UTC), "updated_by": "seed"}
-        if existing is None:
-            await self.collection.insert_one({**doc, "version": 1}, session=session)
-            return True
-        if existing.get("is_default") and (existing["subject"], existing["body"]) != (subject, body):
-            await replace_versioned(self.collection, {**doc, "version": existing["version"]}, session)
+               "body": body, "is_default": True, "updated_at": utcnow(), "updated_by": "seed"}
+        if existing is None or (existing.get("is_default")
+                                and (existing["subject"], existing["body"]) != (subject, body)):
+            await self._store(doc, existing, session)
             return True
         return False
 
@@ -193,22 +190,21 @@ class TemplateRepository:
         existing = await self.get(template_type, channel, locale, session)
         doc = {"_id": self.key(template_type, channel, locale), "type": template_type, "channel": channel,
                "locale": locale, "subject": subject, "body": body, "is_default": False,
-               "updated_at": datetime.now(UTC), "updated_by": by}
+               "updated_at": utcnow(), "updated_by": by}
+        return await self._store(doc, existing, session)
+
+    async def _store(self, doc: dict, existing: dict | None, session) -> dict:
         if existing is None:
-            doc["version"] = 1
-            await self.collection.insert_one(doc, session=session)
-            return doc
+            return await insert_versioned(self.collection, doc, session)
         return await replace_versioned(self.collection, {**doc, "version": existing["version"]}, session)
 
 
-class DeliveryRepository:
-    def __init__(self, mongo: Mongo) -> None:
-        self.mongo = mongo
-        self.collection = mongo.db["deliveries"]
-        self.attempts = mongo.db["delivery_attempts"]
+class DeliveryRepository(_Aggregates):
+    collection_name = "deliveries"
 
-    async def get(self, delivery_id: str, session=None) -> dict | None:
-        return await self.collection.find_one({"_id": delivery_id}, session=session)
+    def __init__(self, mongo: Mongo) -> None:
+        super().__init__(mongo)
+        self.attempts = mongo.db["delivery_attempts"]
 
     async def existing_keys(self, event_id: str, session) -> set[tuple[str, str]]:
         docs = await self.collection.find({"event_id": event_id}, {"recipient_id": 1, "channel": 1},
@@ -229,9 +225,6 @@ class DeliveryRepository:
         query = {"status": {"$in": ["pending", "sending"]}, "due_at_ms": {"$lte": at_ms}}
         return await self.mongo.read_committed(
             lambda: self.collection.find(query).sort("due_at_ms", ASCENDING).limit(limit).to_list())
-
-    async def save(self, doc: dict, session) -> dict:
-        return await replace_versioned(self.collection, doc, session)
 
     async def add_attempt(self, attempt: dict, session) -> None:
         await self.attempts.insert_one(attempt, session=session)
@@ -254,16 +247,8 @@ class DeliveryRepository:
             lambda: self.collection.find(query).sort("_id", DESCENDING).limit(limit).to_list())
 
 
-class WebhookRepository:
-    def __init__(self, mongo: Mongo) -> None:
-        self.mongo = mongo
-        self.collection = mongo.db["webhooks"]
-
-    async def add(self, doc: dict, session) -> None:
-        await self.collection.insert_one({**doc, "version": 1}, session=session)
-
-    async def get(self, webhook_id: str, session=None) -> dict | None:
-        return await self.collection.find_one({"_id": webhook_id}, session=session)
+class WebhookRepository(_Aggregates):
+    collection_name = "webhooks"
 
     async def active_for(self, event_type: str, session) -> list[dict]:
         # Event types are a plain list of strings; filtering in Python keeps the query trivially portable.
@@ -273,27 +258,13 @@ class WebhookRepository:
     async def list(self) -> list[dict]:
         return await self.mongo.read_committed(lambda: self.collection.find({}).sort("_id", ASCENDING).to_list())
 
-    async def save(self, doc: dict, session) -> dict:
-        return await replace_versioned(self.collection, doc, session)
 
-
-class CampaignRepository:
-    def __init__(self, mongo: Mongo) -> None:
-        self.mongo = mongo
-        self.collection = mongo.db["campaigns"]
-
-    async def add(self, doc: dict, session) -> None:
-        await self.collection.insert_one({**doc, "version": 1}, session=session)
-
-    async def get(self, campaign_id: str, session=None) -> dict | None:
-        return await self.collection.find_one({"_id": campaign_id}, session=session)
+class CampaignRepository(_Aggregates):
+    collection_name = "campaigns"
 
     async def running(self) -> list[dict]:
         return await self.mongo.read_committed(lambda: self.collection.find(
             {"status": {"$in": ["queued", "running"]}}).sort("_id", ASCENDING).to_list())
-
-    async def save(self, doc: dict, session) -> dict:
-        return await replace_versioned(self.collection, doc, session)
 
 
 class OutboundLog:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from libs.refusal import INVALID, Refusal
 from services.notifications.domain.rules import (
     DEFAULT_LOCALE, EMAIL, LOCALES, MARKETING, MEMBER_CATEGORIES, OPERATIONS, PERSON_CHANNELS, PUSH, SERVICE, SMS,
     TRANSACTIONAL, WECHAT, Rule,
@@ -17,8 +18,10 @@ from services.notifications.domain.rules import (
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 
 
-class PreferenceError(ValueError):
+class PreferenceError(Refusal):
     """Preferences that cannot be applied (e.g. an unknown time zone)."""
+
+    default_kind = INVALID
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class QuietHours:
         try:
             return ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise PreferenceError(f"unknown time zone {self.timezone!r}") from None
+            raise PreferenceError("unknown-time-zone", f"unknown time zone {self.timezone!r}") from None
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ class Rule:
     channels: tuple[str, ...]  # preferred routes, in order; the first addressable one is the fallback
 
 
-# Every event type of DESIGN §2 (plus the ones notifications needs) that produces a message for a person.
+# Every event type of the suite (docs/ARCHITECTURE.md, plus the ones notifications needs) that produces a message for a person.
 RULES: dict[str, Rule] = {
     "orders.order.confirmed": Rule(TRANSACTIONAL, MEMBER, (PUSH, EMAIL)),
     "orders.order.ready_for_pickup": Rule(TRANSACTIONAL, MEMBER, (SMS, PUSH)),
@@ -58,7 +58,7 @@ RULES: dict[str, Rule] = {
 CAMPAIGN_PREFIX = "campaign."
 CAMPAIGN_RULE = Rule(MARKETING, MEMBER, (SMS, WECHAT, PUSH))
 
-# Every event type a webhook may subscribe to (DESIGN §2 plus the additions above).
+# Every event type a webhook may subscribe to (the suite's events plus the additions above).
 WEBHOOK_EVENT_TYPES: tuple[str, ...] = (
     "catalog.product.published", "catalog.price.changed",
     "stock.reserved", "stock.reservation_rejected", "stock.released", "stock.committed", "stock.level_low",
@@ -96,3 +96,11 @@ def rule_for_template_type(name: str) -> Rule | None:
     if name.startswith(CAMPAIGN_PREFIX):
         return CAMPAIGN_RULE
     return None
+
+
+def event_catalog() -> dict:
+    """The event types a webhook may subscribe to, and what each notified event means to a person."""
+    return {"webhook_event_types": list(WEBHOOK_EVENT_TYPES), "channels": list(CHANNELS),
+            "categories": list(CATEGORIES), "locales": list(LOCALES),
+            "notified": {t: {"category": r.category, "audience": r.audience, "channels": list(r.channels)}
+                         for t, r in RULES.items()}}

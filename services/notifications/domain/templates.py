@@ -6,20 +6,28 @@ internals (attribute access to `__class__`, `mro`, ... raises SecurityError). Th
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from jinja2 import TemplateError, Undefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from services.notifications.domain.rules import DEFAULT_LOCALE, EMAIL, PUSH, SMS, WECHAT
+from libs.refusal import INVALID, Refusal
+from services.notifications.domain.rules import DEFAULT_LOCALE
 
 MAX_TEMPLATE_CHARS = 4000
 MAX_RENDERED_CHARS = 8000
 
 
-class TemplateProblem(ValueError):
-    """A template that does not compile or does not render."""
+class TemplateProblem(Refusal):
+    """A template that does not compile or does not render (never stored; a delivery that needs it fails)."""
+
+    default_kind = INVALID
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("invalid-template", detail)
 
 
 def yuan(fen: Any) -> str:
@@ -79,63 +87,20 @@ def context_for(event_type: str, event_id: str, occurred_at: str, data: dict[str
 
 
 # (template type, channel) -> locale -> (subject, body). Short texts for sms/push/wechat, fuller for email.
-_ORDER_REF = "{{ order_id }}"
-DEFAULTS: dict[tuple[str, str], dict[str, tuple[str, str]]] = {}
+# The texts are data, kept beside this module; the file ships with the code and is read once at import.
+DEFAULTS_FILE = Path(__file__).with_name("default_templates.json")
 
 
-def _add(template_type: str, channels: tuple[str, ...], zh: tuple[str, str], en: tuple[str, str]) -> None:
-    for channel in channels:
-        DEFAULTS[(template_type, channel)] = {"zh-CN": zh, "en": en}
+def _load_defaults(path: Path = DEFAULTS_FILE) -> dict[tuple[str, str], dict[str, tuple[str, str]]]:
+    defaults: dict[tuple[str, str], dict[str, tuple[str, str]]] = {}
+    for entry in json.loads(path.read_text(encoding="utf-8")):
+        texts = {locale: tuple(entry[locale]) for locale in ("zh-CN", "en")}
+        for channel in entry["channels"]:
+            defaults[(entry["type"], channel)] = texts
+    return defaults
 
 
-_add("orders.order.confirmed", (PUSH, EMAIL),
-     ("订单已确认", "您的订单 " + _ORDER_REF + " 已支付成功{% if totals %}，实付 {{ totals.total | yuan }}{% endif %}。我们正在为您备货。"),
-     ("Order confirmed", "Your order " + _ORDER_REF + " is paid{% if totals %} ({{ totals.total | yuan }}){% endif %}. We are preparing it."))
-_add("orders.order.ready_for_pickup", (SMS, PUSH),
-     ("订单可以取货了", "【LOOP】您的订单 " + _ORDER_REF + " 已可到店自提{% if store_name %}（{{ store_name }}）{% endif %}，取货码 {{ pickup_code }}，请凭码取货。"),
-     ("Your order is ready for pickup", "[LOOP] Order " + _ORDER_REF + " is ready for pickup{% if store_name %} at {{ store_name }}{% endif %}. Pickup code: {{ pickup_code }}."))
-_add("orders.order.shipped", (PUSH, SMS),
-     ("订单已发货", "【LOOP】您的订单 " + _ORDER_REF + " 已发货{% if carrier %}，{{ carrier }}{% endif %}{% if tracking_number %} 运单号 {{ tracking_number }}{% endif %}。"),
-     ("Your order has shipped", "[LOOP] Order " + _ORDER_REF + " has shipped{% if carrier %} with {{ carrier }}{% endif %}{% if tracking_number %}, tracking {{ tracking_number }}{% endif %}."))
-_add("orders.order.cancelled", (PUSH, SMS),
-     ("订单已取消", "【LOOP】您的订单 " + _ORDER_REF + " 已取消。{% if refund_amount %}{{ refund_amount | yuan }} 将原路退回。{% endif %}"),
-     ("Order cancelled", "[LOOP] Order " + _ORDER_REF + " was cancelled.{% if refund_amount %} {{ refund_amount | yuan }} will be refunded.{% endif %}"))
-_add("orders.order.refunded", (PUSH, EMAIL),
-     ("退款已完成", "您的订单 " + _ORDER_REF + " 已退款{% if refund_amount %} {{ refund_amount | yuan }}{% endif %}，款项将原路退回。"),
-     ("Refund completed", "Order " + _ORDER_REF + " has been refunded{% if refund_amount %} ({{ refund_amount | yuan }}){% endif %}. The money goes back the way you paid."))
-_add("orders.return.received", (PUSH,),
-     ("退货已收到", "门店已收到订单 " + _ORDER_REF + " 的退货{% if refund_amount %}，{{ refund_amount | yuan }} 退款处理中{% endif %}。"),
-     ("Return received", "The store received your return for order " + _ORDER_REF + "{% if refund_amount %}; your refund of {{ refund_amount | yuan }} is on its way{% endif %}."))
-_add("membership.otp.requested", (SMS,),
-     ("验证码", "【LOOP】您的验证码是 {{ code }}，{{ ((expires_in or 300) // 60) }} 分钟内有效。请勿告诉他人。"),
-     ("Verification code", "[LOOP] Your verification code is {{ code }}. It expires in {{ ((expires_in or 300) // 60) }} minutes. Never share it."))
-_add("membership.member.registered", (PUSH, WECHAT),
-     ("欢迎加入 LOOP", "欢迎成为 LOOP 会员{% if name %}，{{ name }}{% endif %}！"),
-     ("Welcome to LOOP", "Welcome to LOOP{% if name %}, {{ name }}{% endif %}!"))
-_add("membership.coupon.issued", (PUSH, WECHAT),
-     ("您收到一张优惠券", "您收到一张优惠券{% if name %}「{{ name }}」{% endif %}{% if valid_until %}，有效期至 {{ valid_until[:10] }}{% endif %}。"),
-     ("You received a coupon", "You received a coupon{% if name %} \"{{ name }}\"{% endif %}{% if valid_until %}, valid until {{ valid_until[:10] }}{% endif %}."))
-_add("membership.points.expiring", (PUSH, SMS),
-     ("积分即将过期", "【LOOP】您有 {{ points }} 积分将于 {{ (expires_at or '')[:10] }} 过期，快来使用吧。"),
-     ("Points expiring soon", "[LOOP] {{ points }} of your points expire on {{ (expires_at or '')[:10] }}. Use them before then."))
-_add("membership.tier.changed", (PUSH,),
-     ("会员等级变更", "您的会员等级已变更为 {{ to_tier }}。"),
-     ("Your tier changed", "Your membership tier is now {{ to_tier }}."))
-_add("membership.member.dormant", (SMS, WECHAT),
-     ("好久不见", "【LOOP】好久不见！新品已到店，欢迎回来逛逛。回复 TD 退订"),
-     ("We miss you", "[LOOP] It has been a while! New arrivals are in store. Reply STOP to opt out"))
-_add("stock.level_low", (PUSH, EMAIL),
-     ("库存不足提醒", "门店 {{ location_id }} 的 {{ sku_id }} 库存仅剩 {{ available if available is defined else on_hand }} 件，请及时补货。"),
-     ("Low stock", "Store {{ location_id }}: {{ sku_id }} is down to {{ available if available is defined else on_hand }} units. Please reorder."))
-_add("settlement.statement.closed", (EMAIL, PUSH),
-     ("结算单已出", "结算单 {{ statement_id }}（{{ (period_start or '')[:10] }} 至 {{ (period_end or '')[:10] }}）已出账{% if net_amount is defined %}，应结金额 {{ net_amount | yuan }}{% endif %}。"),
-     ("Statement closed", "Statement {{ statement_id }} ({{ (period_start or '')[:10] }} to {{ (period_end or '')[:10] }}) is closed{% if net_amount is defined %}; amount due {{ net_amount | yuan }}{% endif %}."))
-_add("orders.pickup_code.reissued", (SMS, PUSH),
-     ("新的取货码", "【LOOP】您的订单 " + _ORDER_REF + " 的取货码已更新为 {{ pickup_code }}，旧取货码作废。"),
-     ("New pickup code", "[LOOP] Order " + _ORDER_REF + " has a new pickup code: {{ pickup_code }}. The old code no longer works."))
-_add("campaign.announcement", (SMS, WECHAT, PUSH),
-     ("{{ headline or 'LOOP 新消息' }}", "【LOOP】{{ message or headline or '' }} 回复 TD 退订"),
-     ("{{ headline or 'News from LOOP' }}", "[LOOP] {{ message or headline or '' }} Reply STOP to opt out"))
+DEFAULTS = _load_defaults()
 
 
 def default_for(template_type: str, channel: str, locale: str) -> tuple[str, str] | None:

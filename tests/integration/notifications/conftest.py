@@ -1,63 +1,43 @@
 """Notifications running in-process on the real broker and a real MongoDB wire server, with real receivers:
-an aiohttp webhook receiver on a free port, an aiosmtpd SMTP server, and tokens minted with our own RS256 key.
+an aiohttp webhook receiver on a free port, an aiosmtpd SMTP server, and tokens from the suite's test minter.
 """
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
+import contextlib
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import aio_pika
 import aiohttp
 import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
-from libs.auth import VERIFIER
-from libs.bus import Names
-from libs.testing import AMQP_URL, free_port, running_app, settings_for
 from services.notifications.app import create_app
 from services.notifications.settings import NotificationsSettings
-from tests.integration.notifications.notifications_kit import Notifications, jwks, mint
+from tests.integration.notifications.notifications_kit import TOKENS, Notifications
+from tests.support import EventTap, free_port, running_app, serve, settings_for
 
 
 @pytest.fixture
 async def start_notifications(mongo_url, bus_namespace):
     """Start a notifications instance with its own database; yields a factory taking settings overrides."""
-    stack: list = []
-    connection = await aio_pika.connect_robust(AMQP_URL)
-    channel = await connection.channel(publisher_confirms=True)
-    exchange = await channel.declare_exchange(Names(bus_namespace).exchange, aio_pika.ExchangeType.TOPIC,
-                                              durable=True)
     http = aiohttp.ClientSession()
+    async with contextlib.AsyncExitStack() as stack:
 
-    async def start(**overrides: Any) -> Notifications:
-        values = dict(mongo_db_prefix=f"o2o_n{uuid.uuid4().hex[:8]}_", delivery_poll_interval_s=0.05,
-                      retry_base_delay_ms=40, retry_max_delay_ms=200, max_attempts=4, sink_mirror=False,
-                      campaign_poll_interval_s=0.1, membership_url="http://127.0.0.1:9", send_timeout_s=5.0)
-        values.update(overrides)
-        settings = settings_for(NotificationsSettings, mongo_url, bus_namespace, **values)
-        app = create_app(settings)
-        app[VERIFIER].load_jwks(jwks())
-        context = running_app(app, settings.port)
-        base = await context.__aenter__()
-        stack.append(context)
-        return Notifications(base, app, settings, http, exchange, mint(settings, ["hq_admin"], subject="stf_hq"))
+        async def start(**overrides: Any) -> Notifications:
+            values = dict(mongo_db_prefix=f"o2o_n{uuid.uuid4().hex[:8]}_", delivery_poll_interval_s=0.05,
+                          retry_base_delay_ms=40, retry_max_delay_ms=200, max_attempts=4, sink_mirror=False,
+                          campaign_poll_interval_s=0.1, membership_url="http://127.0.0.1:9", send_timeout_s=5.0)
+            values.update(overrides)
+            settings = settings_for(NotificationsSettings, mongo_url, bus_namespace, **values)
+            app, base = await stack.enter_async_context(serve(create_app, settings, TOKENS.jwks))
+            return Notifications(base, app, settings, http, bus_namespace)
 
-    yield start
-    await http.close()  # first, so that no client connection keeps a server waiting at shutdown
-    for context in reversed(stack):
-        stopping = asyncio.ensure_future(context.__aexit__(None, None, None))
-        done, _ = await asyncio.wait({stopping}, timeout=20)
-        if not done:  # should not happen; if it does, show where the shutdown is stuck
-            for task in asyncio.all_tasks():
-                print("still running at shutdown:", task, file=sys.stderr)
-                task.print_stack(file=sys.stderr)
-            await stopping
-    await connection.close()
+        try:
+            yield start
+        finally:
+            await http.close()  # first, so that no client connection keeps a server waiting at shutdown
 
 
 @pytest.fixture
@@ -119,21 +99,6 @@ def smtp_server():
 
 @pytest.fixture
 async def failure_events(bus_namespace):
-    """Every `notifications.delivery.failed` event published during the test, read from a bound test queue."""
-    connection = await aio_pika.connect_robust(AMQP_URL)
-    channel = await connection.channel()
-    names = Names(bus_namespace)
-    exchange = await channel.declare_exchange(names.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
-    queue = await channel.declare_queue(f"{bus_namespace}test.failures.{uuid.uuid4().hex[:6]}", exclusive=True)
-    await queue.bind(exchange, routing_key="notifications.delivery.failed")
-    received: list[dict] = []
-
-    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        async with message.process():
-            received.append(json.loads(message.body))
-
-    await queue.consume(on_message)
-    yield received
-    await connection.close()
-
-
+    """Every `notifications.delivery.failed` event published during the test, as the broker carried it."""
+    async with EventTap(bus_namespace, "notifications.delivery.failed") as tap:
+        yield tap.events

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from libs.testing import eventually
-from tests.integration.notifications.notifications_kit import mint, uid
+from tests.support import eventually
+from tests.integration.notifications.notifications_kit import mint_token, uid
 
 
 async def sent(notifications, event_id: str, expected: int):
@@ -22,8 +22,8 @@ async def test_low_stock_reaches_the_stores_managers_and_only_they_see_it(notifi
     assert push["recipient"] == f"store:{location}" and push["address"] == f"topic:store:{location}"
     assert push["category"] == "operations" and "sku_tee_classic_whi_s" in push["body"] and "1" in push["body"]
 
-    manager = mint(notifications.settings, ["store_manager"], staff_id="stf_m", store_ids=[location])
-    other = mint(notifications.settings, ["store_manager"], staff_id="stf_o", store_ids=[uid("loc")])
+    manager = mint_token("stf_m", ["store_manager"], staff_id="stf_m", store_ids=[location])
+    other = mint_token("stf_o", ["store_manager"], staff_id="stf_o", store_ids=[uid("loc")])
     status, mine = await notifications.get("/notifications/deliveries", token=manager)
     assert status == 200 and [d["id"] for d in mine["items"]] == [push["id"]]
     status, theirs = await notifications.get("/notifications/deliveries", token=other)
@@ -162,7 +162,7 @@ async def test_preferences_reject_bad_input_and_change_nothing(notifications):
     async with notifications.http.put(notifications.base + "/notifications/me/preferences", data=b"{not json",
                                       headers=notifications.auth(token)) as response:
         assert response.status == 400
-    staff = mint(notifications.settings, ["store_staff"], staff_id="stf_1", store_ids=["loc_sh_jingan"])
+    staff = mint_token("stf_1", ["store_staff"], staff_id="stf_1", store_ids=["loc_sh_jingan"])
     status, _ = await notifications.get("/notifications/me/preferences", token=staff)
     assert status == 403
     status, prefs = await notifications.get("/notifications/me/preferences", token=token)

@@ -7,7 +7,7 @@ from datetime import datetime
 import pytest
 from aiohttp import web
 
-from libs.testing import eventually, free_port, running_app
+from tests.support import eventually, free_port, running_app
 from tests.integration.notifications.notifications_kit import uid
 
 

@@ -1,4 +1,4 @@
-"""Must-show 2-5: exactly once on redelivery, preferences (consent, quiet hours, transactional always),
+"""Exactly once on redelivery, preferences (consent, quiet hours, transactional always),
 the pickup code in the member's locale, and email through a real SMTP conversation."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from email import message_from_bytes
 from email.policy import default as default_policy
 
 from libs.bus import Envelope
-from libs.testing import eventually
+from tests.support import eventually
 from tests.integration.notifications.notifications_kit import uid
 
 
@@ -179,7 +179,7 @@ async def test_email_goes_through_a_real_smtp_conversation(start_notifications, 
 
 
 async def test_email_to_an_smtp_server_that_is_down_is_retried_then_failed(start_notifications):
-    from libs.testing import free_port
+    from tests.support import free_port
     notifications = await start_notifications(smtp_port=free_port(), max_attempts=3, email_transport="smtp")
     member_id = uid("mbr")
     await notifications.register_member(member_id, email="chen@example.com")

@@ -1,10 +1,10 @@
-"""Must-show 1: webhooks to a real local HTTP receiver, signed, retried with backoff, logged per attempt."""
+"""Webhooks to a real local HTTP receiver, signed, retried with backoff, logged per attempt."""
 from __future__ import annotations
 
 import asyncio
 import json
 
-from libs.testing import eventually
+from tests.support import eventually
 from services.notifications.domain.signing import verify
 from tests.integration.notifications.notifications_kit import uid
 

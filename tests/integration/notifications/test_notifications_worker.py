@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from libs.testing import eventually
-from services.notifications.jobs import claim, deliver_due, send_claimed
+from tests.support import eventually
+from services.notifications.usecases import DELIVERY_WORKER
 from tests.integration.notifications.notifications_kit import uid
 
 NEVER = 3600.0  # the periodic worker stays idle: the test plays the workers itself
@@ -27,7 +27,7 @@ async def test_competing_workers_send_each_delivery_exactly_once(start_notificat
         await eventually(lambda: created(notifications, envelope.id, 2))
 
     # Four workers race over the same 31 due deliveries (30 + the welcome push).
-    tried = await asyncio.gather(*(deliver_due(notifications.app) for _ in range(4)))
+    tried = await asyncio.gather(*(notifications.app[DELIVERY_WORKER].deliver_due() for _ in range(4)))
     assert sum(tried) == 31
     for envelope in events:
         deliveries = await notifications.deliveries(event_id=envelope.id)
@@ -44,15 +44,15 @@ async def test_a_delivery_claimed_by_a_crashed_worker_is_sent_after_its_lease(st
     [pending] = await eventually(lambda: created(notifications, envelope.id, 1))
 
     # Worker A claims the delivery and dies before sending.
-    [stale] = await claim(notifications.app, [pending["id"]])
+    [stale] = await notifications.app[DELIVERY_WORKER].claim([pending["id"]])
     # While A's lease holds, nobody else takes it.
-    assert await claim(notifications.app, [pending["id"]]) == []
+    assert await notifications.app[DELIVERY_WORKER].claim([pending["id"]]) == []
     # After the lease, worker B takes over and sends it.
-    [taken] = await eventually(lambda: claim(notifications.app, [pending["id"]]))
-    assert await send_claimed(notifications.app, taken) == "sent"
+    [taken] = await eventually(lambda: notifications.app[DELIVERY_WORKER].claim([pending["id"]]))
+    assert await notifications.app[DELIVERY_WORKER].send_claimed(taken) == "sent"
     # A wakes up and reports a failure for its stale claim: recorded in the log, the outcome is B's.
     webhook_receiver.script = [500]
-    await send_claimed(notifications.app, stale)
+    await notifications.app[DELIVERY_WORKER].send_claimed(stale)
 
     [delivery] = await notifications.deliveries(event_id=envelope.id)
     assert delivery["status"] == "sent" and delivery["attempt_count"] == 2
