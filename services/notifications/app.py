@@ -17,8 +17,8 @@ from services.notifications.jobs import deliver_due, run_campaigns
 from services.notifications.repository import INDEXES
 from services.notifications.settings import NotificationsSettings
 from services.notifications.usecases import (
-    CAMPAIGNS, DELIVERY_LOG, DELIVERY_WORKER, FANOUT, PREFERENCES, TEMPLATES, WEBHOOKS, Campaigns, DeliveryLog,
-    DeliveryWorker, Fanout, MemberPreferences, Templates, Webhooks,
+    CAMPAIGNS, DELIVERY_LOG, DELIVERY_WORKER, DIRECTORY, FANOUT, PREFERENCES, TEMPLATES, WEBHOOKS, Campaigns,
+    DeliveryLog, DeliveryWorker, Directory, Fanout, MemberPreferences, Templates, Webhooks,
 )
 
 log = get_logger("notifications")
@@ -51,12 +51,13 @@ def create_app(settings: NotificationsSettings | None = None) -> web.Application
         app[TEMPLATES] = templates = Templates(mongo)
         app[DELIVERY_WORKER] = DeliveryWorker(mongo, settings, fanout, channels_for(settings, mongo, session))
         app[DELIVERY_LOG] = DeliveryLog(mongo)
+        app[DIRECTORY] = Directory(mongo)
         app[PREFERENCES] = MemberPreferences(mongo, settings)
         app[WEBHOOKS] = Webhooks(mongo, settings)
         app[CAMPAIGNS] = Campaigns(mongo, settings, fanout, templates, membership)
         seeded = await templates.seed_defaults()
         if settings.demo_data:
-            await load_demo(mongo)
+            await load_demo(app[DIRECTORY])
         log.info("notifications.ready", templates_seeded=seeded)
         yield
         await session.close()

@@ -20,7 +20,7 @@ from services.notifications.schemas import (
     PreferencesIn, PreferencesOut, PreviewIn, RecipientIn, RecipientOut, RenderedOut, TemplateIn, TemplateOut,
     TemplatePage, TemplateQuery, WebhookCreated, WebhookIn, WebhookPage,
 )
-from services.notifications.usecases import CAMPAIGNS, DELIVERY_LOG, PREFERENCES, TEMPLATES, WEBHOOKS
+from services.notifications.usecases import CAMPAIGNS, DELIVERY_LOG, DIRECTORY, PREFERENCES, TEMPLATES, WEBHOOKS
 from services.notifications.usecases.templates import template_key, trial_render
 from services.notifications.views import (
     campaign_view, delivery_view, outbound_view, preferences_view, recipient_view, template_view, webhook_view,
@@ -206,8 +206,8 @@ async def get_campaign(request: web.Request) -> web.Response:
 async def put_recipient(request: web.Request) -> web.Response:
     require(request, "hq_admin")
     body = await parse_body(request, RecipientIn)
-    doc = await request.app[DELIVERY_LOG].put_inbox_contact(request.match_info["recipient_id"],
-                                                            body.model_dump(exclude_none=True))
+    doc = await request.app[DIRECTORY].put_inbox_contact(request.match_info["recipient_id"],
+                                                         body.model_dump(exclude_none=True))
     return json_response(recipient_view(doc))
 
 

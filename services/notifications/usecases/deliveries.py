@@ -1,5 +1,4 @@
-"""The delivery log as people see it: listing and reading deliveries, a manual retry, what the sandbox kept,
-and the contacts of staff and franchisee inboxes."""
+"""The delivery log as people see it: listing and reading deliveries, a manual retry, what the sandbox kept."""
 from __future__ import annotations
 
 from typing import Any
@@ -10,20 +9,17 @@ from libs.clock import now_ms, utcnow
 from libs.mongo import Mongo
 from libs.pagination import decode_cursor, page_of
 from libs.principal import Principal
-from libs.refusal import FORBIDDEN, NOT_FOUND
-from services.notifications.domain import policy
+from libs.refusal import FORBIDDEN
 from services.notifications.domain.access import visible_recipients
 from services.notifications.domain.errors import NotificationError, missing
-from services.notifications.repository import DeliveryRepository, OutboundLog, RecipientDirectory
+from services.notifications.repository import DeliveryRepository, OutboundLog
 
 DELIVERIES_SCOPE = "notifications.deliveries"
-INBOX_KINDS = ("store", "franchisee")
 
 
 class DeliveryLog:
     def __init__(self, mongo: Mongo) -> None:
-        self.mongo, self.deliveries = mongo, DeliveryRepository(mongo)
-        self.outbound_log, self.directory = OutboundLog(mongo), RecipientDirectory(mongo)
+        self.mongo, self.deliveries, self.outbound_log = mongo, DeliveryRepository(mongo), OutboundLog(mongo)
 
     async def page(self, principal: Principal, filters: dict[str, Any], recipient: str | None, limit: int,
                    cursor: str | None) -> tuple[dict, dict[str, list[dict]]]:
@@ -76,17 +72,6 @@ class DeliveryLog:
     async def outbound(self, filters: dict[str, Any], limit: int) -> list[dict]:
         """What the sandbox channels (sms, wechat, push) and the local sink would have sent (dev and demo)."""
         return await self.outbound_log.page(filters, limit)
-
-    async def put_inbox_contact(self, recipient_id: str, fields: dict[str, Any]) -> dict:
-        """Set the contact of a staff or franchisee inbox ('store:<location_id>', 'franchisee:<id>')."""
-        kind, separator, _ = recipient_id.partition(":")
-        if kind not in INBOX_KINDS or not separator:
-            raise NotificationError("unknown-recipient", "contacts are set here for 'store:<location_id>' and "
-                                    "'franchisee:<id>' only; member contacts come from membership", kind=NOT_FOUND)
-        fields = {"kind": kind, **fields}
-        if "locale" in fields:
-            fields["locale"] = policy.normalize_locale(fields["locale"])
-        return await self.mongo.transaction(lambda s: self.directory.upsert(recipient_id, fields, s))
 
 
 DELIVERY_LOG = web.AppKey("notifications_delivery_log", DeliveryLog)

@@ -214,3 +214,17 @@ async def test_in_dev_mode_email_is_recorded_by_the_sandbox_instead_of_smtp(noti
     await eventually(lambda: sent(notifications, envelope.id, 2))
     [email] = await notifications.outbound(event_id=envelope.id, channel="email")
     assert email["address"] == "dev@example.com" and email["subject"] == "Order confirmed"
+
+
+async def test_demo_contacts_are_loaded_once_and_reach_the_demo_members(start_notifications):
+    prefix = f"o2o_n{uid('demo')[5:]}_"
+    await start_notifications(demo_data=True, mongo_db_prefix=prefix)
+    notifications = await start_notifications(demo_data=True, mongo_db_prefix=prefix)  # a restart loads again
+    envelope = await notifications.publish("orders.order.ready_for_pickup", {
+        "order_id": uid("ord"), "member_id": "mbr_demo_chen", "pickup_code": "135790"})
+    deliveries = await eventually(lambda: sent(notifications, envelope.id, 2))
+    sms = [d for d in deliveries if d["channel"] == "sms"][0]
+    assert sms["address"] == "+8613800000002" and sms["locale"] == "en"
+    status, contact, _ = await notifications.send("PUT", "/notifications/recipients/franchisee:frn_dongfang",
+                                                  {"phone": "+8613811111111"})
+    assert status == 200 and contact["name"] == "Dongfang Retail Co." and contact["phone"] == "+8613811111111"
