@@ -26,6 +26,42 @@ COLLECTIONS = ["signing_keys", "otp_challenges", "login_failures", "campaigns", 
                "coupon_member_counts", "campaign_grants", "checkout_holds", "member_stats"]
 
 
+async def _put(collection, doc: dict, session, replace: bool) -> None:
+    """Insert a new document (a taken id is a DuplicateKeyError), or replace it (the demo loader)."""
+    if replace:
+        await collection.replace_one({"_id": doc["_id"]}, doc, upsert=True, session=session)
+    else:
+        await collection.insert_one(doc, session=session)
+
+
+async def _hand_over(collection, from_member: str, to_member: str, session) -> int:
+    """A merge: the absorbed member's entries become the survivor's, marked with where they came from."""
+    result = await collection.update_many({"member_id": from_member},
+                                          {"$set": {"member_id": to_member, "merged_from": from_member}},
+                                          session=session)
+    return result.modified_count
+
+
+class Documents:
+    """A collection of documents keyed by `_id`: what most repositories below start from."""
+
+    collection_name = ""
+
+    def __init__(self, mongo: Mongo) -> None:
+        self.collection = mongo.db[self.collection_name]
+
+    async def get(self, key: str, session=None) -> dict | None:
+        return await self.collection.find_one({"_id": key}, session=session)
+
+    async def set_fields(self, key: str, fields: dict, session) -> None:
+        await self.collection.update_one({"_id": key}, {"$set": fields}, session=session)
+
+    async def move_member(self, from_member: str, to_member: str, session) -> None:
+        """Documents of a member absorbed by a merge become the survivor's."""
+        await self.collection.update_many({"member_id": from_member}, {"$set": {"member_id": to_member}},
+                                          session=session)
+
+
 class KeyRepository:
     """The signing key ring: one document shared by every replica."""
 
@@ -78,14 +114,10 @@ class StaffRepository:
         await self.failures.delete_one({"_id": username}, session=session)
 
 
-class RefreshTokenRepository:
+class RefreshTokenRepository(Documents):
     """Refresh tokens, stored by digest only; a family is one login and everything refreshed from it."""
 
-    def __init__(self, mongo: Mongo) -> None:
-        self.collection = mongo.db["refresh_tokens"]
-
-    async def get(self, digest: str, session) -> dict | None:
-        return await self.collection.find_one({"_id": digest}, session=session)
+    collection_name = "refresh_tokens"
 
     async def add(self, doc: dict, session) -> None:
         await self.collection.insert_one(doc, session=session)
@@ -104,12 +136,10 @@ class RefreshTokenRepository:
                                           session=session)
 
 
-class OtpRepository:
-    def __init__(self, mongo: Mongo) -> None:
-        self.collection = mongo.db["otp_challenges"]
+class OtpRepository(Documents):
+    """Pending one-time codes, one per phone."""
 
-    async def get(self, phone: str, session=None) -> dict | None:
-        return await self.collection.find_one({"_id": phone}, session=session)
+    collection_name = "otp_challenges"
 
     async def put(self, doc: dict, session) -> None:
         await self.collection.replace_one({"_id": doc["_id"]}, doc, upsert=True, session=session)
@@ -249,27 +279,24 @@ class LedgerRepository:
                                                                    session=session).to_list(None))
 
     async def move(self, from_member: str, to_member: str, session) -> int:
-        result = await self.collection.update_many({"member_id": from_member},
-                                                   {"$set": {"member_id": to_member, "merged_from": from_member}},
-                                                   session=session)
-        return result.modified_count
+        return await _hand_over(self.collection, from_member, to_member, session)
 
     async def members_with_lots_expiring(self, before_ms: int, limit: int = 1000) -> list[str]:
         return await self.collection.distinct("member_id", {"expires_at_ms": {"$lte": before_ms}})
 
 
-class CouponRepository:
+class CouponRepository(Documents):
+    """Coupons, and what they are issued from: templates, campaigns (with their grants), QR codes."""
+
+    collection_name = "coupons"
+
     def __init__(self, mongo: Mongo) -> None:
-        self.db = mongo.db
-        self.collection = mongo.db["coupons"]
+        super().__init__(mongo)
         self.templates = mongo.db["coupon_templates"]
         self.member_counts = mongo.db["coupon_member_counts"]
         self.campaigns = mongo.db["campaigns"]
         self.grants = mongo.db["campaign_grants"]
         self.qr_codes = mongo.db["qr_codes"]
-
-    async def get(self, code: str, session=None) -> dict | None:
-        return await self.collection.find_one({"_id": code}, session=session)
 
     async def of_member(self, member_id: str, state: str | None = None, session=None) -> list[dict]:
         query: dict[str, Any] = {"member_id": member_id}
@@ -287,10 +314,7 @@ class CouponRepository:
         return result.modified_count == 1
 
     async def move_owner(self, from_member: str, to_member: str, session) -> int:
-        result = await self.collection.update_many({"member_id": from_member},
-                                                   {"$set": {"member_id": to_member, "merged_from": from_member}},
-                                                   session=session)
-        return result.modified_count
+        return await _hand_over(self.collection, from_member, to_member, session)
 
     async def expired_issued(self, now: int, limit: int = 1000) -> list[dict]:
         return await self.collection.find({"state": "issued", "valid_until_ms": {"$lte": now}}).limit(limit).to_list(limit)
@@ -334,10 +358,7 @@ class CouponRepository:
         return await self.campaigns.find_one({"_id": campaign_id}, session=session)
 
     async def put_campaign(self, doc: dict, session, replace: bool = False) -> None:
-        if replace:
-            await self.campaigns.replace_one({"_id": doc["_id"]}, doc, upsert=True, session=session)
-        else:
-            await self.campaigns.insert_one(doc, session=session)
+        await _put(self.campaigns, doc, session, replace)
 
     async def campaigns_list(self) -> list[dict]:
         return await self.campaigns.find({}).sort("_id", ASCENDING).to_list(1000)
@@ -362,24 +383,17 @@ class CouponRepository:
         return await self.qr_codes.find_one({"_id": code}, session=session)
 
     async def put_qr(self, doc: dict, session, replace: bool = False) -> None:
-        if replace:
-            await self.qr_codes.replace_one({"_id": doc["_id"]}, doc, upsert=True, session=session)
-        else:
-            await self.qr_codes.insert_one(doc, session=session)
+        await _put(self.qr_codes, doc, session, replace)
 
     async def qr_list(self, store_id: str | None = None) -> list[dict]:
         query = {"store_id": store_id} if store_id else {}
         return await self.qr_codes.find(query).sort("_id", ASCENDING).to_list(1000)
 
 
-class HoldRepository:
+class HoldRepository(Documents):
     """Checkout holds (coupons locked and points reserved for one order), keyed by order id."""
 
-    def __init__(self, mongo: Mongo) -> None:
-        self.collection = mongo.db["checkout_holds"]
-
-    async def get(self, order_id: str, session=None) -> dict | None:
-        return await self.collection.find_one({"_id": order_id}, session=session)
+    collection_name = "checkout_holds"
 
     async def add(self, doc: dict, session) -> None:
         await self.collection.insert_one({**doc, "version": 1}, session=session)
@@ -390,28 +404,14 @@ class HoldRepository:
                                                   session=session)
         return result.modified_count == 1
 
-    async def set_fields(self, order_id: str, fields: dict, session) -> None:
-        await self.collection.update_one({"_id": order_id}, {"$set": fields}, session=session)
 
-    async def move_member(self, from_member: str, to_member: str, session) -> None:
-        await self.collection.update_many({"member_id": from_member}, {"$set": {"member_id": to_member}},
-                                          session=session)
-
-
-class PurchaseRepository:
+class PurchaseRepository(Documents):
     """Paid orders per member: the rolling 12-month amount behind tiers, and refunds against them."""
 
-    def __init__(self, mongo: Mongo) -> None:
-        self.collection = mongo.db["purchases"]
-
-    async def get(self, order_id: str, session=None) -> dict | None:
-        return await self.collection.find_one({"_id": order_id}, session=session)
+    collection_name = "purchases"
 
     async def add(self, doc: dict, session) -> None:
         await self.collection.insert_one(doc, session=session)
-
-    async def set_fields(self, order_id: str, fields: dict, session) -> None:
-        await self.collection.update_one({"_id": order_id}, {"$set": fields}, session=session)
 
     async def replace(self, doc: dict, session) -> None:
         await self.collection.replace_one({"_id": doc["_id"]}, doc, session=session)
@@ -420,7 +420,3 @@ class PurchaseRepository:
         docs = await self.collection.find({"member_id": member_id, "at_ms": {"$gte": since_ms}},
                                           session=session).to_list(None)
         return sum(max(0, d["amount"] - d.get("refunded", 0)) for d in docs if d.get("amount") is not None)
-
-    async def move_member(self, from_member: str, to_member: str, session) -> None:
-        await self.collection.update_many({"member_id": from_member}, {"$set": {"member_id": to_member}},
-                                          session=session)

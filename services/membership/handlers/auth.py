@@ -8,7 +8,7 @@ from libs.auth import require
 from libs.http import json_response, parse_body
 from libs.openapi import openapi
 from libs.problems import Problem
-from services.membership.handlers.common import listing, once
+from services.membership.handlers.common import body_for, once, short_list
 from services.membership.schemas import (NewStaff, OtpLogin, OtpRequest, OtpSent, PasswordChange, RefreshRequest,
                                          ServiceCredentials, StaffCredentials, TokenOut)
 from services.membership.usecases import CODES, KEYS, STAFF, TOKENS
@@ -91,18 +91,14 @@ async def change_password(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-@routes.get("/members/staff")
-@openapi(summary="Staff accounts (HQ)", tags=["staff"])
-async def list_staff(request: web.Request) -> web.Response:
-    require(request, "hq_admin")
-    return json_response(listing(await request.app[STAFF].list()))
+short_list(routes, "/members/staff", "list_staff", summary="Staff accounts (HQ)", tags=["staff"], roles=("hq_admin",),
+           items=lambda app: app[STAFF].list())
 
 
 @routes.post("/members/staff")
 @openapi(summary="Create a staff account (HQ)", tags=["staff"], request=NewStaff, status=201)
 async def create_staff(request: web.Request) -> web.Response:
-    require(request, "hq_admin")
-    body = await parse_body(request, NewStaff)
+    body = await body_for(request, NewStaff, "hq_admin")
     doc = {"_id": body.id, "username": body.username, "name": body.name, "roles": sorted(set(body.roles)),
            "store_ids": sorted(set(body.store_ids)), "franchisee_id": body.franchisee_id}
     return await once(request, lambda: request.app[STAFF].create(doc, body.password))

@@ -7,7 +7,8 @@ from aiohttp import web
 from libs.auth import require
 from libs.http import json_response, parse_body, parse_query
 from libs.openapi import openapi
-from services.membership.handlers.common import MEMBER_ID, STAFF_ROLES, customer, listing, once, visible_member
+from services.membership.handlers.common import (MEMBER_ID, STAFF_ROLES, body_for, customer, listing, once, short_list,
+                                                 visible_member)
 from services.membership.schemas import (CouponOut, CouponPage, CouponQuery, HoldRequest, IssueCoupon, NewCampaign,
                                          NewTemplate)
 from services.membership.usecases import CHECKOUT_HOLDS, COUPONS, template_doc
@@ -15,34 +16,23 @@ from services.membership.usecases import CHECKOUT_HOLDS, COUPONS, template_doc
 routes = web.RouteTableDef()
 
 
-@routes.get("/members/coupon-templates")
-@openapi(summary="Coupon templates", tags=["coupons"])
-async def list_templates(request: web.Request) -> web.Response:
-    require(request, *STAFF_ROLES)
-    return json_response(listing(await request.app[COUPONS].templates()))
+short_list(routes, "/members/coupon-templates", "list_templates", summary="Coupon templates", tags=["coupons"],
+           roles=STAFF_ROLES, items=lambda app: app[COUPONS].templates())
+short_list(routes, "/members/campaigns", "list_campaigns", summary="Campaigns", tags=["campaigns"],
+           roles=STAFF_ROLES, items=lambda app: app[COUPONS].campaigns())
 
 
 @routes.post("/members/coupon-templates")
 @openapi(summary="Create a coupon template", tags=["coupons"], request=NewTemplate, status=201)
 async def create_template(request: web.Request) -> web.Response:
-    require(request, "hq_admin")
-    body = await parse_body(request, NewTemplate)
-    doc = template_doc(body.model_dump())
+    doc = template_doc((await body_for(request, NewTemplate, "hq_admin")).model_dump())
     return await once(request, lambda: request.app[COUPONS].create_template(doc))
-
-
-@routes.get("/members/campaigns")
-@openapi(summary="Campaigns", tags=["campaigns"])
-async def list_campaigns(request: web.Request) -> web.Response:
-    require(request, *STAFF_ROLES)
-    return json_response(listing(await request.app[COUPONS].campaigns()))
 
 
 @routes.post("/members/campaigns")
 @openapi(summary="Create a campaign (tag + coupon template)", tags=["campaigns"], request=NewCampaign, status=201)
 async def create_campaign(request: web.Request) -> web.Response:
-    require(request, "hq_admin")
-    body = await parse_body(request, NewCampaign)
+    body = await body_for(request, NewCampaign, "hq_admin")
     doc = {"_id": body.id, "name": body.name, "tag": body.tag, "coupon_template_id": body.coupon_template_id,
            "status": "active"}
     return await once(request, lambda: request.app[COUPONS].create_campaign(doc))
@@ -83,13 +73,10 @@ async def create_hold(request: web.Request) -> web.Response:
         body.order_id, body.member_id, body.channel, body.coupon_codes, body.points, lines))
 
 
-@routes.post("/members/internal/checkout-holds/{order_id}/commit")
-async def commit_hold(request: web.Request) -> web.Response:
+@routes.post("/members/internal/checkout-holds/{order_id}/{step:commit|release}")
+async def settle_hold(request: web.Request) -> web.Response:
+    """The order was paid (commit: coupons redeemed) or cancelled (release: coupons and points back)."""
     require(request, "service")
-    return json_response(await request.app[CHECKOUT_HOLDS].commit(request.match_info["order_id"]))
-
-
-@routes.post("/members/internal/checkout-holds/{order_id}/release")
-async def release_hold(request: web.Request) -> web.Response:
-    require(request, "service")
-    return json_response(await request.app[CHECKOUT_HOLDS].release(request.match_info["order_id"]))
+    holds, order_id = request.app[CHECKOUT_HOLDS], request.match_info["order_id"]
+    step = holds.commit if request.match_info["step"] == "commit" else holds.release
+    return json_response(await step(order_id))

@@ -8,7 +8,8 @@ from libs.auth import require
 from libs.http import json_response, parse_body, parse_query
 from libs.openapi import openapi
 from libs.problems import Problem
-from services.membership.handlers.common import MEMBER_ID, STAFF_ROLES, customer, listing, once, visible_member
+from services.membership.handlers.common import (MEMBER_ID, STAFF_ROLES, body_for, customer, listing, my_body, once,
+                                                 visible_member)
 from services.membership.schemas import (AudienceQuery, Identity, Merge, MemberOut, MemberPage, MemberSearch, NewQr,
                                          PhoneLink, ProfileChange, QrQuery, Scan, ScanOut)
 from services.membership.usecases import MEMBERS, MERGES, QR_CODES, SCANS
@@ -26,8 +27,7 @@ async def me(request: web.Request) -> web.Response:
 @openapi(summary="Change my profile and marketing consent", tags=["members"], request=ProfileChange,
          response=MemberOut)
 async def update_me(request: web.Request) -> web.Response:
-    member_id = customer(request)
-    body = await parse_body(request, ProfileChange)
+    member_id, body = await my_body(request, ProfileChange)
     return json_response(await request.app[MEMBERS].update_profile(member_id, body.model_dump(exclude_unset=True)))
 
 
@@ -35,8 +35,7 @@ async def update_me(request: web.Request) -> web.Response:
 @openapi(summary="Verify a phone; merges with the member who already has it", tags=["members"], request=PhoneLink)
 async def link_phone(request: web.Request) -> web.Response:
     """Verify a phone (with a one-time code); a phone already known as another member merges the two."""
-    member_id = customer(request)
-    body = await parse_body(request, PhoneLink)
+    member_id, body = await my_body(request, PhoneLink)
     return json_response(await request.app[MERGES].link_phone(member_id, body.phone, body.code))
 
 
@@ -44,8 +43,7 @@ async def link_phone(request: web.Request) -> web.Response:
 @openapi(summary="Link a WeChat or marketplace identity to me", tags=["members"], request=Identity,
          response=MemberOut)
 async def link_identity(request: web.Request) -> web.Response:
-    member_id = customer(request)
-    body = await parse_body(request, Identity)
+    member_id, body = await my_body(request, Identity)
     return json_response(await request.app[MEMBERS].link_identity(member_id, body.kind, body.value))
 
 
@@ -97,8 +95,7 @@ async def get_member(request: web.Request) -> web.Response:
 @routes.post("/members/merges")
 @openapi(summary="Merge two members (HQ)", tags=["members"], request=Merge)
 async def merge_members(request: web.Request) -> web.Response:
-    require(request, "hq_admin")
-    body = await parse_body(request, Merge)
+    body = await body_for(request, Merge, "hq_admin")
     return await once(request, lambda: request.app[MERGES].merge(body.member_id, body.other_member_id, reason="hq"),
                       status=lambda answer: 200)
 
@@ -128,15 +125,16 @@ async def create_qr(request: web.Request) -> web.Response:
 
 # == internal: attribution for orders, campaign audiences for notifications =========================
 
-@routes.get("/members/internal/members/{member_id}/attribution")
-async def attribution(request: web.Request) -> web.Response:
-    require(request, "service")
-    return json_response(await request.app[MEMBERS].attribution(request.match_info["member_id"]))
-
-
 @routes.get("/members/internal/members")
 async def audience(request: web.Request) -> web.Response:
     require(request, "service")
     query = parse_query(request, AudienceQuery)
     return json_response(await request.app[MEMBERS].audience(tag=query.tag, store_id=query.store_id,
                                                              cursor=query.cursor, limit=query.limit))
+
+
+@routes.get("/members/internal/members/{member_id}/attribution")
+async def attribution(request: web.Request) -> web.Response:
+    """Who the member is bound to, for orders to credit the sale (nulls when unbound)."""
+    require(request, "service")
+    return json_response(await request.app[MEMBERS].attribution(request.match_info["member_id"]))

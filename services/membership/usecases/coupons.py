@@ -232,16 +232,31 @@ class CheckoutHolds(UseCase):
 
     async def commit(self, order_id: str) -> dict[str, Any]:
         """The order is paid: its coupons are redeemed for good (points were debited at the hold)."""
+        return await self._settle(order_id, self._commit_in)
+
+    async def release(self, order_id: str, missing_ok: bool = False) -> dict[str, Any] | None:
+        """Give an order's coupons and points back (order cancelled, paid or not). Idempotent."""
+        return await self._settle(order_id, self._release_in, missing_ok)
+
+    async def _settle(self, order_id: str, step, missing_ok: bool = False) -> dict[str, Any] | None:
+        """Run `step(session, hold)` on the order's hold in one unit of work."""
         async def unit(session):
-            hold = await self._hold_of(session, order_id)
-            if hold["state"] in ("released", "refunded"):
-                raise MembershipError("hold-released", "the hold was released (order cancelled or refunded)")
-            if hold["state"] == "held":
-                await self._redeem(session, hold)
-            return {"order_id": order_id, "state": "committed", "coupon_codes": hold["coupon_codes"],
-                    "points_used": hold["points_used"]}
+            hold = await self.holds.get(order_id, session)
+            if hold is None:
+                if missing_ok:
+                    return None
+                raise MembershipError("hold-not-found", f"no checkout hold for order {order_id}", kind=NOT_FOUND)
+            return await step(session, hold)
 
         return await self.mongo.transaction(unit)
+
+    async def _commit_in(self, session, hold: dict) -> dict[str, Any]:
+        if hold["state"] in ("released", "refunded"):
+            raise MembershipError("hold-released", "the hold was released (order cancelled or refunded)")
+        if hold["state"] == "held":
+            await self._redeem(session, hold)
+        return {"order_id": hold["_id"], "state": "committed", "coupon_codes": hold["coupon_codes"],
+                "points_used": hold["points_used"]}
 
     async def _redeem(self, session, hold: dict) -> None:
         order_id = hold["_id"]
@@ -254,18 +269,11 @@ class CheckoutHolds(UseCase):
             self.mongo.after_commit(lambda: metrics.COUPONS.labels("redeemed").inc())
         await self.holds.move_state(order_id, "held", "committed", session, committed_at_ms=now_ms())
 
-    async def release(self, order_id: str, missing_ok: bool = False) -> dict[str, Any] | None:
-        """Give an order's coupons and points back (order cancelled, paid or not). Idempotent."""
-        async def unit(session):
-            hold = await self._hold_of(session, order_id, missing_ok)
-            if hold is None:
-                return None
-            if hold["state"] in ("held", "committed"):
-                await self._give_back(session, hold)
-            return {"order_id": order_id, "state": "released", "coupon_codes": hold["coupon_codes"],
-                    "points_returned": hold["points_used"]}
-
-        return await self.mongo.transaction(unit)
+    async def _release_in(self, session, hold: dict) -> dict[str, Any]:
+        if hold["state"] in ("held", "committed"):
+            await self._give_back(session, hold)
+        return {"order_id": hold["_id"], "state": "released", "coupon_codes": hold["coupon_codes"],
+                "points_returned": hold["points_used"]}
 
     async def _give_back(self, session, hold: dict) -> None:
         order_id = hold["_id"]
@@ -281,12 +289,6 @@ class CheckoutHolds(UseCase):
         if not await self.holds.move_state(order_id, hold["state"], "released", session,
                                            released_at_ms=now_ms(), points_returned=hold["points_used"]):
             raise ConcurrencyConflict(f"hold {order_id} moved")
-
-    async def _hold_of(self, session, order_id: str, missing_ok: bool = False) -> dict | None:
-        hold = await self.holds.get(order_id, session)
-        if hold is None and not missing_ok:
-            raise MembershipError("hold-not-found", f"no checkout hold for order {order_id}", kind=NOT_FOUND)
-        return hold
 
 
 COUPONS = web.AppKey("coupons", Coupons)
