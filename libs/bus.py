@@ -28,7 +28,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, Abstrac
 from yarl import URL
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 from structlog.contextvars import bind_contextvars, clear_contextvars, get_contextvars
 
 from libs import metrics
@@ -85,6 +85,20 @@ class Names:
 
 
 Handler = Callable[[Envelope, AsyncClientSession], Awaitable[None]]
+# A batch handler takes every fresh event of its type in a delivered batch at once (simple effects such as
+# counters can then be one write for the whole batch).
+BatchHandler = Callable[[list[Envelope], AsyncClientSession], Awaitable[None]]
+
+
+class _Delivery:
+    """One delivered message, parsed, with what the consumer needs to settle it."""
+
+    __slots__ = ("message", "envelope", "attempt")
+
+    def __init__(self, message: AbstractIncomingMessage, envelope: Envelope) -> None:
+        self.message = message
+        self.envelope = envelope
+        self.attempt = int((message.headers or {}).get("x-attempt", 1))
 
 
 class Bus:
@@ -104,8 +118,11 @@ class Bus:
         self._dlq = None
         self._consumer_tag: str | None = None
         self._handlers: dict[str, Handler] = {}
+        self._batch_handlers: dict[str, BatchHandler] = {}
         self._mongo: Mongo | None = None
         self._publish_lock = asyncio.Lock()
+        self._deliveries: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._worker: asyncio.Task | None = None
 
     # -- connection ------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -170,6 +187,13 @@ class Bus:
         """Register the handler of one event type (one per type per service)."""
         self._handlers[event_type] = handler
 
+    def on_batch(self, event_type: str, handler: BatchHandler) -> None:
+        """Register a handler that takes all fresh events of this type of a delivered batch in one call."""
+        self._batch_handlers[event_type] = handler
+
+    def handles(self, event_type: str) -> bool:
+        return event_type in self._handlers or event_type in self._batch_handlers
+
     async def declare_consumer_topology(self) -> None:
         assert self.connection is not None
         self._consume_channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -194,7 +218,7 @@ class Bus:
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": queue_name,
         })
-        for event_type in sorted(self._handlers):
+        for event_type in sorted({*self._handlers, *self._batch_handlers}):
             await self._queue.bind(exchange, routing_key=event_type)
         self._consume_exchange = exchange
         self._consume_dlx = dlx
@@ -203,6 +227,7 @@ class Bus:
         self._mongo = mongo
         if self._queue is None:
             await self.declare_consumer_topology()
+        self._worker = asyncio.create_task(self._drain(), name=f"bus-consumer-{self.service}")
         self._consumer_tag = await self._queue.consume(self._on_message, no_ack=False)
 
     async def stop_consuming(self) -> None:
@@ -212,61 +237,163 @@ class Bus:
             except Exception:  # the channel may already be gone
                 pass
             self._consumer_tag = None
+        if self._worker is not None:
+            # Messages still waiting here were never acked: the broker delivers them again.
+            self._worker.cancel()
+            try:
+                await self._worker
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._worker = None
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        """Deliveries are queued and handled in batches by one worker, one unit of work per batch."""
+        self._deliveries.put_nowait(message)
+
+    async def _drain(self) -> None:
+        while True:
+            batch = [await self._deliveries.get()]
+            # Whatever arrived while the previous batch was being handled forms the next one: no waiting.
+            while len(batch) < self.settings.bus_batch_size and not self._deliveries.empty():
+                batch.append(self._deliveries.get_nowait())
+            try:
+                await self._handle_batch(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # settling failed (e.g. the channel went away): the broker redelivers
+                log.exception("bus.batch_failed")
+
+    async def _handle_batch(self, messages: list[AbstractIncomingMessage]) -> None:
+        deliveries = []
+        for message in messages:
+            delivery = await self._parse(message)
+            if delivery is not None:
+                deliveries.append(delivery)
+        if len(deliveries) == 1:
+            await self._process_alone(deliveries[0])
+            return
+        if not deliveries:
+            return
+        metrics.CONSUMER_BATCH_SIZE.labels(self.service).observe(len(deliveries))
+        started = time.perf_counter()
+        try:
+            fresh = await self._handle_together(deliveries)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Somebody in the batch failed: handle each alone, so only the culprit is retried or dead-lettered.
+            log.info("bus.batch_split", size=len(deliveries), error=f"{type(exc).__name__}: {exc}"[:300])
+            for delivery in deliveries:
+                await self._process_alone(delivery)
+            return
+        elapsed = (time.perf_counter() - started) / len(deliveries)
+        for delivery in deliveries:  # a second copy of an event within the batch is a duplicate too
+            outcome = "processed" if delivery.envelope.id in fresh else "duplicate"
+            fresh.discard(delivery.envelope.id)
+            self._count(delivery, outcome, elapsed)
+        await self._ack_all([d.message for d in deliveries])
+
+    async def _parse(self, message: AbstractIncomingMessage) -> _Delivery | None:
         clear_contextvars()
         try:
             envelope = Envelope.model_validate_json(message.body)
         except ValidationError as exc:
             bind_contextvars(service=self.service, message_id=message.message_id)
             await self._dead_letter(message, "unknown", f"malformed envelope: {exc}", attempt=1)
-            return
+            return None
+        if not self.handles(envelope.type):
+            self._bind(envelope)
+            await self._dead_letter(message, envelope.type, "no handler for this event type", attempt=1)
+            return None
+        return _Delivery(message, envelope)
+
+    def _bind(self, envelope: Envelope) -> None:
+        clear_contextvars()
         bind_contextvars(service=self.service, event_id=envelope.id, event_type=envelope.type,
                          correlation_id=envelope.correlation_id or envelope.id, causation_id=envelope.id)
-        handler = self._handlers.get(envelope.type)
-        if handler is None:
-            await self._dead_letter(message, envelope.type, "no handler for this event type", attempt=1)
-            return
-        attempt = int((message.headers or {}).get("x-attempt", 1))
+
+    async def _process_alone(self, delivery: _Delivery) -> None:
+        envelope, attempt = delivery.envelope, delivery.attempt
+        self._bind(envelope)
         started = time.perf_counter()
         try:
-            processed = await self._handle_once(envelope, handler)
+            processed = await self._handle_together([delivery])
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.warning("bus.handler_failed", attempt=attempt, error=error)
-            if attempt >= self.settings.bus_max_attempts:
-                await self._dead_letter(message, envelope.type, error, attempt, traceback.format_exc())
-            else:
-                await self._retry(message, envelope.type, error, attempt)
-            return
-        finally:
             metrics.CONSUMER_LATENCY.labels(self.service, envelope.type).observe(time.perf_counter() - started)
-        await message.ack()
-        outcome = "processed" if processed else "duplicate"
-        metrics.EVENTS_CONSUMED.labels(self.service, envelope.type, outcome).inc()
-        log.info("bus.event_handled", outcome=outcome, attempt=attempt)
+            if attempt >= self.settings.bus_max_attempts:
+                await self._dead_letter(delivery.message, envelope.type, error, attempt, traceback.format_exc())
+            else:
+                await self._retry(delivery.message, envelope.type, error, attempt)
+            return
+        await self._settle(delivery, "processed" if processed else "duplicate", time.perf_counter() - started)
 
-    async def _handle_once(self, envelope: Envelope, handler: Handler) -> bool:
-        """Run the handler and record the event id in the inbox in one transaction."""
+    async def _settle(self, delivery: _Delivery, outcome: str, seconds: float) -> None:
+        await delivery.message.ack()
+        self._count(delivery, outcome, seconds)
+
+    def _count(self, delivery: _Delivery, outcome: str, seconds: float) -> None:
+        envelope = delivery.envelope
+        metrics.CONSUMER_LATENCY.labels(self.service, envelope.type).observe(seconds)
+        metrics.EVENTS_CONSUMED.labels(self.service, envelope.type, outcome).inc()
+        log.debug("bus.event_handled", event_id=envelope.id, outcome=outcome, attempt=delivery.attempt)
+
+    @staticmethod
+    async def _ack_all(messages: list[AbstractIncomingMessage]) -> None:
+        """Settle a handled batch: one `multiple` ack when it came on one channel (deliveries arrive in order
+        and everything before them is settled already), else one ack each."""
+        if len({id(m.channel) for m in messages}) == 1:
+            await max(messages, key=lambda m: m.delivery_tag).ack(multiple=True)
+            return
+        for message in messages:
+            await message.ack()
+
+    async def _handle_together(self, deliveries: list[_Delivery]) -> set[str]:
+        """Run the handlers of a batch and record its event ids in the inbox, in one unit of work.
+
+        Returns the ids that had an effect now (the others were handled before: duplicates).
+        """
         assert self._mongo is not None
         inbox = self._mongo.db["inbox"]
 
-        async def unit(session: AsyncClientSession) -> bool:
-            if await inbox.find_one({"_id": envelope.id}, session=session) is not None:
-                return False
-            await inbox.insert_one({"_id": envelope.id, "type": envelope.type, "handled_at": utcnow()},
-                                   session=session)
-            await handler(envelope, session)
-            return True
+        async def unit(session: AsyncClientSession) -> set[str]:
+            ids = list(dict.fromkeys(d.envelope.id for d in deliveries))
+            seen = {doc["_id"] for doc in await inbox.find({"_id": {"$in": ids}}, {"_id": 1},
+                                                           session=session).to_list()}
+            fresh: dict[str, Envelope] = {}
+            for delivery in deliveries:
+                if delivery.envelope.id not in seen and delivery.envelope.id not in fresh:
+                    fresh[delivery.envelope.id] = delivery.envelope
+            if not fresh:
+                return set()
+            now = utcnow()
+            await inbox.insert_many([{"_id": e.id, "type": e.type, "handled_at": now,
+                                      "handled_at_ms": int(now.timestamp() * 1000)} for e in fresh.values()],
+                                    session=session)
+            await self._run_handlers(list(fresh.values()), session)
+            return set(fresh)
 
         try:
             return await self._mongo.transaction(unit)
-        except DuplicateKeyError as exc:
-            if "inbox" in str(exc):
-                return False  # a concurrent redelivery committed first
+        except (DuplicateKeyError, BulkWriteError) as exc:
+            if "inbox" in str(exc) and len(deliveries) == 1:
+                return set()  # a concurrent redelivery committed first
             raise
+
+    async def _run_handlers(self, envelopes: list[Envelope], session: AsyncClientSession) -> None:
+        batched: dict[str, list[Envelope]] = {}
+        for envelope in envelopes:
+            if envelope.type in self._batch_handlers:
+                batched.setdefault(envelope.type, []).append(envelope)
+                continue
+            self._bind(envelope)  # the events this handler records carry this event's correlation
+            await self._handlers[envelope.type](envelope, session)
+        for event_type, group in batched.items():
+            self._bind(group[0])
+            await self._batch_handlers[event_type](group, session)
 
     async def _retry(self, message: AbstractIncomingMessage, event_type: str, error: str, attempt: int) -> None:
         headers = dict(message.headers or {})

@@ -9,10 +9,11 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from libs import metrics
 from libs.logging import bind_contextvars, clear_contextvars, get_logger
+from libs.mongo import ConcurrencyConflict
 from libs.problems import Problem, problem_response
 from libs.refusal import Refusal
 from libs.settings import ServiceSettings
@@ -105,6 +106,17 @@ async def _answer_problems(request: web.Request, handler) -> web.StreamResponse:
         # and a retry finds what the winner created.
         return Problem(409, "already-exists", "another request just created the same thing; read it or retry "
                                               "with other values").response(request.path)
+    except ConcurrencyConflict:
+        # Retried until the attempts ran out: the thing is hot right now, not broken. The client may retry.
+        return Problem(503, "contention", "too many concurrent changes to the same thing; retry in a moment",
+                       headers={"Retry-After": "1"}).response(request.path)
+    except PyMongoError as exc:
+        if exc.has_error_label("TransientTransactionError"):
+            return Problem(503, "contention", "too many concurrent changes to the same thing; retry in a moment",
+                           headers={"Retry-After": "1"}).response(request.path)
+        log.exception("http.database_error", path=request.path)
+        return Problem(503, "unavailable", "the database could not answer; retry in a moment",
+                       headers={"Retry-After": "1"}).response(request.path)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

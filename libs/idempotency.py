@@ -19,6 +19,7 @@ from pymongo.errors import DuplicateKeyError
 from libs.http import json_response
 from libs.mongo import IndexSpec, Mongo
 from libs.problems import Problem
+from libs.refusal import Refusal
 
 IDEMPOTENCY_INDEXES = [IndexSpec("idempotency", [("created_at", ASCENDING)], name="expire_after_1d",
                                  options={"expireAfterSeconds": 86400})]
@@ -85,37 +86,52 @@ class IdempotencyGuard:
     async def complete_in(self, session, status: int, body: Any) -> None:
         await self.complete(status, body, session=session)
 
-    async def release(self) -> None:
+    async def release(self, session=None) -> None:
         """Forget an attempt that failed, so the client may retry with the same key."""
         if not self.active:
             return
         await self.mongo.transaction(lambda s: self.mongo.db["idempotency"].delete_one(
-            {"_id": self.scope, "state": "in_progress", "claimed_ms": self.claimed_ms}, session=s))
+            {"_id": self.scope, "state": "in_progress", "claimed_ms": self.claimed_ms}, session=session or s))
 
 
 async def create_once(mongo: Mongo, request: web.Request,
-                      create: Callable[[], Awaitable[tuple[int, Any]]]) -> web.Response:
+                      create: Callable[[], Awaitable[tuple[int, Any]]], *, keep_refused_writes: bool = False
+                      ) -> web.Response:
     """Answer a POST that creates something exactly once per `Idempotency-Key`.
 
     `create()` calls one use case and returns `(status, body)`. It runs inside one unit of work together
     with the stored answer (the use case's own `mongo.transaction` joins it), so a crash never leaves a
-    created object without its stored response, and a refusal stores nothing: the key can be used again.
+    created object without its stored response. A refusal stores no answer (the key may be used again) and,
+    by default, undoes the unit; with `keep_refused_writes` what the use case wrote before refusing (e.g. a
+    "rejected" event) commits while the key is released in the same unit.
     """
     guard = IdempotencyGuard(mongo, request, await request.read())
     replay = await guard.begin()
     if replay is not None:
         return replay
 
-    async def unit(session) -> tuple[int, Any]:
-        status, body = await create()
+    async def unit(session) -> tuple[int, Any] | Refusal:
+        try:
+            status, body = await create()
+        except Refusal as refusal:
+            if not keep_refused_writes:
+                raise
+            await guard.release(session)
+            return refusal
         await guard.complete(status, body, session=session)
         return status, body
 
+    if not guard.active:
+        status, body = await create()
+        return json_response(body, status=status)
     try:
-        status, body = await mongo.transaction(unit) if guard.active else await create()
+        outcome = await mongo.transaction(unit)
     except BaseException:
         await guard.release()
         raise
+    if isinstance(outcome, Refusal):
+        raise outcome
+    status, body = outcome
     return json_response(body, status=status)
 
 

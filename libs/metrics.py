@@ -21,6 +21,10 @@ PUBLISH_FAILURES = Counter("o2o_bus_publish_failures_total", "Failed publish att
 OUTBOX_BACKLOG = Gauge("o2o_outbox_backlog", "Outbox events not yet published", ["service"])
 OUTBOX_LAG = Histogram("o2o_outbox_publish_lag_seconds", "Time from recording to publishing an event", ["service"],
                        buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+CONSUMER_BATCH_SIZE = Histogram("o2o_bus_consumer_batch_size", "Events handled together in one unit of work",
+                                ["service"], buckets=(1, 2, 5, 10, 25, 50, 100, 200))
+RETENTION_PURGED = Counter("o2o_bus_retention_purged_total", "Sent outbox events and inbox ids purged after the "
+                           "retention window", ["service", "store"])  # store: outbox|inbox
 BUS_CONNECTED = Gauge("o2o_bus_connected", "1 while the broker connection is open", ["service"])
 
 

@@ -231,3 +231,23 @@ async def replace_versioned(collection, doc: dict, session) -> dict:
     if result.matched_count != 1:
         raise ConcurrencyConflict(f"{collection.name} {doc['_id']} changed concurrently")
     return new
+
+
+class VersionedRepository:
+    """A repository of one aggregate kind: one document per aggregate in the collection `name`, added at
+    version 1 and saved with the optimistic version check (a concurrent change retries the unit of work)."""
+
+    name = ""
+
+    def __init__(self, mongo: Mongo) -> None:
+        self.mongo = mongo
+        self.collection = mongo.db[self.name]
+
+    async def get(self, aggregate_id: str, session=None) -> dict | None:
+        return await self.collection.find_one({"_id": aggregate_id}, session=session)
+
+    async def add(self, doc: dict, session) -> dict:
+        return await insert_versioned(self.collection, doc, session)
+
+    async def save(self, doc: dict, session) -> dict:
+        return await replace_versioned(self.collection, doc, session)

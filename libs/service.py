@@ -13,7 +13,7 @@ from libs.http import add_readiness_check, create_base_app
 from libs.idempotency import IDEMPOTENCY_INDEXES
 from libs.logging import configure_logging, get_logger
 from libs.mongo import IndexSpec, Mongo
-from libs.outbox import OUTBOX_INDEXES, Outbox, OutboxRelay
+from libs.outbox import OUTBOX_INDEXES, Outbox, OutboxRelay, purge_after_retention
 from libs.settings import ServiceSettings
 
 MONGO = web.AppKey("mongo", Mongo)
@@ -22,6 +22,7 @@ OUTBOX = web.AppKey("outbox", Outbox)
 RELAY = web.AppKey("relay", OutboxRelay)
 
 log = get_logger("service")
+RETENTION_JOB_INTERVAL_S = 3600
 Subscriber = Callable[[web.Application, Bus], None]
 
 
@@ -40,15 +41,14 @@ def create_service_app(settings: ServiceSettings, *, indexes: Iterable[IndexSpec
         bus = Bus(settings)
         await bus.connect()
         outbox = Outbox(mongo, settings.service_name)
-        relay = OutboxRelay(mongo, bus, outbox, settings.service_name, settings.outbox_poll_interval_s)
+        relay = OutboxRelay(mongo, bus, outbox, settings.service_name, settings.outbox_poll_interval_s,
+                            coalesce_s=settings.outbox_coalesce_ms / 1000)
         app[MONGO], app[BUS], app[OUTBOX], app[RELAY] = mongo, bus, outbox, relay
         add_readiness_check(app, "mongo", mongo.ping)
         add_readiness_check(app, "broker", bus.check)
         await relay.start()
         if subscribe is not None:
             subscribe(app, bus)
-            await bus.start_consuming(mongo)
-        log.info("service.started", port=settings.port)
         yield
         await bus.stop_consuming()
         await relay.stop()
@@ -57,6 +57,21 @@ def create_service_app(settings: ServiceSettings, *, indexes: Iterable[IndexSpec
         await mongo.close()
 
     app.cleanup_ctx.append(resources)
+
+    async def start_consuming(app: web.Application) -> None:
+        # Startup hooks run after every cleanup context, the service's use cases included: no event reaches
+        # a consumer before the use case it calls exists.
+        if subscribe is not None:
+            await app[BUS].start_consuming(app[MONGO])
+        log.info("service.started", port=settings.port)
+
+    async def stop_consuming(app: web.Application) -> None:
+        await app[BUS].stop_consuming()
+
+    app.on_startup.append(start_consuming)
+    app.on_shutdown.append(stop_consuming)
+    add_periodic_job(app, f"{settings.service_name}-bus-retention", RETENTION_JOB_INTERVAL_S,
+                     lambda app: purge_after_retention(app[MONGO], settings.service_name, settings.bus_retention_hours))
     return app
 
 

@@ -52,10 +52,17 @@ class ServiceSettings(BaseSettings):
     amqp_url: str = shared("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
     # Prefix for every exchange and queue name, so test runs never see each other's messages.
     bus_namespace: str = shared("O2O_BUS_NAMESPACE", "")
-    bus_prefetch: int = shared("O2O_BUS_PREFETCH", 32)
+    # Deliveries are handled in batches (one unit of work each): the prefetch leaves room for a few batches.
+    bus_prefetch: int = shared("O2O_BUS_PREFETCH", 256)
+    bus_batch_size: int = shared("O2O_BUS_BATCH_SIZE", 100)
+    # Sent outbox events and inbox ids are kept this long, far beyond any broker redelivery (retries take
+    # seconds; a DLQ replay by an operator days at most), then purged.
+    bus_retention_hours: float = shared("O2O_BUS_RETENTION_HOURS", 168)
     bus_max_attempts: int = shared("O2O_BUS_MAX_ATTEMPTS", 5)
     bus_retry_delay_ms: int = shared("O2O_BUS_RETRY_DELAY_MS", 2000)
     outbox_poll_interval_s: float = shared("O2O_OUTBOX_POLL_INTERVAL_S", 0.5)
+    # After a commit wakes the relay it waits this long, so events committed together leave in one batch.
+    outbox_coalesce_ms: float = shared("O2O_OUTBOX_COALESCE_MS", 5)
 
     log_level: str = shared("LOG_LEVEL", "INFO")
     dev_mode: bool = shared("O2O_DEV_MODE", False)

@@ -1,6 +1,5 @@
-"""Bus benchmark: events/s through outbox -> relay -> consumer with inbox, against raw aio-pika rates
-measured in the same run on the same broker (confirmed publish one at a time, as the relay does; consume
-with manual ack)."""
+"""Bus benchmark: events/s through outbox -> relay -> consumer with inbox, against the broker's raw rates
+measured in the same run (the strongest: pipelined confirmed publishing, manual-ack consuming at prefetch 256)."""
 from __future__ import annotations
 
 import asyncio
@@ -12,8 +11,10 @@ import aio_pika
 from aiohttp import web
 
 from libs.bus import Envelope, IntegrationEvent
+from libs.logging import configure_logging
 from libs.mongo import IndexSpec
-from libs.service import MONGO, OUTBOX, create_service_app
+from libs.outbox import embedded_outbox_index
+from libs.service import BUS, MONGO, OUTBOX, create_service_app
 from libs.settings import ServiceSettings
 from tests.support import AMQP_URL, running_app, settings_for
 
@@ -31,78 +32,158 @@ class BenchConsumerSettings(ServiceSettings):
     service_name: str = "bench_consumer"
 
 
-async def _count(app: web.Application, envelope: Envelope, session) -> None:
-    await app[MONGO].db["seen"].insert_one({"_id": envelope.data["n"]}, session=session)
+async def _count_all(app: web.Application, envelopes: list[Envelope], session) -> None:
+    """One write for every event of a delivered batch (the kit's batch handler)."""
+    await app[MONGO].db["seen"].insert_many([{"_id": e.data["n"]} for e in envelopes], session=session)
+
+
+BODY = Envelope(type="raw.x", source="bench", subject="s", data={"n": 0}).model_dump_json().encode()
 
 
 async def raw_rates(n: int, namespace: str) -> dict:
+    """The broker's own rates on this machine, as the strongest baselines: confirmed publishing one at a time
+    and pipelined (batches of 200 in flight, each confirmed), and consuming with manual acks at prefetch 256."""
     connection = await aio_pika.connect(AMQP_URL)
     try:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.declare_exchange(f"{namespace}raw", aio_pika.ExchangeType.TOPIC, auto_delete=True)
         queue = await channel.declare_queue(f"{namespace}raw.q", durable=True, arguments={"x-queue-type": "quorum"})
         await queue.bind(exchange, "raw.#")
-        body = Envelope(type="raw.x", source="bench", subject="s", data={"n": 0}).model_dump_json().encode()
+
+        def message():
+            return aio_pika.Message(BODY, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+
+        sequential = min(n, 1000)
         started = time.perf_counter()
-        for i in range(n):
-            await exchange.publish(aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                                   routing_key="raw.x", mandatory=True)
-        publish_rate = n / (time.perf_counter() - started)
+        for _ in range(sequential):
+            await exchange.publish(message(), routing_key="raw.x", mandatory=True)
+        sequential_rate = sequential / (time.perf_counter() - started)
+
+        started = time.perf_counter()
+        for first in range(0, n, 200):
+            await asyncio.gather(*(exchange.publish(message(), routing_key="raw.x", mandatory=True)
+                                   for _ in range(min(200, n - first))))
+        pipelined_rate = n / (time.perf_counter() - started)
 
         consume_channel = await connection.channel()
-        await consume_channel.set_qos(prefetch_count=32)
+        await consume_channel.set_qos(prefetch_count=256)
         q = await consume_channel.declare_queue(f"{namespace}raw.q", passive=True)
+        total = n + sequential
         done = asyncio.Event()
         seen = 0
 
-        async def on_message(message):
+        async def on_message(incoming):
             nonlocal seen
-            await message.ack()
+            await incoming.ack()
             seen += 1
-            if seen >= n:
+            if seen >= total:
                 done.set()
 
         started = time.perf_counter()
         tag = await q.consume(on_message)
         await asyncio.wait_for(done.wait(), timeout=300)
-        consume_rate = n / (time.perf_counter() - started)
+        consume_rate = total / (time.perf_counter() - started)
         await q.cancel(tag)
         await channel.queue_delete(f"{namespace}raw.q")
-        return {"raw_publish_per_s": round(publish_rate, 1), "raw_consume_per_s": round(consume_rate, 1)}
+        return {"raw_publish_sequential_per_s": round(sequential_rate, 1),
+                "raw_publish_pipelined_per_s": round(pipelined_rate, 1),
+                "raw_consume_per_s": round(consume_rate, 1)}
     finally:
         await connection.close()
 
 
-async def pipeline_rate(n: int, mongo_url: str, namespace: str) -> dict:
-    producer_settings = settings_for(BenchProducerSettings, mongo_url, namespace, outbox_poll_interval_s=0.05)
-    consumer_settings = settings_for(BenchConsumerSettings, mongo_url, namespace)
-    producer = create_service_app(producer_settings, indexes=[], routes=[])
+def _apps(mongo_url: str, namespace: str):
+    prefix = f"bench{uuid.uuid4().hex[:6]}_"
+    producer_settings = settings_for(BenchProducerSettings, mongo_url, namespace, mongo_db_prefix=prefix,
+                                     outbox_poll_interval_s=0.05)
+    consumer_settings = settings_for(BenchConsumerSettings, mongo_url, namespace, mongo_db_prefix=prefix)
+    producer = create_service_app(producer_settings, indexes=[embedded_outbox_index("state")], routes=[])
 
     def subscribe(app, bus):
-        bus.on(BenchEventRecorded.event_type, partial(_count, app))
+        bus.on_batch(BenchEventRecorded.event_type, partial(_count_all, app))
 
     consumer = create_service_app(consumer_settings, indexes=[IndexSpec("seen", [("x", 1)])], routes=[],
                                   subscribe=subscribe)
+    return producer, producer_settings, consumer, consumer_settings
+
+
+async def _wait_seen(seen, n: int) -> None:
+    while await seen.count_documents({}) < n:
+        await asyncio.sleep(0.02)
+
+
+async def pipeline_rate(n: int, mongo_url: str, namespace: str, producers: int = 16) -> dict:
+    """Events/s from the producers' writes to the consumer's committed effect: `producers` concurrent use
+    cases each change one document with its event embedded (group commit), the relay publishes, the consumer
+    handles batches in one unit of work each. Also: the same with the separate transactional outbox."""
+    producer, producer_settings, consumer, consumer_settings = _apps(mongo_url, namespace)
     async with running_app(consumer, consumer_settings.port), running_app(producer, producer_settings.port):
         mongo, outbox = producer[MONGO], producer[OUTBOX]
+        outbox.embed_in("state")
+        seen = consumer[MONGO].db["seen"]
+        numbers = iter(range(n))
+
+        async def produce_embedded():
+            for i in numbers:
+                await outbox.insert("state", {"_id": i}, [(BenchEventRecorded(n=i), str(i))])
+
+        started = time.perf_counter()
+        await asyncio.gather(*(produce_embedded() for _ in range(producers)))
+        recorded = time.perf_counter() - started
+        await _wait_seen(seen, n)
+        elapsed = time.perf_counter() - started
+
+        # The transactional outbox (a change that spans documents): one transaction per event.
+        numbers = iter(range(n, n + n // 2))
+
+        async def produce_transactional():
+            for i in numbers:
+                async def unit(session, i=i):
+                    await mongo.db["state"].insert_one({"_id": i}, session=session)
+                    await outbox.record(session, BenchEventRecorded(n=i), subject=str(i))
+                await mongo.transaction(unit)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(produce_transactional() for _ in range(producers)))
+        await _wait_seen(seen, n + n // 2)
+        transactional = (n // 2) / (time.perf_counter() - started)
+    return {"events": n, "producers": producers, "pipeline_per_s": round(n / elapsed, 1),
+            "record_only_per_s": round(n / recorded, 1),
+            "pipeline_transactional_outbox_per_s": round(transactional, 1)}
+
+
+async def consumer_rate(n: int, mongo_url: str, namespace: str) -> dict:
+    """The consumer alone: `n` events already queued, handled in batches (inbox and effect in one unit of
+    work per batch)."""
+    _, _, consumer, consumer_settings = _apps(mongo_url, namespace)
+    async with running_app(consumer, consumer_settings.port):
+        bus = consumer[BUS]
+        await bus.stop_consuming()
+        connection = await aio_pika.connect(AMQP_URL)
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.declare_exchange(bus.names.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+            for first in range(0, n, 200):
+                await asyncio.gather(*(exchange.publish(aio_pika.Message(Envelope(
+                    type=BenchEventRecorded.event_type, source="bench", subject=str(i), data={"n": i}
+                ).model_dump_json().encode()), routing_key=BenchEventRecorded.event_type)
+                    for i in range(first, min(first + 200, n))))
+        finally:
+            await connection.close()
         seen = consumer[MONGO].db["seen"]
         started = time.perf_counter()
-        for i in range(n):
-            async def unit(session, i=i):
-                await mongo.db["state"].insert_one({"_id": i}, session=session)
-                await outbox.record(session, BenchEventRecorded(n=i), subject=str(i))
-            await mongo.transaction(unit)
-        recorded = time.perf_counter() - started
-        while await seen.count_documents({}) < n:
-            await asyncio.sleep(0.05)
-        elapsed = time.perf_counter() - started
-    return {"events": n, "pipeline_per_s": round(n / elapsed, 1), "record_only_per_s": round(n / recorded, 1)}
+        await bus.start_consuming(consumer[MONGO])
+        await _wait_seen(seen, n)
+        return {"consumer_per_s": round(n / (time.perf_counter() - started), 1)}
 
 
-async def run(mongo_url: str, namespace: str, n: int = 2000) -> dict:
+async def run(mongo_url: str, namespace: str, n: int = 4000) -> dict:
+    configure_logging("bench", "WARNING")  # the bench's own processes must not pay for INFO logs
     raw = await raw_rates(n, namespace)
     pipeline = await pipeline_rate(n, mongo_url, namespace + uuid.uuid4().hex[:4] + ".")
-    result = {**raw, **pipeline}
-    result["ratio_vs_raw_publish"] = round(pipeline["pipeline_per_s"] / raw["raw_publish_per_s"], 3)
-    result["ratio_vs_raw_consume"] = round(pipeline["pipeline_per_s"] / raw["raw_consume_per_s"], 3)
+    consumer = await consumer_rate(n, mongo_url, namespace + uuid.uuid4().hex[:4] + ".")
+    result = {**raw, **pipeline, **consumer}
+    result["ratio_vs_raw_publish_pipelined"] = round(pipeline["pipeline_per_s"] / raw["raw_publish_pipelined_per_s"], 3)
+    result["ratio_vs_raw_publish_sequential"] = round(pipeline["pipeline_per_s"] / raw["raw_publish_sequential_per_s"], 3)
+    result["consumer_ratio_vs_raw_consume"] = round(consumer["consumer_per_s"] / raw["raw_consume_per_s"], 3)
     return result

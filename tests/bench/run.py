@@ -67,9 +67,13 @@ def summary(results: dict) -> str:
     if "bus" in results:
         b = results["bus"]
         lines += ["## Bus: outbox -> relay -> consumer with inbox", "",
-                  f"- pipeline: {b['pipeline_per_s']} events/s ({b['events']} events)",
-                  f"- raw aio-pika confirmed publish: {b['raw_publish_per_s']}/s; raw consume: {b['raw_consume_per_s']}/s",
-                  f"- **ratio vs raw publish: {b['ratio_vs_raw_publish']}**, vs raw consume: {b['ratio_vs_raw_consume']}", ""]
+                  f"- pipeline: {b['pipeline_per_s']} events/s ({b['events']} events, {b['producers']} producers, "
+                  f"outbox in the aggregate); with the transactional outbox: {b['pipeline_transactional_outbox_per_s']}/s",
+                  f"- consumer alone (batched inbox): {b['consumer_per_s']} events/s",
+                  f"- raw aio-pika confirmed publish: pipelined {b['raw_publish_pipelined_per_s']}/s, sequential "
+                  f"{b['raw_publish_sequential_per_s']}/s; raw consume (manual ack, prefetch 256): {b['raw_consume_per_s']}/s",
+                  f"- **ratio vs pipelined raw publish: {b['ratio_vs_raw_publish_pipelined']}**; consumer vs raw consume: "
+                  f"**{b['consumer_ratio_vs_raw_consume']}**", ""]
     if "gateway" in results:
         g = results["gateway"]
         lines += ["## Gateway (auth + rate limits + metrics on)", ""]
