@@ -1,15 +1,18 @@
+"""The orders application: the kit's service app, the adapters (siblings, payment provider), the use cases
+built once, the OpenAPI document and the sweeper."""
 from aiohttp import web
 
+from libs.openapi import add_openapi_route
 from libs.service import MONGO, OUTBOX, add_periodic_job, create_service_app
-from services.orders.app_keys import ORDERS, PAYMENTS
 from services.orders.consumers import subscribe
 from services.orders.handlers import routes
 from services.orders.jobs import sweep
 from services.orders.payments.sandbox import SandboxProvider
 from services.orders.repository import INDEXES
-from services.orders.service import OrderService
 from services.orders.settings import OrdersSettings
 from services.orders.upstream import UPSTREAMS, Upstreams
+from services.orders.usecases import (CHECKOUT, EXPIRY, FOLLOW_UPS, FULFILMENT, ORDERS, PAYMENT_PROVIDER, PAYMENTS,
+                                      RETURNS, Checkout, Expiry, FollowUps, Fulfilment, Orders, Payments, Returns)
 
 
 def payment_provider(settings: OrdersSettings):
@@ -21,17 +24,25 @@ def payment_provider(settings: OrdersSettings):
 def create_app(settings: OrdersSettings | None = None) -> web.Application:
     settings = settings or OrdersSettings()
     app = create_service_app(settings, indexes=INDEXES, routes=routes, subscribe=subscribe)
-    app[PAYMENTS] = payment_provider(settings)
+    app[PAYMENT_PROVIDER] = payment_provider(settings)
 
-    async def order_service(app: web.Application):
+    async def use_cases(app: web.Application):
         upstreams = Upstreams(settings)
         await upstreams.start()
         app[UPSTREAMS] = upstreams
-        app[ORDERS] = OrderService(settings, app[MONGO], app[OUTBOX], upstreams, app[PAYMENTS])
+        adapters = (settings, app[MONGO], app[OUTBOX], upstreams, app[PAYMENT_PROVIDER])
+        app[FOLLOW_UPS] = followups = FollowUps(*adapters)
+        app[ORDERS] = Orders(*adapters, followups)
+        app[CHECKOUT] = Checkout(*adapters, followups)
+        app[PAYMENTS] = Payments(*adapters, followups)
+        app[FULFILMENT] = Fulfilment(*adapters, followups)
+        app[RETURNS] = Returns(*adapters, followups)
+        app[EXPIRY] = Expiry(*adapters, followups)
         yield
-        await app[ORDERS].drain()
+        await followups.drain()
         await upstreams.close()
 
-    app.cleanup_ctx.append(order_service)
+    app.cleanup_ctx.append(use_cases)
+    add_openapi_route(app, "Orders")
     add_periodic_job(app, "orders-sweeper", settings.sweep_interval_s, sweep)
     return app

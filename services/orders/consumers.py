@@ -1,4 +1,5 @@
-"""Bus entrypoints of orders: thin handlers run inside the inbox transaction (exactly-once effect).
+"""Bus entrypoints of orders: thin handlers run inside the inbox transaction (exactly-once effect); the
+use case they call joins it.
 
 Orders drives its saga with synchronous, idempotent calls; the bus tells it what happened elsewhere on its
 own: stock letting a reservation expire (orders was down, or slow to expire the order itself) must not
@@ -11,17 +12,17 @@ from functools import partial
 from aiohttp import web
 
 from libs.bus import Bus, Envelope
-from services.orders.app_keys import ORDERS
+from services.orders.usecases import EXPIRY
 
 
-async def on_stock_released(app: web.Application, envelope: Envelope, session) -> None:
+async def on_stock_released(app: web.Application, envelope: Envelope, _session) -> None:
     """A reservation that expired at stock cancels its order if that order is still waiting for payment."""
     if envelope.data.get("reason") != "expired":
         return  # released at orders' request (cancel, expiry, rejection): orders already knows
-    service = app.get(ORDERS)
-    if service is None:  # consuming starts a moment before the order service is assembled
+    expiry = app.get(EXPIRY)
+    if expiry is None:  # consuming starts a moment before the use cases are assembled
         raise RuntimeError("orders is still starting; the event is retried")
-    await service.on_reservation_expired(session, envelope.data["order_id"])
+    await expiry.reservation_expired(envelope.data["order_id"])
 
 
 def subscribe(app: web.Application, bus: Bus) -> None:

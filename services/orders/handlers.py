@@ -1,125 +1,28 @@
-"""HTTP entrypoints: thin; they parse, check the caller, call the order service and answer."""
+"""HTTP entrypoints: thin; they parse, check the caller's role, call one use case and answer."""
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
 from libs.auth import require
 from libs.http import SETTINGS, json_response, parse_body, parse_query, validation_problem
-from libs.idempotency import guarded
-from libs.pagination import decode_cursor, encode_cursor
+from libs.idempotency import create_once
+from libs.openapi import openapi
 from libs.problems import Problem
 from libs.service import MONGO
-from services.orders.app_keys import ORDERS, PAYMENTS
-from services.orders.domain.lifecycle import CHANNELS
+from services.orders.idempotent import saga_once
 from services.orders.payments.port import SIGNATURE_HEADER
-from services.orders.service import public_order
+from services.orders.schemas import (CancelRequest, ListQuery, OrderPage, OrderRequest, OrderView, PayRequest,
+                                     PaymentCallback, PickupCodeView, PickupRequest, ReceiveReturn, ReturnAnswer,
+                                     ReturnRequest, ShipRequest)
+from services.orders.usecases import (CHECKOUT, FULFILMENT, ORDERS, PAYMENT_PROVIDER, PAYMENTS, RETURNS)
+from services.orders.views import public_order
 
 routes = web.RouteTableDef()
-Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-.:]+$")]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LineIn(Strict):
-    sku_id: Id
-    qty: int = Field(ge=1, le=99)
-
-
-class Address(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    lat: float = Field(ge=-90, le=90)
-    lng: float = Field(ge=-180, le=180)
-
-
-class ShipTo(Strict):
-    type: Literal["ship"]
-    address: Address
-
-
-class PickupAt(Strict):
-    type: Literal["pickup"]
-    location_id: Id
-
-
-class InStore(Strict):
-    type: Literal["in_store"]
-    location_id: Id
-    scanned_codes: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=50)
-
-
-class AttributionIn(Strict):
-    """Only a QR code scanned in this session: membership says whose it is (a client naming a store or an
-    assistant directly could steer commissions)."""
-    code: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-
-
-class OrderRequest(Strict):
-    channel: Literal[CHANNELS]
-    lines: list[LineIn] = Field(default_factory=list, max_length=50)
-    fulfilment: ShipTo | PickupAt | InStore = Field(discriminator="type")
-    coupon_codes: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list, max_length=5)
-    points: int = Field(default=0, ge=0, le=10_000_000)
-    attribution: AttributionIn | None = None
-
-    @model_validator(mode="after")
-    def _something_to_buy(self):
-        scanned = self.fulfilment.type == "in_store" and self.fulfilment.scanned_codes
-        if not self.lines and not scanned:
-            raise ValueError("an order needs lines (or, in store, scanned product codes)")
-        return self
-
-
-class PayRequest(Strict):
-    method: Literal["card"] = "card"
-    card_number: str = Field(min_length=12, max_length=23, pattern=r"^[0-9 ]+$")
-
-
-class CancelRequest(Strict):
-    reason: str = Field(default="cancelled by request", max_length=500)
-
-
-class PickupRequest(Strict):
-    code: str = Field(min_length=1, max_length=16)
-
-
-class ShipRequest(Strict):
-    carrier: str = Field(min_length=1, max_length=64)
-    tracking_number: str = Field(min_length=1, max_length=64)
-
-
-class ReturnRequest(Strict):
-    lines: list[LineIn] = Field(min_length=1, max_length=50)
-    reason: str = Field(min_length=1, max_length=500)
-    location_id: Id | None = None
-
-
-class ReceiveReturn(Strict):
-    location_id: Id
-
-
-class ListQuery(Strict):
-    store_id: Id | None = None
-    status: Annotated[str, Field(max_length=32)] | None = None
-    todo: bool = False
-    cursor: Annotated[str, Field(max_length=128)] | None = None
-    limit: int = Field(default=20, ge=1, le=100)
-
-
-class PaymentCallback(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    order_id: Id
-    attempt_id: Id
-    status: Literal["succeeded", "failed"]
-    payment_id: Id | None = None
-    amount: int = Field(ge=0)
-    fee: int = Field(default=0, ge=0)
-    reason: str | None = None
+TAGS = ["orders"]
+STAFF = ("store_staff", "store_manager", "hq_admin")
 
 
 async def optional_body(request: web.Request, model):
@@ -136,29 +39,40 @@ def _order_id(request: web.Request) -> str:
     return order_id
 
 
+def _with_dev_code(request: web.Request, order: dict, code: str) -> dict:
+    """In dev mode only (like the OTP's dev_code), the answer shows the code notifications would send."""
+    body = public_order(order)
+    if request.app[SETTINGS].dev_mode:
+        body["dev_pickup_code"] = code
+    return body
+
+
 @routes.post("/orders")
+@openapi(summary="Place an order (reserve stock, hold coupons and points; then pay within the window)",
+         request=OrderRequest, response=OrderView, status=201, tags=TAGS)
 async def create_order(request: web.Request) -> web.Response:
     principal = require(request, "customer", "store_staff", "store_manager")
     body = await parse_body(request, OrderRequest)
-    service = request.app[ORDERS]
-    return await guarded(request.app[MONGO], request, lambda remember: service.checkout(principal, body, remember))
+    checkout = request.app[CHECKOUT]
+    return await saga_once(request.app[MONGO], request, lambda remember: checkout.place(principal, body, remember))
 
 
 @routes.get("/orders")
+@openapi(summary="List orders: a member's own, a store's (staff), or all (HQ); newest first",
+         query=ListQuery, response=OrderPage, tags=TAGS)
 async def list_orders(request: web.Request) -> web.Response:
     principal = require(request)
     query = parse_query(request, ListQuery)
-    items, last_id = await request.app[ORDERS].list_orders(principal, query.store_id, query.status, query.todo,
-                                                          decode_cursor(query.cursor), query.limit)
-    return json_response({"items": [public_order(o) for o in items],
-                          "next_cursor": encode_cursor(last_id) if last_id else None})
+    return json_response(await request.app[ORDERS].page(principal, query.store_id, query.status, query.todo,
+                                                        query.cursor, query.limit))
 
 
 @routes.post("/orders/payments/callback")
+@openapi(summary="Payment provider callback (signed with HMAC of the raw body, no bearer token)",
+         request=PaymentCallback, response=OrderView, public=True, tags=TAGS)
 async def payment_callback(request: web.Request) -> web.Response:
-    """Signed by the provider (HMAC of the raw body); no bearer token, the signature is the credential."""
     raw = await request.read()
-    if not request.app[PAYMENTS].verify_callback(raw, request.headers.get(SIGNATURE_HEADER)):
+    if not request.app[PAYMENT_PROVIDER].verify_callback(raw, request.headers.get(SIGNATURE_HEADER)):
         raise Problem(401, "invalid-signature", "the payment callback signature does not verify")
     try:
         body = PaymentCallback.model_validate(json.loads(raw))
@@ -168,93 +82,99 @@ async def payment_callback(request: web.Request) -> web.Response:
         raise Problem(400, "malformed-json", "callback body is not JSON") from None
     if body.status == "succeeded" and not body.payment_id:
         raise Problem(422, "validation-error", "a succeeded callback carries payment_id")
-    return json_response(await request.app[ORDERS].payment_callback(body.model_dump()))
+    return json_response(await request.app[PAYMENTS].callback(body.model_dump()))
 
 
 @routes.get("/orders/{order_id}")
+@openapi(summary="One order", response=OrderView, tags=TAGS)
 async def get_order(request: web.Request) -> web.Response:
     principal = require(request)
     return json_response(public_order(await request.app[ORDERS].get_visible(principal, _order_id(request))))
 
 
 @routes.post("/orders/{order_id}/pay")
+@openapi(summary="Pay an order by card (202 when the provider's answer is still to come)",
+         request=PayRequest, responses={200: OrderView, 202: OrderView}, tags=TAGS)
 async def pay(request: web.Request) -> web.Response:
     principal = require(request)
     body = await parse_body(request, PayRequest)
-    order_id, service = _order_id(request), request.app[ORDERS]
+    order_id, payments = _order_id(request), request.app[PAYMENTS]
     # A retried /pay (lost answer) with the same Idempotency-Key gets the first answer, never a second charge.
-    return await guarded(request.app[MONGO], request,
-                         lambda remember: service.pay(principal, order_id, body.card_number, remember))
+    return await saga_once(request.app[MONGO], request,
+                           lambda remember: payments.pay(principal, order_id, body.card_number, remember))
 
 
 @routes.post("/orders/{order_id}/cancel")
+@openapi(summary="Cancel an order before shipment or handover (a paid one is refunded)",
+         request=CancelRequest, response=OrderView, tags=TAGS)
 async def cancel(request: web.Request) -> web.Response:
     principal = require(request)
     body = await optional_body(request, CancelRequest)
-    return json_response(public_order(await request.app[ORDERS].cancel(principal, _order_id(request), body.reason)))
+    order = await request.app[FULFILMENT].cancel(principal, _order_id(request), body.reason)
+    return json_response(public_order(order))
 
 
 @routes.post("/orders/{order_id}/ready-for-pickup")
+@openapi(summary="The goods wait at the store: the buyer is sent a pickup code", response=PickupCodeView,
+         tags=TAGS)
 async def ready_for_pickup(request: web.Request) -> web.Response:
-    principal = require(request, "store_staff", "store_manager", "hq_admin")
-    order, code = await request.app[ORDERS].ready_for_pickup(principal, _order_id(request))
-    return json_response(_with_dev_code(request, public_order(order), code))
+    principal = require(request, *STAFF)
+    order, code = await request.app[FULFILMENT].ready_for_pickup(principal, _order_id(request))
+    return json_response(_with_dev_code(request, order, code))
 
 
 @routes.post("/orders/{order_id}/pickup-code/reset")
+@openapi(summary="A manager resets a (locked) pickup: a fresh code, attempts back to zero",
+         response=PickupCodeView, tags=TAGS)
 async def reset_pickup_code(request: web.Request) -> web.Response:
     principal = require(request, "store_manager", "hq_admin")
-    order, code = await request.app[ORDERS].reset_pickup_code(principal, _order_id(request))
-    return json_response(_with_dev_code(request, public_order(order), code))
-
-
-def _with_dev_code(request: web.Request, body: dict, code: str) -> dict:
-    """In dev mode only (like the OTP's dev_code), the answer shows the code notifications would send."""
-    if request.app[SETTINGS].dev_mode:
-        body["dev_pickup_code"] = code
-    return body
+    order, code = await request.app[FULFILMENT].reset_pickup_code(principal, _order_id(request))
+    return json_response(_with_dev_code(request, order, code))
 
 
 @routes.post("/orders/{order_id}/pickup")
+@openapi(summary="Hand over with the buyer's pickup code (wrong codes count; too many lock the order)",
+         request=PickupRequest, response=OrderView, tags=TAGS)
 async def pickup(request: web.Request) -> web.Response:
-    principal = require(request, "store_staff", "store_manager", "hq_admin")
+    principal = require(request, *STAFF)
     body = await parse_body(request, PickupRequest)
-    return json_response(public_order(await request.app[ORDERS].pickup(principal, _order_id(request), body.code)))
+    return json_response(public_order(await request.app[FULFILMENT].pickup(principal, _order_id(request), body.code)))
 
 
 @routes.post("/orders/{order_id}/ship")
+@openapi(summary="Ship an allocated order", request=ShipRequest, response=OrderView, tags=TAGS)
 async def ship(request: web.Request) -> web.Response:
-    principal = require(request, "store_staff", "store_manager", "hq_admin")
+    principal = require(request, *STAFF)
     body = await parse_body(request, ShipRequest)
-    order = await request.app[ORDERS].ship(principal, _order_id(request), body.carrier, body.tracking_number)
+    order = await request.app[FULFILMENT].ship(principal, _order_id(request), body.carrier, body.tracking_number)
     return json_response(public_order(order))
 
 
 @routes.post("/orders/{order_id}/complete")
+@openapi(summary="Confirm delivery of a shipped order", response=OrderView, tags=TAGS)
 async def complete(request: web.Request) -> web.Response:
     principal = require(request)
-    return json_response(public_order(await request.app[ORDERS].complete(principal, _order_id(request))))
+    return json_response(public_order(await request.app[FULFILMENT].complete(principal, _order_id(request))))
 
 
 @routes.post("/orders/{order_id}/returns")
+@openapi(summary="Ask to return (part of) a completed order", request=ReturnRequest, response=ReturnAnswer,
+         status=201, tags=TAGS)
 async def request_return(request: web.Request) -> web.Response:
     principal = require(request)
     body = await parse_body(request, ReturnRequest)
-    order_id = _order_id(request)
-    service = request.app[ORDERS]
-
-    async def create(remember):
-        answer = await service.request_return(principal, order_id, [l.model_dump() for l in body.lines],
-                                              body.reason, body.location_id, remember)
-        return 201, answer
-
-    return await guarded(request.app[MONGO], request, create)
+    order_id, returns = _order_id(request), request.app[RETURNS]
+    lines = [line.model_dump() for line in body.lines]
+    return await create_once(request.app[MONGO], request, lambda: returns.request(
+        principal, order_id, lines, body.reason, body.location_id))
 
 
 @routes.post("/orders/{order_id}/returns/{return_id}/receive")
+@openapi(summary="Receive returned goods at a store (stock goes back there, the refund follows)",
+         request=ReceiveReturn, response=OrderView, tags=TAGS)
 async def receive_return(request: web.Request) -> web.Response:
-    principal = require(request, "store_staff", "store_manager", "hq_admin")
+    principal = require(request, *STAFF)
     body = await parse_body(request, ReceiveReturn)
-    order = await request.app[ORDERS].receive_return(principal, _order_id(request), request.match_info["return_id"],
-                                                     body.location_id)
+    order = await request.app[RETURNS].receive(principal, _order_id(request), request.match_info["return_id"],
+                                               body.location_id)
     return json_response(public_order(order))

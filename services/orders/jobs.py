@@ -5,12 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from libs.logging import get_logger
-from services.orders.app_keys import ORDERS
+from services.orders.usecases import EXPIRY
 
 log = get_logger("orders.jobs")
 
 
 async def sweep(app: web.Application) -> None:
-    done = await app[ORDERS].sweep()
+    done = await app[EXPIRY].sweep()
     if any(done.values()):
         log.info("orders.swept", **done)

@@ -5,7 +5,7 @@ allocated); HQ and services everything. Anything else is answered 404, as if the
 """
 from __future__ import annotations
 
-from libs.auth import Principal
+from libs.principal import Principal
 
 STAFF_ROLES = ("store_staff", "store_manager")
 

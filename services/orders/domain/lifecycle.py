@@ -3,11 +3,14 @@
 `pending` is the checkout saga in progress (the order is not visible as placed yet); `rejected` means the
 saga failed before the order was placed (sold out, coupon unavailable, ...). From `pending_payment` on,
 each fulfilment type has its own path; an illegal transition is an `OrderError("illegal-transition")`
-(answered 409).
+(a CONFLICT refusal).
 """
 from __future__ import annotations
 
 from datetime import datetime
+
+from libs.clock import rfc3339, to_ms
+from libs.refusal import CONFLICT, Refusal
 
 FULFILMENTS = ("ship", "pickup", "in_store")
 CHANNELS = ("app", "mini_program", "marketplace", "store")
@@ -51,23 +54,15 @@ STORE_WORK = {"ship": (CONFIRMED, ALLOCATED), "pickup": (CONFIRMED, READY_FOR_PI
 RETURNABLE = (COMPLETED,)
 
 
-class OrderError(Exception):
-    """A business rule said no. `code` becomes the problem type; `status` the HTTP status."""
+class OrderError(Refusal):
+    """A business rule of orders said no: `code` is the problem type, the kind says how (CONFLICT by default)."""
 
-    def __init__(self, code: str, detail: str, status: int = 409, **extensions) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
-        self.status = status
-        self.extensions = extensions
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    default_kind = CONFLICT
 
 
 def epoch_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
+    return to_ms(moment)
+
 
 
 def can_transition(fulfilment: str, current: str, target: str) -> bool:

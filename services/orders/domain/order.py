@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from libs.refusal import INVALID, NOT_FOUND
 from services.orders.domain import saga
 from services.orders.domain.lifecycle import (ALLOCATED, CANCELLED, COMPLETED, CONFIRMED, PENDING, PENDING_PAYMENT,
                                               PICKED_UP, READY_FOR_PICKUP, REFUNDED, REJECTED, RETURNABLE, SHIPPED,
@@ -28,9 +29,9 @@ def new_order(order_id: str, *, member_id: str | None, channel: str, fulfilment:
               created_by: str, now: datetime) -> dict:
     """The order as recorded before the saga's first step (status pending)."""
     if fulfilment["type"] == "in_store" and channel != "store":
-        raise OrderError("channel-mismatch", "an in_store order is sold on the 'store' channel", status=422)
+        raise OrderError("channel-mismatch", "an in_store order is sold on the 'store' channel", kind=INVALID)
     if fulfilment["type"] != "in_store" and channel == "store":
-        raise OrderError("channel-mismatch", "the 'store' channel is for in_store orders", status=422)
+        raise OrderError("channel-mismatch", "the 'store' channel is for in_store orders", kind=INVALID)
     return {
         "_id": order_id, "status": PENDING, "member_id": member_id, "channel": channel,
         "fulfilment": dict(fulfilment), "lines": lines, "requested_lines": requested_lines,
@@ -203,7 +204,7 @@ def request_return(order: dict, return_id: str, lines: list[dict], reason: str, 
     wanted: dict[str, int] = {}
     for line in lines:
         if line["sku_id"] not in by_sku:
-            raise OrderError("not-in-order", f"{line['sku_id']} is not part of this order", status=422)
+            raise OrderError("not-in-order", f"{line['sku_id']} is not part of this order", kind=INVALID)
         wanted[line["sku_id"]] = wanted.get(line["sku_id"], 0) + int(line["qty"])
     return_lines, amount = [], 0
     for sku_id, qty in wanted.items():
@@ -224,7 +225,7 @@ def receive_return(order: dict, return_id: str, location_id: str, refund_id: str
     """Goods back at a store: stock goes back there, the refund is issued; all returned -> refunded."""
     record = next((r for r in order.get("returns", []) if r["id"] == return_id), None)
     if record is None:
-        raise OrderError("not-found", "no such return on this order", status=404)
+        raise OrderError("not-found", "no such return on this order", kind=NOT_FOUND)
     if record["status"] != "requested":
         raise OrderError("illegal-transition", f"the return is already {record['status']}",
                          current_status=record["status"], requested_status="received")

@@ -11,6 +11,7 @@ import hmac
 import secrets
 from datetime import datetime
 
+from libs.refusal import LOCKED
 from services.orders.domain.lifecycle import READY_FOR_PICKUP, OrderError, note_event
 
 CODE_DIGITS = 6
@@ -47,7 +48,7 @@ def verify(order: dict, code: str, secret: str, max_attempts: int) -> str:
     state = order.get("pickup") or {}
     if state.get("locked"):
         raise OrderError("pickup-locked", "too many wrong pickup codes; a store manager must reset the code",
-                         status=423)
+                         kind=LOCKED)
     normalized = code.strip()
     expected = state.get("code_hash", "")
     if len(normalized) == CODE_DIGITS and normalized.isdigit() and \

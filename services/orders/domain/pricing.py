@@ -7,6 +7,7 @@ first on a tie). So line discounts always sum to the order discount, to the fen.
 """
 from __future__ import annotations
 
+from libs.refusal import INVALID
 from services.orders.domain.lifecycle import OrderError
 
 
@@ -37,7 +38,7 @@ def price_lines(requested: list[dict], quotes: dict[str, dict]) -> list[dict]:
     for sku_id, qty in merged.items():
         quote = quotes.get(sku_id)
         if quote is None:
-            raise OrderError("sku-not-sellable", f"{sku_id} has no price", status=422, sku_ids=[sku_id])
+            raise OrderError("sku-not-sellable", f"{sku_id} has no price", kind=INVALID, sku_ids=[sku_id])
         unit_price = int(quote["unit_price"])
         lines.append({"sku_id": sku_id, "product_id": quote.get("product_id"), "name": quote.get("name"),
                       "category": quote.get("category"), "qty": qty, "unit_price": unit_price,
@@ -51,7 +52,7 @@ def apply_discounts(lines: list[dict], coupon_discount: int, points_discount: in
     """Lines with their share of each discount and their net total, and the order totals."""
     subtotal = sum(line["subtotal"] for line in lines)
     if coupon_discount < 0 or points_discount < 0:
-        raise OrderError("invalid-discount", "discounts cannot be negative", status=422)
+        raise OrderError("invalid-discount", "discounts cannot be negative", kind=INVALID)
     if coupon_discount + points_discount > subtotal:
         raise OrderError("discount-exceeds-subtotal",
                          f"discounts {coupon_discount + points_discount} exceed the subtotal {subtotal}")
@@ -73,7 +74,7 @@ def refund_for(line: dict, already_returned: int, returning: int) -> int:
     if returning <= 0 or already_returned + returning > qty:
         raise OrderError("return-exceeds-purchase",
                          f"{line['sku_id']}: {already_returned} of {qty} already returned, cannot return {returning}",
-                         status=422)
+                         kind=INVALID)
     before = line["line_total"] * already_returned // qty
     after = line["line_total"] * (already_returned + returning) // qty
     return after - before

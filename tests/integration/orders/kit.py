@@ -1,50 +1,22 @@
 """Test kit for orders: the real orders, stock, catalog and membership apps (demo data) on the real broker
 and wire server, each on its own port, talking over real HTTP with membership's service tokens.
 
-Member and staff tokens are minted by the tests with their own key, published next to membership's keys
-by a JWKS endpoint every service is pointed at, so verification runs its production path (JWKS over
-HTTP) and a test can be any member, including thousands of flash-sale buyers.
+Member and staff tokens are minted by the tests (`tests.support.TokenMint`) with their own key, published
+next to membership's keys by a JWKS endpoint every service is pointed at, so verification runs its
+production path (JWKS over HTTP) and a test can be any member, including thousands of flash-sale buyers.
 """
 from __future__ import annotations
 
 import contextlib
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator
 
 import aiohttp
-import jwt
 from aiohttp import web
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from libs.testing import free_port, running_app, settings_for
-
-ISSUER, AUDIENCE = "o2o-membership", "o2o-api"
-
-
-class TokenMint:
-    def __init__(self) -> None:
-        self.kid = f"test-{uuid.uuid4().hex[:8]}"
-        self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.private_key.public_key()))
-        self.jwks = {"keys": [{**public, "kid": self.kid, "alg": "RS256", "use": "sig"}]}
-
-    def token(self, sub: str, roles: list[str], ttl_s: int = 3600, **claims) -> str:
-        now = int(time.time())
-        payload = {"sub": sub, "roles": roles, "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + ttl_s,
-                   **claims}
-        return jwt.encode(payload, self.private_key, algorithm="RS256", headers={"kid": self.kid})
-
-    def member(self, member_id: str) -> dict:
-        return {"Authorization": "Bearer " + self.token(member_id, ["customer"], member_id=member_id)}
-
-    def staff(self, store_id: str, role: str = "store_staff", staff_id: str | None = None) -> dict:
-        staff_id = staff_id or f"stf_{store_id}_{role}"
-        return {"Authorization": "Bearer " + self.token(staff_id, [role], staff_id=staff_id, store_ids=[store_id])}
-
-    def admin(self) -> dict:
-        return {"Authorization": "Bearer " + self.token("stf_hq_admin", ["hq_admin"], staff_id="stf_hq_admin")}
+from services.orders.schemas import OrderPage, PickupCodeView, ReturnAnswer
+from tests.support import TokenMint, free_port, running_app, settings_for
 
 
 def jwks_union(membership_url: str, mint: TokenMint) -> web.Application:
@@ -61,6 +33,15 @@ def jwks_union(membership_url: str, mint: TokenMint) -> web.Application:
     return app
 
 
+def as_published(path: str, status: int, payload):
+    """A successful answer of orders is exactly what its OpenAPI document describes (the gateway's docs and
+    its fuzzing trust those models)."""
+    if 200 <= status < 300 and isinstance(payload, dict) and path.startswith("/orders"):
+        model = OrderPage if "items" in payload else ReturnAnswer if "return" in payload else PickupCodeView
+        model.model_validate(payload)
+    return payload
+
+
 class Harness:
     def __init__(self, http: aiohttp.ClientSession, mint: TokenMint, urls: dict[str, str], apps: dict) -> None:
         self.http, self.mint, self.urls, self.apps = http, mint, urls, apps
@@ -74,6 +55,8 @@ class Harness:
         async with self.http.request(method, self.urls[service] + path, headers=headers or {}, **kw) as response:
             raw = await response.read()
             body = json.loads(raw) if raw else None
+            if service == "orders":
+                as_published(path, response.status, body)
             return response.status, body, dict(response.headers)
 
     async def place(self, body: dict, headers: dict, key: str | None = None) -> tuple[int, dict]:
@@ -147,35 +130,3 @@ async def orders_suite(mongo_url: str, namespace: str, *, orders_overrides: dict
                                    "membership": membership_url},
                       {"orders": orders_app, "stock": stock_app, "membership": membership_app,
                        "catalog": catalog_app})
-
-
-class EventTap:
-    """A private queue on the run's exchange, bound to `pattern`, collecting envelopes (as dicts)."""
-
-    def __init__(self, namespace: str, pattern: str = "orders.#") -> None:
-        self.namespace, self.pattern = namespace, pattern
-        self.events: list[dict] = []
-
-    async def __aenter__(self) -> EventTap:
-        import aio_pika
-        from libs.testing import AMQP_URL
-        self.connection = await aio_pika.connect(AMQP_URL)
-        channel = await self.connection.channel()
-        exchange = await channel.declare_exchange(f"{self.namespace}o2o.events", aio_pika.ExchangeType.TOPIC,
-                                                  durable=True)
-        self.queue = await channel.declare_queue(f"{self.namespace}tap.{uuid.uuid4().hex[:8]}", exclusive=True,
-                                                 auto_delete=True)
-        await self.queue.bind(exchange, routing_key=self.pattern)
-
-        async def collect(message):
-            async with message.process():
-                self.events.append(json.loads(message.body))
-
-        await self.queue.consume(collect)
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.connection.close()
-
-    def of(self, event_type: str, order_id: str | None = None) -> list[dict]:
-        return [e for e in self.events if e["type"] == event_type and (order_id is None or e["subject"] == order_id)]

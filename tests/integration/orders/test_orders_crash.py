@@ -1,4 +1,4 @@
-"""Must-show 3: kill -9 the orders process (and, separately, the stock process) in the middle of a batch of
+"""Kill -9 the orders process (and, separately, the stock process) in the middle of a batch of
 checkouts, restart it, and every order ends consistent: confirmed with its reservation held, or
 cancelled / rejected with nothing held. Orders and stock run as real processes (`python -m services.<svc>`
 configured by environment), membership and catalog in-process."""
@@ -18,8 +18,9 @@ import aiohttp
 import pytest
 from pymongo import AsyncMongoClient
 
-from libs.testing import eventually, free_port, running_app, settings_for
-from tests.integration.orders.kit import Harness, TokenMint, jwks_union
+from tests.support import eventually, free_port, running_app, settings_for
+from tests.integration.orders.kit import Harness, jwks_union
+from tests.support import TokenMint
 
 ROOT = Path(__file__).resolve().parents[3]
 STORE, SKU = "loc_sh_jingan", "sku_tee_classic_bla_l"

@@ -1,4 +1,4 @@
-"""Must-show 2: a flash sale. 2,000 buyers race over real HTTP for 100 units of one SKU: exactly 100
+"""A flash sale. 2,000 buyers race over real HTTP for 100 units of one SKU: exactly 100
 orders are placed and paid, none oversold, every other buyer gets a clean 409 sold-out, and no order is
 left half-done (nothing pending, nothing held for a rejected checkout)."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from libs.testing import eventually
+from tests.support import eventually
 
 STORE, SKU = "loc_sh_jingan", "sku_tee_limited_red_m"
 BUYERS, UNITS = 2000, 100
@@ -78,4 +78,4 @@ async def test_two_thousand_buyers_for_one_hundred_units(suite):
     await eventually(settled)
 
 
-from services.orders.app_keys import ORDERS  # noqa: E402
+from services.orders.usecases import ORDERS  # noqa: E402

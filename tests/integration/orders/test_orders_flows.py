@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from libs.testing import eventually
+from tests.support import eventually
 
 JINGAN, XUJIAHUI = "loc_sh_jingan", "loc_sh_xujiahui"
 TEE = "sku_tee_classic_whi_s"  # app price 9500, base 9900; 6 on hand at Jing'an
@@ -51,9 +51,9 @@ SHANGHAI_HOME = {"line1": "100 Huaihai Rd", "city": "Shanghai", "lat": 31.2200, 
 
 
 async def test_ship_flow_then_partial_return_at_another_store(suite, bus_namespace, tmp_path):
-    from tests.integration.orders.kit import EventTap
+    from tests.support import EventTap
     member = suite.mint.member(LIN)
-    async with EventTap(bus_namespace) as tap:
+    async with EventTap(bus_namespace, "orders.#") as tap:
         status, order = await suite.place({"channel": "app", "lines": [{"sku_id": TEE, "qty": 2},
                                                                        {"sku_id": "sku_jeans_slim_ind_30", "qty": 1}],
                                            "fulfilment": {"type": "ship", "address": SHANGHAI_HOME}}, member)
@@ -94,22 +94,22 @@ async def test_ship_flow_then_partial_return_at_another_store(suite, bus_namespa
         async def back_in_stock():
             return (await suite.level(XUJIAHUI, TEE))["on_hand"] == before["on_hand"] + 1
         await eventually(back_in_stock)
-        await eventually(lambda: tap.of("orders.order.refunded", order["id"]))
+        await eventually(lambda: tap.of("orders.order.refunded", order_id=order["id"]))
 
-        refunded = tap.of("orders.order.refunded", order["id"])[0]["data"]
+        refunded = tap.of("orders.order.refunded", order_id=order["id"])[0]["data"]
         assert refunded["refund_amount"] == ret["refund_amount"] and refunded["return_id"] == ret["id"]
         assert refunded["return_lines"][0]["qty"] == 1
         for event_type in ("orders.order.placed", "orders.order.confirmed", "orders.order.allocated",
                            "orders.order.shipped", "orders.order.completed", "orders.return.requested",
                            "orders.return.received"):
-            await eventually(lambda: tap.of(event_type, order["id"]))
-        confirmed = tap.of("orders.order.confirmed", order["id"])[0]["data"]
+            await eventually(lambda: tap.of(event_type, order_id=order["id"]))
+        confirmed = tap.of("orders.order.confirmed", order_id=order["id"])[0]["data"]
         assert confirmed["payment"]["provider"] == "sandbox" and confirmed["payment"]["amount"] == paid["totals"]["total"]
         assert confirmed["fulfilment"]["location_id"] == store and confirmed["fulfilment"]["ownership"] in ("direct", "franchise")
         assert confirmed["attribution"]["store_id"] == JINGAN  # Lin is bound to Jing'an's assistant
         assert confirmed["attribution"]["staff_id"] == "stf_jingan_01"
         assert all(line["cost_price"] > 0 and line["line_total"] > 0 for line in confirmed["lines"])
-        assert tap.of("orders.order.shipped", order["id"])[0]["data"]["tracking_number"] == "SF1234567890"
+        assert tap.of("orders.order.shipped", order_id=order["id"])[0]["data"]["tracking_number"] == "SF1234567890"
         assert_events_match_the_asyncapi_contract(tap.events, tmp_path)
 
 
@@ -165,7 +165,7 @@ async def test_member_scan_and_pay_in_store(suite):
 
 
 async def test_cancelling_a_paid_pickup_refunds_and_releases_everything(suite, bus_namespace):
-    from tests.integration.orders.kit import EventTap
+    from tests.support import EventTap
     member = suite.mint.member(LIN)
     before = await suite.level(JINGAN, TEE)
     async with EventTap(bus_namespace, "orders.order.*") as tap:
@@ -183,9 +183,9 @@ async def test_cancelling_a_paid_pickup_refunds_and_releases_everything(suite, b
             level = await suite.level(JINGAN, TEE)
             return level["available"] == before["available"] and level["reserved"] == before["reserved"]
         await eventually(released)
-        await eventually(lambda: tap.of("orders.order.refunded", order["id"]))
-        assert tap.of("orders.order.refunded", order["id"])[0]["data"]["refund_amount"] == paid["totals"]["total"]
-        assert tap.of("orders.order.cancelled", order["id"])[0]["data"]["refund_amount"] == paid["totals"]["total"]
+        await eventually(lambda: tap.of("orders.order.refunded", order_id=order["id"]))
+        assert tap.of("orders.order.refunded", order_id=order["id"])[0]["data"]["refund_amount"] == paid["totals"]["total"]
+        assert tap.of("orders.order.cancelled", order_id=order["id"])[0]["data"]["refund_amount"] == paid["totals"]["total"]
         status, final = await suite.get(order["id"], member)
         assert final["refunds"][0]["state"] == "done"
 
@@ -317,7 +317,7 @@ async def test_declined_and_timed_out_payments_then_a_signed_callback(suite):
     assert status == 409 and problem["type"].endswith("payment-in-progress")
 
     orders_app = suite.apps["orders"]
-    from services.orders.app_keys import ORDERS
+    from services.orders.usecases import ORDERS
     stored = await orders_app[ORDERS].repo.get_committed(order["id"])
     callback = {"order_id": order["id"], "attempt_id": stored["payment_attempt"]["id"], "status": "succeeded",
                 "payment_id": "pay_sbx_late_1", "amount": order["totals"]["total"], "fee": 57}
@@ -372,12 +372,12 @@ async def test_a_charge_whose_answer_died_with_the_process_is_found_not_repeated
     """The process died after the provider charged but before the order recorded it: paying again asks
     the provider about the stale attempt and confirms with that charge instead of charging twice."""
     from datetime import UTC, datetime, timedelta
-    from services.orders.app_keys import ORDERS, PAYMENTS
-    from services.orders.domain.lifecycle import rfc3339
+    from services.orders.usecases import ORDERS, PAYMENT_PROVIDER
+    from libs.clock import rfc3339
     member = suite.mint.member(LIN)
     status, order = await suite.place(pickup_order(), member)
     assert status == 201
-    service, provider = suite.apps["orders"][ORDERS], suite.apps["orders"][PAYMENTS]
+    service, provider = suite.apps["orders"][ORDERS], suite.apps["orders"][PAYMENT_PROVIDER]
     charged = await provider.charge(order_id=order["id"], attempt_id="pat_died_mid_charge",
                                     amount=order["totals"]["total"], card_number="4242424242424242")
 

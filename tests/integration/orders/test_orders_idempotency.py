@@ -1,4 +1,4 @@
-"""Must-show 4: replaying POST /orders with the same Idempotency-Key creates one order; another body gets
+"""Replaying POST /orders with the same Idempotency-Key creates one order; another body gets
 422; concurrent duplicates never create a second order."""
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ async def test_a_key_left_in_progress_by_a_dead_process_is_taken_over_by_the_ret
     from datetime import UTC, datetime
 
     from libs.idempotency import IN_PROGRESS_STALE_S
-    from services.orders.app_keys import ORDERS
+    from services.orders.usecases import ORDERS
     member = suite.mint.member(LIN)
     raw = json.dumps(body()).encode()
     service = suite.apps["orders"][ORDERS]

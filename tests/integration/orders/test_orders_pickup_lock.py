@@ -1,4 +1,4 @@
-"""Must-show 5: a wrong pickup code is refused; after the limit the order is locked for handover and a
+"""A wrong pickup code is refused; after the limit the order is locked for handover and a
 store manager must reset it (a new code); concurrent guesses never get more tries than the limit."""
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ import asyncio
 
 import pytest
 
-from libs.testing import eventually
-from services.orders.app_keys import ORDERS
+from tests.support import eventually
+from services.orders.usecases import ORDERS
 
 JINGAN, TEE, LIN = "loc_sh_jingan", "sku_tee_classic_whi_s", "mbr_demo_lin"
 PICKUP = {"channel": "app", "lines": [{"sku_id": TEE, "qty": 1}], "fulfilment": {"type": "pickup", "location_id": JINGAN}}
@@ -137,7 +137,7 @@ async def test_racing_pay_and_cancel_never_loses_money_or_stock(suite):
 async def test_a_reservation_that_expires_at_stock_cancels_the_unpaid_order(suite, bus_namespace):
     """Orders' own expiry did not run (as if it were down): stock's expiry event cancels the order, so it
     can never be paid without its goods."""
-    from tests.integration.orders.kit import EventTap
+    from tests.support import EventTap
     member = suite.mint.member(LIN)
     before = await suite.level(JINGAN, TEE)
     async with EventTap(bus_namespace, "orders.order.cancelled") as tap:
@@ -147,7 +147,7 @@ async def test_a_reservation_that_expires_at_stock_cancels_the_unpaid_order(suit
         async def cancelled():
             return await status_of(suite, order["id"]) == "cancelled"
         await eventually(cancelled, timeout=20)
-        await eventually(lambda: tap.of("orders.order.cancelled", order["id"]))
+        await eventually(lambda: tap.of("orders.order.cancelled", order_id=order["id"]))
     _, final = await suite.get(order["id"], member)
     assert final["timeline"][-1]["actor"] == "system:stock-expiry"
     assert (await suite.level(JINGAN, TEE))["available"] == before["available"]

@@ -1,4 +1,4 @@
-from libs.auth import Principal
+from libs.principal import Principal
 from services.orders.domain.access import can_see, is_owner, works_at_order_store
 
 ORDER = {"_id": "ord_1", "member_id": "mbr_a", "store_ids": ["loc_a", "loc_w"]}

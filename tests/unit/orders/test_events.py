@@ -53,5 +53,5 @@ def test_every_orders_event_of_the_design_is_published():
     assert {m.event_type for m in models} == {
         "orders.order.placed", "orders.order.confirmed", "orders.order.allocated", "orders.order.ready_for_pickup",
         "orders.order.shipped", "orders.order.picked_up", "orders.order.completed", "orders.order.cancelled",
-        "orders.return.requested", "orders.return.received", "orders.order.refunded",  # DESIGN §2
+        "orders.return.requested", "orders.return.received", "orders.order.refunded",  # docs/ARCHITECTURE.md, events
         "orders.pickup_code.reissued"}

@@ -4,6 +4,7 @@ import pytest
 
 from services.orders.domain import order as domain
 from services.orders.domain import saga
+from libs.refusal import CONFLICT, Refusal
 from services.orders.domain.lifecycle import OrderError, can_transition, transition
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -51,7 +52,8 @@ def test_illegal_transitions_are_refused_with_a_conflict(kind, current, target):
     order = {"status": current, "fulfilment": {"type": kind}, "timeline": []}
     with pytest.raises(OrderError) as error:
         transition(order, target, "staff:x", NOW)
-    assert error.value.code == "illegal-transition" and error.value.status == 409
+    assert error.value.code == "illegal-transition" and error.value.kind == CONFLICT
+    assert isinstance(error.value, Refusal)  # answered by the kit as problem+json, status from the kind
     assert order["status"] == current and order["timeline"] == []
 
 

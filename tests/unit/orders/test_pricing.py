@@ -1,6 +1,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
+from libs.refusal import INVALID
 from services.orders.domain.lifecycle import OrderError
 from services.orders.domain.pricing import allocate, apply_discounts, payment_fee, price_lines, refund_for
 
@@ -49,7 +50,7 @@ def test_lines_are_priced_from_the_quote_and_duplicates_merged():
 def test_unknown_sku_is_not_sellable():
     with pytest.raises(OrderError) as error:
         price_lines([{"sku_id": "sku_x", "qty": 1}], QUOTES)
-    assert error.value.code == "sku-not-sellable" and error.value.status == 422
+    assert error.value.code == "sku-not-sellable" and error.value.kind == INVALID
 
 
 def test_discounts_are_split_over_lines_and_add_up_to_the_fen():

@@ -1,0 +1,265 @@
+"""Placing an order: the checkout saga. The intent is recorded first (status pending, every planned step
+written down), then stock is reserved and the member's coupons and points are held, then the order is
+placed and waits for payment. A refusal or a sibling down on the way rejects it and undoes what started;
+a crash on the way leaves the intent for the stuck-checkout sweeper to undo."""
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+
+from libs.clients import UpstreamError
+from libs.clock import utcnow
+from libs.ids import new_id
+from libs.logging import get_logger
+from libs.principal import Principal
+from libs.problems import Problem
+from libs.refusal import CONFLICT, FORBIDDEN, INVALID, UNAVAILABLE, UPSTREAM_TIMEOUT, Refusal
+from services.orders import metrics
+from services.orders.domain import order as domain
+from services.orders.domain import saga
+from services.orders.domain.access import is_staff
+from services.orders.domain.lifecycle import OrderError
+from services.orders.domain.pricing import apply_discounts, price_lines
+from services.orders.usecases.base import OrderFlow, actor_of, passed_on
+from services.orders.views import public_order
+
+log = get_logger("orders")
+NAMED_REFUSALS = ("sold-out", "coupon-unavailable", "insufficient-points")
+
+
+def rejection_reason(error: Exception) -> str:
+    """A bounded label for the rejected-checkouts metric: the business refusals by name, the client's
+    mistakes as "invalid", a sibling down or slow as "upstream", anything unexpected as "other"."""
+    if isinstance(error, Refusal):
+        if error.code in NAMED_REFUSALS:
+            return error.code
+        return "upstream" if error.kind in (UNAVAILABLE, UPSTREAM_TIMEOUT) else "invalid"
+    if isinstance(error, Problem):
+        return error.type if error.type in NAMED_REFUSALS else ("upstream" if error.status >= 500 else "invalid")
+    return "other"
+
+
+class Checkout(OrderFlow):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._sold_out: dict[tuple, tuple[float, dict]] = {}
+        self._reservation_gate = asyncio.Semaphore(self.settings.max_reservations_in_flight)
+
+    async def place(self, principal: Principal, request, remember=None) -> tuple[int, dict]:
+        """Run the saga for `request` (the parsed order request). `remember(session, status, body)` stores
+        the answer under the request's Idempotency-Key in the unit of work that places the order."""
+        started = time.perf_counter()
+        outcome = "placed"
+        try:
+            return await self._place(principal, request, remember)
+        except Exception as error:
+            outcome = rejection_reason(error)
+            metrics.CHECKOUTS_REJECTED.labels(outcome).inc()
+            raise
+        finally:
+            metrics.CHECKOUT_DURATION.labels("placed" if outcome == "placed" else "rejected").observe(
+                time.perf_counter() - started)
+
+    async def _place(self, principal: Principal, request, remember) -> tuple[int, dict]:
+        fulfilment = request.fulfilment.model_dump(exclude_none=True)
+        member_id = self._buyer(principal, fulfilment)
+        coupon_codes, points = list(request.coupon_codes), request.points
+        if member_id is None and (coupon_codes or points):
+            raise OrderError("member-required", "coupons and points need a member", kind=INVALID)
+        requested = [line.model_dump() for line in request.lines]
+        if not requested:  # scan and pay: the codes scanned in store are the basket
+            requested = await self._scanned_lines(fulfilment.get("scanned_codes") or [])
+        lines = price_lines(requested, await self._quote(request.channel, requested))
+        order = domain.new_order(new_id("ord"), member_id=member_id, channel=request.channel, fulfilment=fulfilment,
+                                 lines=lines, requested_lines=requested, coupon_codes=coupon_codes, points=points,
+                                 attribution={}, created_by=actor_of(principal), now=utcnow())
+        planned = saga.checkout_steps(coupon_codes, points)
+        # Every planned step is written down before the first call, so a crash at any point leaves an
+        # order that the stuck-checkout sweeper can compensate (releases are idempotent at stock/membership).
+        order["saga"] = {"steps": planned, "started": planned}
+        order["totals"] = apply_discounts(lines, 0, 0)[1]
+        reservation = await self._reserve(order)
+        benefits = await self._hold_benefits(order) if saga.HOLD_BENEFITS in planned else None
+        try:
+            priced, totals = apply_discounts(lines, int((benefits or {}).get("coupon_discount", 0)),
+                                             int((benefits or {}).get("points_discount", 0)))
+        except OrderError as error:
+            await self._reject(order["_id"], error.code, [saga.RESERVE_STOCK, saga.HOLD_BENEFITS])
+            raise
+        # Attribution is looked up only once stock is secured: in a flash sale the losers never cost
+        # membership a call.
+        attribution = await self._attribution(principal, member_id, fulfilment, request.attribution)
+        expires_at = utcnow() + timedelta(seconds=self.settings.payment_window_s)
+
+        def place(doc):
+            doc["attribution"] = attribution
+            return domain.place(doc, lines=priced, totals=totals, reservation=reservation, benefits=benefits,
+                                expires_at=expires_at, now=utcnow())
+
+        async def answer(session, placed):
+            if remember is not None:
+                await remember(session, 201, public_order(placed))
+
+        placed, _ = await self.mutate(order["_id"], place, session_hook=answer)
+        metrics.ORDERS_PLACED.labels(request.channel, fulfilment["type"]).inc()
+        metrics.ORDER_VALUE.labels(request.channel).observe(totals["total"])
+        return 201, public_order(placed)
+
+    async def _reserve(self, order: dict) -> dict:
+        """Record the intent, then reserve. A bounded number of reservations in flight per process:
+        backpressure on stock, and in a flash sale the buyers queued here learn "sold out" from the first
+        refusal instead of each asking stock."""
+        fulfilment, lines = order["fulfilment"], order["lines"]
+        kind = fulfilment["type"]
+        demand = kind, fulfilment.get("location_id"), tuple(sorted((l["sku_id"], l["qty"]) for l in lines))
+        async with self._reservation_gate:
+            self._answer_recent_sold_out(demand)
+            await self.mongo.transaction(lambda s: self.repo.add(order, s))
+            return await self._saga_step(order["_id"], [], demand=demand, call=lambda: self.upstreams.reserve(
+                order["_id"], kind, [{"sku_id": l["sku_id"], "qty": l["qty"]} for l in lines],
+                location_id=fulfilment.get("location_id"),
+                destination=({"lat": fulfilment["address"]["lat"], "lng": fulfilment["address"]["lng"]}
+                             if kind == "ship" else None),
+                ttl_s=self.settings.payment_window_s + self.settings.reservation_margin_s))
+
+    async def _hold_benefits(self, order: dict) -> dict:
+        return await self._saga_step(order["_id"], [saga.RESERVE_STOCK], call=lambda: self.upstreams.hold_benefits({
+            "order_id": order["_id"], "member_id": order["member_id"], "channel": order["channel"],
+            "coupon_codes": order["coupon_codes"], "points": order["points"],
+            "lines": [{"sku_id": l["sku_id"], "category": l["category"], "qty": l["qty"],
+                       "unit_price": l["unit_price"]} for l in order["lines"]]}))
+
+    async def _scanned_lines(self, codes: list[str]) -> list[dict]:
+        """Scan and pay: each code scanned in store is one unit of its SKU."""
+        lines, unknown = [], []
+        for code in codes:
+            try:
+                sku_id = await self.upstreams.sku_for_code(code)
+            except UpstreamError as exc:
+                raise passed_on(exc) from None
+            if sku_id is None:
+                unknown.append(code)
+            else:
+                lines.append({"sku_id": sku_id, "qty": 1})
+        if unknown:
+            raise OrderError("unknown-code", f"no product has the code(s) {', '.join(unknown)}", kind=INVALID,
+                             codes=unknown)
+        return lines
+
+    @staticmethod
+    def _buyer(principal: Principal, fulfilment: dict) -> str | None:
+        """Members order for themselves; store staff may ring up an in-store (guest) sale at their store."""
+        kind = fulfilment["type"]
+        if principal.member_id and "customer" in principal.roles:
+            return principal.member_id
+        if is_staff(principal) and kind == "in_store":
+            if fulfilment.get("location_id") not in principal.store_ids:
+                raise OrderError("forbidden", "staff sell in store only at their own store", kind=FORBIDDEN)
+            return None
+        if "service" in principal.roles and kind == "in_store":
+            return None
+        raise OrderError("forbidden", "only members order online; store staff may create in_store orders",
+                         kind=FORBIDDEN)
+
+    async def _quote(self, channel: str, requested: list[dict]) -> dict[str, dict]:
+        sku_ids = list(dict.fromkeys(line["sku_id"] for line in requested))
+        try:
+            quotes = await self.upstreams.quote(channel, sku_ids)
+        except UpstreamError as exc:
+            raise passed_on(exc) from None
+        inactive = [s for s in sku_ids if s not in quotes or quotes[s].get("status", "active") != "active"]
+        if inactive:
+            raise OrderError("sku-not-sellable", f"not sellable: {', '.join(inactive)}", kind=INVALID,
+                             sku_ids=inactive)
+        return quotes
+
+    async def _attribution(self, principal: Principal, member_id: str | None, fulfilment: dict, requested) -> dict:
+        """The store / assistant QR scanned in this session first, else the member's binding; in store, the
+        sale is that store's. Attribution never blocks a sale: an unreachable membership means none."""
+        attribution = {"store_id": None, "staff_id": None, "campaign_id": None, "code": None}
+        code = requested.code if requested is not None else None
+        scanned = None
+        if code:
+            attribution["code"] = code
+            try:
+                scanned = await self.upstreams.qr_code(code)
+            except (UpstreamError, Problem) as exc:
+                log.warning("orders.qr_lookup_unavailable", error=str(exc))
+        if scanned and scanned.get("status", "active") == "active":
+            attribution.update({k: scanned.get(k) for k in ("store_id", "staff_id", "campaign_id")})
+        elif member_id:
+            binding = await self._binding(member_id)
+            if _still_bound(binding.get("bound_until")):
+                attribution.update({k: binding.get(k) for k in ("store_id", "staff_id", "campaign_id")})
+        if fulfilment["type"] == "in_store":
+            store = fulfilment["location_id"]
+            if attribution["store_id"] != store:
+                attribution["staff_id"] = None
+            attribution["store_id"] = store
+            if is_staff(principal) and principal.staff_id:
+                attribution["staff_id"] = principal.staff_id
+        return attribution
+
+    async def _binding(self, member_id: str) -> dict:
+        try:
+            return await self.upstreams.attribution(member_id)
+        except (UpstreamError, Problem) as exc:
+            log.warning("orders.attribution_unavailable", error=str(exc))
+            return {}
+
+    def _answer_recent_sold_out(self, demand: tuple) -> None:
+        """Stock said sold-out for exactly this demand a moment ago: answer so at once, without recording a
+        checkout or asking stock again (a flash sale's thousands of losers cost almost nothing)."""
+        known = self._sold_out.get(demand)
+        if known is None:
+            return
+        until, body = known
+        if time.monotonic() >= until:
+            self._sold_out.pop(demand, None)
+            return
+        metrics.SOLD_OUT_SHORTCUTS.inc()
+        raise Refusal("sold-out", "not enough stock to serve this order", kind=CONFLICT,
+                      nearest=body.get("nearest", []))
+
+    async def _saga_step(self, order_id: str, done_before: list[str], call, demand: tuple | None = None):
+        """Run one forward step; on failure reject the order and compensate what may have taken effect."""
+        try:
+            return await call()
+        except UpstreamError as exc:
+            # A definite refusal: this step did not take effect, only earlier ones need undoing.
+            if demand is not None and exc.problem_type == "sold-out" and self.settings.sold_out_memory_s > 0:
+                if len(self._sold_out) > 10_000:
+                    self._sold_out.clear()
+                self._sold_out[demand] = (time.monotonic() + self.settings.sold_out_memory_s, exc.body)
+            await self._reject(order_id, exc.problem_type or "upstream-error", done_before)
+            raise passed_on(exc) from None
+        except Problem as problem:
+            # Unavailable or timed out: the step may have taken effect; undo it as well.
+            current = saga.RESERVE_STOCK if not done_before else saga.HOLD_BENEFITS
+            await self._reject(order_id, problem.type, [*done_before, current])
+            raise
+
+    async def _reject(self, order_id: str, reason: str, started: list[str]) -> None:
+        def change(order):
+            order["saga"]["started"] = started
+            return domain.reject(order, reason, utcnow())
+        try:
+            await self.mutate(order_id, change)
+        except Refusal as refusal:  # already rejected by the stuck-checkout sweeper
+            log.warning("orders.reject_failed", order_id=order_id, error=refusal.detail)
+
+
+def _still_bound(bound_until: str | None) -> bool:
+    if not bound_until:
+        return True
+    try:
+        until = datetime.fromisoformat(bound_until.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return (until if until.tzinfo else until.replace(tzinfo=UTC)) > utcnow()
+
+
+CHECKOUT = web.AppKey("orders.checkout", Checkout)

@@ -1,0 +1,154 @@
+"""Paying an order: the charge through the provider port (never twice for one order), the provider's
+signed callbacks for outcomes not known at charge time, and the refund of money that arrived too late."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from libs.clock import utcnow
+from libs.ids import new_id
+from libs.principal import Principal
+from libs.refusal import CONFLICT, INVALID, PAYMENT_REQUIRED, UNAVAILABLE, Refusal
+from services.orders import metrics
+from services.orders.domain import order as domain
+from services.orders.domain import saga
+from services.orders.domain.access import can_see, is_owner, works_at_order_store
+from services.orders.domain.lifecycle import PENDING_PAYMENT, OrderError
+from services.orders.payments.port import ChargeResult, PaymentTimeout
+from services.orders.usecases.base import OrderFlow, actor_of, order_not_found
+from services.orders.views import public_order
+
+
+def check_payer(principal: Principal, order: dict) -> None:
+    """The owner pays; in store, staff of the store take a guest's payment; HQ may."""
+    if not can_see(principal, order) or not (
+            is_owner(principal, order) or principal.is_admin or
+            (order["member_id"] is None and works_at_order_store(principal, order))):
+        raise order_not_found()
+
+
+class Payments(OrderFlow):
+    async def pay(self, principal: Principal, order_id: str, card_number: str, remember=None) -> tuple[int, dict]:
+        """Charge the order's total through the provider port. `remember(session, status, body)` stores the
+        answer under the request's Idempotency-Key in the unit of work that records the outcome."""
+        attempt_id = new_id("pat")
+        stale_ms = self.settings.payment_attempt_timeout_s * 1000
+
+        def answer(status: int):
+            async def hook(session, order):
+                if remember is not None:
+                    await remember(session, status, public_order(order))
+            return hook
+
+        found = await self._earlier_charge(principal, order_id, stale_ms)
+        if found is not None:
+            earlier_id, charge = found
+            return 200, public_order(await self._confirm(order_id, earlier_id, self._payment_of(charge),
+                                                         actor_of(principal), answer(200)))
+
+        def claim(order):
+            check_payer(principal, order)
+            domain.begin_payment(order, attempt_id, utcnow(), stale_ms)
+
+        order, _ = await self.mutate(order_id, claim)
+        amount = order["totals"]["total"]
+        if amount == 0:
+            payment = {"provider": "none", "payment_id": f"free_{attempt_id}", "amount": 0, "fee": 0}
+            return 200, public_order(await self._confirm(order_id, attempt_id, payment, actor_of(principal),
+                                                         answer(200)))
+        try:
+            result = await self.payments.charge(order_id=order_id, attempt_id=attempt_id, amount=amount,
+                                                card_number=card_number)
+        except PaymentTimeout:
+            metrics.PAYMENTS.labels(self.payments.name, "timeout").inc()
+            order, _ = await self.mutate(order_id, lambda o: domain.payment_failed(
+                o, attempt_id, "unknown", "provider timeout; awaiting its callback", utcnow()),
+                session_hook=answer(202))
+            return 202, public_order(order)
+        except Exception:
+            await self._failed(order_id, attempt_id, "failed", "provider error")
+            raise Refusal("payment-provider-error", "the payment provider failed; nothing was charged",
+                          kind=UNAVAILABLE) from None
+        if not result.succeeded:
+            metrics.PAYMENTS.labels(self.payments.name, "declined").inc()
+            await self._failed(order_id, attempt_id, "declined", result.decline_reason or "declined")
+            raise OrderError("payment-declined", f"the card was declined ({result.decline_reason})",
+                             kind=PAYMENT_REQUIRED)
+        metrics.PAYMENTS.labels(self.payments.name, "succeeded").inc()
+        return 200, public_order(await self._confirm(order_id, attempt_id, self._payment_of(result),
+                                                     actor_of(principal), answer(200)))
+
+    def _payment_of(self, charge: ChargeResult) -> dict:
+        return {"provider": self.payments.name, "payment_id": charge.payment_id, "amount": charge.amount,
+                "fee": charge.fee}
+
+    async def _earlier_charge(self, principal: Principal, order_id: str,
+                              stale_ms: int) -> tuple[str, ChargeResult] | None:
+        """The answer to an earlier charge never arrived: ask the provider before charging again."""
+        current = await self.repo.get_committed(order_id)
+        if current is None:
+            return None
+        check_payer(principal, current)
+        earlier = domain.stale_attempt(current, utcnow(), stale_ms)
+        if earlier is None:
+            return None
+        found = await self.payments.find_charge(earlier["id"])
+        return (earlier["id"], found) if found is not None and found.succeeded else None
+
+    async def _failed(self, order_id: str, attempt_id: str, state: str, reason: str) -> dict:
+        order, _ = await self.mutate(order_id, lambda o: domain.payment_failed(o, attempt_id, state, reason, utcnow()))
+        return order
+
+    async def _confirm(self, order_id: str, attempt_id: str, payment: dict, actor: str, session_hook=None) -> dict:
+        """Record a successful payment; money that arrives for an order no longer payable is refunded."""
+        def change(order):
+            if order.get("payment") and order["payment"]["payment_id"] == payment["payment_id"]:
+                return None  # the same payment reported twice (callback after the synchronous answer)
+            if order["status"] != PENDING_PAYMENT or order.get("payment"):
+                refund = domain.new_refund(order, new_id("rfn"), payment["amount"], "late_payment")
+                refund["payment_id"] = payment["payment_id"]
+                order["pending_actions"] = [*order["pending_actions"], f"{saga.PAYMENT_REFUND}:{refund['id']}"]
+                return "late"
+            return domain.confirm_payment(order, payment, actor, utcnow())
+
+        def late(order):
+            return any(r["reason"] == "late_payment" and r.get("payment_id") == payment["payment_id"]
+                       for r in order.get("refunds", []))
+
+        async def hook(session, order):
+            if session_hook is not None and order["status"] != PENDING_PAYMENT and not late(order):
+                await session_hook(session, order)
+
+        order, result = await self.mutate(order_id, change, session_hook=hook)
+        if result == "late":
+            metrics.PAYMENTS.labels(payment["provider"], "late_refunded").inc()
+            raise OrderError("order-not-payable", f"the order is {order['status']}; the payment is refunded",
+                             kind=CONFLICT)
+        if isinstance(result, domain.Change):
+            metrics.ORDERS_PAID.labels(order["fulfilment"]["type"]).inc()
+        return order
+
+    async def callback(self, body: dict) -> dict:
+        """The provider tells an outcome it could not tell at charge time (the signature is checked first)."""
+        order_id, attempt_id = body["order_id"], body["attempt_id"]
+        if body["status"] != "succeeded":
+            order = await self._failed(order_id, attempt_id, "declined", body.get("reason") or "declined by provider")
+            metrics.PAYMENTS.labels(self.payments.name, "declined").inc()
+            return public_order(order)
+        metrics.PAYMENTS.labels(self.payments.name, "succeeded").inc()
+        payment = {"provider": self.payments.name, "payment_id": body["payment_id"], "amount": body["amount"],
+                   "fee": body.get("fee", 0)}
+        order = await self.repo.get_committed(order_id)
+        if order is None:
+            raise order_not_found()
+        if order["totals"]["total"] != body["amount"]:
+            raise OrderError("amount-mismatch", "the callback amount differs from the order total", kind=INVALID)
+        try:
+            order = await self._confirm(order_id, attempt_id, payment, "system:payments")
+        except Refusal as refusal:
+            if refusal.code != "order-not-payable":
+                raise
+            order = await self.repo.get_committed(order_id)
+        return public_order(order)
+
+
+PAYMENTS = web.AppKey("orders.payments", Payments)
