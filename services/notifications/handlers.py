@@ -21,6 +21,7 @@ from services.notifications.schemas import (
     TemplatePage, TemplateQuery, WebhookCreated, WebhookIn, WebhookPage,
 )
 from services.notifications.usecases import CAMPAIGNS, DELIVERY_LOG, DIRECTORY, PREFERENCES, TEMPLATES, WEBHOOKS
+from services.notifications.usecases.directory import inbox_kind
 from services.notifications.usecases.templates import template_key, trial_render
 from services.notifications.views import (
     campaign_view, delivery_view, outbound_view, preferences_view, recipient_view, template_view, webhook_view,
@@ -205,9 +206,10 @@ async def get_campaign(request: web.Request) -> web.Response:
          response=RecipientOut, tags=TAGS)
 async def put_recipient(request: web.Request) -> web.Response:
     require(request, "hq_admin")
+    recipient_id = request.match_info["recipient_id"]
+    inbox_kind(recipient_id)  # an unknown recipient is a 404 whatever the body says
     body = await parse_body(request, RecipientIn)
-    doc = await request.app[DIRECTORY].put_inbox_contact(request.match_info["recipient_id"],
-                                                         body.model_dump(exclude_none=True))
+    doc = await request.app[DIRECTORY].put_inbox_contact(recipient_id, body.model_dump(exclude_none=True))
     return json_response(recipient_view(doc))
 
 

@@ -15,17 +15,22 @@ from services.notifications.repository import RecipientDirectory
 INBOX_KINDS = ("store", "franchisee")
 
 
+def inbox_kind(recipient_id: str) -> str:
+    """The kind of an inbox whose contact is set here, or a 404 refusal (members' come from membership)."""
+    kind, separator, _ = recipient_id.partition(":")
+    if kind not in INBOX_KINDS or not separator:
+        raise NotificationError("unknown-recipient", "contacts are set here for 'store:<location_id>' and "
+                                "'franchisee:<id>' only; member contacts come from membership", kind=NOT_FOUND)
+    return kind
+
+
 class Directory:
     def __init__(self, mongo: Mongo) -> None:
         self.mongo, self.directory = mongo, RecipientDirectory(mongo)
 
     async def put_inbox_contact(self, recipient_id: str, fields: dict[str, Any]) -> dict:
         """Set the contact of a staff or franchisee inbox ('store:<location_id>', 'franchisee:<id>')."""
-        kind, separator, _ = recipient_id.partition(":")
-        if kind not in INBOX_KINDS or not separator:
-            raise NotificationError("unknown-recipient", "contacts are set here for 'store:<location_id>' and "
-                                    "'franchisee:<id>' only; member contacts come from membership", kind=NOT_FOUND)
-        fields = {"kind": kind, **fields}
+        fields = {"kind": inbox_kind(recipient_id), **fields}
         if "locale" in fields:
             fields["locale"] = policy.normalize_locale(fields["locale"])
         return await self.mongo.transaction(lambda s: self.directory.upsert(recipient_id, fields, s))

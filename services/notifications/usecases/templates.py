@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from libs.clock import rfc3339, utcnow
-from libs.mongo import Mongo
+from libs.mongo import Mongo, refuse_duplicates
 from libs.refusal import NOT_FOUND
 from services.notifications.domain import templates
 from services.notifications.domain.errors import NotificationError, missing
@@ -70,7 +70,10 @@ class Templates:
     async def put(self, template_type: str, channel: str, locale: str, subject: str, body: str, by: str) -> dict:
         key = template_key(template_type, channel, locale)
         trial_render(subject, body)
-        return await self.mongo.transaction(lambda s: self.templates.put(*key, subject, body, by, s))
+        # Two first edits of a new template at the same moment: the unique key keeps one, the other is told.
+        with refuse_duplicates("template-edited-concurrently", "another edit of this template was saved at the "
+                                                               "same moment; read it and try again"):
+            return await self.mongo.transaction(lambda s: self.templates.put(*key, subject, body, by, s))
 
     async def exists_for_campaign(self, template_type: str, channel: str) -> bool:
         """A campaign needs a stored template or a built-in default on each of its channels."""

@@ -228,3 +228,7 @@ async def test_demo_contacts_are_loaded_once_and_reach_the_demo_members(start_no
     status, contact, _ = await notifications.send("PUT", "/notifications/recipients/franchisee:frn_dongfang",
                                                   {"phone": "+8613811111111"})
     assert status == 200 and contact["name"] == "Dongfang Retail Co." and contact["phone"] == "+8613811111111"
+    # Member contacts come from membership: another recipient is unknown here, whatever the body says.
+    for recipient, body in (("mbr_demo_chen", {"phone": "+8613822222222"}), ("store", {"phone": "not a phone"})):
+        status, problem, _ = await notifications.send("PUT", f"/notifications/recipients/{recipient}", body)
+        assert status == 404 and problem["type"].endswith("/unknown-recipient"), (recipient, problem)
