@@ -6,7 +6,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 
-from libs.mongo import IndexSpec, Mongo, insert_versioned, replace_versioned
+from libs.mongo import IndexSpec, Mongo, VersionedRepository, insert_versioned, replace_versioned
 
 INDEXES = [
     IndexSpec("products", [("status", ASCENDING)], name="status"),
@@ -21,25 +21,7 @@ INDEXES = [
 ]
 
 
-class Versioned:
-    """A collection of versioned aggregates: added at version 1, saved with the optimistic version check."""
-
-    name = ""
-
-    def __init__(self, mongo: Mongo) -> None:
-        self.collection = mongo.db[self.name]
-
-    async def get(self, aggregate_id: str, session=None) -> dict | None:
-        return await self.collection.find_one({"_id": aggregate_id}, session=session)
-
-    async def add(self, doc: dict, session) -> None:
-        await insert_versioned(self.collection, doc, session)
-
-    async def save(self, doc: dict, session) -> dict:
-        return await replace_versioned(self.collection, doc, session)
-
-
-class ProductRepository(Versioned):
+class ProductRepository(VersionedRepository):
     """The product aggregate: the product document plus its SKU documents (written in the same transaction)."""
 
     name = "products"
@@ -95,7 +77,7 @@ class ProductRepository(Versioned):
         await _insert_if_missing(self.skus, doc, session)
 
 
-class ScheduleRepository(Versioned):
+class ScheduleRepository(VersionedRepository):
     """Scheduled price changes: pending until applied, rejected (out of band by then) or cancelled."""
 
     name = "price_schedules"

@@ -5,7 +5,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 
-from libs.mongo import IndexSpec, Mongo, insert_versioned, replace_versioned
+from libs.mongo import IndexSpec, Mongo, VersionedRepository
 
 INDEXES = [
     IndexSpec("locations", [("kind", ASCENDING)], name="kind"),
@@ -34,20 +34,7 @@ class Collection:
         self.collection = mongo.db[self.name]
 
 
-class Aggregates(Collection):
-    """One versioned aggregate per document: added at version 1, saved with the optimistic version check."""
-
-    async def get(self, aggregate_id: str, session=None) -> dict | None:
-        return await self.collection.find_one({"_id": aggregate_id}, session=session)
-
-    async def add(self, doc: dict, session) -> None:
-        await insert_versioned(self.collection, doc, session)
-
-    async def save(self, doc: dict, session) -> dict:
-        return await replace_versioned(self.collection, doc, session)
-
-
-class LocationRepository(Aggregates):
+class LocationRepository(VersionedRepository):
     name = "locations"
 
     async def by_ids(self, location_ids: list[str], session=None) -> list[dict]:
@@ -172,7 +159,7 @@ class MovementLedger(Collection):
         return await self.collection.find(query).sort("seq", DESCENDING).limit(limit).to_list()
 
 
-class ReservationRepository(Aggregates):
+class ReservationRepository(VersionedRepository):
     """One reservation per order (unique `order_id`)."""
 
     name = "reservations"
@@ -212,7 +199,7 @@ class CapacityRepository(Collection):
                                          {"$inc": {"used": -1}}, session=session)
 
 
-class TransferRepository(Aggregates):
+class TransferRepository(VersionedRepository):
     """Goods between two locations: in transit until the destination receives them."""
 
     name = "transfers"
