@@ -133,22 +133,3 @@ async def create_once(mongo: Mongo, request: web.Request,
         raise outcome
     status, body = outcome
     return json_response(body, status=status)
-
-
-async def guarded(mongo: Mongo, request: web.Request, create) -> web.Response:
-    """Run `create(remember)` under the request's Idempotency-Key.
-
-    `create(remember)` must return (status, body) and call `await remember(session, status, body)` inside
-    its own transaction, so the response is stored atomically with what it created.
-    """
-    guard = IdempotencyGuard(mongo, request, await request.read())
-    replay = await guard.begin()
-    if replay is not None:
-        return replay
-    try:
-        status, body = await create(guard.complete_in)
-    except BaseException:
-        await guard.release()
-        raise
-    return json_response(body, status=status)
-
