@@ -209,6 +209,14 @@ def bus_health() -> Board:
                                           f"o2o_bus_handler_duration_seconds_bucket{{{sel}}}[{RATE}])))",
                                           "{{service}} {{event_type}}"), unit="s", width=12)
     b.graph("Broker connection", (f"o2o_bus_connected{{{sel}}}", "{{service}} {{instance}}"), width=12)
+    b.graph("Consumer batch size p50 / p95", (f"histogram_quantile(0.5, sum by (service, le) (rate("
+                                              f"o2o_bus_consumer_batch_size_bucket{{{sel}}}[{RATE}])))", "{{service}} p50"),
+            (f"histogram_quantile(0.95, sum by (service, le) (rate(o2o_bus_consumer_batch_size_bucket{{{sel}}}"
+             f"[{RATE}])))", "{{service}} p95"), width=12,
+            description="Events handled in one unit of work. Near 1 under load means the consumer is not batching.")
+    b.graph("Retention purged / h", (f"sum by (service, store) (increase(o2o_bus_retention_purged_total{{{sel}}}[1h]))",
+                                     "{{service}} {{store}}"), width=12,
+            description="Sent outbox events and inbox ids deleted after the retention window (O2O_BUS_RETENTION_HOURS).")
     b.row("RabbitMQ (rabbitmq_prometheus plugin)")
     b.graph("Ready messages by service queue", ('sum by (queue) (rabbitmq_detailed_queue_messages_ready'
                                                 '{queue=~".*\\\\.events"})', "{{queue}}"), width=8,
