@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 from pymongo.errors import DuplicateKeyError
 
+from libs.clock import now_ms
 from libs.logging import get_logger
 from libs.mongo import Mongo
-from libs.clock import now_ms
 from services.membership.repository import KeyRepository
 
 ALGORITHM = "RS256"

@@ -29,7 +29,8 @@ async def test_hq_builds_a_campaign_and_its_qr_code_and_a_scan_uses_them(members
         "code": f"qr_bad_{suffix}", "kind": "store", "store_id": "loc_sh_jingan"}, headers=bearer(manager))
     assert status == 403
     status, problem = await membership.api.post("/members/qr-codes", {
-        "code": f"qr_bad_{suffix}", "kind": "staff", "store_id": "loc_sh_xujiahui", "staff_id": "stf_jingan_01"}, headers=bearer(manager))
+        "code": f"qr_bad_{suffix}", "kind": "staff", "store_id": "loc_sh_xujiahui", "staff_id": "stf_jingan_01"},
+        headers=bearer(manager))
     assert status == 422 and problem["type"].endswith("unknown-staff")
 
     # The total cap is 1: the first shopper gets the coupon, the second is tagged but gets none.
@@ -45,15 +46,16 @@ async def test_hq_builds_a_campaign_and_its_qr_code_and_a_scan_uses_them(members
 
     # Campaign audience for notifications (service only).
     service = await membership.service_token()
-    status, page = await membership.api.get("/members/internal/members", params={"tag": campaign["tag"],
-                                                                                     "limit": "1"}, headers=bearer(service))
+    status, page = await membership.api.get("/members/internal/members", params={"tag": campaign["tag"], "limit": "1"},
+                                            headers=bearer(service))
     assert status == 200 and len(page["items"]) == 1 and page["next_cursor"]
     status, rest = await membership.api.get("/members/internal/members", params={
         "tag": campaign["tag"], "cursor": page["next_cursor"]}, headers=bearer(service))
     assert {m["id"] for m in page["items"] + rest["items"]} == {s["member_id"] for s in scans}
     assert rest["next_cursor"] is None
     assert set(rest["items"][0]) >= {"id", "phone", "email", "locale", "marketing_consent"}
-    status, _ = await membership.api.get("/members/internal/members", params={"tag": campaign["tag"]}, headers=bearer(admin))
+    status, _ = await membership.api.get("/members/internal/members", params={"tag": campaign["tag"]},
+                                         headers=bearer(admin))
     assert status == 403
 
     # Duplicates and nonsense are clean 4xx.
@@ -61,10 +63,12 @@ async def test_hq_builds_a_campaign_and_its_qr_code_and_a_scan_uses_them(members
         "id": campaign["id"], "name": "again", "tag": "x", "coupon_template_id": template["id"]}, headers=bearer(admin))
     assert status == 409
     status, problem = await membership.api.post("/members/coupon-templates", {
-        "id": "cpt_bad", "name": "bad", "kind": "percent_off", "percent_off": 15, "valid_days": 7, "total_cap": 1}, headers=bearer(admin))
+        "id": "cpt_bad", "name": "bad", "kind": "percent_off", "percent_off": 15, "valid_days": 7, "total_cap": 1},
+        headers=bearer(admin))
     assert status == 422
     status, _ = await membership.api.post("/members/coupon-templates", {
-        "id": "cpt_x", "name": "x", "kind": "amount_off", "amount_off": 1, "valid_days": 1, "total_cap": 1}, headers=bearer(manager))
+        "id": "cpt_x", "name": "x", "kind": "amount_off", "amount_off": 1, "valid_days": 1, "total_cap": 1},
+        headers=bearer(manager))
     assert status == 403
 
 
@@ -93,7 +97,8 @@ async def test_store_analytics_count_acquired_dormant_and_repeat_buyers(membersh
     assert after["buyers"] == before["buyers"] + 2 and after["repeat_buyers"] == before["repeat_buyers"] + 1
     # The franchisee of the store sees it; another store's manager gets 404.
     franchisee = await membership.staff_token("dongfang.owner", "dongfang-owner-pass")
-    assert (await membership.api.get("/members/stores/loc_sh_lujiazui/analytics", headers=bearer(franchisee))).status == 200
+    assert (await membership.api.get("/members/stores/loc_sh_lujiazui/analytics",
+                                     headers=bearer(franchisee))).status == 200
     other = await membership.staff_token("jingan.manager", "jingan-manager-pass")
     assert (await membership.api.get("/members/stores/loc_sh_lujiazui/analytics", headers=bearer(other))).status == 404
     # Staff list their store's members only.
@@ -162,7 +167,8 @@ async def test_hq_creates_a_staff_account_that_can_log_in(membership):
     status, _ = await membership.api.post("/members/staff", {**account, "id": "stf_x", "username": "x.y.z",
                                                          "store_ids": []}, headers=bearer(admin))
     assert status == 422
-    status, _ = await membership.api.post("/members/staff", {**account, "id": "stf_y", "username": "y.y.y"}, headers=bearer(token))
+    status, _ = await membership.api.post("/members/staff", {**account, "id": "stf_y", "username": "y.y.y"},
+                                          headers=bearer(token))
     assert status == 403
     status, listing = await membership.api.get("/members/staff", headers=bearer(admin))
     assert account["id"] in {s["id"] for s in listing["items"]}
@@ -179,7 +185,8 @@ async def test_staff_change_their_password_and_old_logins_end(membership):
                                                                 "password": "first-password"})
     token = login["access_token"]
     status, problem = await membership.api.post("/auth/staff/password", {"current_password": "wrong-password",
-                                                                     "new_password": "second-password"}, headers=bearer(token))
+                                                                         "new_password": "second-password"},
+                                                headers=bearer(token))
     assert status == 401
     status, _ = await membership.api.post("/auth/staff/password", {"current_password": "first-password",
                                                                    "new_password": "second-password"},

@@ -22,12 +22,14 @@ async def ledger_sum(membership, member_id: str) -> int:
 async def test_100_concurrent_redemptions_against_a_balance_covering_10(membership):
     _, member_id = await membership.member_login(unique_phone())
     admin = await membership.staff_token("hq.admin", "hq-admin-pass")
-    status, adjusted = await membership.api.post(f"/members/{member_id}/points/adjustments", {"delta": 1000, "note": "test grant"}, headers=bearer(admin))
+    status, adjusted = await membership.api.post(f"/members/{member_id}/points/adjustments",
+                                                 {"delta": 1000, "note": "test grant"}, headers=bearer(admin))
     assert status == 201 and adjusted["balance"] == 1000
     service = await membership.service_token()
 
     answers = await asyncio.gather(*[membership.api.post("/members/internal/checkout-holds", {
-        "order_id": order_id(), "member_id": member_id, "channel": "app", "points": 100, "lines": LINES}, headers=bearer(service)) for _ in range(100)])
+        "order_id": order_id(), "member_id": member_id, "channel": "app", "points": 100, "lines": LINES},
+        headers=bearer(service)) for _ in range(100)])
 
     won = [body for status, body in answers if status == 201]
     lost = [body for status, body in answers if status != 201]
@@ -43,7 +45,8 @@ async def test_100_concurrent_redemptions_against_a_balance_covering_10(membersh
 async def test_a_hold_is_idempotent_by_order_and_its_release_gives_points_back(membership):
     _, member_id = await membership.member_login(unique_phone())
     admin = await membership.staff_token("hq.admin", "hq-admin-pass")
-    await membership.api.post(f"/members/{member_id}/points/adjustments", {"delta": 500, "note": "grant"}, headers=bearer(admin))
+    await membership.api.post(f"/members/{member_id}/points/adjustments", {"delta": 500, "note": "grant"},
+                              headers=bearer(admin))
     service = await membership.service_token()
     oid = order_id()
     request = {"order_id": oid, "member_id": member_id, "channel": "store", "points": 10_000, "lines": LINES}
@@ -56,13 +59,16 @@ async def test_a_hold_is_idempotent_by_order_and_its_release_gives_points_back(m
     assert status == 201 and status2 == 201 and first == again and first["points_used"] == 300
     assert (await membership.repos.members.get(member_id))["points_balance"] == 200
 
-    status, released = await membership.api.post(f"/members/internal/checkout-holds/{oid}/release", headers=bearer(service))
+    status, released = await membership.api.post(f"/members/internal/checkout-holds/{oid}/release",
+                                                 headers=bearer(service))
     assert status == 200 and released["state"] == "released"
     status, _ = await membership.api.post(f"/members/internal/checkout-holds/{oid}/release", headers=bearer(service))
     assert status == 200  # idempotent
-    status, problem = await membership.api.post(f"/members/internal/checkout-holds/{oid}/commit", headers=bearer(service))
+    status, problem = await membership.api.post(f"/members/internal/checkout-holds/{oid}/commit",
+                                                headers=bearer(service))
     assert status == 409 and problem["type"].endswith("hold-released")
-    assert (await membership.repos.members.get(member_id))["points_balance"] == 500 == await ledger_sum(membership, member_id)
+    balance = (await membership.repos.members.get(member_id))["points_balance"]
+    assert balance == 500 == await ledger_sum(membership, member_id)
 
 
 async def test_two_orders_racing_for_one_coupon_exactly_one_wins_and_cancel_releases_it(membership, bus_namespace):
@@ -73,7 +79,8 @@ async def test_two_orders_racing_for_one_coupon_exactly_one_wins_and_cancel_rele
     orders = [order_id() for _ in range(2)]
 
     answers = await asyncio.gather(*[membership.api.post("/members/internal/checkout-holds", {
-        "order_id": oid, "member_id": member_id, "channel": "app", "coupon_codes": [code], "lines": LINES}, headers=bearer(service)) for oid in orders])
+        "order_id": oid, "member_id": member_id, "channel": "app", "coupon_codes": [code], "lines": LINES},
+        headers=bearer(service)) for oid in orders])
     statuses = sorted(status for status, _ in answers)
     assert statuses == [201, 409]
     winner = next(oid for oid, (status, _) in zip(orders, answers) if status == 201)
@@ -92,12 +99,14 @@ async def test_two_orders_racing_for_one_coupon_exactly_one_wins_and_cancel_rele
 
     # Now the other order can take it, and paying redeems it for good.
     status, body = await membership.api.post("/members/internal/checkout-holds", {
-        "order_id": loser, "member_id": member_id, "channel": "app", "coupon_codes": [code], "lines": LINES}, headers=bearer(service))
+        "order_id": loser, "member_id": member_id, "channel": "app", "coupon_codes": [code], "lines": LINES},
+        headers=bearer(service))
     assert status == 201, body
     status, _ = await membership.api.post(f"/members/internal/checkout-holds/{loser}/commit", headers=bearer(service))
     assert status == 200 and (await membership.repos.coupons.get(code))["state"] == "redeemed"
     status, problem = await membership.api.post("/members/internal/checkout-holds", {
-        "order_id": order_id(), "member_id": member_id, "channel": "app", "coupon_codes": [code], "lines": LINES}, headers=bearer(service))
+        "order_id": order_id(), "member_id": member_id, "channel": "app", "coupon_codes": [code], "lines": LINES},
+        headers=bearer(service))
     assert status == 409 and problem["type"].endswith("coupon-unavailable")
 
 
@@ -113,11 +122,13 @@ async def test_coupon_rules_refuse_cleanly(membership):
     service = await membership.service_token()
     small = [{"sku_id": "sku_tee_classic_whi_s", "category": "tees", "qty": 1, "unit_price": 9900}]
     status, problem = await membership.api.post("/members/internal/checkout-holds", {
-        "order_id": order_id(), "member_id": member_id, "channel": "app", "coupon_codes": [code], "lines": small}, headers=bearer(service))
+        "order_id": order_id(), "member_id": member_id, "channel": "app", "coupon_codes": [code], "lines": small},
+        headers=bearer(service))
     assert status == 422 and problem["type"].endswith("coupon-not-applicable")
     _, other = await membership.member_login(unique_phone())
     status, problem = await membership.api.post("/members/internal/checkout-holds", {
-        "order_id": order_id(), "member_id": other, "channel": "app", "coupon_codes": [code], "lines": LINES}, headers=bearer(service))
+        "order_id": order_id(), "member_id": other, "channel": "app", "coupon_codes": [code], "lines": LINES},
+        headers=bearer(service))
     assert status == 409 and problem["type"].endswith("coupon-unavailable")
     status, problem = await membership.api.post("/members/internal/checkout-holds", {
         "order_id": order_id(), "member_id": member_id, "channel": "app", "lines": []}, headers=bearer(service))
@@ -140,7 +151,8 @@ async def test_an_expired_coupon_cannot_be_used_and_the_sweeper_marks_it(members
     assert [c["state"] for c in coupons["items"]] == ["expired"]
     service = await membership.service_token()
     status, problem = await membership.api.post("/members/internal/checkout-holds", {
-        "order_id": order_id(), "member_id": member_id, "channel": "app", "coupon_codes": [code], "lines": LINES}, headers=bearer(service))
+        "order_id": order_id(), "member_id": member_id, "channel": "app", "coupon_codes": [code], "lines": LINES},
+        headers=bearer(service))
     assert status == 409 and problem["type"].endswith("coupon-unavailable")
     await jobs.expire_coupons(membership.app)
     assert (await svc.coupons.get(code))["state"] == "expired"

@@ -14,7 +14,8 @@ async def test_verifying_a_phone_known_as_another_member_merges_them_keeping_eve
     # Member A: registered by phone (older), with points and a campaign coupon, bound to Jing'an.
     phone = unique_phone()
     token_a, member_a = await membership.member_login(phone)
-    await membership.api.post(f"/members/{member_a}/points/adjustments", {"delta": 700, "note": "a"}, headers=bearer(admin))
+    await membership.api.post(f"/members/{member_a}/points/adjustments", {"delta": 700, "note": "a"},
+                              headers=bearer(admin))
     _, scan_a = await membership.api.post("/members/scan", {"code": "qr_staff_jingan_01"}, headers=bearer(token_a))
     coupon_a = scan_a["coupons_issued"][0]["code"]
 
@@ -25,8 +26,10 @@ async def test_verifying_a_phone_known_as_another_member_merges_them_keeping_eve
                                                         "identity": {"kind": "wechat_openid", "value": openid}})
     member_b = scan_b["member_id"]
     coupon_b_welcome = scan_b["coupons_issued"][0]["code"]
-    await membership.api.post(f"/members/{member_b}/points/adjustments", {"delta": 300, "note": "b"}, headers=bearer(admin))
-    status, extra = await membership.api.post(f"/members/{member_b}/coupons", {"template_id": "cpt_tees_10pct"}, headers=bearer(admin))
+    await membership.api.post(f"/members/{member_b}/points/adjustments", {"delta": 300, "note": "b"},
+                              headers=bearer(admin))
+    status, extra = await membership.api.post(f"/members/{member_b}/coupons", {"template_id": "cpt_tees_10pct"},
+                                              headers=bearer(admin))
     assert status == 201
     total_points = 1000
     all_coupons = {coupon_a, coupon_b_welcome, extra["code"]}
@@ -35,7 +38,8 @@ async def test_verifying_a_phone_known_as_another_member_merges_them_keeping_eve
         # B logs in (as B) and verifies A's phone: the phone proves they are one person.
         token_b = membership[TOKENS].for_member(member_b)["access_token"]
         _, sent = await membership.api.post("/auth/member/otp", {"phone": phone})
-        status, linked = await membership.api.post("/members/me/phone", {"phone": phone, "code": sent["dev_code"]}, headers=bearer(token_b))
+        status, linked = await membership.api.post("/members/me/phone", {"phone": phone, "code": sent["dev_code"]},
+                                                   headers=bearer(token_b))
         assert status == 200, linked
         assert linked["merged"] and linked["member_id"] == member_a and linked["merged_member_id"] == member_b
         await eventually(lambda: tap.of("membership.member.merged", member_id=member_a))
@@ -61,7 +65,8 @@ async def test_verifying_a_phone_known_as_another_member_merges_them_keeping_eve
     assert me_via_old["id"] == member_a
 
     # Merging again is refused cleanly and changes nothing.
-    status, problem = await membership.api.post("/members/merges", {"member_id": member_a, "other_member_id": member_b}, headers=bearer(admin))
+    status, problem = await membership.api.post("/members/merges", {"member_id": member_a, "other_member_id": member_b},
+                                                headers=bearer(admin))
     assert status == 422 and problem["type"].endswith("same-member")
     assert (await membership.repos.members.get(member_a))["points_balance"] == total_points
 
@@ -71,10 +76,13 @@ async def test_hq_merge_of_two_members_by_id(membership):
     _, first = await membership.member_login(unique_phone())
     _, second = await membership.member_login(unique_phone())
     for member, points in ((first, 120), (second, 80)):
-        await membership.api.post(f"/members/{member}/points/adjustments", {"delta": points, "note": "x"}, headers=bearer(admin))
-    status, merged = await membership.api.post("/members/merges", {"member_id": second, "other_member_id": first}, headers={**bearer(admin), **{"Idempotency-Key": "merge-1"}})
+        await membership.api.post(f"/members/{member}/points/adjustments", {"delta": points, "note": "x"},
+                                  headers=bearer(admin))
+    status, merged = await membership.api.post("/members/merges", {"member_id": second, "other_member_id": first},
+                                               headers=bearer(admin), idempotency_key="merge-1")
     assert status == 200 and merged["member_id"] == first and merged["points_balance"] == 200
-    status, replay = await membership.api.post("/members/merges", {"member_id": second, "other_member_id": first}, headers={**bearer(admin), **{"Idempotency-Key": "merge-1"}})
+    status, replay = await membership.api.post("/members/merges", {"member_id": second, "other_member_id": first},
+                                               headers=bearer(admin), idempotency_key="merge-1")
     assert status == 200 and replay == merged
     assert await membership.repos.ledger.sum_for(first) == 200
 
@@ -86,7 +94,8 @@ async def test_a_channel_identity_links_once_and_never_to_two_members(membership
     link = {"kind": "wechat_openid", "value": openid}
     status, me = await membership.api.post("/members/me/identities", link, headers=bearer(token_a))
     assert status == 200 and {"kind": "wechat_openid", "value": openid, "verified": False} in me["identities"]
-    assert (await membership.api.post("/members/me/identities", link, headers=bearer(token_a))).status == 200  # idempotent
+    assert (await membership.api.post("/members/me/identities", link,
+                                      headers=bearer(token_a))).status == 200  # idempotent
     status, problem = await membership.api.post("/members/me/identities", link, headers=bearer(token_b))
     assert status == 409 and problem["type"].endswith("identity-taken")
     # A later anonymous scan with that identity finds member A.

@@ -10,7 +10,8 @@ from tests.support import EventTap, eventually
 
 def completed(order_id: str, member_id: str, total: int, category: str = "tees", qty: int = 1) -> dict:
     return {"order_id": order_id, "member_id": member_id, "channel": "app",
-            "fulfilment": {"type": "ship", "location_id": "loc_sh_jingan", "ownership": "direct", "franchisee_id": None},
+            "fulfilment": {"type": "ship", "location_id": "loc_sh_jingan", "ownership": "direct",
+                           "franchisee_id": None},
             "lines": [{"sku_id": "sku_tee_classic_whi_s", "product_id": "prd_tee_classic", "category": category,
                        "qty": qty, "unit_price": total // qty, "cost_price": 4200, "line_total": total, "discount": 0}],
             "totals": {"subtotal": total, "discount": 0, "points_discount": 0, "total": total},
@@ -64,7 +65,8 @@ async def test_paid_order_with_held_points_then_full_refund_returns_spent_points
         membership, bus_namespace):
     token, member_id = await membership.member_login(unique_phone())
     admin = await membership.staff_token("hq.admin", "hq-admin-pass")
-    await membership.api.post(f"/members/{member_id}/points/adjustments", {"delta": 400, "note": "grant"}, headers=bearer(admin))
+    await membership.api.post(f"/members/{member_id}/points/adjustments", {"delta": 400, "note": "grant"},
+                              headers=bearer(admin))
     _, scan = await membership.api.post("/members/scan", {"code": "qr_campaign_welcome"}, headers=bearer(token))
     code = scan["coupons_issued"][0]["code"]
     service = await membership.service_token()
@@ -74,7 +76,8 @@ async def test_paid_order_with_held_points_then_full_refund_returns_spent_points
         "order_id": oid, "member_id": member_id, "channel": "app", "coupon_codes": [code], "points": 400,
         "lines": lines}, headers=bearer(service))
     assert status == 201 and hold["coupon_discount"] == 2000 and hold["points_used"] == 400
-    assert (await membership.api.post(f"/members/internal/checkout-holds/{oid}/commit", headers=bearer(service))).status == 200
+    assert (await membership.api.post(f"/members/internal/checkout-holds/{oid}/commit",
+                                      headers=bearer(service))).status == 200
     paid = 30_000 - 2000 - 400
     await publish(bus_namespace, "orders.order.completed", completed(oid, member_id, paid))
 
@@ -97,7 +100,8 @@ async def test_dormant_job_and_fifo_expiry(membership, bus_namespace):
     svc = membership.repos
     _, member_id = await membership.member_login(unique_phone())
     admin = await membership.staff_token("hq.admin", "hq-admin-pass")
-    await membership.api.post(f"/members/{member_id}/points/adjustments", {"delta": 300, "note": "old"}, headers=bearer(admin))
+    await membership.api.post(f"/members/{member_id}/points/adjustments", {"delta": 300, "note": "old"},
+                              headers=bearer(admin))
     service = await membership.service_token()
     # Spend 100 of it: FIFO charges the oldest lot, so only 200 of it can expire.
     status, _ = await membership.api.post("/members/internal/checkout-holds", {
@@ -142,7 +146,8 @@ async def test_a_refund_that_overtakes_the_completion_is_applied_when_the_comple
 async def test_cancelling_a_paid_order_gives_coupon_and_points_back_once(membership, bus_namespace):
     token, member_id = await membership.member_login(unique_phone())
     admin = await membership.staff_token("hq.admin", "hq-admin-pass")
-    await membership.api.post(f"/members/{member_id}/points/adjustments", {"delta": 300, "note": "grant"}, headers=bearer(admin))
+    await membership.api.post(f"/members/{member_id}/points/adjustments", {"delta": 300, "note": "grant"},
+                              headers=bearer(admin))
     _, scan = await membership.api.post("/members/scan", {"code": "qr_campaign_welcome"}, headers=bearer(token))
     code = scan["coupons_issued"][0]["code"]
     service = await membership.service_token()
@@ -152,10 +157,12 @@ async def test_cancelling_a_paid_order_gives_coupon_and_points_back_once(members
         "order_id": oid, "member_id": member_id, "channel": "app", "coupon_codes": [code], "points": 300,
         "lines": lines}, headers=bearer(service))
     assert status == 201
-    assert (await membership.api.post(f"/members/internal/checkout-holds/{oid}/commit", headers=bearer(service))).status == 200
+    assert (await membership.api.post(f"/members/internal/checkout-holds/{oid}/commit",
+                                      headers=bearer(service))).status == 200
     assert (await membership.repos.coupons.get(code))["state"] == "redeemed"
     # orders cancels the paid order: release, then its refund event and the cancelled event arrive too
-    status, released = await membership.api.post(f"/members/internal/checkout-holds/{oid}/release", headers=bearer(service))
+    status, released = await membership.api.post(f"/members/internal/checkout-holds/{oid}/release",
+                                                 headers=bearer(service))
     assert status == 200 and released["state"] == "released"
     await publish(bus_namespace, "orders.order.refunded", {"order_id": oid, "member_id": member_id,
                                                            "refund_amount": 29_700 - 2000 - 300,

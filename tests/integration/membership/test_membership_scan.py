@@ -20,7 +20,8 @@ async def test_scan_of_an_assistants_qr_registers_tags_binds_and_issues_the_camp
         assert status == 201, first
         member_id = first["member_id"]
         assert first["created"] and first["bound_now"]
-        assert {"store:loc_sh_jingan", "staff:stf_jingan_01", "campaign:cmp_welcome", "welcome-2026"} <= set(first["tags"])
+        assert {"store:loc_sh_jingan", "staff:stf_jingan_01", "campaign:cmp_welcome",
+                "welcome-2026"} <= set(first["tags"])
         assert first["attribution"]["store_id"] == "loc_sh_jingan"
         assert first["attribution"]["staff_id"] == "stf_jingan_01"
         assert first["attribution"]["campaign_id"] == "cmp_welcome"
@@ -39,7 +40,8 @@ async def test_scan_of_an_assistants_qr_registers_tags_binds_and_issues_the_camp
 
         # What orders asks for attribution.
         service = await membership.service_token()
-        status, attribution = await membership.api.get(f"/members/internal/members/{member_id}/attribution", headers=bearer(service))
+        status, attribution = await membership.api.get(f"/members/internal/members/{member_id}/attribution",
+                                                       headers=bearer(service))
         assert status == 200
         assert (attribution["store_id"], attribution["staff_id"], attribution["campaign_id"]) == \
             ("loc_sh_jingan", "stf_jingan_01", "cmp_welcome")
@@ -104,5 +106,6 @@ async def test_idempotency_key_replays_a_scan(membership):
     status, first = await membership.api.post("/members/scan", scan, headers=headers)
     status2, second = await membership.api.post("/members/scan", scan, headers=headers)
     assert status == status2 == 201 and first == second
-    status, problem = await membership.api.post("/members/scan", {**scan, "code": "qr_campaign_welcome"}, headers=headers)
+    status, problem = await membership.api.post("/members/scan", {**scan, "code": "qr_campaign_welcome"},
+                                                headers=headers)
     assert status == 422 and problem["type"].endswith("idempotency-key-reused")

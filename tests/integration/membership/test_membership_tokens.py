@@ -65,7 +65,8 @@ async def test_expired_wrong_audience_and_tampered_tokens_are_refused(membership
 
     # expired: signed by the real key ring, but exp well past the allowed clock skew
     now = int(time.time())
-    expired = membership[KEYS].sign({"sub": "stf_hq_admin", "roles": ["hq_admin"], "iss": membership.settings.jwt_issuer,
+    expired = membership[KEYS].sign({"sub": "stf_hq_admin", "roles": ["hq_admin"],
+                                     "iss": membership.settings.jwt_issuer,
                                          "aud": membership.settings.jwt_audience, "iat": now - 7200, "nbf": now - 7200,
                                          "exp": now - 3600})
     with pytest.raises(Problem) as refused:
@@ -135,8 +136,8 @@ async def test_bad_credentials_and_bad_input_are_clean_4xx(membership):
     assert status == 401 and problem["type"].endswith("invalid-credentials")
     status, problem = await membership.api.post("/auth/service/token", {"client_id": "orders", "client_secret": "x"})
     assert status == 401
-    status, problem = await membership.api.post("/auth/service/token", {"client_id": "intruder",
-                                                                    "client_secret": membership.settings.service_client_secret})
+    status, problem = await membership.api.post("/auth/service/token", {
+        "client_id": "intruder", "client_secret": membership.settings.service_client_secret})
     assert status == 401
     status, problem = await membership.api.post("/auth/member/otp", {"phone": "12345"})
     assert status == 422 and problem["type"].endswith("validation-error")
