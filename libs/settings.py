@@ -74,12 +74,25 @@ class ServiceSettings(BaseSettings):
 
     # Service-to-service authentication (client credentials at membership's /auth/service/token).
     service_client_secret: str = shared("O2O_SERVICE_CLIENT_SECRET", "dev-service-secret-change-me")
-    membership_url: str = shared("MEMBERSHIP_URL", "http://127.0.0.1:8084")
     demo_data: bool = shared("O2O_DEMO_DATA", False)
+
+    # Where every service listens (one place for all of them): <SERVICE>_URL.
+    catalog_url: str = shared("CATALOG_URL", "http://127.0.0.1:8081")
+    stock_url: str = shared("STOCK_URL", "http://127.0.0.1:8082")
+    orders_url: str = shared("ORDERS_URL", "http://127.0.0.1:8083")
+    membership_url: str = shared("MEMBERSHIP_URL", "http://127.0.0.1:8084")
+    notifications_url: str = shared("NOTIFICATIONS_URL", "http://127.0.0.1:8085")
+    settlement_url: str = shared("SETTLEMENT_URL", "http://127.0.0.1:8086")
 
     @property
     def mongo_db(self) -> str:
         return f"{self.mongo_db_prefix}{self.service_name}"
+
+    def service_urls(self) -> dict[str, str]:
+        """The base URL of each domain service, by name."""
+        return {"catalog": self.catalog_url, "stock": self.stock_url, "orders": self.orders_url,
+                "membership": self.membership_url, "notifications": self.notifications_url,
+                "settlement": self.settlement_url}
 
 
 def service_url_field(service: str, port: int):

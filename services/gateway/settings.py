@@ -1,7 +1,7 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from libs.settings import ServiceSettings, service_url_field
+from libs.settings import ServiceSettings
 
 
 class GatewaySettings(ServiceSettings):
@@ -11,12 +11,6 @@ class GatewaySettings(ServiceSettings):
 
     service_name: str = "gateway"
     port: int = 8080
-    catalog_url: str = service_url_field("catalog", 8081)
-    stock_url: str = service_url_field("stock", 8082)
-    orders_url: str = service_url_field("orders", 8083)
-    membership_url: str = service_url_field("membership", 8084)
-    notifications_url: str = service_url_field("notifications", 8085)
-    settlement_url: str = service_url_field("settlement", 8086)
 
     # Upstream calls: the default timeout; the route policy table overrides it per route.
     upstream_timeout_s: float = 10.0
@@ -63,6 +57,4 @@ class GatewaySettings(ServiceSettings):
     docs_fetch_timeout_s: float = 3.0
 
     def upstreams(self) -> dict[str, str]:
-        return {"catalog": self.catalog_url, "stock": self.stock_url, "orders": self.orders_url,
-                "membership": self.membership_url, "notifications": self.notifications_url,
-                "settlement": self.settlement_url}
+        return self.service_urls()

@@ -1,6 +1,6 @@
 from pydantic_settings import SettingsConfigDict
 
-from libs.settings import ServiceSettings, service_url_field
+from libs.settings import ServiceSettings
 
 
 class OrdersSettings(ServiceSettings):
@@ -8,8 +8,6 @@ class OrdersSettings(ServiceSettings):
 
     service_name: str = "orders"
     port: int = 8083
-    catalog_url: str = service_url_field("catalog", 8081)
-    stock_url: str = service_url_field("stock", 8082)
     upstream_timeout_s: float = 5.0
     max_reservations_in_flight: int = 32      # per process: backpressure on stock
     sold_out_memory_s: float = 1.0            # the same demand refused as sold-out is answered so at once this long
