@@ -152,6 +152,26 @@ async def test_hq_finds_a_member_by_phone_in_any_format(membership):
     assert status == 422
 
 
+async def test_a_cursor_pages_its_own_list_only_and_an_edited_one_is_refused(membership):
+    admin = await membership.staff_token("hq.admin", "hq-admin-pass")
+    status, page = await membership.api.get("/members", params={"limit": "1"}, headers=bearer(admin))
+    assert status == 200 and len(page["items"]) == 1 and page["next_cursor"]
+    status, following = await membership.api.get("/members", params={"limit": "1", "cursor": page["next_cursor"]},
+                                                  headers=bearer(admin))
+    assert status == 200 and following["items"][0]["id"] > page["items"][0]["id"]
+    # The members search's cursor is neither the campaign audience's nor a ledger's.
+    service = await membership.service_token()
+    status, problem = await membership.api.get("/members/internal/members", params={"cursor": page["next_cursor"]},
+                                               headers=bearer(service))
+    assert status == 400 and problem["type"].endswith("bad-cursor")
+    status, problem = await membership.api.get("/members/mbr_demo_lin/points", params={"cursor": page["next_cursor"]},
+                                               headers=bearer(admin))
+    assert status == 400 and problem["type"].endswith("bad-cursor")
+    status, problem = await membership.api.get("/members", params={"cursor": "x" + page["next_cursor"][1:]},
+                                               headers=bearer(admin))
+    assert status == 400 and problem["type"].endswith("bad-cursor")
+
+
 async def test_hq_creates_a_staff_account_that_can_log_in(membership):
     admin = await membership.staff_token("hq.admin", "hq-admin-pass")
     suffix = uuid.uuid4().hex[:6]
