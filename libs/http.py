@@ -195,7 +195,35 @@ async def read_json(request: web.Request) -> Any:
         raise Problem(400, "malformed-json", f"request body is not valid JSON: {exc}") from None
     if _depth(document) > MAX_JSON_DEPTH:
         raise Problem(400, "json-too-deep", f"JSON nesting deeper than {MAX_JSON_DEPTH}")
+    where = _unstorable(document)
+    if where is not None:
+        raise Problem(422, "unstorable-text", f"{where or 'body'}: text must be valid Unicode without NUL "
+                                              "characters")
     return document
+
+
+def _unstorable(value: Any, path: str = "") -> str | None:
+    """Where the document holds text no database can store (lone surrogates, a NUL in a name)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{path}.{key}" if path else str(key)
+            if "\x00" in key or _unstorable(key, here) is not None:
+                return here.encode("utf-8", "replace").decode()
+            found = _unstorable(item, here)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _unstorable(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 def validation_problem(exc: ValidationError) -> Problem:

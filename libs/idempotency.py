@@ -133,3 +133,28 @@ async def create_once(mongo: Mongo, request: web.Request,
         raise outcome
     status, body = outcome
     return json_response(body, status=status)
+
+
+Remember = Callable[[Any, int, Any], Awaitable[None]]
+
+
+async def saga_once(mongo: Mongo, request: web.Request,
+                    run: Callable[[Remember], Awaitable[tuple[int, Any]]]) -> web.Response:
+    """`Idempotency-Key` for a create whose use case spans several units of work (a saga: placing an order
+    commits its intent before stock is asked, paying commits the attempt before the provider is asked).
+
+    `create_once` would hold one transaction open across those remote calls and lose the intent on a crash.
+    Here `run(remember)` calls one use case method, which stores the answer in its LAST unit of work with
+    `await remember(session, status, body)`. Same rules: same key and body, the stored answer; other body,
+    422; a concurrent duplicate, 409; a failure releases the key.
+    """
+    guard = IdempotencyGuard(mongo, request, await request.read())
+    replay = await guard.begin()
+    if replay is not None:
+        return replay
+    try:
+        status, body = await run(guard.complete_in)
+    except BaseException:
+        await guard.release()
+        raise
+    return json_response(body, status=status)

@@ -8,11 +8,10 @@ from pydantic import ValidationError
 
 from libs.auth import require
 from libs.http import SETTINGS, json_response, parse_body, parse_query, validation_problem
-from libs.idempotency import create_once
+from libs.idempotency import create_once, saga_once
 from libs.openapi import openapi
 from libs.problems import Problem
 from libs.service import MONGO
-from services.orders.idempotent import saga_once
 from services.orders.payments.port import SIGNATURE_HEADER
 from services.orders.schemas import (CancelRequest, ListQuery, OrderPage, OrderRequest, OrderView, PayRequest,
                                      PaymentCallback, PickupCodeView, PickupRequest, ReceiveReturn, ReturnAnswer,

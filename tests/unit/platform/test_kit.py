@@ -117,3 +117,20 @@ def test_cursors_round_trip_and_foreign_or_tampered_cursors_are_400():
     page = page_of([{"_id": "k1"}, {"_id": "k2"}, {"_id": "k3"}], 2, scope="t", view=lambda d: d["_id"])
     assert page["items"] == ["k1", "k2"] and decode_cursor(page["next_cursor"], "t") == "k2"
     assert page_of([{"_id": "k1"}], 2)["next_cursor"] is None
+
+
+@pytest.mark.parametrize("raw", [b'{"name": "\\ud800"}', b'{"a\\u0000b": 1}', b'{"list": [{"x": "\\udfff"}]}'])
+async def test_text_no_database_can_store_is_a_422_before_any_handler_sees_it(raw):
+    from aiohttp.test_utils import make_mocked_request
+
+    from libs.http import read_json
+
+    class Payload:
+        async def read(self):
+            return raw
+
+    request = make_mocked_request("POST", "/things")
+    request.read = Payload().read
+    with pytest.raises(Problem) as caught:
+        await read_json(request)
+    assert caught.value.status == 422 and caught.value.type == "unstorable-text"
