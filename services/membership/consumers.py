@@ -6,6 +6,7 @@ from functools import partial
 from aiohttp import web
 
 from libs.bus import Bus, Envelope
+from libs.clock import to_ms
 from services.membership.usecases import PURCHASES, Purchases
 
 
@@ -19,8 +20,7 @@ def purchases(app: web.Application) -> Purchases:
 
 async def on_order_completed(app: web.Application, envelope: Envelope, _session) -> None:
     """Earn points, count the purchase (tiers, analytics), wake a dormant member."""
-    occurred_ms = int(envelope.occurred_at.timestamp() * 1000)
-    await purchases(app).completed(envelope.data, occurred_ms)
+    await purchases(app).completed(envelope.data, to_ms(envelope.occurred_at))
 
 
 async def on_order_refunded(app: web.Application, envelope: Envelope, _session) -> None:

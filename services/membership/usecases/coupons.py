@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from libs.clock import now_ms, rfc3339, utcnow
+from libs.clock import now_ms, rfc3339, to_ms, utcnow
 from libs.ids import new_id
 from libs.mongo import ConcurrencyConflict, refuse_duplicates
 from services.membership import metrics
@@ -35,7 +35,7 @@ def _ms(value: str | None) -> int | None:
     if not value:
         return None
     try:
-        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+        return to_ms(datetime.fromisoformat(value.replace("Z", "+00:00")))
     except ValueError:
         raise MembershipError("validation-error", f"not an RFC 3339 time: {value}", kind=INVALID) from None
 
