@@ -7,7 +7,10 @@ passes its session, so a crash never leaves a created object without its stored 
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import time
+import uuid
 from datetime import UTC, datetime
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,12 +25,34 @@ from libs.problems import Problem
 from libs.refusal import Refusal
 
 IDEMPOTENCY_INDEXES = [IndexSpec("idempotency", [("created_at", ASCENDING)], name="expire_after_1d",
-                                 options={"expireAfterSeconds": 86400})]
+                                 options={"expireAfterSeconds": 86400}),
+                       IndexSpec("process_heartbeats", [("until_ms", ASCENDING)], name="until_ms")]
 HEADER = "Idempotency-Key"
-# A claim still "in_progress" this long after it was taken belongs to a process that died mid-request (no
-# request runs this long: upstream calls time out well before). A retry with the same key may take it over,
-# so a crash never blocks a client's key for a day.
+# A claim still "in_progress" is taken over by a retry only when the process that holds it is known dead:
+# every process keeps a heartbeat (`process_heartbeats`, renewed every HEARTBEAT_S, valid HEARTBEAT_TTL_S),
+# and a claim names its owner. A slow first request of a live process is never run twice; a crashed one
+# never blocks the client's key for a day. Claims written before owners were recorded fall back to age.
 IN_PROGRESS_STALE_S = 30
+HEARTBEAT_S = 5
+HEARTBEAT_TTL_S = 20
+PROCESS_OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+async def beat(mongo: Mongo) -> None:
+    """This process is alive (see HEARTBEAT_S); called at start-up and periodically by the kit."""
+    until_ms = int(time.time() * 1000) + HEARTBEAT_TTL_S * 1000
+    await mongo.read_committed(lambda: mongo.db["process_heartbeats"].update_one(
+        {"_id": PROCESS_OWNER}, {"$set": {"until_ms": until_ms}}, upsert=True))
+
+
+async def owner_is_dead(mongo: Mongo, claim: dict, now_ms: int) -> bool:
+    owner = claim.get("owner")
+    if owner is None:  # an old claim: judge by its age alone
+        return isinstance(claim.get("claimed_ms"), int) and now_ms - claim["claimed_ms"] > IN_PROGRESS_STALE_S * 1000
+    if owner == PROCESS_OWNER:
+        return False
+    heartbeat = await mongo.read_committed(lambda: mongo.db["process_heartbeats"].find_one({"_id": owner}))
+    return heartbeat is None or heartbeat.get("until_ms", 0) < now_ms
 
 
 class IdempotencyGuard:
@@ -50,7 +75,7 @@ class IdempotencyGuard:
         collection = self.mongo.db["idempotency"]
         self.claimed_ms = int(time.time() * 1000)
         claim = {"_id": self.scope, "state": "in_progress", "body_hash": self.body_hash,
-                 "created_at": datetime.now(UTC), "claimed_ms": self.claimed_ms}
+                 "created_at": datetime.now(UTC), "claimed_ms": self.claimed_ms, "owner": PROCESS_OWNER}
         try:
             await self.mongo.transaction(lambda s: collection.insert_one(claim, session=s))
             return None
@@ -58,8 +83,7 @@ class IdempotencyGuard:
             pass
         existing = await self.mongo.read_committed(lambda: collection.find_one({"_id": self.scope}))
         if existing is not None and existing["state"] == "in_progress" and existing["body_hash"] == self.body_hash \
-                and isinstance(existing.get("claimed_ms"), int) \
-                and self.claimed_ms - existing["claimed_ms"] > IN_PROGRESS_STALE_S * 1000:
+                and await owner_is_dead(self.mongo, existing, self.claimed_ms):
             taken = await self.mongo.transaction(lambda s: collection.replace_one(
                 {"_id": self.scope, "state": "in_progress", "claimed_ms": existing["claimed_ms"]}, claim, session=s))
             if taken.matched_count == 1:

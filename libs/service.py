@@ -10,7 +10,7 @@ from aiohttp import web
 from libs.auth import TokenVerifier, auth_middleware, VERIFIER
 from libs.bus import Bus
 from libs.http import add_readiness_check, create_base_app
-from libs.idempotency import IDEMPOTENCY_INDEXES
+from libs.idempotency import HEARTBEAT_S, IDEMPOTENCY_INDEXES, beat
 from libs.logging import configure_logging, get_logger
 from libs.mongo import IndexSpec, Mongo
 from libs.outbox import OUTBOX_INDEXES, Outbox, OutboxRelay, purge_after_retention
@@ -38,6 +38,7 @@ def create_service_app(settings: ServiceSettings, *, indexes: Iterable[IndexSpec
         mongo = Mongo(settings.mongo_url, settings.mongo_db, settings.mongo_serialize_transactions,
                       app_name=settings.service_name)
         await mongo.start(index_list)
+        await beat(mongo)  # alive before the first Idempotency-Key claim names this process
         bus = Bus(settings)
         await bus.connect()
         outbox = Outbox(mongo, settings.service_name)
@@ -70,6 +71,7 @@ def create_service_app(settings: ServiceSettings, *, indexes: Iterable[IndexSpec
 
     app.on_startup.append(start_consuming)
     app.on_shutdown.append(stop_consuming)
+    add_periodic_job(app, f"{settings.service_name}-heartbeat", HEARTBEAT_S, lambda app: beat(app[MONGO]))
     add_periodic_job(app, f"{settings.service_name}-bus-retention", RETENTION_JOB_INTERVAL_S,
                      lambda app: purge_after_retention(app[MONGO], settings.service_name, settings.bus_retention_hours))
     return app

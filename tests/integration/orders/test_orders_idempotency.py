@@ -115,3 +115,43 @@ async def test_a_key_left_in_progress_by_a_dead_process_is_taken_over_by_the_ret
     await claim("still-running", 1)
     status, problem, _ = await suite.call("POST", "/orders", {**headers, "Idempotency-Key": "still-running"}, data=raw)
     assert status == 409 and problem["type"].endswith("idempotency-conflict")
+
+
+async def test_a_claim_is_taken_over_only_when_its_owner_process_is_known_dead(suite):
+    """However old a claim looks, a live owner (its heartbeat fresh) may still be running the request: the
+    retry is refused, and one key never makes two orders. A dead owner's claim is taken over at once."""
+    import hashlib
+    import json
+    import time
+    from datetime import UTC, datetime
+
+    from services.orders.usecases import ORDERS
+    member = suite.mint.member(LIN)
+    raw = json.dumps(body()).encode()
+    mongo = suite.apps["orders"][ORDERS].mongo
+    now_ms = int(time.time() * 1000)
+
+    async def claim(key: str, owner: str, age_s: float, heartbeat_until_ms: int | None):
+        async def unit(s):
+            await mongo.db["idempotency"].insert_one(
+                {"_id": f"{LIN}|POST|/orders|{key}", "state": "in_progress", "owner": owner,
+                 "body_hash": hashlib.sha256(raw).hexdigest(), "created_at": datetime.now(UTC),
+                 "claimed_ms": now_ms - int(age_s * 1000)}, session=s)
+            if heartbeat_until_ms is not None:
+                await mongo.db["process_heartbeats"].insert_one({"_id": owner, "until_ms": heartbeat_until_ms},
+                                                                session=s)
+        await mongo.transaction(unit)
+
+    headers = {**member, "Content-Type": "application/json"}
+    await claim("slow-but-alive", "host:1:alive", 300, now_ms + 60_000)
+    status, problem, _ = await suite.call("POST", "/orders", {**headers, "Idempotency-Key": "slow-but-alive"}, data=raw)
+    assert status == 409 and problem["type"].endswith("idempotency-conflict")
+
+    await claim("owner-died", "host:2:dead", 1, now_ms - 1_000)
+    status, order, _ = await suite.call("POST", "/orders", {**headers, "Idempotency-Key": "owner-died"}, data=raw)
+    assert status == 201, order
+    status, replay, _ = await suite.call("POST", "/orders", {**headers, "Idempotency-Key": "owner-died"}, data=raw)
+    assert status == 201 and replay["id"] == order["id"]
+    orders = await mongo.db["orders"].count_documents({"member_id": LIN})
+    status, listing, _ = await suite.call("GET", "/orders", member)
+    assert status == 200 and len([o for o in listing["items"] if o["id"] == order["id"]]) == 1 and orders >= 1
