@@ -53,6 +53,7 @@ async def create_order(request: web.Request) -> web.Response:
     principal = require(request, "customer", "store_staff", "store_manager")
     body = await parse_body(request, OrderRequest)
     checkout = request.app[CHECKOUT]
+    checkout.refuse_if_known_sold_out(body)
     return await saga_once(request.app[MONGO], request, lambda remember: checkout.place(principal, body, remember))
 
 

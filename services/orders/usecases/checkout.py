@@ -114,7 +114,7 @@ class Checkout(OrderFlow):
         refusal instead of each asking stock."""
         fulfilment, lines = order["fulfilment"], order["lines"]
         kind = fulfilment["type"]
-        demand = kind, fulfilment.get("location_id"), tuple(sorted((l["sku_id"], l["qty"]) for l in lines))
+        demand = demand_of(kind, fulfilment.get("location_id"), lines)
         async with self._reservation_gate:
             self._answer_recent_sold_out(demand)
             await self.mongo.transaction(lambda s: self.repo.add(order, s))
@@ -210,6 +210,14 @@ class Checkout(OrderFlow):
             log.warning("orders.attribution_unavailable", error=str(exc))
             return {}
 
+    def refuse_if_known_sold_out(self, request) -> None:
+        """Before anything is claimed or written: a demand stock refused as sold-out a moment ago is refused
+        again from memory (never accepted from memory). A refusal then costs no transaction at all."""
+        if request.lines:
+            self._answer_recent_sold_out(demand_of(request.fulfilment.type,
+                                                   getattr(request.fulfilment, "location_id", None),
+                                                   [line.model_dump() for line in request.lines]))
+
     def _answer_recent_sold_out(self, demand: tuple) -> None:
         """Stock said sold-out for exactly this demand a moment ago: answer so at once, without recording a
         checkout or asking stock again (a flash sale's thousands of losers cost almost nothing)."""
@@ -263,3 +271,11 @@ def _still_bound(bound_until: str | None) -> bool:
 
 
 CHECKOUT = web.AppKey("orders.checkout", Checkout)
+
+
+def demand_of(kind: str, location_id: str | None, lines: list[dict]) -> tuple:
+    """What a sold-out memo is keyed on: the fulfilment, the place and the quantities asked."""
+    merged: dict[str, int] = {}
+    for line in lines:  # the same SKU on two lines is one demand, as the charged lines merge them
+        merged[line["sku_id"]] = merged.get(line["sku_id"], 0) + int(line["qty"])
+    return kind, location_id, tuple(sorted(merged.items()))

@@ -269,6 +269,33 @@ async def test_sold_out_at_a_store_says_where_else(suite):
     assert "nearest" in problem
 
 
+async def test_a_known_sold_out_refusal_claims_no_key_and_writes_nothing(suite, monkeypatch):
+    """Right after stock said sold-out, the same demand is refused from memory before the Idempotency-Key is
+    claimed or any checkout is recorded: a flash sale's losers cost no transaction."""
+    from libs.idempotency import IdempotencyGuard
+    from services.orders.usecases import CHECKOUT
+    claims = []
+    real_begin = IdempotencyGuard.begin
+
+    async def spied_begin(guard):
+        claims.append(guard.key)
+        return await real_begin(guard)
+
+    monkeypatch.setattr(IdempotencyGuard, "begin", spied_begin)
+    member = suite.mint.member(LIN)
+    demand = pickup_order(sku="sku_tee_limited_red_m", qty=50)
+    status, problem = await suite.place(demand, member)
+    assert status == 409 and problem["type"].endswith("sold-out")
+    mongo = suite.apps["orders"][CHECKOUT].mongo
+    orders_before = await mongo.db["orders"].count_documents({})
+    keys_before = await mongo.db["idempotency"].count_documents({})
+    status, again = await suite.place(demand, member, key="sold-out-retry")
+    assert status == 409 and again["type"].endswith("sold-out")
+    assert "sold-out-retry" not in claims  # refused before the key was claimed
+    assert await mongo.db["orders"].count_documents({}) == orders_before
+    assert await mongo.db["idempotency"].count_documents({}) == keys_before
+
+
 async def test_members_see_only_their_own_orders(suite):
     lin, chen = suite.mint.member(LIN), suite.mint.member("mbr_demo_chen")
     status, order = await suite.place(pickup_order(), lin)
