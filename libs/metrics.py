@@ -25,6 +25,10 @@ CONSUMER_BATCH_SIZE = Histogram("o2o_bus_consumer_batch_size", "Events handled t
                                 ["service"], buckets=(1, 2, 5, 10, 25, 50, 100, 200))
 RETENTION_PURGED = Counter("o2o_bus_retention_purged_total", "Sent outbox events and inbox ids purged after the "
                            "retention window", ["service", "store"])  # store: outbox|inbox
+JOB_RUNS = Counter("o2o_job_runs_total", "Periodic job periods, by outcome (ran once across replicas, skipped "
+                   "because another replica ran that period, failed)", ["job", "outcome"])
+JOB_DURATION = Histogram("o2o_job_duration_seconds", "How long one run of a periodic job took", ["job"],
+                         buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300))
 BUS_CONNECTED = Gauge("o2o_bus_connected", "1 while the broker connection is open", ["service"])
 
 

@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
+from pymongo.errors import DuplicateKeyError
 
+from libs import metrics
 from libs.auth import TokenVerifier, auth_middleware, VERIFIER
 from libs.bus import Bus
 from libs.http import add_readiness_check, create_base_app
-from libs.idempotency import HEARTBEAT_S, IDEMPOTENCY_INDEXES, beat
+from libs.idempotency import HEARTBEAT_S, IDEMPOTENCY_INDEXES, PROCESS_OWNER, beat
 from libs.logging import configure_logging, get_logger
 from libs.mongo import IndexSpec, Mongo
 from libs.outbox import OUTBOX_INDEXES, Outbox, OutboxRelay, purge_after_retention
@@ -71,26 +75,63 @@ def create_service_app(settings: ServiceSettings, *, indexes: Iterable[IndexSpec
 
     app.on_startup.append(start_consuming)
     app.on_shutdown.append(stop_consuming)
-    add_periodic_job(app, f"{settings.service_name}-heartbeat", HEARTBEAT_S, lambda app: beat(app[MONGO]))
+    add_periodic_job(app, f"{settings.service_name}-heartbeat", HEARTBEAT_S, lambda app: beat(app[MONGO]),
+                     every_replica=True)
     add_periodic_job(app, f"{settings.service_name}-bus-retention", RETENTION_JOB_INTERVAL_S,
                      lambda app: purge_after_retention(app[MONGO], settings.service_name, settings.bus_retention_hours))
     return app
 
 
 def add_periodic_job(app: web.Application, name: str, interval_s: float,
-                     job: Callable[[web.Application], Awaitable[Any]]) -> None:
-    """Run `job(app)` every `interval_s` seconds while the app runs (sweepers, schedulers)."""
+                     job: Callable[[web.Application], Awaitable[Any]], *, every_replica: bool = False) -> None:
+    """Run `job(app)` every `interval_s` seconds while the app runs (sweepers, schedulers).
+
+    By default a job runs once per period across all replicas of the service: each period (the wall clock
+    cut into `interval_s` slices) is claimed by one atomic update of `job_periods`, and only the replica that
+    claimed it runs. `every_replica=True` is for work each process does for itself (a heartbeat, reloading
+    keys into memory) or that competes safely by its own leases (a delivery worker).
+    """
+
+    async def claim(mongo: Mongo, period: int) -> bool:
+        result = await mongo.read_committed(lambda: mongo.db["job_periods"].update_one(
+            {"_id": name, "period": {"$lt": period}}, {"$set": {"period": period, "owner": PROCESS_OWNER}}))
+        return result.modified_count == 1
+
+    async def run_once() -> None:
+        mongo = app.get(MONGO)
+        if not every_replica and mongo is not None:
+            if not await claim(mongo, int(time.time() // interval_s)):
+                metrics.JOB_RUNS.labels(name, "skipped").inc()
+                return
+        started = time.perf_counter()
+        try:
+            await job(app)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            metrics.JOB_RUNS.labels(name, "failed").inc()
+            log.exception("job.failed", job=name)
+            return
+        finally:
+            metrics.JOB_DURATION.labels(name).observe(time.perf_counter() - started)
+        metrics.JOB_RUNS.labels(name, "ran").inc()
 
     async def context(app: web.Application):
+        mongo = app.get(MONGO)
+        if not every_replica and mongo is not None:
+            with contextlib.suppress(DuplicateKeyError):  # another replica created it first
+                await mongo.read_committed(lambda: mongo.db["job_periods"].update_one(
+                    {"_id": name}, {"$setOnInsert": {"period": -1}}, upsert=True))
+
         async def loop():
             while True:
                 await asyncio.sleep(interval_s)
                 try:
-                    await job(app)
+                    await run_once()
                 except asyncio.CancelledError:
                     raise
-                except Exception:
-                    log.exception("job.failed", job=name)
+                except Exception:  # the claim itself failed (database away): try next period
+                    log.exception("job.claim_failed", job=name)
 
         task = asyncio.create_task(loop(), name=name)
         yield

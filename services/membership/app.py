@@ -48,7 +48,7 @@ def create_app(settings: MembershipSettings | None = None) -> web.Application:
         yield
 
     app.cleanup_ctx.append(use_cases)
-    add_periodic_job(app, "membership-keys-refresh", settings.keyring_refresh_s, jobs.refresh_keys)
+    add_periodic_job(app, "membership-keys-refresh", settings.keyring_refresh_s, jobs.refresh_keys, every_replica=True)
     add_periodic_job(app, "membership-dormant", settings.dormant_job_interval_s, jobs.mark_dormant)
     add_periodic_job(app, "membership-points-expiry", settings.expiry_job_interval_s, jobs.expire_points)
     add_periodic_job(app, "membership-coupon-expiry", settings.expiry_job_interval_s, jobs.expire_coupons)

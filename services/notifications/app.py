@@ -64,6 +64,6 @@ def create_app(settings: NotificationsSettings | None = None) -> web.Application
 
     app.cleanup_ctx.append(use_cases)
     add_openapi_route(app, "Notifications")
-    add_periodic_job(app, "delivery-worker", settings.delivery_poll_interval_s, deliver_due)
+    add_periodic_job(app, "delivery-worker", settings.delivery_poll_interval_s, deliver_due, every_replica=True)
     add_periodic_job(app, "campaign-runner", settings.campaign_poll_interval_s, run_campaigns)
     return app
