@@ -5,7 +5,7 @@ the fulfilling store with its ownership and franchisee, attribution, payment), s
 """
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from libs.bus import IntegrationEvent
 
@@ -152,12 +152,12 @@ class ReturnReceived(OrderEvent):
 class OrderRefunded(OrderEvent):
     """Money went back to the payer (cancellation or return)."""
     event_type = "orders.order.refunded"
-    refund_id: str
-    refund_amount: int
-    reason: str
-    return_id: str | None = None
-    return_lines: list[ReturnLine] = []
-    provider_refund_id: str | None = None
+    refund_id: str = Field(description="our id of this refund (one per cancellation or return)")
+    refund_amount: int = Field(description="fen given back by this refund")
+    reason: str = Field(description="cancel | return | late_payment (paid after the order was cancelled)")
+    return_id: str | None = Field(None, description="the return it pays back, when it is a return's refund")
+    return_lines: list[ReturnLine] = Field(default_factory=list, description="what was returned, with refunds")
+    provider_refund_id: str | None = Field(None, description="the payment provider's id of the refund")
 
 
 def order_fields(order: dict) -> dict:
