@@ -19,39 +19,7 @@ CLOCK = r"^([01]\d|2[0-3]):[0-5]\d$"
 
 # --- requests --------------------------------------------------------------------------------------
 
-def _unstorable(value: Any, where: str = "body") -> str | None:
-    """Where `value` holds what MongoDB cannot store (a NUL in a key, text that is not valid Unicode), if anywhere."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return f"{where}: text is not valid Unicode (lone surrogate)"
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(key, str) and "\x00" in key:
-                return f"{where}: a key contains a NUL character"
-            found = _unstorable(key, where) or _unstorable(item, f"{where}.{key}")
-            if found:
-                return found
-    if isinstance(value, list | tuple):
-        return next((found for item in value if (found := _unstorable(item, where))), None)
-    return None
-
-
-class Input(Strict):
-    """A request body or query of notifications: refused (422) when it could not be stored as given."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def storable(cls, value: Any) -> Any:
-        problem = _unstorable(value)
-        if problem:
-            raise ValueError(problem)
-        return value
-
-
-class DeliveryQuery(Input):
+class DeliveryQuery(Strict):
     recipient: str | None = Field(None, max_length=200)
     status: Literal["pending", "sending", "sent", "failed", "suppressed"] | None = None
     type: str | None = Field(None, max_length=120)
@@ -66,7 +34,7 @@ class DeliveryQuery(Input):
         return {key: value for key, value in named.items() if value}
 
 
-class QuietHoursIn(Input):
+class QuietHoursIn(Strict):
     start: str = Field(pattern=CLOCK)
     end: str = Field(pattern=CLOCK)
     timezone: str = Field(policy.DEFAULT_TIMEZONE, max_length=64)
@@ -81,7 +49,7 @@ class QuietHoursIn(Input):
         return value
 
 
-class PreferencesIn(Input):
+class PreferencesIn(Strict):
     """Partial update: fields left out keep their value. Transactional messages cannot be switched off."""
     channels: dict[PersonChannel, bool] | None = None
     categories: dict[Literal["service", "marketing"], bool] | None = None
@@ -96,11 +64,11 @@ class PreferencesIn(Input):
         return given
 
 
-class TemplateQuery(Input):
+class TemplateQuery(Strict):
     type: str | None = Field(None, max_length=120)
 
 
-class TemplateIn(Input):
+class TemplateIn(Strict):
     subject: str = Field("", max_length=templates.MAX_TEMPLATE_CHARS)
     body: str = Field(min_length=1, max_length=templates.MAX_TEMPLATE_CHARS)
 
@@ -110,7 +78,7 @@ class PreviewIn(TemplateIn):
     locale: str = "zh-CN"
 
 
-class WebhookIn(Input):
+class WebhookIn(Strict):
     url: AnyHttpUrl
     event_types: list[str] = Field(min_length=1, max_length=len(WEBHOOK_EVENT_TYPES),
                                    json_schema_extra={"items": {"type": "string", "enum": list(WEBHOOK_EVENT_TYPES)}})
@@ -126,7 +94,7 @@ class WebhookIn(Input):
         return sorted(set(value))
 
 
-class CampaignIn(Input):
+class CampaignIn(Strict):
     name: str = Field(min_length=1, max_length=200)
     tag: str = Field(min_length=1, max_length=100)
     template: str = Field(CAMPAIGN_PREFIX + "announcement", max_length=80)
@@ -141,14 +109,14 @@ class CampaignIn(Input):
         return value
 
 
-class RecipientIn(Input):
+class RecipientIn(Strict):
     name: str | None = Field(None, max_length=200)
     email: str | None = Field(None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     phone: str | None = Field(None, max_length=32, pattern=r"^\+?[0-9]{5,20}$")
     locale: str | None = Field(None, max_length=16)
 
 
-class OutboundQuery(Input):
+class OutboundQuery(Strict):
     channel: Literal["sms", "wechat", "push", "email", "sink"] | None = None
     event_id: str | None = Field(None, max_length=100)
     address: str | None = Field(None, max_length=300)
