@@ -8,49 +8,20 @@
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 
-import aio_pika
-
-from libs.bus import Names
-from tests.support import AMQP_URL
+from tests.support import EventTap
 from scripts.asyncapi import ContractViolation, validate_event
 
 __all__ = ["ContractViolation", "EventCapture", "validate_event"]
 
 
-class EventCapture:
+class EventCapture(EventTap):
     """Collects every event published on `<namespace>o2o.events` while the block runs (an exclusive,
     auto-deleted queue bound to `#`, so it takes nothing away from the services' own queues)."""
 
-    def __init__(self, namespace: str, amqp_url: str = AMQP_URL) -> None:
-        self.namespace = namespace
-        self.amqp_url = amqp_url
-        self.events: list[dict] = []
-        self.unparsable: list[bytes] = []
-        self._connection = None
-
-    async def __aenter__(self) -> EventCapture:
-        self._connection = await aio_pika.connect_robust(self.amqp_url)
-        channel = await self._connection.channel()
-        # Declared (not passive): the capture may start before the first service declares the exchange.
-        exchange = await channel.declare_exchange(Names(self.namespace).exchange, aio_pika.ExchangeType.TOPIC,
-                                                  durable=True)
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        await queue.bind(exchange, routing_key="#")
-        await queue.consume(self._on_message, no_ack=True)
-        return self
-
-    async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        try:
-            self.events.append(json.loads(message.body))
-        except ValueError:
-            self.unparsable.append(message.body)
-
-    async def __aexit__(self, *exc_info) -> None:
-        if self._connection is not None:
-            await self._connection.close()
+    def __init__(self, namespace: str) -> None:
+        super().__init__(namespace, "#")
 
     def of_type(self, event_type: str) -> list[dict]:
         return [e for e in self.events if e.get("type") == event_type]

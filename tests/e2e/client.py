@@ -9,10 +9,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import aio_pika
 import aiohttp
 
-from tests.support import AMQP_URL, eventually
+from tests.support import EventTap, eventually
 
 _ip_counter = itertools.count(1)
 
@@ -119,38 +118,17 @@ async def level(admin: Api, location_id: str, sku_id: str) -> dict:
     return items[0] if items else {"on_hand": 0, "reserved": 0, "available": 0}
 
 
-class BusTap:
-    """Captures every event on the run's exchange (a private auto-delete queue bound to '#')."""
+class BusTap(EventTap):
+    """Every event on the run's exchange, looked up by type and subject (the aggregate id)."""
 
     def __init__(self, namespace: str) -> None:
-        self.namespace = namespace
-        self.events: list[dict] = []
-        self._connection = None
+        super().__init__(namespace, "#")
 
-    async def start(self) -> BusTap:
-        self._connection = await aio_pika.connect(AMQP_URL)
-        channel = await self._connection.channel()
-        exchange = await channel.declare_exchange(f"{self.namespace}o2o.events", aio_pika.ExchangeType.TOPIC,
-                                                  durable=True)
-        queue = await channel.declare_queue(f"{self.namespace}e2e.tap.{uuid.uuid4().hex[:6]}", exclusive=True,
-                                            auto_delete=True)
-        await queue.bind(exchange, "#")
-
-        async def on_message(message):
-            async with message.process():
-                self.events.append(json.loads(message.body))
-
-        await queue.consume(on_message)
-        return self
-
-    async def stop(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-
-    def of(self, event_type: str, subject: str | None = None) -> list[dict]:
+    def of(self, event_type: str, subject: str | None = None) -> list[dict]:  # type: ignore[override]
         return [e for e in self.events if e["type"] == event_type and (subject is None or e["subject"] == subject)]
 
-    async def wait_for(self, event_type: str, subject: str | None = None, timeout: float = 60.0) -> dict:
+    async def wait_for(self, event_type: str, subject: str | None = None,  # type: ignore[override]
+                       timeout: float = 60.0) -> dict:
         found = await eventually(lambda: self.of(event_type, subject), timeout=timeout)
         return found[0]
 

@@ -65,6 +65,7 @@ class EventTap:
         self.namespace = namespace
         self.keys = keys or ("#",)
         self.events: list[dict] = []
+        self.unparsable: list[bytes] = []  # bodies that are not JSON (a contract test reports them)
         self.connection: aio_pika.abc.AbstractRobustConnection | None = None
 
     async def start(self, *keys: str) -> EventTap:
@@ -79,7 +80,10 @@ class EventTap:
 
         async def collect(message: aio_pika.abc.AbstractIncomingMessage) -> None:
             async with message.process():
-                self.events.append(json.loads(message.body))
+                try:
+                    self.events.append(json.loads(message.body))
+                except ValueError:
+                    self.unparsable.append(message.body)
 
         await queue.consume(collect)
         return self
