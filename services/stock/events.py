@@ -69,3 +69,18 @@ class StockLevelLow(IntegrationEvent):
     available: int
     on_hand: int
     reorder_point: int
+
+
+class StockSkuExhausted(IntegrationEvent):
+    """A level's available quantity reached 0: the SKU is sold out at that location (once per sell-out)."""
+    event_type = "stock.sku.exhausted"
+    location_id: str
+    sku_id: str
+
+
+class StockSkuReplenished(IntegrationEvent):
+    """A level that was sold out has stock available again (released, received, returned or repaired)."""
+    event_type = "stock.sku.replenished"
+    location_id: str
+    sku_id: str
+    available: int

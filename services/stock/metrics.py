@@ -1,5 +1,5 @@
 """Business metrics of stock (bounded labels: modes, outcomes, kinds and reasons are fixed sets)."""
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RESERVATIONS = Counter("o2o_stock_reservations_total", "Reservation requests by outcome",
                        ["mode", "outcome"])  # outcome: reserved | rejected | replayed
@@ -12,3 +12,12 @@ ROUTING_LOCATIONS = Histogram("o2o_stock_routing_locations", "Locations one rese
                               ["mode"], buckets=(1, 2, 3, 4, 5))
 RESERVE_LATENCY = Histogram("o2o_stock_reserve_duration_seconds", "Time to route and reserve", ["mode"],
                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+RESERVE_PATH = Counter("o2o_stock_reserve_path_total", "How reservation requests were decided",
+                       ["path"])  # fast | transactional | memo
+TOMBSTONES = Counter("o2o_stock_release_tombstones_total",
+                     "Releases of an order that had no reservation (a tombstone refuses its late reserve)")
+RESERVATION_DRIFT = Counter("o2o_stock_reservation_drift_total",
+                            "Levels whose reserved count disagreed with their open reservations, repaired",
+                            ["kind"])  # over_reserved | under_reserved | available
+DRIFT_LEVELS = Gauge("o2o_stock_reservation_drift_levels", "Levels out of line found by the last reconciliation run")
+RECONCILIATION_RUNS = Counter("o2o_stock_reconciliation_runs_total", "Reconciliation runs completed")

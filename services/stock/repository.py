@@ -3,9 +3,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 
-from libs.mongo import IndexSpec, Mongo, VersionedRepository
+from libs.mongo import ConcurrencyConflict, IndexSpec, Mongo, VersionedRepository
+from libs.outbox import EMBEDDED_PENDING, embedded_outbox_index
+
+# Collections whose documents carry their own pending events (the outbox in the aggregate, libs/outbox.py).
+EMBEDDED_OUTBOX = ("reservations", "levels", "rejections")
 
 INDEXES = [
     IndexSpec("locations", [("kind", ASCENDING)], name="kind"),
@@ -18,6 +22,8 @@ INDEXES = [
     IndexSpec("reservations", [("status", ASCENDING), ("expires_at_ms", ASCENDING)], name="status_expiry"),
     IndexSpec("capacity", [("day", ASCENDING)], name="day"),
     IndexSpec("transfers", [("status", ASCENDING)], name="status"),
+    IndexSpec("rejections", [("order_id", ASCENDING)], name="order"),
+    *(embedded_outbox_index(name) for name in EMBEDDED_OUTBOX),
 ]
 
 
@@ -66,6 +72,7 @@ class LevelRepository(Collection):
 
     def __init__(self, mongo: Mongo, default_reorder_point: int = 0) -> None:
         super().__init__(mongo)
+        self.mongo = mongo
         self.default_reorder_point = default_reorder_point
 
     async def get(self, location_id: str, sku_id: str, session=None) -> dict | None:
@@ -87,7 +94,7 @@ class LevelRepository(Collection):
         await self.collection.update_one(
             {"_id": level_id(location_id, sku_id)},
             {"$setOnInsert": {"location_id": location_id, "sku_id": sku_id, "on_hand": 0, "reserved": 0,
-                              "available": 0, "in_transit": 0,
+                              "available": 0, "in_transit": 0, "sold_out": False,
                               "reorder_point": self.default_reorder_point if reorder_point is None else reorder_point}},
             upsert=True, session=session)
         return await self.get(location_id, sku_id, session)
@@ -98,6 +105,43 @@ class LevelRepository(Collection):
             {"_id": level_id(location_id, sku_id), "available": {"$gte": qty + held_back}},
             {"$inc": {"available": -qty, "reserved": qty}}, session=session)
         return result.modified_count == 1
+
+    async def take(self, location_id: str, sku_id: str, qty: int, held_back: int, at_ms: int) -> dict | None:
+        """The fast path's hold: one atomic guarded `$inc` on the level, no transaction. Answers the level
+        after the change (so the caller knows exactly what it crossed), or None when not enough is available.
+        `held_at_ms` tells the reconciliation job that a reservation may still be on its way."""
+        return await self.mongo.read_committed(lambda: self.collection.find_one_and_update(
+            {"_id": level_id(location_id, sku_id), "available": {"$gte": qty + held_back}},
+            {"$inc": {"available": -qty, "reserved": qty}, "$set": {"held_at_ms": at_ms}},
+            return_document=ReturnDocument.AFTER))
+
+    async def give(self, location_id: str, sku_id: str, qty: int, at_ms: int) -> dict | None:
+        """Undo a fast-path take (compensation), no transaction; the level after the change."""
+        return await self.mongo.read_committed(lambda: self.collection.find_one_and_update(
+            {"_id": level_id(location_id, sku_id), "reserved": {"$gte": qty}},
+            {"$inc": {"available": qty, "reserved": -qty}, "$set": {"held_at_ms": at_ms}},
+            return_document=ReturnDocument.AFTER))
+
+    async def by_id(self, doc_id: str, session=None) -> dict | None:
+        return await self.collection.find_one({"_id": doc_id}, session=session)
+
+    async def reserved_or_in(self, ids: list[str]) -> list[dict]:
+        """Levels that hold something, or that open reservations say should (the reconciliation's scope)."""
+        fields = {"location_id": 1, "sku_id": 1, "on_hand": 1, "reserved": 1, "available": 1, "held_at_ms": 1}
+        docs = {}
+        for query in ({"reserved": {"$gt": 0}}, {"reserved": {"$lt": 0}}, {"_id": {"$in": ids}}):
+            for doc in await self.collection.find(query, fields).to_list():
+                docs[doc["_id"]] = doc
+        return list(docs.values())
+
+    async def repair(self, level: dict, reserved: int, session) -> None:
+        """Set reserved (and available = on_hand - reserved), guarded on the counters the repair was planned on."""
+        result = await self.collection.update_one(
+            {"_id": level["_id"], "on_hand": level["on_hand"], "reserved": level["reserved"],
+             "available": level["available"]},
+            {"$set": {"reserved": reserved, "available": level["on_hand"] - reserved}}, session=session)
+        if result.matched_count != 1:
+            raise ConcurrencyConflict(f"level {level['_id']} changed while being repaired")
 
     async def unhold(self, location_id: str, sku_id: str, qty: int, session) -> bool:
         result = await self.collection.update_one(
@@ -138,7 +182,8 @@ class LevelRepository(Collection):
         await self.collection.update_one(
             {"_id": level_id(location_id, sku_id)},
             {"$setOnInsert": {"location_id": location_id, "sku_id": sku_id, "on_hand": on_hand, "reserved": 0,
-                              "available": on_hand, "in_transit": 0, "reorder_point": reorder_point}},
+                              "available": on_hand, "in_transit": 0, "sold_out": on_hand <= 0,
+                              "reorder_point": reorder_point}},
             upsert=True, session=session)
 
 
@@ -166,6 +211,27 @@ class ReservationRepository(VersionedRepository):
 
     async def by_order(self, order_id: str, session=None) -> dict | None:
         return await self.collection.find_one({"order_id": order_id}, session=session)
+
+    async def save(self, doc: dict, session) -> dict:
+        """The optimistic save, also guarded on the embedded outbox's state as it was read: a reservation
+        whose `stock.reserved` event the relay cleared meanwhile is read again rather than written back with
+        that event pending (which would publish it twice)."""
+        expected = doc.get("version")
+        new = {**doc, "version": (expected or 0) + 1}
+        query: dict[str, Any] = {"_id": doc["_id"], "version": {"$exists": False} if expected is None else expected}
+        if EMBEDDED_PENDING in doc:
+            query[EMBEDDED_PENDING] = doc[EMBEDDED_PENDING]
+        result = await self.collection.replace_one(query, new, session=session)
+        if result.matched_count != 1:
+            raise ConcurrencyConflict(f"reservation {doc['_id']} changed concurrently")
+        return new
+
+    async def open_allocations(self, level_id_: str | None = None, session=None) -> list[dict]:
+        """Held reservations (all, or those holding at one level), with their allocations only."""
+        query: dict[str, Any] = {"status": "reserved"}
+        if level_id_ is not None:
+            query["level_ids"] = {"$in": [level_id_]}
+        return await self.collection.find(query, {"allocations": 1, "level_ids": 1}, session=session).to_list()
 
     async def expired(self, now_ms: int, limit: int) -> list[dict]:
         return await self.collection.find({"status": "reserved", "expires_at_ms": {"$lte": now_ms}}) \

@@ -23,3 +23,9 @@ class StockSettings(ServiceSettings):
     availability_limit: int = 10
     sold_out_memo_ttl_s: float = Field(1.0, description="how long this process trusts 'exhausted everywhere' for "
                                                         "a SKU before reading levels again (flash sales)")
+    reconcile_interval_s: float = Field(60.0, description="how often the reconciliation job proves each level's "
+                                                          "reserved count against its open reservations")
+    reconcile_grace_s: float = Field(30.0, description="a level held by the fast path this recently is left to "
+                                                       "the next run (its reservation may still be on its way)")
+    fast_path_attempts: int = Field(3, description="guarded single-document attempts of a reservation before it "
+                                                   "takes the transactional path")

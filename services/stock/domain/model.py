@@ -100,31 +100,59 @@ def crossed_below(before: int, after: int, reorder_point: int) -> bool:
     return before >= reorder_point > after
 
 
-class SoldOutMemo:
-    """SKUs this process last saw exhausted for a mode (no location taking part in it had any to give),
-    remembered for a short while.
+FRESH, EXPIRED, UNKNOWN = "fresh", "expired", "unknown"
 
-    In a flash sale most requests come after the last unit is gone; with the memo they are answered from
-    the order check alone instead of re-reading every location, level and capacity counter. Set only from
-    a committed rejecting transaction, forgotten as soon as this process gives stock back, and trusted for
-    `ttl_s` at most, so stock returned through another replica is seen within that time (the same as the
-    buyer having asked a moment earlier).
+
+class SoldOutMemo:
+    """What this process last saw sold out, remembered for a short while; used ONLY to refuse, never to
+    accept (an entry that is not fresh sends the request to the database).
+
+    Keys are (sku_id, mode, location_id): a named store (pickup / in_store) has its own entry, the ship
+    mode's "exhausted everywhere" entry has location None. In a flash sale most requests come after the last
+    unit is gone; with the memo they are refused without a read. Set only from a fresh read that showed
+    nothing to give, forgotten as soon as this process gives stock back (a generation number per SKU lets a
+    refresh that started before the give-back drop its answer), and trusted for `ttl_s` at most, so stock
+    returned through another replica is seen within that time. An expired entry is kept (state EXPIRED) so
+    that one request refreshes it while the others wait (single-flight, in the use case layer).
     """
 
     def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl_s = ttl_s
         self.clock = clock
-        self._until: dict[tuple[str, str], float] = {}
+        self._until: dict[tuple, float] = {}
+        self._answers: dict[tuple, list] = {}
+        self._generation: dict[str, int] = {}
 
-    def mark(self, sku_ids: list[str], mode: str) -> None:
+    def generation(self, sku_id: str) -> int:
+        return self._generation.get(sku_id, 0)
+
+    def mark(self, sku_ids: list[str], mode: str, location_id: str | None = None, nearest: list | None = None,
+             generation: dict[str, int] | None = None) -> None:
         until = self.clock() + self.ttl_s
         for sku_id in sku_ids:
-            self._until[(sku_id, mode)] = until
+            if generation is not None and generation.get(sku_id, 0) != self.generation(sku_id):
+                continue  # stock was given back since the read that found it sold out
+            self._until[(sku_id, mode, location_id)] = until
+            self._answers[(sku_id, mode, location_id)] = list(nearest or [])
 
     def forget(self, sku_id: str) -> None:
-        for mode in ("ship", "pickup", "in_store"):
-            self._until.pop((sku_id, mode), None)
+        self._generation[sku_id] = self.generation(sku_id) + 1
+        for key in [k for k in self._until if k[0] == sku_id]:
+            self._until.pop(key, None)
+            self._answers.pop(key, None)
 
-    def any_sold_out(self, sku_ids: list[str], mode: str) -> bool:
-        now = self.clock()
-        return any(self._until.get((sku_id, mode), 0) > now for sku_id in sku_ids)
+    def drop(self, key: tuple) -> None:
+        self._until.pop(key, None)
+        self._answers.pop(key, None)
+
+    def state(self, key: tuple) -> str:
+        until = self._until.get(key)
+        if until is None:
+            return UNKNOWN
+        return FRESH if until > self.clock() else EXPIRED
+
+    def nearest(self, key: tuple) -> list:
+        return list(self._answers.get(key, []))
+
+    def any_sold_out(self, sku_ids: list[str], mode: str, location_id: str | None = None) -> bool:
+        return any(self.state((sku_id, mode, location_id)) == FRESH for sku_id in sku_ids)

@@ -8,7 +8,8 @@ from services.stock.usecases.core import StockCore
 from services.stock.usecases.levels import AVAILABILITY, LEVELS, Availability, Levels
 from services.stock.usecases.locations import LOCATIONS, Locations
 from services.stock.usecases.movements import MOVEMENTS, Movements
+from services.stock.usecases.reconciliation import RECONCILIATION, Reconciliation
 from services.stock.usecases.reservations import RESERVATIONS, Reservations
 
-__all__ = ["AVAILABILITY", "LEVELS", "LOCATIONS", "MOVEMENTS", "RESERVATIONS", "Availability", "Levels", "Locations",
-           "Movements", "Reservations", "StockCore"]
+__all__ = ["AVAILABILITY", "LEVELS", "LOCATIONS", "MOVEMENTS", "RECONCILIATION", "RESERVATIONS", "Availability",
+           "Levels", "Locations", "Movements", "Reconciliation", "Reservations", "StockCore"]

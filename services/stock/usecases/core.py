@@ -24,9 +24,9 @@ from services.stock import metrics
 from services.stock.domain import model
 from services.stock.domain.model import SoldOutMemo
 from services.stock.domain.routing import Site
-from services.stock.events import AllocationData, StockLevelLow
+from services.stock.events import AllocationData, StockLevelLow, StockSkuExhausted, StockSkuReplenished
 from services.stock.repository import (CapacityRepository, LevelRepository, LocationRepository, MovementLedger,
-                                       ReservationRepository, TransferRepository)
+                                       ReservationRepository, TransferRepository, level_id)
 from services.stock.settings import StockSettings
 
 T = TypeVar("T")
@@ -136,6 +136,24 @@ class StockCore:
         # Forget now and again after commit: a rejection committed in between must not keep it marked.
         self.sold_out.forget(sku_id)
         self.mongo.after_commit(lambda: self.sold_out.forget(sku_id))
+
+    async def note_available(self, location_id: str, sku_id: str, available_after: int, *, falling: bool,
+                             flagged: bool | None = None) -> None:
+        """Keep the level's sold-out flag and publish its edges: `stock.sku.exhausted` when available
+        reaches 0, `stock.sku.replenished` when it is above 0 again. Each edge is one guarded update of the
+        level that carries its event (outbox in the aggregate), so concurrent changes publish each edge once;
+        inside a unit of work it joins it. `flagged` is the flag as the caller's change saw it (None: unknown)."""
+        lvl = level_id(location_id, sku_id)
+        if falling and available_after <= 0 and flagged is not True:
+            await self.outbox.update("levels", {"_id": lvl, "available": {"$lte": 0},
+                                                "sold_out": {"$in": [False, None]}},
+                                     {"$set": {"sold_out": True}},
+                                     [(StockSkuExhausted(location_id=location_id, sku_id=sku_id), lvl)])
+        elif not falling and available_after > 0 and flagged is not False:
+            await self.outbox.update("levels", {"_id": lvl, "available": {"$gt": 0}, "sold_out": True},
+                                     {"$set": {"sold_out": False}},
+                                     [(StockSkuReplenished(location_id=location_id, sku_id=sku_id,
+                                                           available=available_after), lvl)])
 
     async def maybe_low(self, level: dict, before: int, after: int, session, on_hand: int | None = None) -> None:
         reorder_point = level.get("reorder_point", self.settings.default_reorder_point)

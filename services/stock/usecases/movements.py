@@ -81,6 +81,9 @@ class Movements:
                                                                    change.on_hand, level["on_hand"], session):
             raise ConcurrencyConflict(f"level {location['_id']}/{movement['sku_id']} changed concurrently")
         transfer_id = await self._send_transfer(movement, session) if kind == "transfer_out" else None
+        if change.on_hand:
+            await core.note_available(location["_id"], movement["sku_id"], level["available"] + change.on_hand,
+                                      falling=change.on_hand < 0, flagged=bool(level.get("sold_out")))
         await core.maybe_low(level, level["available"], level["available"] + change.on_hand, session,
                              on_hand=level["on_hand"] + change.on_hand)
         return await core.append_ledger(session, key=movement["key"], kind=kind, location_id=location["_id"],
@@ -116,6 +119,7 @@ class Movements:
         if not await core.levels.change_on_hand(to, sku, qty, level["on_hand"], session):
             raise ConcurrencyConflict(f"level {to}/{sku} changed concurrently")
         await core.levels.change_in_transit(to, sku, -qty, session)
+        await core.note_available(to, sku, level["available"] + qty, falling=False, flagged=bool(level.get("sold_out")))
         transfer["status"] = "received"
         transfer["in_key"] = movement["key"]
         await core.transfers.save(transfer, session)

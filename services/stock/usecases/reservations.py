@@ -5,6 +5,7 @@ same methods (inside their own unit of work, which these join).
 """
 from __future__ import annotations
 
+import asyncio
 import time
 
 from aiohttp import web
@@ -20,8 +21,10 @@ from services.stock.domain.model import StockError
 from services.stock.domain.routing import Decision, Line, Point, route, sellable, serves_mode
 from services.stock.events import AllocatedLine, NearbyStore, ReservationRejected, StockCommitted, StockReleased, \
     StockReserved
+from services.stock.repository import level_id
 from services.stock.usecases.core import (StockCore, allocation_data, fingerprint, reservation_view, site_of,
                                           transaction_replaying_duplicates)
+from services.stock.usecases.holding import FastReservations
 
 log = get_logger("stock.reservations")
 
@@ -53,6 +56,8 @@ class Reservations:
         self.core = core
         self.mongo = core.mongo
         self.settings = core.settings
+        self.fast = FastReservations(core, self._route_now, self._exhausted)
+        self._in_flight: dict[str, asyncio.Future] = {}
 
     # -- reading ----------------------------------------------------------------------------------
     async def get(self, order_id: str) -> dict:
@@ -63,10 +68,30 @@ class Reservations:
 
     # -- reserving --------------------------------------------------------------------------------
     async def reserve(self, request: dict) -> dict:
-        """Route and hold stock for an order; the same order again answers the first reservation."""
+        """Route and hold stock for an order; the same order again answers the first reservation.
+
+        Concurrent requests of one order in this process wait for the first one and then replay it (their
+        holds would otherwise compete with it for the last units). Across replicas the unique order id
+        decides (the fast path's loser gives its units back)."""
+        order_id = request["order_id"]
+        while (leader := self._in_flight.get(order_id)) is not None:
+            await asyncio.shield(leader)
+        done = self._in_flight[order_id] = asyncio.get_running_loop().create_future()
+        try:
+            return await self._reserve_once(request)
+        finally:
+            self._in_flight.pop(order_id, None)
+            done.set_result(None)
+
+    async def _reserve_once(self, request: dict) -> dict:
         mode = request["mode"]
         started = time.perf_counter()
-        outcome = await transaction_replaying_duplicates(self.mongo, lambda s: self._reserve(request, s))
+        outcome = None
+        if self.mongo.current_session() is None:  # inside a unit of work, the reservation must join it
+            outcome = await self.fast.reserve(request, request_fingerprint(request), self._answer_existing)
+        if outcome is None:
+            metrics.RESERVE_PATH.labels("transactional").inc()
+            outcome = await transaction_replaying_duplicates(self.mongo, lambda s: self._reserve(request, s))
         metrics.RESERVE_LATENCY.labels(mode).observe(time.perf_counter() - started)
         if isinstance(outcome, Decision):
             metrics.RESERVATIONS.labels(mode, "rejected").inc()
@@ -85,10 +110,7 @@ class Reservations:
         wanted = request_fingerprint(request)
         existing = await self.core.reservations.by_order(request["order_id"], session)
         if existing is not None:
-            if existing["request_fingerprint"] != wanted:
-                raise StockError("order-id-reused",
-                                 "a reservation for this order exists with other lines, mode or store")
-            return existing, False
+            return self._answer_existing(existing, wanted), False
         sku_ids = sorted({line["sku_id"] for line in request["lines"]})
         if self.core.sold_out.any_sold_out(sku_ids, request["mode"]):
             decision = Decision(request["mode"], [], [], "rejected", reason="sold-out")
@@ -103,6 +125,16 @@ class Reservations:
             return decision
         allocations = await self._hold(request["mode"], decision, by_id, levels_by_key, day, session)
         return await self._add(request, decision, allocations, wanted, day, at, session), True
+
+    @staticmethod
+    def _answer_existing(existing: dict, wanted: str) -> dict:
+        """The same order again: the first answer; a tombstone (released before it was reserved) refuses."""
+        if existing.get("tombstone"):
+            raise StockError("reservation-released", "this order was released before its reservation arrived; "
+                                                     "nothing is held for it")
+        if existing["request_fingerprint"] != wanted:
+            raise StockError("order-id-reused", "a reservation for this order exists with other lines, mode or store")
+        return existing
 
     async def _route_now(self, request: dict, session) -> tuple[Decision, dict, dict, str, int]:
         """Route `request` on the current picture, inside the transaction."""
@@ -140,6 +172,8 @@ class Reservations:
                     raise ConcurrencyConflict(f"level {site['_id']}/{line.sku_id} changed while routing")
                 level = levels_by_key[(site["_id"], line.sku_id)]
                 await core.maybe_low(level, level["available"], level["available"] - line.qty, session)
+                await core.note_available(site["_id"], line.sku_id, level["available"] - line.qty, falling=True,
+                                          flagged=bool(level.get("sold_out")))
             if mode == "ship":
                 if not await core.capacity.take(site["_id"], day, site.get("daily_capacity", 0), session):
                     raise ConcurrencyConflict(f"capacity of {site['_id']} taken while routing")
@@ -155,6 +189,7 @@ class Reservations:
         lines = [{"sku_id": line["sku_id"], "qty": line["qty"]} for line in request["lines"]]
         doc = {"_id": new_id("rsv"), "order_id": request["order_id"], "mode": request["mode"],
                "status": model.RESERVED, "allocations": allocations, "lines": lines,
+               "level_ids": [level_id(a["location_id"], line["sku_id"]) for a in allocations for line in a["lines"]],
                "location_id": request.get("location_id"), "destination": request.get("destination"),
                "capacity_day": day if request["mode"] == "ship" else None, "expires_at_ms": expires_at_ms,
                "created_at_ms": at, "decision": decision.explain(), "request_fingerprint": wanted,
@@ -219,7 +254,7 @@ class Reservations:
 
     async def release(self, order_id: str, reason: str) -> dict:
         """Give the held stock (and ship capacity) back. Releasing twice is a replay."""
-        doc, changed = await self.mongo.transaction(lambda s: self._release(order_id, reason, s))
+        doc, changed = await transaction_replaying_duplicates(self.mongo, lambda s: self._release(order_id, reason, s))
         if changed:
             metrics.RELEASES.labels(reason).inc()
         return reservation_view(doc)
@@ -228,7 +263,10 @@ class Reservations:
         """Safety net for an order cancelled at orders: release what it still holds, if anything."""
         async def unit(session) -> bool:
             if await self.core.reservations.by_order(order_id, session) is None:
-                return False  # the order never reserved (rejected, or cancelled before reserving)
+                # Never reserved (rejected), or cancelled before its reservation arrived: a tombstone refuses
+                # a late one, so nothing is held for a cancelled order.
+                await self._tombstone(order_id, "order_cancelled", session)
+                return False
             try:
                 _, changed = await self._release(order_id, "order_cancelled", session)
             except StockError as error:
@@ -258,6 +296,8 @@ class Reservations:
     async def _release(self, order_id: str, reason: str, session, *, only_if_expired_at: int | None = None
                        ) -> tuple[dict, bool]:
         core = self.core
+        if only_if_expired_at is None and await core.reservations.by_order(order_id, session) is None:
+            return await self._tombstone(order_id, reason, session), False
         doc = await self._reservation(order_id, session)
         if only_if_expired_at is not None and (doc["status"] != model.RESERVED
                                                or not model.is_expired(doc["expires_at_ms"], only_if_expired_at)):
@@ -269,6 +309,9 @@ class Reservations:
                 if not await core.levels.unhold(allocation["location_id"], line["sku_id"], line["qty"], session):
                     raise RuntimeError(f"reserved stock missing for {order_id} at {allocation['location_id']}")
                 core.stock_given_back(line["sku_id"])
+                after = await core.levels.get(allocation["location_id"], line["sku_id"], session)
+                await core.note_available(allocation["location_id"], line["sku_id"], after["available"],
+                                          falling=False, flagged=bool(after.get("sold_out")))
             if doc.get("capacity_day"):
                 await core.capacity.give_back(allocation["location_id"], doc["capacity_day"], session)
         doc["release_reason"] = reason
@@ -277,6 +320,20 @@ class Reservations:
                                                         allocations=allocation_data(doc["allocations"])),
                                  subject=order_id)
         return doc, True
+
+    async def _tombstone(self, order_id: str, reason: str, session) -> dict:
+        """A released record for an order that held nothing: a later reserve of it is refused (sticky release:
+        a compensating release that overtook its reserve is not undone by the late reserve)."""
+        at = now_ms()
+        doc = await self.core.reservations.add({
+            "_id": new_id("rsv"), "order_id": order_id, "mode": None, "status": model.RELEASED, "tombstone": True,
+            "allocations": [], "lines": [], "level_ids": [], "location_id": None, "destination": None,
+            "capacity_day": None, "expires_at_ms": at, "created_at_ms": at, "release_reason": reason,
+            "decision": {"strategy": "released-before-reserved", "reason": reason, "candidates": [], "chosen": []},
+            "request_fingerprint": None, "history": [{"status": model.RELEASED, "at_ms": at, "reason": reason}]},
+            session)
+        self.mongo.after_commit(metrics.TOMBSTONES.inc)
+        return doc
 
     async def extend(self, order_id: str, ttl_s: int) -> dict:
         """Hold longer (a paid pickup order waiting for collection); never shortens a hold."""
