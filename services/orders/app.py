@@ -30,14 +30,17 @@ def create_app(settings: OrdersSettings | None = None) -> web.Application:
         upstreams = Upstreams(settings)
         await upstreams.start()
         app[UPSTREAMS] = upstreams
-        adapters = (settings, app[MONGO], app[OUTBOX], upstreams, app[PAYMENT_PROVIDER])
+        provider = app[PAYMENT_PROVIDER]
+        if hasattr(provider, "remember_in"):  # the sandbox's provider side keeps its charges in its own database
+            provider.remember_in(app[MONGO].client[f"{settings.mongo_db_prefix}payments_sandbox"]["charges"])
+        adapters = (settings, app[MONGO], app[OUTBOX], upstreams, provider)
         app[FOLLOW_UPS] = followups = FollowUps(*adapters)
         app[ORDERS] = Orders(*adapters, followups)
         app[CHECKOUT] = Checkout(*adapters, followups)
-        app[PAYMENTS] = Payments(*adapters, followups)
+        app[PAYMENTS] = payments = Payments(*adapters, followups)
         app[FULFILMENT] = Fulfilment(*adapters, followups)
         app[RETURNS] = Returns(*adapters, followups)
-        app[EXPIRY] = Expiry(*adapters, followups)
+        app[EXPIRY] = Expiry(*adapters, followups, payments_flow=payments)
         yield
         await followups.drain()
         await upstreams.close()

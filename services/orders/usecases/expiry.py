@@ -18,11 +18,18 @@ log = get_logger("orders")
 
 
 class Expiry(OrderFlow):
+    def __init__(self, *adapters, payments_flow=None) -> None:
+        super().__init__(*adapters)
+        self.payments_flow = payments_flow  # Payments: asked about unanswered charges before cancelling
+
     async def sweep(self) -> dict[str, int]:
         """One pass of every periodic duty; returns what it did (for logs and tests)."""
         now_ms = to_ms(utcnow())
         done = {"expired": 0, "uncollected": 0, "auto_completed": 0, "stuck_rejected": 0, "actions_retried": 0}
         for order_id in await self.repo.find_ids({"status": PENDING_PAYMENT, "expires_at_ms": {"$lt": now_ms}}):
+            if await self._charge_went_through(order_id):
+                done["paid_after_lost_answer"] = done.get("paid_after_lost_answer", 0) + 1
+                continue
             if await self._system_cancel(order_id, "payment window expired", "expired",
                                          skip_charging_ms=self.settings.payment_attempt_timeout_s * 1000):
                 done["expired"] += 1
@@ -46,6 +53,16 @@ class Expiry(OrderFlow):
             await self.followups.run_actions(order_id)
             done["actions_retried"] += 1
         return done
+
+    async def _charge_went_through(self, order_id: str) -> bool:
+        """An attempt whose answer was lost may have taken the money: never cancel before asking."""
+        if self.payments_flow is None:
+            return False
+        order = await self.repo.get_committed(order_id)
+        stale_ms = self.settings.payment_attempt_timeout_s * 1000
+        if order is None or domain.payment_in_flight(order, utcnow(), stale_ms):
+            return False  # being charged right now: _system_cancel leaves it for the next pass
+        return await self.payments_flow.resolve_unanswered(order_id) == "paid"
 
     async def _try(self, order_id: str, change) -> bool:
         """A change that another actor may have made moot in the meantime (then it is refused: skip it)."""

@@ -127,6 +127,27 @@ class Payments(OrderFlow):
             metrics.ORDERS_PAID.labels(order["fulfilment"]["type"]).inc()
         return order
 
+    async def resolve_unanswered(self, order_id: str) -> str:
+        """Before an unpaid order is cancelled: ask the provider what became of a charge whose answer never
+        came back. Taken → the order is confirmed with it (no charge without an order); declined or never
+        taken → the attempt is closed, and the caller may cancel. Returns "paid", "not-charged" or "none"."""
+        order = await self.repo.get_committed(order_id)
+        attempt = (order or {}).get("payment_attempt") or {}
+        if order is None or order["status"] != PENDING_PAYMENT or attempt.get("state") not in ("charging", "unknown"):
+            return "none"
+        charge = await self.payments.find_charge(attempt["id"])
+        if charge is not None and charge.succeeded:
+            metrics.PAYMENTS.labels(self.payments.name, "found_after_lost_answer").inc()
+            try:
+                await self._confirm(order_id, attempt["id"], self._payment_of(charge), "system:payments")
+            except Refusal as refusal:
+                if refusal.code != "order-not-payable":  # refunded as a late payment then: also no loss
+                    raise
+            return "paid"
+        reason = charge.decline_reason if charge is not None else "never reached the provider"
+        await self._failed(order_id, attempt["id"], "declined" if charge is not None else "failed", reason or "declined")
+        return "not-charged"
+
     async def callback(self, body: dict) -> dict:
         """The provider tells an outcome it could not tell at charge time (the signature is checked first)."""
         order_id, attempt_id = body["order_id"], body["attempt_id"]

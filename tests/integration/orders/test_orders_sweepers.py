@@ -153,3 +153,34 @@ async def test_a_reservation_that_expires_at_stock_cancels_the_unpaid_order(suit
     assert (await suite.level(JINGAN, TEE))["available"] == before["available"]
     status, problem = await suite.pay(order["id"], member)
     assert status == 409
+
+
+@pytest.mark.parametrize("suite", [{"payment_window_s": 2, "payment_attempt_timeout_s": 1}], indirect=True)
+async def test_a_charge_whose_answer_was_lost_is_found_before_the_order_expires_no_money_without_an_order(suite):
+    """The provider took the money but its answer never came back, and the buyer never retries: the sweeper
+    asks the provider before cancelling, finds the charge and confirms the order. A charge that never
+    happened lets the order expire as usual."""
+    from services.orders.payments.sandbox import CARD_ANSWER_LOST, CARD_TIMEOUT, SandboxProvider
+    from services.orders.usecases import PAYMENT_PROVIDER
+    member = suite.mint.member(LIN)
+    status, lost = await suite.place(PICKUP, member)
+    assert status == 201
+    status, pending = await suite.pay(lost["id"], member, card=CARD_ANSWER_LOST)
+    assert status == 202 and pending["status"] == "pending_payment"
+    status, never = await suite.place(PICKUP, member)
+    status, _ = await suite.pay(never["id"], member, card=CARD_TIMEOUT)
+    assert status == 202
+
+    async def settled():
+        return {await status_of(suite, lost["id"]), await status_of(suite, never["id"])} == {"confirmed", "cancelled"}
+    await eventually(settled, timeout=30)
+    assert await status_of(suite, lost["id"]) == "confirmed"
+    _, paid = await suite.get(lost["id"], member)
+    provider = suite.apps["orders"][PAYMENT_PROVIDER]
+    attempts = await provider._kept.find({"order_id": lost["id"]}).to_list()
+    assert len(attempts) == 1 and paid["payment"]["payment_id"] == attempts[0]["payment_id"]  # the money taken
+    assert not paid.get("refunds")
+    # The provider side remembers the charge beyond this process: a fresh adapter on its records finds it.
+    fresh = SandboxProvider("another-process")
+    fresh.remember_in(provider._kept)
+    assert (await fresh.find_charge(attempts[0]["_id"])).succeeded
