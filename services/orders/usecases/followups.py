@@ -9,6 +9,7 @@ import asyncio
 from aiohttp import web
 
 from libs.clock import utcnow
+from libs.clients import UpstreamError
 from libs.logging import get_logger
 from services.orders import events as ev
 from services.orders import metrics
@@ -44,6 +45,19 @@ class FollowUps(OrderFlow):
             name, argument = saga.split_action(action)
             try:
                 outcome = await self._perform(order, name, argument)
+            except UpstreamError as exc:
+                if not overtaken(name, exc):
+                    remaining += 1
+                    metrics.SAGA_ACTIONS.labels(name, "failed").inc()
+                    log.warning("orders.action_failed", order_id=order_id, action=action, error=str(exc)[:300])
+                    continue
+                # A release got there first (the order was cancelled while this commit waited): the answer
+                # is final, retrying cannot change it. The action is done; a person is told.
+                log.error("orders.action_overtaken_by_release", order_id=order_id, action=action,
+                          problem=exc.problem_type)
+                await self._finish(order_id, action, name, argument, None)
+                metrics.SAGA_ACTIONS.labels(name, "overtaken").inc()
+                continue
             except Exception as exc:
                 remaining += 1
                 metrics.SAGA_ACTIONS.labels(name, "failed").inc()
@@ -121,3 +135,11 @@ def _refund_events(order: dict, refund: dict | None) -> list:
 
 
 FOLLOW_UPS = web.AppKey("orders.follow_ups", FollowUps)
+
+
+OVERTAKEN = {saga.BENEFITS_COMMIT: {"hold-released"}, saga.STOCK_COMMIT: {"reservation-released"}}
+
+
+def overtaken(action: str, exc: UpstreamError) -> bool:
+    """A commit refused because the thing it commits was released meanwhile: a definite, final answer."""
+    return exc.status == 409 and exc.problem_type in OVERTAKEN.get(action, set())

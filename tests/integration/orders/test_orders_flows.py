@@ -431,3 +431,29 @@ async def test_a_qr_scanned_in_the_session_wins_over_the_binding(suite):
     assert status == 201 and order["attribution"]["staff_id"] == "stf_jingan_01"  # the binding, then
     status, problem = await suite.place(pickup_order(attribution={"staff_id": "stf_my_friend"}), member)
     assert status == 422  # nobody names an assistant to credit by hand
+
+
+async def test_a_commit_overtaken_by_a_release_resolves_instead_of_failing_forever(suite):
+    """Membership released the order's hold first (a compensation that overtook the payment): the commit
+    after payment gets a final 409 `hold-released`. The follow-up is settled, not retried on every sweep."""
+
+    from services.orders.metrics import SAGA_ACTIONS
+    from services.orders.usecases import ORDERS
+    member = suite.mint.member(LIN)
+    status, order = await suite.place({"channel": "app", "lines": [{"sku_id": TEE, "qty": 1}],
+                                       "fulfilment": {"type": "pickup", "location_id": JINGAN}, "points": 100}, member)
+    assert status == 201, order
+    status, released, _ = await suite.call("POST", f"/members/internal/checkout-holds/{order['id']}/release",
+                                           suite.mint.service("orders"), service="membership")
+    assert status == 200, released
+    overtaken = SAGA_ACTIONS.labels("benefits.commit", "overtaken")
+    before = overtaken._value.get()
+    status, paid = await suite.pay(order["id"], member)
+    assert status == 200 and paid["status"] == "confirmed"
+    orders = suite.apps["orders"][ORDERS].mongo.db["orders"]
+
+    async def settled():
+        doc = await orders.find_one({"_id": order["id"]})
+        return not [a for a in doc.get("pending_actions", []) if a.startswith("benefits.commit")]
+    await eventually(settled, timeout=20)
+    assert overtaken._value.get() == before + 1
