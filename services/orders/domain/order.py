@@ -75,6 +75,16 @@ def reject(order: dict, reason: str, now: datetime) -> Change:
     return Change(actions=actions)
 
 
+def undo_late_steps(order: dict, done: list[str]) -> Change | None:
+    """The order was rejected while its checkout was still running (the sweeper took the checkout for
+    dead): what this checkout did after the rejection's compensations ran is undone as well."""
+    wanted = [a for a in saga.compensations(done) if a not in order["pending_actions"]]
+    if not wanted:
+        return None
+    order["pending_actions"] = [*order["pending_actions"], *wanted]
+    return Change(actions=wanted)
+
+
 def _started_ms(attempt: dict) -> int:
     return epoch_ms(datetime.fromisoformat(attempt["started_at"].replace("Z", "+00:00")))
 

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from libs.clients import UpstreamError
 from libs.clock import utcnow
+from libs.idempotency import PROCESS_OWNER
 from libs.ids import new_id
 from libs.logging import get_logger
 from libs.principal import Principal
@@ -21,7 +22,7 @@ from services.orders import metrics
 from services.orders.domain import order as domain
 from services.orders.domain import saga
 from services.orders.domain.access import is_staff
-from services.orders.domain.lifecycle import OrderError
+from services.orders.domain.lifecycle import PENDING, OrderError
 from services.orders.domain.pricing import apply_discounts, price_lines
 from services.orders.usecases.base import OrderFlow, actor_of, passed_on
 from services.orders.views import public_order
@@ -82,7 +83,10 @@ class Checkout(OrderFlow):
         order["saga"] = {"steps": planned, "started": planned}
         order["totals"] = apply_discounts(lines, 0, 0)[1]
         reservation = await self._reserve(order)
+        await self._still_running(order["_id"], [saga.RESERVE_STOCK])
         benefits = await self._hold_benefits(order) if saga.HOLD_BENEFITS in planned else None
+        if benefits is not None:
+            await self._still_running(order["_id"], [saga.RESERVE_STOCK, saga.HOLD_BENEFITS])
         try:
             priced, totals = apply_discounts(lines, int((benefits or {}).get("coupon_discount", 0)),
                                              int((benefits or {}).get("points_discount", 0)))
@@ -117,6 +121,8 @@ class Checkout(OrderFlow):
         demand = demand_of(kind, fulfilment.get("location_id"), lines)
         async with self._reservation_gate:
             self._answer_recent_sold_out(demand)
+            # The process running this checkout; the sweeper leaves it alone while this process is alive.
+            order["checkout_owner"] = PROCESS_OWNER
             await self.mongo.transaction(lambda s: self.repo.add(order, s))
             return await self._saga_step(order["_id"], [], demand=demand, call=lambda: self.upstreams.reserve(
                 order["_id"], kind, [{"sku_id": l["sku_id"], "qty": l["qty"]} for l in lines],
@@ -249,6 +255,16 @@ class Checkout(OrderFlow):
             current = saga.RESERVE_STOCK if not done_before else saga.HOLD_BENEFITS
             await self._reject(order_id, problem.type, [*done_before, current])
             raise
+
+    async def _still_running(self, order_id: str, done: list[str]) -> None:
+        """After each step: if the order was rejected meanwhile, undo what this checkout did and stop."""
+        current = await self.repo.get_committed(order_id)
+        if current is not None and current["status"] == PENDING:
+            return
+        await self.mutate(order_id, lambda o: domain.undo_late_steps(o, done))
+        metrics.CHECKOUTS_REJECTED.labels("overtaken").inc()
+        raise OrderError("checkout-rejected", "this checkout took too long and was cancelled; nothing is held "
+                                              "or charged, please order again", kind=CONFLICT)
 
     async def _reject(self, order_id: str, reason: str, started: list[str]) -> None:
         def change(order):

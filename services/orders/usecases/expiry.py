@@ -6,6 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from libs.clock import to_ms, utcnow
+from libs.idempotency import owner_is_dead
 from libs.ids import new_id
 from libs.logging import get_logger
 from libs.refusal import Refusal
@@ -44,7 +45,10 @@ class Expiry(OrderFlow):
                 done["auto_completed"] += 1
         stuck_ms = now_ms - self.settings.stuck_checkout_after_s * 1000
         for order_id in await self.repo.find_ids({"status": PENDING, "created_at_ms": {"$lt": stuck_ms}}):
-            # The process that ran this checkout died mid-saga: undo every planned step.
+            # Only when the process that ran this checkout is known dead (a slow live one finishes its
+            # own saga): undo every planned step.
+            if not await self._checkout_owner_dead(order_id, now_ms):
+                continue
             if await self._try(order_id, lambda o: domain.reject(o, "checkout interrupted", utcnow())):
                 done["stuck_rejected"] += 1
         waiting = await self.repo.find_ids({"has_pending_actions": True})
@@ -53,6 +57,15 @@ class Expiry(OrderFlow):
             await self.followups.run_actions(order_id)
             done["actions_retried"] += 1
         return done
+
+    async def _checkout_owner_dead(self, order_id: str, now_ms: int) -> bool:
+        order = await self.repo.get_committed(order_id)
+        if order is None:
+            return False
+        if not order.get("checkout_owner"):
+            return True  # recorded before checkouts named their process: its age alone decides
+        return await owner_is_dead(self.mongo, {"owner": order.get("checkout_owner"),
+                                                "claimed_ms": order.get("created_at_ms")}, now_ms)
 
     async def _charge_went_through(self, order_id: str) -> bool:
         """An attempt whose answer was lost may have taken the money: never cancel before asking."""

@@ -184,3 +184,59 @@ async def test_a_charge_whose_answer_was_lost_is_found_before_the_order_expires_
     fresh = SandboxProvider("another-process")
     fresh.remember_in(provider._kept)
     assert (await fresh.find_charge(attempts[0]["_id"])).succeeded
+
+
+def _pending_checkout(order_id: str, owner: str | None):
+    from datetime import UTC, datetime, timedelta
+
+    from services.orders.domain import order as domain, saga
+    doc = domain.new_order(order_id, member_id=LIN, channel="app", fulfilment={"type": "pickup", "location_id": JINGAN},
+                           lines=[], requested_lines=[], coupon_codes=[], points=0, attribution={},
+                           created_by=f"member:{LIN}", now=datetime.now(UTC) - timedelta(minutes=10))
+    doc["saga"] = {"steps": [saga.RESERVE_STOCK], "started": [saga.RESERVE_STOCK]}
+    if owner:
+        doc["checkout_owner"] = owner
+    return doc
+
+
+@pytest.mark.parametrize("suite", [{"stuck_checkout_after_s": 1, "sweep_interval_s": 3600}], indirect=True)
+async def test_the_sweeper_rejects_a_checkout_only_when_its_process_is_known_dead(suite):
+    from libs.idempotency import PROCESS_OWNER
+    from services.orders.usecases import EXPIRY
+    service, expiry = suite.apps["orders"][ORDERS], suite.apps["orders"][EXPIRY]
+    alive, dead = _pending_checkout("ord_000000000000alive0001", PROCESS_OWNER), \
+        _pending_checkout("ord_000000000000dead00001", "host:9:gone")
+    for doc in (alive, dead):
+        await service.mongo.transaction(lambda s, d=doc: service.repo.add(d, s))
+    done = await expiry.sweep()
+    assert done["stuck_rejected"] == 1
+    assert await service.status_of(dead["_id"]) == "rejected"
+    assert await service.status_of(alive["_id"]) == "pending"  # slow, not dead: it finishes its own saga
+
+
+@pytest.mark.parametrize("suite", [{"stuck_checkout_after_s": 1, "sweep_interval_s": 3600}], indirect=True)
+async def test_a_live_checkout_rejected_meanwhile_undoes_its_late_reservation(suite):
+    """Release before reserve: the checkout was rejected and its release ran (nothing was held yet); then
+    its reservation landed. The checkout sees the rejection after the step and gives the stock back."""
+    from services.orders.domain import saga
+    from services.orders.domain.lifecycle import OrderError
+    from services.orders.usecases import CHECKOUT, EXPIRY
+    service, expiry, checkout = suite.apps["orders"][ORDERS], suite.apps["orders"][EXPIRY], suite.apps["orders"][CHECKOUT]
+    before = await suite.level(JINGAN, TEE)
+    doc = _pending_checkout("ord_000000000000late00001", "host:9:gone")
+    await service.mongo.transaction(lambda s: service.repo.add(doc, s))
+    await expiry.sweep()  # rejected; its stock release finds nothing to release yet
+    await eventually(lambda: service.repo.get_committed(doc["_id"]))
+    assert await service.status_of(doc["_id"]) == "rejected"
+    try:  # the late reserve (stock may already refuse it for a released order id: then nothing is held)
+        await service.upstreams.reserve(doc["_id"], "pickup", [{"sku_id": TEE, "qty": 2}], location_id=JINGAN,
+                                        destination=None, ttl_s=3600)
+    except Exception:
+        pass
+    with pytest.raises(OrderError) as refused:
+        await checkout._still_running(doc["_id"], [saga.RESERVE_STOCK])
+    assert refused.value.code == "checkout-rejected"
+
+    async def given_back():
+        return (await suite.level(JINGAN, TEE))["available"] == before["available"]
+    await eventually(given_back, timeout=20)
