@@ -299,6 +299,15 @@ def business() -> Board:
     b.graph("Reserve p95 by mode", (f"histogram_quantile(0.95, sum by (mode, le) (rate("
                                     f"o2o_stock_reserve_duration_seconds_bucket[{RATE}])))", "{{mode}}"), unit="s",
             width=24)
+    b.graph("Reservations / min by path", (f"sum by (path) (rate(o2o_stock_reserve_path_total[{RATE}])) * 60",
+                                           "{{path}}"), width=12,
+            description="fast = one guarded $inc on the level, no transaction; memo = sold out refused from memory; "
+                        "transactional = splits and requests inside an Idempotency-Key unit of work.")
+    b.graph("Reservation drift repaired",
+            (f"sum by (kind) (increase(o2o_stock_reservation_drift_total[{RATE}]))", "repaired {{kind}}"),
+            ("max(o2o_stock_reservation_drift_levels)", "levels out of line (last run)"), width=12,
+            description="The reconciliation job proves reserved = open reservations per level (alert "
+                        "StockReservationDrift).")
     b.row("Members, points and coupons")
     b.graph("Members registered / h by source", (f"sum by (source) (rate(o2o_membership_members_registered_total"
                                                  f"[{RATE}])) * 3600", "{{source}}"), width=8)
