@@ -183,3 +183,19 @@ async def test_reconciliation_leaves_a_level_the_fast_path_just_held(stock_api):
     report = await stock_api.app[RECONCILIATION].run()
     assert report["found"] == 0 and report["deferred"] == 1
     assert (await stock_api.level(store, SKU))["reserved"] == 2
+
+
+async def test_the_fast_path_publishes_level_low_once_when_available_crosses_the_reorder_point(stock_api,
+                                                                                               event_tap):
+    await event_tap.start("stock.level_low")
+    store = await hot_store(stock_api, 6)  # default reorder point 2
+    results = await asyncio.gather(*(stock_api.reserve(pickup(store, oid())) for _ in range(6)))
+    assert [status for status, _ in results] == [201] * 6
+    await eventually(lambda: event_tap.of("stock.level_low", location_id=store), timeout=20)
+    low = event_tap.of("stock.level_low", location_id=store)
+    assert len(low) == 1 and low[0]["data"]["available"] == 1
+    async def nothing_pending() -> bool:
+        return await stock_api.db["levels"].count_documents({"outbox_pending": True}) == 0
+
+    await eventually(nothing_pending, timeout=20)
+    assert len(event_tap.of("stock.level_low", location_id=store)) == 1
