@@ -5,7 +5,7 @@ import uuid
 
 from prometheus_client import REGISTRY
 
-from services.stock.usecases import RECONCILIATION
+from services.stock.usecases import RECONCILIATION, RESERVATIONS
 from tests.support import eventually
 
 SKU = "sku_flash_hoodie"
@@ -199,3 +199,17 @@ async def test_the_fast_path_publishes_level_low_once_when_available_crosses_the
 
     await eventually(nothing_pending, timeout=20)
     assert len(event_tap.of("stock.level_low", location_id=store)) == 1
+
+
+async def test_a_hold_whose_reservation_never_arrived_is_given_back_by_the_reconciliation(stock_api):
+    store = await hot_store(stock_api, 4)
+    assert (await stock_api.reserve(pickup(store, oid())))[0] == 201
+    # The fast path's take, then a crash before the reservation was written (long enough ago: held_at_ms 0).
+    levels = stock_api.app[RESERVATIONS].core.levels
+    assert await levels.take(store, SKU, 2, 0, 0) is not None
+    assert (await stock_api.level(store, SKU))["reserved"] == 3
+    report = await stock_api.app[RECONCILIATION].run()
+    assert [(r["kind"], r["reserved_before"], r["reserved"]) for r in report["repaired"]] == [("over_reserved", 3, 1)]
+    level = await stock_api.level(store, SKU)
+    assert (level["on_hand"], level["reserved"], level["available"]) == (4, 1, 3)
+    assert (await stock_api.reserve(pickup(store, oid(), qty=3)))[0] == 201  # the units are sold again
