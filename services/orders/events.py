@@ -133,6 +133,18 @@ class ReturnLine(_Part):
     refund: int
 
 
+class OrderRejected(IntegrationEvent):
+    """The checkout failed before the order was placed (sold out, coupon taken, a step timed out, or its
+    process died). Stock and membership release whatever they hold for this order id, and keep the release:
+    a reservation or hold for it that arrives later is refused. Nothing was sold, so it carries no lines."""
+    event_type = "orders.order.rejected"
+    order_id: str
+    member_id: str | None
+    channel: str
+    fulfilment: Fulfilment
+    reason: str = Field(description="why, as the problem type of the step that failed (e.g. sold-out)")
+
+
 class ReturnRequested(OrderEvent):
     event_type = "orders.return.requested"
     return_id: str

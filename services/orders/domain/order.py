@@ -72,7 +72,7 @@ def reject(order: dict, reason: str, now: datetime) -> Change:
     transition(order, REJECTED, "system:checkout", now, note=reason)
     actions = saga.compensations(order["saga"]["started"])
     order["pending_actions"] = [*order["pending_actions"], *actions]
-    return Change(actions=actions)
+    return Change(events=["rejected"], actions=actions)
 
 
 def undo_late_steps(order: dict, done: list[str]) -> Change | None:

@@ -115,6 +115,10 @@ class OrderFlow:
             elif name == "cancelled":
                 refund = sum(r["amount"] for r in order.get("refunds", []) if r["reason"] == "cancel")
                 out.append(ev.OrderCancelled(**fields, reason=order["cancellation"]["reason"], refund_amount=refund))
+            elif name == "rejected":  # nothing was sold: who, where and why, no lines
+                out.append(ev.OrderRejected(order_id=order["_id"], member_id=order.get("member_id"),
+                                            channel=order["channel"], fulfilment=order["fulfilment"],
+                                            reason=order.get("rejection") or "rejected"))
             elif name in ("ready_for_pickup", "return_received"):
                 pass  # recorded by the caller, which alone knows the plain code / the return record
             else:
