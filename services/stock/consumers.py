@@ -16,3 +16,5 @@ async def on_order_cancelled(app: web.Application, envelope: Envelope, _session)
 
 def subscribe(app: web.Application, bus: Bus) -> None:
     bus.on("orders.order.cancelled", partial(on_order_cancelled, app))
+    # A checkout that failed: the same release, and the same tombstone against a reservation arriving late.
+    bus.on("orders.order.rejected", partial(on_order_cancelled, app))

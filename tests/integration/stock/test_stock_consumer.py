@@ -71,3 +71,22 @@ async def test_cancellation_of_an_unknown_or_committed_order_is_handled_without_
     await eventually(both_handled)
     level = await stock_api.level(loc, SKU)
     assert (level["on_hand"], level["reserved"], level["available"]) == (1, 0, 1)
+
+
+async def test_a_rejected_checkout_releases_and_refuses_its_late_reservation(stock_api, publish):
+    """orders.order.rejected arrives before the checkout's own reserve (which timed out at orders and lands
+    late): the release is sticky, the late reserve is refused and holds nothing."""
+    loc = (await stock_api.location(id=f"loc_rj_{uuid.uuid4().hex[:6]}", name="rj", lat=31.2, lng=121.4))["id"]
+    await stock_api.stock_up(loc, SKU, 2)
+    order = f"ord_{uuid.uuid4().hex[:10]}"
+    rejected = {**cancelled(order), "type": "orders.order.rejected",
+                "data": {"order_id": order, "member_id": None, "channel": "app",
+                         "fulfilment": {"type": "pickup", "location_id": loc}, "reason": "upstream-timeout"}}
+    await publish(rejected)
+    inbox = stock_api.db["inbox"]
+    await eventually(lambda: inbox.count_documents({"_id": rejected["id"]}))
+    status, problem = await stock_api.reserve({"order_id": order, "mode": "pickup", "location_id": loc,
+                                               "lines": [{"sku_id": SKU, "qty": 1}]})
+    assert status == 409 and problem["type"].endswith("reservation-released"), problem
+    level = await stock_api.level(loc, SKU)
+    assert (level["on_hand"], level["reserved"], level["available"]) == (2, 0, 2)
