@@ -106,8 +106,8 @@ class PickupCodeReissued(OrderEvent):
 
 class OrderShipped(OrderEvent):
     event_type = "orders.order.shipped"
-    carrier: str
-    tracking_number: str
+    carrier: str = Field(description="the carrier's name as the store entered it (e.g. SF Express)")
+    tracking_number: str = Field(description="the carrier's tracking number, for the shopper's tracking link")
 
 
 class OrderPickedUp(OrderEvent):
