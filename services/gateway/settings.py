@@ -52,6 +52,12 @@ class GatewaySettings(ServiceSettings):
     cors_origins: list[str] = Field(default_factory=list)
     cors_max_age_s: int = 600
 
+    # Garbage collector, tuned once the app has started: `gc_freeze` moves everything built at start-up into
+    # the permanent generation (never scanned again); `gc_gen0_threshold` (0 keeps Python's 700) makes young
+    # collections rarer, since a request's garbage is mostly freed by reference counting.
+    gc_freeze: bool = True
+    gc_gen0_threshold: int = 50_000
+
     # Aggregated OpenAPI: how long the assembled document is reused, and how long a service may take.
     docs_cache_s: float = 30.0
     docs_fetch_timeout_s: float = 3.0
