@@ -78,7 +78,22 @@ def summary(results: dict) -> str:
         g = results["gateway"]
         lines += ["## Gateway (auth + rate limits + metrics on)", ""]
         for key, value in g.items():
-            lines.append(f"- {key}: {value}")
+            if key != "cheap_backend":
+                lines.append(f"- {key}: {value}")
+        cheap = g.get("cheap_backend")
+        if cheap:
+            rate = lambda name: cheap.get(name, {}).get("req_per_s", "-")  # noqa: E731
+            lines += ["", "### Cheap backend (the proxy's own cost)", "",
+                      f"- peak req/s: direct {rate('direct')}, through the gateway {rate('through_gateway')}, "
+                      f"through nginx {rate('through_nginx')}",
+                      f"- **gateway rate vs nginx: {cheap.get('gateway_rate_vs_nginx', cheap.get('nginx'))}** "
+                      f"(target >= 0.5); vs direct: {cheap.get('ratio_vs_direct')}",
+                      f"- gateway CPU per request: {cheap.get('gateway_cpu_ms_per_request')} ms",
+                      f"- **p99 added at half the gateway's peak: gateway "
+                      f"{cheap.get('gateway_p99_added_ms_at_half_load')} ms** (target <= 5), nginx "
+                      f"{cheap.get('nginx_p99_added_ms_at_half_load', '-')} ms"]
+            for name, figures in cheap.get("half_load", {}).items():
+                lines.append(f"  - half load, {name}: {figures}")
         lines.append("")
     if "flash_sale" in results:
         f = results["flash_sale"]
