@@ -52,4 +52,5 @@ def create_app(settings: MembershipSettings | None = None) -> web.Application:
     add_periodic_job(app, "membership-dormant", settings.dormant_job_interval_s, jobs.mark_dormant)
     add_periodic_job(app, "membership-points-expiry", settings.expiry_job_interval_s, jobs.expire_points)
     add_periodic_job(app, "membership-coupon-expiry", settings.expiry_job_interval_s, jobs.expire_coupons)
+    add_periodic_job(app, "membership-hold-expiry", settings.hold_expiry_job_interval_s, jobs.expire_holds)
     return app

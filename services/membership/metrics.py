@@ -11,7 +11,8 @@ MEMBERS_MERGED = Counter("o2o_membership_members_merged_total", "Members merged 
 SCANS = Counter("o2o_membership_qr_scans_total", "QR code scans", ["qr_kind", "outcome"])  # bound|tagged
 POINTS = Counter("o2o_membership_points_total", "Points moved through the ledger", ["reason"])
 COUPONS = Counter("o2o_membership_coupons_total", "Coupon lifecycle transitions", ["transition"])
-HOLDS = Counter("o2o_membership_checkout_holds_total", "Checkout holds", ["outcome"])
+# outcome: held | committed | released | expired | refused-after-release, or the code of another refusal
+HOLDS = Counter("o2o_membership_checkout_holds_total", "Checkout holds by outcome", ["outcome"])
 HOLD_DISCOUNT = Histogram("o2o_membership_checkout_discount_fen", "Discount granted per checkout hold (fen)",
                           buckets=(0, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000))
 TIER_CHANGES = Counter("o2o_membership_tier_changes_total", "Tier changes", ["to_tier"])

@@ -19,6 +19,7 @@ INDEXES = [
     IndexSpec("points_ledger", [("member_id", ASCENDING), ("at_ms", ASCENDING)], name="member_time"),
     IndexSpec("points_ledger", [("order_id", ASCENDING)], name="order"),
     IndexSpec("purchases", [("member_id", ASCENDING), ("at_ms", ASCENDING)], name="member_time"),
+    IndexSpec("checkout_holds", [("state", ASCENDING), ("expires_at_ms", ASCENDING)], name="state_expiry"),
     IndexSpec("qr_codes", [("store_id", ASCENDING)], name="store"),
     IndexSpec("refresh_tokens", [("family_id", ASCENDING)], name="family"),
 ]
@@ -403,6 +404,11 @@ class HoldRepository(Documents):
                                                   {"$set": {"state": to_state, **fields}, "$inc": {"version": 1}},
                                                   session=session)
         return result.modified_count == 1
+
+    async def expired_held(self, now_ms: int, limit: int = 500) -> list[dict]:
+        """Holds still held past their expiry (oldest expiry first)."""
+        return await self.collection.find({"state": "held", "expires_at_ms": {"$lte": now_ms}}).sort(
+            "expires_at_ms", ASCENDING).limit(limit).to_list(limit)
 
 
 class PurchaseRepository(Documents):

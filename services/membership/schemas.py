@@ -190,6 +190,8 @@ class HoldRequest(Strict):
     coupon_codes: list[Id] = Field(default_factory=list, max_length=10)
     points: int = Field(0, ge=0, le=100_000_000)
     lines: list[HoldLine] = Field(min_length=1, max_length=200)
+    ttl_s: int | None = Field(None, ge=1, le=30 * 86400, description="how long the hold lasts unless committed "
+                              "(orders' payment window plus a margin); default MEMBERSHIP_HOLD_TTL_S")
 
 
 class AudienceQuery(Strict):

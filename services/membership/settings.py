@@ -50,6 +50,12 @@ class MembershipSettings(ServiceSettings):
     tier_multipliers: dict[str, float] = Field(default_factory=lambda: {
         "member": 1.0, "silver": 1.2, "gold": 1.5, "platinum": 2.0})
 
+    # Checkout holds: a hold lets go by itself after orders' payment window (15 min) plus a margin, unless the
+    # hold request names its own ttl_s; the sweep releases expired, uncommitted holds.
+    hold_ttl_s: int = 20 * 60
+    hold_max_ttl_s: int = 30 * 86400
+    hold_expiry_job_interval_s: float = 30.0
+
     # Jobs
     dormant_after_days: int = 180
     dormant_job_interval_s: float = 3600.0

@@ -70,12 +70,14 @@ async def create_hold(request: web.Request) -> web.Response:
     body = await parse_body(request, HoldRequest)
     lines = [line.model_dump() for line in body.lines]
     return await once(request, lambda: request.app[CHECKOUT_HOLDS].hold(
-        body.order_id, body.member_id, body.channel, body.coupon_codes, body.points, lines))
+        body.order_id, body.member_id, body.channel, body.coupon_codes, body.points, lines, body.ttl_s))
 
 
 @routes.post("/members/internal/checkout-holds/{order_id}/{step:commit|release}")
 async def settle_hold(request: web.Request) -> web.Response:
-    """The order was paid (commit: coupons redeemed) or cancelled (release: coupons and points back)."""
+    """The order was paid (commit: coupons redeemed) or cancelled (release: coupons and points back).
+
+    A release of an order that holds nothing is sticky: that order's later hold is refused (409 hold-released)."""
     require(request, "service")
     holds, order_id = request.app[CHECKOUT_HOLDS], request.match_info["order_id"]
     step = holds.commit if request.match_info["step"] == "commit" else holds.release

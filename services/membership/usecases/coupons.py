@@ -5,12 +5,14 @@ from datetime import datetime
 from typing import Any
 
 from aiohttp import web
+from pymongo.errors import DuplicateKeyError
 
 from libs.clock import now_ms, rfc3339, to_ms, utcnow
 from libs.ids import new_id
 from libs.mongo import ConcurrencyConflict, refuse_duplicates
 from services.membership import metrics
 from services.membership.domain import coupons as coupon_rules
+from services.membership.domain import holds as hold_rules
 from services.membership.domain import points as points_rules
 from services.membership.domain.errors import INVALID, NOT_FOUND, MembershipError
 from services.membership.events import CouponIssued
@@ -158,27 +160,33 @@ class Coupons(UseCase):
 
 
 class CheckoutHolds(UseCase):
-    """Orders' checkout contract: coupons locked and points reserved for one order, then committed or released."""
+    """Orders' checkout contract: coupons locked and points reserved for one order, then committed or released.
+
+    A release is sticky: releasing an order that holds nothing leaves a tombstone, so a hold that arrives after
+    its release (a timed-out call, a swept checkout) is refused and takes nothing. Holds expire
+    (`expire`, a periodic job) unless committed.
+    """
 
     def __init__(self, *args, points: Points) -> None:
         super().__init__(*args)
         self.points = points
 
     async def hold(self, order_id: str, member_id: str, channel: str, coupon_codes: list[str], points: int,
-                   lines: list[dict[str, Any]]) -> dict[str, Any]:
+                   lines: list[dict[str, Any]], ttl_s: int | None = None) -> dict[str, Any]:
         """Lock the coupons and debit the points for an order; the same order again gets the same answer."""
         codes = list(dict.fromkeys(coupon_codes))
+        expires = hold_rules.expiry_ms(now_ms(), ttl_s, self.settings.hold_ttl_s, self.settings.hold_max_ttl_s)
 
         async def unit(session):
             existing = await self.holds.get(order_id, session)
             if existing is not None:
                 return self._replay(existing, member_id)
-            return await self._new_hold(session, order_id, member_id, channel, codes, points, lines)
+            return await self._new_hold(session, order_id, member_id, channel, codes, points, lines, expires)
 
         try:
             answer = await self.mongo.transaction(unit)
         except MembershipError as refusal:
-            metrics.HOLDS.labels(refusal.code).inc()
+            _count_refusal(refusal)
             raise
         discount = answer["coupon_discount"] + answer["points_discount"]
 
@@ -190,7 +198,7 @@ class CheckoutHolds(UseCase):
         return answer
 
     async def _new_hold(self, session, order_id: str, member_id: str, channel: str, codes: list[str], points: int,
-                        lines: list[dict[str, Any]]) -> dict[str, Any]:
+                        lines: list[dict[str, Any]], expires_at_ms: int) -> dict[str, Any]:
         now = now_ms()
         member = await self.members.get_live(member_id, session)
         if member is None:
@@ -215,46 +223,84 @@ class CheckoutHolds(UseCase):
             await self.points.post(session, member, -points_used, points_rules.HOLD, order_id=order_id, at_ms=now)
         answer = {"order_id": order_id, "member_id": member["_id"], "coupon_discount": coupon_discount,
                   "points_discount": points_discount, "points_used": points_used,
-                  "coupons": [{"code": c, "discount": d} for c, d in applied]}
-        await self.holds.add({"_id": order_id, "member_id": member["_id"], "requested_member_id": member_id,
-                              "state": "held", "coupon_codes": [c for c, _ in applied], "points_used": points_used,
-                              "points_returned": 0, "response": answer, "created_at": utcnow(),
-                              "created_at_ms": now}, session)
+                  "coupons": [{"code": c, "discount": d} for c, d in applied], "expires_at": rfc3339(expires_at_ms)}
+        try:
+            await self.holds.add({"_id": order_id, "member_id": member["_id"], "requested_member_id": member_id,
+                                  "state": hold_rules.HELD, "coupon_codes": [c for c, _ in applied],
+                                  "points_used": points_used, "points_returned": 0, "response": answer,
+                                  "created_at": utcnow(), "created_at_ms": now, "expires_at_ms": expires_at_ms},
+                                 session)
+        except DuplicateKeyError:
+            # Another replica stored this order's hold or release first: run again and answer from what it stored.
+            raise ConcurrencyConflict(f"hold {order_id} stored concurrently") from None
         for _ in applied:
             self.mongo.after_commit(lambda: metrics.COUPONS.labels("locked").inc())
         return answer
 
     @staticmethod
     def _replay(existing: dict, member_id: str) -> dict:
+        hold_rules.check_holdable(existing)
         if member_id not in (existing["member_id"], existing.get("requested_member_id")):
             raise MembershipError("hold-exists", "this order already holds benefits of another member")
         return existing["response"]
 
     async def commit(self, order_id: str) -> dict[str, Any]:
         """The order is paid: its coupons are redeemed for good (points were debited at the hold)."""
-        return await self._settle(order_id, self._commit_in)
+        try:
+            return await self._settle(order_id, self._commit_in)
+        except MembershipError as refusal:
+            _count_refusal(refusal)
+            raise
 
-    async def release(self, order_id: str, missing_ok: bool = False) -> dict[str, Any] | None:
-        """Give an order's coupons and points back (order cancelled, paid or not). Idempotent."""
-        return await self._settle(order_id, self._release_in, missing_ok)
+    async def release(self, order_id: str) -> dict[str, Any]:
+        """Give an order's coupons and points back (order cancelled, paid or not). Idempotent.
 
-    async def _settle(self, order_id: str, step, missing_ok: bool = False) -> dict[str, Any] | None:
+        An order that holds nothing yet gets a tombstone (a released hold of nothing): its later hold is refused,
+        so a release that overtakes its hold (a timed-out call, a swept checkout) still wins."""
+        return await self._settle(order_id, self._release_in, release=True)
+
+    async def expire(self, now: int | None = None) -> int:
+        """Release the holds still held past their expiry, as orders' release would; returns how many."""
+        now = now or now_ms()
+        expired = 0
+        for hold in await self.read(lambda: self.holds.expired_held(now)):
+            async def unit(session, order_id=hold["_id"]):
+                current = await self.holds.get(order_id, session)
+                if current is None or not hold_rules.is_expired(current, now):
+                    return False  # committed or released meanwhile
+                await self._give_back(session, current, hold_rules.BY_EXPIRY)
+                return True
+
+            if await self.mongo.transaction(unit):
+                expired += 1
+        return expired
+
+    async def _settle(self, order_id: str, step, release: bool = False) -> dict[str, Any]:
         """Run `step(session, hold)` on the order's hold in one unit of work."""
         async def unit(session):
             hold = await self.holds.get(order_id, session)
             if hold is None:
-                if missing_ok:
-                    return None
+                if release:
+                    return await self._leave_tombstone(session, order_id)
                 raise MembershipError("hold-not-found", f"no checkout hold for order {order_id}", kind=NOT_FOUND)
             return await step(session, hold)
 
         return await self.mongo.transaction(unit)
 
+    async def _leave_tombstone(self, session, order_id: str) -> dict[str, Any]:
+        try:
+            await self.holds.add(hold_rules.tombstone(order_id, now_ms()), session)
+        except DuplicateKeyError:
+            # The hold was stored concurrently: run again and release it.
+            raise ConcurrencyConflict(f"hold {order_id} stored concurrently") from None
+        self.mongo.after_commit(lambda: metrics.HOLDS.labels("released").inc())
+        return {"order_id": order_id, "state": "released", "coupon_codes": [], "points_returned": 0}
+
     async def _commit_in(self, session, hold: dict) -> dict[str, Any]:
-        if hold["state"] in ("released", "refunded"):
-            raise MembershipError("hold-released", "the hold was released (order cancelled or refunded)")
-        if hold["state"] == "held":
+        hold_rules.check_committable(hold)
+        if hold["state"] == hold_rules.HELD:
             await self._redeem(session, hold)
+            self.mongo.after_commit(lambda: metrics.HOLDS.labels("committed").inc())
         return {"order_id": hold["_id"], "state": "committed", "coupon_codes": hold["coupon_codes"],
                 "points_used": hold["points_used"]}
 
@@ -267,17 +313,19 @@ class CheckoutHolds(UseCase):
                     code, coupon_rules.LOCKED, {"state": coupon_rules.REDEEMED, "redeemed_at_ms": now_ms()}, session):
                 raise ConcurrencyConflict(f"coupon {code} moved under the hold")
             self.mongo.after_commit(lambda: metrics.COUPONS.labels("redeemed").inc())
-        await self.holds.move_state(order_id, "held", "committed", session, committed_at_ms=now_ms())
+        if not await self.holds.move_state(order_id, hold_rules.HELD, hold_rules.COMMITTED, session,
+                                           committed_at_ms=now_ms()):
+            raise ConcurrencyConflict(f"hold {order_id} moved")  # expired or released meanwhile: decide again
 
     async def _release_in(self, session, hold: dict) -> dict[str, Any]:
-        if hold["state"] in ("held", "committed"):
-            await self._give_back(session, hold)
+        if hold["state"] in (hold_rules.HELD, hold_rules.COMMITTED):
+            await self._give_back(session, hold, hold_rules.BY_ORDER)
         return {"order_id": hold["_id"], "state": "released", "coupon_codes": hold["coupon_codes"],
                 "points_returned": hold["points_used"]}
 
-    async def _give_back(self, session, hold: dict) -> None:
+    async def _give_back(self, session, hold: dict, reason: str) -> None:
         order_id = hold["_id"]
-        from_state = coupon_rules.LOCKED if hold["state"] == "held" else coupon_rules.REDEEMED
+        from_state = coupon_rules.LOCKED if hold["state"] == hold_rules.HELD else coupon_rules.REDEEMED
         for code in hold["coupon_codes"]:
             if await self.coupons.move_state(code, from_state, {"state": coupon_rules.ISSUED, "order_id": None},
                                              session):
@@ -286,9 +334,16 @@ class CheckoutHolds(UseCase):
         if back > 0:
             member = await self.members.get_live(hold["member_id"], session)
             await self.points.post(session, member, back, points_rules.RELEASE, order_id=order_id)
-        if not await self.holds.move_state(order_id, hold["state"], "released", session,
-                                           released_at_ms=now_ms(), points_returned=hold["points_used"]):
+        if not await self.holds.move_state(order_id, hold["state"], hold_rules.RELEASED, session,
+                                           released_at_ms=now_ms(), points_returned=hold["points_used"],
+                                           release_reason=reason):
             raise ConcurrencyConflict(f"hold {order_id} moved")
+        outcome = "expired" if reason == hold_rules.BY_EXPIRY else "released"
+        self.mongo.after_commit(lambda: metrics.HOLDS.labels(outcome).inc())
+
+
+def _count_refusal(refusal: MembershipError) -> None:
+    metrics.HOLDS.labels("refused-after-release" if refusal.code == "hold-released" else refusal.code).inc()
 
 
 COUPONS = web.AppKey("coupons", Coupons)

@@ -263,7 +263,7 @@ class Purchases(UseCase):
 
         The release opens its own unit of work, which joins the consumer's."""
         if data.get("order_id"):
-            await self.checkout.release(data["order_id"], missing_ok=True)
+            await self.checkout.release(data["order_id"])
 
     async def _update_stats(self, session, member_id: str, data: dict, paid: int, at_ms: int) -> int:
         stats = await self.members.stats_of(member_id, session) or {"_id": member_id, "order_count": 0, "spend": 0,
