@@ -180,11 +180,11 @@ async def main() -> None:
                 shares = ", ".join(f"{e['account']} {'+' if e['credit'] else '-'}{yuan(e['credit'] or e['debit'])}"
                                    for e in posting["entries"] if e["account"] != "deferred_revenue")
                 note(f"{order_id} {posting['kind']:<8} {shares}")
-        today = time.strftime("%Y-%m-%d", time.gmtime())
+        today = "today"  # the current business day in settlement's time zone (a UTC date is wrong after 16:00 UTC)
         for account in ("store:loc_sh_jingan", "store:" + store, "staff:stf_jingan_01"):
             statement = await admin.call("GET", f"/settlement/statements?account={account}&date={today}&granularity=day")
             for item in statement["items"][:1]:
-                note(f"{account:<24} today's statement ({item['status']}): opening {yuan(item['opening'])}, "
+                note(f"{account:<24} statement of {item['local_date']} ({item['time_zone']}, {item['status']}): opening {yuan(item['opening'])}, "
                      f"+{yuan(item['total_credits'])} -{yuan(item['total_debits'])}, closing {yuan(item['closing'])}, "
                      f"{item['entry_count']} entries")
         look("GET /api/v1/settlement/statements?account=staff:stf_jingan_01&date=" + today + "&granularity=day")

@@ -71,10 +71,15 @@ class NewSplitRule(Strict):
     note: str = Field("", max_length=500)
 
 
+BUSINESS_DAY = ("a local calendar day (YYYY-MM-DD) in the business time zone (SETTLEMENT_BUSINESS_TIME_ZONE, "
+                "Asia/Shanghai by default), not a UTC date: 16:30 UTC on 1 May is 2 May in Shanghai")
+
+
 class StatementQuery(Strict):
     account: str | None = Field(None, max_length=200)
     granularity: Granularity | None = None
-    date: CalendarDate | None = None
+    date: CalendarDate | Literal["today"] | None = Field(None, description=(
+        f"the period containing this day: {BUSINESS_DAY}; `today` is the current business day"))
     cursor: str | None = CURSOR
     limit: int = Field(50, ge=1, le=200)
 
@@ -86,13 +91,13 @@ class PageQuery(BaseModel):
 
 class ClosePeriod(Strict):
     granularity: Granularity
-    date: CalendarDate
+    date: CalendarDate = Field(description=f"the period containing this day: {BUSINESS_DAY}")
     account: str | None = Field(None, max_length=200)
 
 
 class NewPayoutBatch(Strict):
     granularity: Granularity
-    date: CalendarDate
+    date: CalendarDate = Field(description=f"the period containing this day: {BUSINESS_DAY}")
 
 
 class ReconciliationWindow(Strict):
@@ -138,8 +143,10 @@ class StatementSummary(Out):
     account: str
     party: Party
     granularity: Granularity
-    period_start: datetime
-    period_end: datetime
+    period_start: datetime = Field(description="the period's first instant (UTC)")
+    period_end: datetime = Field(description="the instant the period ends (UTC, exclusive)")
+    time_zone: str = Field("Asia/Shanghai", description="the time zone whose calendar the period follows")
+    local_date: CalendarDate | None = Field(None, description="the period's first local day in that zone")
     status: Literal["open", "closed"]
     opening: int = Field(description="fen owed to the party at the start of the period")
     total_credits: int

@@ -52,7 +52,8 @@ class Statement:
         kind, party_id = accounts.party_of(self.account)
         return {"id": self.id, "account": self.account, "party": {"kind": kind, "id": party_id},
                 "granularity": self.period.granularity, "period_start": self.period.start,
-                "period_end": self.period.end, "status": self.status, "opening": self.opening,
+                "period_end": self.period.end, "time_zone": self.period.time_zone,
+                "local_date": self.period.label.isoformat(), "status": self.status, "opening": self.opening,
                 "total_credits": self.total_credits, "total_debits": self.total_debits, "closing": self.closing,
                 "entry_count": len(self.lines)}
 

@@ -14,8 +14,8 @@ from libs.principal import Principal
 from libs.refusal import CONFLICT, INVALID, Refusal
 from services.settlement import metrics
 from services.settlement.domain import accounts
-from services.settlement.domain.periods import (Period, PeriodError, due_for_closing, parse_statement_id,
-                                                period_of, statement_id)
+from services.settlement.domain.periods import (TODAY, Period, PeriodError, due_for_closing, local_day_of,
+                                                parse_statement_id, period_of, statement_id)
 from services.settlement.domain.statements import Statement, build_statement, readable_accounts
 from services.settlement.events import StatementClosed
 from services.settlement.repository import JournalRepository, StatementRepository
@@ -39,10 +39,14 @@ class Statements:
     def __init__(self, mongo: Mongo, outbox: Outbox, settings: SettlementSettings) -> None:
         self.mongo, self.outbox, self.settings = mongo, outbox, settings
         self.journal, self.statements = JournalRepository(mongo), StatementRepository(mongo)
-        self.offset = settings.period_utc_offset_minutes  # statement periods follow the local calendar
+        self.zone = settings.business_time_zone  # statement periods follow the business's local calendar
 
-    def period(self, granularity: str, day: date) -> Period:
-        return period_of(granularity, day, self.offset)
+    def business_day(self, day: date | str) -> date:
+        """A `date` parameter as a local calendar day: `today` is the current business day in the zone."""
+        return local_day_of(utcnow(), self.zone) if day == TODAY else day
+
+    def period(self, granularity: str, day: date | str) -> Period:
+        return period_of(granularity, self.business_day(day), self.zone)
 
     async def compute(self, account: str, period: Period, session=None) -> Statement:
         closed = await self.statements.get(statement_id(account, period), session)
@@ -53,7 +57,7 @@ class Statements:
     # -- reads -----------------------------------------------------------------------------------
     async def one(self, principal: Principal, sid: str) -> Statement:
         """A statement the caller may read (open or closed); anything else is not found."""
-        account, period = parse_statement_id(sid, self.offset)
+        account, period = parse_statement_id(sid, self.zone)
         if not readable(principal, account):
             raise not_found("statement")
 
@@ -107,7 +111,7 @@ class Statements:
         """Close yesterday, last week and last month once they have been over for the grace period. Closing is
         idempotent (statements already frozen are kept), so running it again only adds accounts opened since."""
         grace = timedelta(hours=self.settings.auto_close_grace_hours)
-        for period in due_for_closing(now, grace, self.offset):
+        for period in due_for_closing(now, grace, self.zone):
             _, closed, _ = await self.mongo.transaction(
                 lambda session, period=period: self._close(session, period, None, SCHEDULED_CLOSE))
             if closed:
@@ -145,7 +149,8 @@ class Statements:
                    "total_debits": frozen.total_debits, "closing": frozen.closing, "entry_count": len(frozen.lines)}
         record = {"_id": sid, "account": doc["_id"], "party_kind": kind, "party_id": party_id,
                   "franchisee_id": franchisee_id, "store_id": store_id, "granularity": period.granularity,
-                  "period_start": period.start, "period_end": period.end, "start_ms": period.start_ms,
+                  "period_start": period.start, "period_end": period.end, "time_zone": period.time_zone,
+                  "local_date": period.label.isoformat(), "start_ms": period.start_ms,
                   "end_ms": period.end_ms, **figures, "status": "closed", "closed_at": utcnow(),
                   "closed_by": closed_by}
         with refuse_duplicates("period-closing", "this statement is being closed by another request; read it"):

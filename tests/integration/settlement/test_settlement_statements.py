@@ -156,3 +156,43 @@ async def test_the_scheduled_job_closes_the_ended_periods(mongo_url, bus_namespa
         events = await closed_events.wait_for("settlement.statement.closed", count=len(frozen))
         announced = {event["data"]["statement_id"] for event in events}
         assert announced == frozen
+
+
+async def test_a_business_day_is_the_local_day_on_both_sides_of_16_utc(settlement):
+    """Shanghai's business day turns at 16:00 UTC: a sale a minute before is on that UTC date's statement,
+    a sale a minute after is on the next day's; `date=today` is the current local day, whatever the UTC hour."""
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date()
+    before = datetime(yesterday.year, yesterday.month, yesterday.day, 15, 59, tzinfo=UTC)
+    after = before + timedelta(minutes=2)
+    sales = {}
+    for moment in (before, after):
+        order_id = new_order_id()
+        await settlement.publish("orders.order.completed", franchise_sale(order_id, "loc_sh_lujiazui", "frn_dongfang"),
+                                 occurred_at=moment)
+        await settlement.wait_for_postings(order_id, ["capture", "sale"])
+        sales[moment] = order_id
+    dongfang = settlement.franchisee("frn_dongfang", ["loc_sh_lujiazui"])
+
+    async def orders_on(day: str) -> tuple[dict, set[str]]:
+        status, page = await settlement.get("/settlement/statements", headers=dongfang, date=day, granularity="day")
+        assert status == 200, page
+        summary = next(item for item in page["items"] if item["account"] == "franchisee:frn_dongfang")
+        status, statement = await settlement.get(f"/settlement/statements/{summary['id']}", headers=dongfang)
+        assert status == 200, statement
+        return summary, {entry["order_id"] for entry in statement["entries"]}
+
+    first, on_first = await orders_on(yesterday.isoformat())
+    assert sales[before] in on_first and sales[after] not in on_first
+    assert (first["time_zone"], first["local_date"]) == ("Asia/Shanghai", yesterday.isoformat())
+    assert first["period_start"] == f"{yesterday - timedelta(days=1)}T16:00:00Z"
+    assert first["period_end"] == f"{yesterday}T16:00:00Z"
+    second, on_second = await orders_on((yesterday + timedelta(days=1)).isoformat())
+    assert sales[after] in on_second and sales[before] not in on_second
+
+    # Right now, asked as `today`: the statement of the current local day holds a sale made now.
+    order_id = new_order_id()
+    await settlement.publish("orders.order.completed", franchise_sale(order_id, "loc_sh_lujiazui", "frn_dongfang"))
+    await settlement.wait_for_postings(order_id, ["capture", "sale"])
+    today, on_today = await orders_on("today")
+    assert order_id in on_today
+    assert today["local_date"] == local_day_of(datetime.now(UTC), "Asia/Shanghai").isoformat()

@@ -260,3 +260,15 @@ def test_a_broken_provider_file_is_refused_with_its_line(text, line):
     with pytest.raises(ReconciliationFileError) as error:
         parse_provider_csv(text)
     assert error.value.line == line
+
+
+def test_the_business_day_of_an_instant_turns_at_local_midnight_not_utc_midnight():
+    from services.settlement.domain.periods import local_day_of
+    assert local_day_of(datetime(2026, 5, 1, 15, 59, 59, tzinfo=UTC), "Asia/Shanghai") == date(2026, 5, 1)
+    assert local_day_of(datetime(2026, 5, 1, 16, 0, tzinfo=UTC), "Asia/Shanghai") == date(2026, 5, 2)
+    day = period_of("day", date(2026, 5, 2), "Asia/Shanghai")
+    assert (day.start, day.end, day.time_zone) == (datetime(2026, 5, 1, 16, tzinfo=UTC),
+                                                   datetime(2026, 5, 2, 16, tzinfo=UTC), "Asia/Shanghai")
+    # A zone with daylight saving: a local day there can be 23 hours long.
+    spring = period_of("day", date(2026, 3, 29), "Europe/Berlin")
+    assert spring.end - spring.start == timedelta(hours=23)
