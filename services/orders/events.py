@@ -97,6 +97,8 @@ class OrderReadyForPickup(OrderEvent):
     """Carries the pickup code so notifications can send it; the order itself keeps only a hash."""
     event_type = "orders.order.ready_for_pickup"
     pickup_code: str
+    collect_by: str | None = Field(None, description="collect before this instant (UTC, RFC 3339), else the order "
+                                                     "is cancelled and refunded")
 
 
 class PickupCodeReissued(OrderEvent):

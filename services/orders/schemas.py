@@ -207,7 +207,9 @@ class OrderView(BaseModel):
     attribution: Attribution
     payment: Payment | None
     payment_attempt: PaymentAttemptOut | None
-    expires_at: str | None
+    expires_at: str | None = Field(description="the payment deadline (UTC), while the order awaits payment")
+    collect_by: str | None = Field(None, description="a pickup order ready at the store: collect it before this "
+                                                     "instant (UTC), else it is cancelled and refunded")
     created_at: str | None
     updated_at: str | None
     shipment: ShipmentOut | None

@@ -14,7 +14,9 @@ def public_order(doc: dict) -> dict:
         "points_requested": doc.get("points_requested", doc.get("points", 0)),
         "attribution": doc.get("attribution") or {}, "payment": doc.get("payment"),
         "payment_attempt": {k: v for k, v in (doc.get("payment_attempt") or {}).items() if k != "id"} or None,
-        "expires_at": doc.get("expires_at"), "created_at": doc.get("created_at"), "updated_at": doc.get("updated_at"),
+        # the payment deadline only while payment is awaited; a pickup order then says until when to collect
+        "expires_at": doc.get("expires_at") if doc["status"] in ("pending", "pending_payment") else None,
+        "collect_by": doc.get("collect_by") if doc["status"] == "ready_for_pickup" else None, "created_at": doc.get("created_at"), "updated_at": doc.get("updated_at"),
         "shipment": doc.get("shipment"), "cancellation": doc.get("cancellation"), "rejection": doc.get("rejection"),
         "pickup": ({"failed_attempts": pickup_state.get("failed_attempts", 0), "locked": pickup_state.get("locked", False)}
                    if pickup_state else None),

@@ -1,13 +1,17 @@
 """Numbers a client can trust, through the gateway: line discounts only on the lines a coupon applies to,
-the points an order really redeemed, and a refusal that quotes what the shopper asked for.
+the points an order really redeemed, a refusal that quotes what the shopper asked for, and the collect-by
+instant of a pickup order (on the order and in the message).
 
 Prices of the demo catalogue: the classic tee (M) 9,900 fen, the slim jeans (30) 29,900 fen.
 """
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from tests.e2e.client import Api, new_phone
+from tests.support import eventually
 
 TEE_M = "sku_tee_classic_whi_m"
 JEANS_30 = "sku_jeans_slim_ind_30"
@@ -69,3 +73,28 @@ async def test_the_order_shows_the_points_it_redeemed_and_the_refusal_quotes_the
     assert "20000 points were asked for" in refused.body["detail"] and "4950" in refused.body["detail"]
     assert "balance is 1000" in refused.body["detail"]
     assert (await poor.ok("GET", "/members/me/points"))["balance"] == 1_000
+
+
+async def test_a_ready_pickup_order_says_until_when_to_collect_and_the_message_says_it_too(http, api):
+    anonymous = Api(http, api)
+    member, _ = await _new_member(anonymous)
+    staff = await anonymous.staff_login("jingan.staff", "jingan-staff-pass")
+    order = await member.ok("POST", "/orders", {
+        "channel": "app", "lines": [{"sku_id": TEE_M, "qty": 1}],
+        "fulfilment": {"type": "pickup", "location_id": JINGAN}, "coupon_codes": [], "points": 0})
+    assert order["expires_at"] is not None and order["collect_by"] is None  # the payment deadline, for now
+    await member.ok("POST", f"/orders/{order['id']}/pay", {"card_number": "4242424242424242"})
+    ready = await staff.ok("POST", f"/orders/{order['id']}/ready-for-pickup", {})
+    assert ready["expires_at"] is None
+    ready_at = datetime.fromisoformat(next(t["at"] for t in ready["timeline"] if t["status"] == "ready_for_pickup")
+                                      .replace("Z", "+00:00"))
+    collect_by = datetime.fromisoformat(ready["collect_by"].replace("Z", "+00:00"))
+    assert abs(collect_by - (ready_at + timedelta(days=3))) < timedelta(seconds=1)  # the demo's 3-day window
+    assert (await member.ok("GET", f"/orders/{order['id']}"))["collect_by"] == ready["collect_by"]
+
+    async def message():
+        reply = await member.get("/notifications/deliveries?type=orders.order.ready_for_pickup")
+        return next((d["body"] for d in reply.body.get("items", []) if order["id"] in (d.get("body") or "")), None)
+    body = await eventually(message, timeout=60)
+    local = collect_by.astimezone(ZoneInfo("Asia/Shanghai"))
+    assert f"{local.month}月{local.day}日 {local:%H:%M} 前凭码取货" in body

@@ -2,16 +2,19 @@
 
 Templates are Jinja2 rendered in `SandboxedEnvironment`, so an admin-edited template cannot reach Python
 internals (attribute access to `__class__`, `mro`, ... raises SecurityError). The context is the event's
-`data` (also spread at top level), `event` (id, type, occurred_at) and `recipient` (name, locale).
+`data` (also spread at top level), `event` (id, type, occurred_at) and `recipient` (name, locale,
+time_zone). Filters: `yuan` (fen as ¥12.34) and `local_time` (an instant in the recipient's zone and words).
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pathlib import Path
 from typing import Any
 
-from jinja2 import TemplateError, Undefined
+from jinja2 import TemplateError, Undefined, pass_context
 from jinja2.sandbox import SandboxedEnvironment
 
 from libs.refusal import INVALID, Refusal
@@ -41,9 +44,29 @@ def yuan(fen: Any) -> str:
     return f"{sign}¥{value // 100}.{value % 100:02d}"
 
 
+DEFAULT_TIME_ZONE = "Asia/Shanghai"
+
+
+@pass_context
+def local_time(context, instant: Any) -> str:
+    """An RFC 3339 instant as people read it: in the recipient's time zone and words (zh-CN or en)."""
+    try:
+        moment = datetime.fromisoformat(str(instant).replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        recipient = context.get("recipient") or {}
+        local = moment.astimezone(ZoneInfo(recipient.get("time_zone") or DEFAULT_TIME_ZONE))
+    except (ValueError, TypeError, ZoneInfoNotFoundError):
+        return str(instant)
+    if str(recipient.get("locale", "")).startswith("zh"):
+        return f"{local.month}月{local.day}日 {local:%H:%M}"
+    return f"{local.day} {local:%b} {local:%H:%M}"
+
+
 def _environment() -> SandboxedEnvironment:
     env = SandboxedEnvironment(autoescape=False, undefined=Undefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["yuan"] = yuan
+    env.filters["local_time"] = local_time
     return env
 
 
@@ -80,10 +103,10 @@ def render(subject: str, body: str, context: dict[str, Any]) -> Rendered:
 
 
 def context_for(event_type: str, event_id: str, occurred_at: str, data: dict[str, Any],
-                recipient_name: str | None, locale: str) -> dict[str, Any]:
+                recipient_name: str | None, locale: str, time_zone: str = DEFAULT_TIME_ZONE) -> dict[str, Any]:
     # Event fields first, then the names the templates rely on, so an event cannot shadow them.
     return {**data, "data": data, "event": {"id": event_id, "type": event_type, "occurred_at": occurred_at},
-            "recipient": {"name": recipient_name or "", "locale": locale}}
+            "recipient": {"name": recipient_name or "", "locale": locale, "time_zone": time_zone}}
 
 
 # (template type, channel) -> locale -> (subject, body). Short texts for sms/push/wechat, fuller for email.

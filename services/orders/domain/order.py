@@ -7,7 +7,7 @@ with the events in one transaction.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from libs.refusal import INVALID, NOT_FOUND
 from services.orders.domain import saga
@@ -176,9 +176,12 @@ def ship(order: dict, carrier: str, tracking_number: str, actor: str, now: datet
     return Change(events=["shipped"], actions=actions)
 
 
-def ready_for_pickup(order: dict, actor: str, now: datetime) -> Change:
+def ready_for_pickup(order: dict, actor: str, now: datetime, collect_within: timedelta) -> Change:
+    """The goods wait at the store until `collect_by`; after that the order is cancelled and refunded."""
     transition(order, READY_FOR_PICKUP, actor, now)
     order["ready_at_ms"] = epoch_ms(now)
+    order["collect_by"] = rfc3339(now + collect_within)
+    order["collect_by_ms"] = epoch_ms(now + collect_within)
     return Change(events=["ready_for_pickup"])
 
 

@@ -35,8 +35,9 @@ class Expiry(OrderFlow):
                                          skip_charging_ms=self.settings.payment_attempt_timeout_s * 1000):
                 done["expired"] += 1
         uncollected_ms = now_ms - self.settings.uncollected_after_s * 1000
-        for order_id in await self.repo.find_ids({"status": READY_FOR_PICKUP,
-                                                  "status_changed_at_ms": {"$lt": uncollected_ms}}):
+        for order_id in await self.repo.find_ids({"status": READY_FOR_PICKUP, "$or": [
+                {"collect_by_ms": {"$lt": now_ms}},
+                {"collect_by_ms": {"$exists": False}, "status_changed_at_ms": {"$lt": uncollected_ms}}]}):
             if await self._system_cancel(order_id, "not collected in time", "uncollected"):
                 done["uncollected"] += 1
         complete_ms = now_ms - self.settings.auto_complete_after_s * 1000

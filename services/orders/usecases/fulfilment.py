@@ -3,7 +3,7 @@ wrong code counts; too many lock the order until a manager resets it), shipping,
 before any of that."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from aiohttp import web
 
@@ -45,12 +45,13 @@ class Fulfilment(OrderFlow):
 
         def change(order):
             self.guard(principal, order, works_at_order_store)
-            result = domain.ready_for_pickup(order, actor_of(principal), utcnow())
+            result = domain.ready_for_pickup(order, actor_of(principal), utcnow(),
+                                             timedelta(seconds=self.settings.uncollected_after_s))
             pickup.issue(order, self.settings.pickup_code_secret, code)
             return result
 
         order, _ = await self.mutate(order_id, change, extra_events=lambda o, r: [
-            ev.OrderReadyForPickup(**ev.order_fields(o), pickup_code=code)])
+            ev.OrderReadyForPickup(**ev.order_fields(o), pickup_code=code, collect_by=o["collect_by"])])
         return order, code
 
     async def reset_pickup_code(self, principal: Principal, order_id: str) -> tuple[dict, str]:

@@ -92,3 +92,14 @@ def test_signature_accepts_any_of_several_v1_values_during_rotation():
 ])
 def test_webhook_targets_inside_our_network_are_refused(url, refused):
     assert (private_target(url) is not None) is refused
+
+
+def test_the_pickup_message_says_until_when_to_collect_in_local_time():
+    data = {"order_id": "ord_1", "pickup_code": "123456", "collect_by": "2026-03-05T13:30:00Z"}
+    zh = render(*default_for("orders.order.ready_for_pickup", "sms", "zh-CN"), ctx(data))
+    en = render(*default_for("orders.order.ready_for_pickup", "sms", "en"), ctx(data, "en"))
+    assert "3月5日 21:30 前" in zh.body  # 13:30 UTC is 21:30 in Shanghai
+    assert "collect it by 5 Mar 21:30" in en.body
+    without = render(*default_for("orders.order.ready_for_pickup", "sms", "en"), ctx({"order_id": "ord_1",
+                                                                                       "pickup_code": "1"}, "en"))
+    assert "collect it by" not in without.body

@@ -158,7 +158,8 @@ def test_an_expired_order_cannot_be_paid():
 def test_partial_returns_then_full_return_refunds_everything():
     order = placed("pickup")
     pay(order)
-    domain.ready_for_pickup(order, "staff:s", NOW)
+    domain.ready_for_pickup(order, "staff:s", NOW, timedelta(days=3))
+    assert order["collect_by_ms"] - order["ready_at_ms"] == 3 * 86_400_000
     domain.picked_up(order, "staff:s", NOW)
     assert order["status"] == "completed"
     first = domain.request_return(order, "ret_1", [{"sku_id": "sku_a", "qty": 1}], "too small", "member:mbr_1", NOW)
