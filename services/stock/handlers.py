@@ -63,7 +63,7 @@ async def update_location(request: web.Request) -> web.Response:
 # --- availability and levels -----------------------------------------------------------------
 
 @routes.get("/stock/availability")
-@openapi(summary="Nearest stores that can serve a SKU now", query=AvailabilityQuery, response=AvailabilityOut,
+@openapi(summary="Nearest locations that can serve a SKU now in a mode (as routing would)", query=AvailabilityQuery, response=AvailabilityOut,
          public=True, tags=["stock"])
 async def availability(request: web.Request) -> web.Response:
     query = parse_query(request, AvailabilityQuery)

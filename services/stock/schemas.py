@@ -178,10 +178,13 @@ class LocationPage(BaseModel):
 class AvailabilityItem(BaseModel):
     location_id: str
     name: str
+    kind: Literal["store", "warehouse"] = Field(description="a warehouse appears for ship only")
     distance_m: int
     available: int
     pickup: bool
     ship: bool
+    ship_capacity_left: int | None = Field(None, description="mode=ship: ship orders this location can still "
+                                                             "take today (its local day)")
     opening_hours: str
     open_now: bool | None
 

@@ -6,7 +6,7 @@ from aiohttp import web
 from libs.clock import now_ms
 from libs.pagination import decode_cursor, page_of
 from libs.principal import Principal
-from services.stock.domain.routing import Point, distance_m, is_open, sellable
+from services.stock.domain.routing import Point, distance_m, is_open, sellable, serves_mode
 from services.stock.usecases.core import StockCore, level_view, may_write_at, site_of
 from services.stock.usecases.locations import location_not_found
 
@@ -43,7 +43,8 @@ class Levels:
 
 
 class Availability:
-    """The nearest stores that can serve a SKU now (what an online order may take there)."""
+    """The nearest locations that can serve a SKU now in a mode: the same rules as routing at this moment
+    (a warehouse ships but takes no pickup; a location whose ship capacity for today is used up is left out)."""
 
     def __init__(self, core: StockCore) -> None:
         self.core = core
@@ -52,21 +53,25 @@ class Availability:
         core = self.core
         levels = {doc["location_id"]: doc for doc in await core.levels.for_skus([sku_id], in_stock_only=True)}
         locations = await core.locations.by_ids(sorted(levels))
-        local = core.local_time(now_ms())
+        at = now_ms()
+        local = core.local_time(at)
         local_minutes = local.hour * 60 + local.minute
+        capacity_used = await core.capacity.used_on(core.capacity_day(at)) if mode == "ship" else {}
         items = []
         for doc in locations:
             site = site_of(doc)
-            if not site.active or site.kind != "store" or site.id not in levels:
+            if site.id not in levels or not serves_mode(site, mode):
                 continue
-            if mode == "pickup" and not (site.pickup and site.sell_online):
-                continue
+            capacity_left = max(0, site.daily_capacity - capacity_used.get(site.id, 0)) if mode == "ship" else None
+            if capacity_left == 0:
+                continue  # routing would not send a ship order there today
             can_take = sellable(site, levels[site.id]["available"], mode)
             if can_take <= 0:
                 continue
-            items.append({"location_id": site.id, "name": doc["name"],
+            items.append({"location_id": site.id, "name": doc["name"], "kind": site.kind,
                           "distance_m": distance_m(here, Point(site.lat, site.lng)),
                           "available": can_take, "pickup": site.pickup, "ship": site.ship,
+                          "ship_capacity_left": capacity_left,
                           "opening_hours": doc.get("opening_hours", ""),
                           "open_now": is_open(doc.get("opening_hours", ""), local_minutes)})
         items.sort(key=lambda item: (item["distance_m"], item["location_id"]))

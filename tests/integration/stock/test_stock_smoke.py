@@ -64,3 +64,38 @@ async def test_business_metrics_count_reservations_by_outcome(stock_api):
     assert (await stock_api.reserve({**body, "order_id": f"ord_{uuid.uuid4().hex[:8]}"}))[0] == 409
     after = {o: await counter(o) for o in ("reserved", "rejected", "replayed")}
     assert {o: after[o] - before[o] for o in after} == {"reserved": 1, "rejected": 1, "replayed": 1}
+
+
+async def test_availability_for_ship_agrees_with_routing_warehouses_in_full_stores_out(stock_api):
+    import uuid
+
+    sku = f"sku_ship_{uuid.uuid4().hex[:6]}"
+    warehouse = (await stock_api.location(id=f"loc_wh_{uuid.uuid4().hex[:6]}", name="wh", kind="warehouse",
+                                          capabilities={"pickup": False, "ship": True}, lat=31.40, lng=121.25))["id"]
+    store = (await stock_api.location(id=f"loc_st_{uuid.uuid4().hex[:6]}", name="st", daily_capacity=1,
+                                      lat=31.20, lng=121.44))["id"]
+    await stock_api.stock_up(warehouse, sku, 50)
+    await stock_api.stock_up(store, sku, 5)
+    here = "lat=31.2000&lng=121.4400"
+
+    async def listed(mode: str) -> dict:
+        status, body, _ = await stock_api.call("GET", f"/stock/availability?sku={sku}&{here}&mode={mode}")
+        assert status == 200, body
+        return {item["location_id"]: item for item in body["items"]}
+
+    ship = await listed("ship")
+    assert ship[warehouse]["kind"] == "warehouse" and ship[warehouse]["available"] == 50
+    assert ship[store]["ship_capacity_left"] == 1
+    assert list(ship) == [store, warehouse]  # nearest first
+    assert warehouse not in await listed("pickup")  # nobody collects at a warehouse
+
+    # The store ships one order today: its capacity is used up, so routing sends the next one elsewhere,
+    # and availability says so too.
+    status, reservation = await stock_api.reserve({"order_id": f"ord_{uuid.uuid4().hex[:8]}", "mode": "ship",
+                                                   "lines": [{"sku_id": sku, "qty": 1}],
+                                                   "destination": {"lat": 31.20, "lng": 121.44}})
+    assert status == 201, reservation
+    assert [a["location_id"] for a in reservation["allocations"]] == [store]
+    ship = await listed("ship")
+    assert store not in ship and warehouse in ship
+    assert store in await listed("pickup")  # pickup does not use the ship capacity
