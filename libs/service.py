@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from typing import Any
 
 from aiohttp import web
@@ -82,6 +83,15 @@ def create_service_app(settings: ServiceSettings, *, indexes: Iterable[IndexSpec
     return app
 
 
+_job_period: ContextVar[int | None] = ContextVar("job_period", default=None)
+
+
+def current_job_period() -> int | None:
+    """Inside a periodic job's run: the period it claimed (wall clock // interval). A run may start late, even
+    in the next period, so a job whose effect must happen once per period keys it on this, not on the clock."""
+    return _job_period.get()
+
+
 def add_periodic_job(app: web.Application, name: str, interval_s: float,
                      job: Callable[[web.Application], Awaitable[Any]], *, every_replica: bool = False) -> None:
     """Run `job(app)` every `interval_s` seconds while the app runs (sweepers, schedulers).
@@ -99,11 +109,13 @@ def add_periodic_job(app: web.Application, name: str, interval_s: float,
 
     async def run_once() -> None:
         mongo = app.get(MONGO)
+        period = int(time.time() // interval_s)
         if not every_replica and mongo is not None:
-            if not await claim(mongo, int(time.time() // interval_s)):
+            if not await claim(mongo, period):
                 metrics.JOB_RUNS.labels(name, "skipped").inc()
                 return
         started = time.perf_counter()
+        token = _job_period.set(period)
         try:
             await job(app)
         except asyncio.CancelledError:
@@ -113,6 +125,7 @@ def add_periodic_job(app: web.Application, name: str, interval_s: float,
             log.exception("job.failed", job=name)
             return
         finally:
+            _job_period.reset(token)
             metrics.JOB_DURATION.labels(name).observe(time.perf_counter() - started)
         metrics.JOB_RUNS.labels(name, "ran").inc()
 

@@ -3,13 +3,12 @@ period is run by exactly one replica (the other skips it), and a job marked ever
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 from aiohttp import web
 
 from libs import metrics
-from libs.service import MONGO, add_periodic_job, create_service_app
+from libs.service import MONGO, add_periodic_job, create_service_app, current_job_period
 from libs.settings import ServiceSettings
 from tests.support import running_app, settings_for
 
@@ -24,8 +23,9 @@ def replica(settings: ServiceSettings, job_name: str, replica_id: str) -> web.Ap
     app = create_service_app(settings, indexes=[], routes=[])
 
     async def once_per_period(app: web.Application) -> None:
-        period = int(time.time() // INTERVAL_S)
+        # The period this run claimed (on a busy machine a run can start in the next period, so not the clock).
         # A second run of the same period would break the unique _id: the test would see it as a failure.
+        period = current_job_period()
         await app[MONGO].read_committed(lambda: app[MONGO].db["ran"].insert_one({"_id": period, "by": replica_id}))
 
     async def in_every_replica(app: web.Application) -> None:
