@@ -251,9 +251,13 @@ class Bus:
         self._deliveries.put_nowait(message)
 
     async def _drain(self) -> None:
+        linger = self.settings.bus_batch_linger_ms / 1000
         while True:
             batch = [await self._deliveries.get()]
-            # Whatever arrived while the previous batch was being handled forms the next one: no waiting.
+            # Whatever arrived while the previous batch was being handled forms the next one; a batch that
+            # would start small lingers once, so that a stream of events is handled in fewer units of work.
+            if linger and self._deliveries.qsize() < self.settings.bus_batch_size // 4:
+                await asyncio.sleep(linger)
             while len(batch) < self.settings.bus_batch_size and not self._deliveries.empty():
                 batch.append(self._deliveries.get_nowait())
             try:

@@ -63,6 +63,12 @@ class Outbox:
         self.listeners: list = []
         self.embedded: list[str] = []
         self._groups: dict[str, _GroupInsert] = {}
+        # Where this process recorded events lately (collection name -> records): the relay looks only there
+        # between its polls (another replica's records are found by the poll).
+        self.recorded: dict[str, int] = {}
+
+    def _note(self, collection: str) -> None:
+        self.recorded[collection] = self.recorded.get(collection, 0) + 1
 
     def envelope(self, event: IntegrationEvent, subject: str) -> Envelope:
         correlation_id, causation_id = current_correlation()
@@ -75,6 +81,7 @@ class Outbox:
             "_id": ObjectId(), "event_id": envelope.id, "type": envelope.type, "state": PENDING,
             "envelope": envelope.model_dump(mode="json"), "recorded_at": envelope.occurred_at, "attempts": 0,
         }, session=session)
+        self._note("outbox")
         for listener in self.listeners:
             self.mongo.after_commit(listener)
         return envelope
@@ -102,6 +109,7 @@ class Outbox:
         for key, value in fields.items():
             if key.startswith(EMBEDDED + "."):
                 stored[EMBEDDED][key.split(".", 1)[1]] = value
+        self._note(collection)
         session = self.mongo.current_session()
         if session is not None:  # inside a unit of work: part of it
             await self.mongo.db[collection].insert_one(stored, session=session)
@@ -121,6 +129,7 @@ class Outbox:
         fields, count = self.embedding(events)
         merged = {**update}
         if fields:
+            self._note(collection)
             merged["$set"] = {**update.get("$set", {}), **fields}
             merged["$inc"] = {**update.get("$inc", {}), EMBEDDED_SEQ: count}
         session = self.mongo.current_session()
@@ -216,6 +225,9 @@ class OutboxRelay:
         self._stopping = False
         self.outbox = outbox
         outbox.listeners.append(self._wake.set)
+        # collection -> (local record count, monotonic time) when a scan of it last came back empty: until this
+        # process records there again or a poll interval passes, scanning it again would find nothing new.
+        self._empty_at: dict[str, tuple[int, float]] = {}
 
     def wake(self) -> None:
         self._wake.set()
@@ -279,15 +291,31 @@ class OutboxRelay:
             await asyncio.sleep(LEASE_SECONDS / 3)
             await self._hold_lease(force=True)
 
+    def _worth_scanning(self, collection: str) -> bool:
+        seen = self._empty_at.get(collection)
+        if seen is None:
+            return True
+        count, at = seen
+        return self.outbox.recorded.get(collection, 0) != count or time.monotonic() - at >= self.poll_interval
+
+    def _scanned(self, collection: str, found: int) -> None:
+        if found:
+            self._empty_at.pop(collection, None)
+        else:
+            self._empty_at[collection] = (self.outbox.recorded.get(collection, 0), time.monotonic())
+
     async def publish_pending(self) -> int:
         """Publish a batch of pending events in recording order, then mark the confirmed ones sent.
 
         The batch is pipelined on one confirming channel (frames keep their order); only the prefix
         confirmed before the first failure is marked, so order is kept and nothing is marked unpublished.
         """
+        if not self._worth_scanning("outbox"):
+            return 0
         outbox = self.mongo.db["outbox"]
         pending = await self.mongo.read_committed(
             lambda: outbox.find({"state": PENDING}).sort("_id", ASCENDING).limit(self.batch).to_list())
+        self._scanned("outbox", len(pending))
         metrics.OUTBOX_BACKLOG.labels(self.service).set(len(pending))
         if not pending:
             return 0
@@ -324,8 +352,11 @@ class OutboxRelay:
             return 0
         entries = []  # (ordinal, collection, doc id, seq seen, event id, envelope document)
         for name in self.outbox.embedded:
+            if not self._worth_scanning(name):
+                continue
             docs = await self.mongo.read_committed(lambda c=name: self.mongo.db[c].find(
                 {EMBEDDED_PENDING: True}, {EMBEDDED: 1, EMBEDDED_SEQ: 1}).limit(self.batch).to_list())
+            self._scanned(name, len(docs))
             for doc in docs:
                 for event_id, entry in (doc.get(EMBEDDED) or {}).items():
                     entries.append((entry["at_ns"], name, doc["_id"], doc.get(EMBEDDED_SEQ), event_id, entry["envelope"]))
@@ -345,14 +376,20 @@ class OutboxRelay:
         for _, name, doc_id, seq, event_id, _ in done:
             by_doc.setdefault((name, doc_id), (seq, []))[1].append(event_id)
         clears: dict[str, list[UpdateOne]] = {}
+        unsets: dict[str, list[UpdateOne]] = {}
         for (name, doc_id), (seq, event_ids) in by_doc.items():
             unset = {f"{EMBEDDED}.{event_id}": "" for event_id in event_ids}
             # Not pending any more unless the document took a new event meanwhile (its outbox_seq moved).
-            clears.setdefault(name, []).extend([
-                UpdateOne({"_id": doc_id, EMBEDDED_SEQ: seq}, {"$unset": unset, "$set": {EMBEDDED_PENDING: False}}),
-                UpdateOne({"_id": doc_id}, {"$unset": unset})])
+            clears.setdefault(name, []).append(
+                UpdateOne({"_id": doc_id, EMBEDDED_SEQ: seq}, {"$unset": unset, "$set": {EMBEDDED_PENDING: False}}))
+            unsets.setdefault(name, []).append(UpdateOne({"_id": doc_id}, {"$unset": unset}))
         for name, operations in clears.items():  # one command per collection for the whole batch
-            await self.mongo.read_committed(lambda c=name, o=operations: self.mongo.db[c].bulk_write(o, ordered=True))
+            result = await self.mongo.read_committed(
+                lambda c=name, o=operations: self.mongo.db[c].bulk_write(o, ordered=False))
+            if result.matched_count < len(operations):
+                # Some documents took a new event meanwhile: they stay pending, only the published entries go.
+                await self.mongo.read_committed(
+                    lambda c=name: self.mongo.db[c].bulk_write(unsets[c], ordered=False))
         for envelope in envelopes[:confirmed]:
             metrics.EVENTS_PUBLISHED.labels(self.service, envelope.type).inc()
             metrics.OUTBOX_LAG.labels(self.service).observe((utcnow() - envelope.occurred_at).total_seconds())

@@ -55,6 +55,9 @@ class ServiceSettings(BaseSettings):
     # Deliveries are handled in batches (one unit of work each): the prefetch leaves room for a few batches.
     bus_prefetch: int = shared("O2O_BUS_PREFETCH", 256)
     bus_batch_size: int = shared("O2O_BUS_BATCH_SIZE", 100)
+    # A batch that starts small waits this long once for more deliveries already on their way: fewer, larger
+    # units of work when events stream in (each costs a transaction), at most this much latency when idle.
+    bus_batch_linger_ms: float = shared("O2O_BUS_BATCH_LINGER_MS", 2)
     # Sent outbox events and inbox ids are kept this long, far beyond any broker redelivery (retries take
     # seconds; a DLQ replay by an operator days at most), then purged.
     bus_retention_hours: float = shared("O2O_BUS_RETENTION_HOURS", 168)

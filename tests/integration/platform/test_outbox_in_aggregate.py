@@ -129,3 +129,31 @@ async def test_relay_killed_between_publish_and_clear_republishes_and_the_consum
     await eventually(lambda: seen.find_one({"_id": crashed[0]}), timeout=30)
     await eventually(lambda: nothing_pending(producer))
     assert (await seen.find_one({"_id": crashed[0]}))["times"] == 1
+
+
+async def test_an_event_recorded_while_the_relay_publishes_the_document_stays_pending_and_is_published_once(pair):
+    producer, consumer, tap = pair
+    relay, outbox = producer[RELAY], producer[OUTBOX]
+    real_publish = relay.bus.publish
+    interleaved = []
+
+    async def publish_while_another_sale_lands(envelope, timeout: float = 10.0):
+        await real_publish(envelope, timeout)
+        if envelope.data.get("n") == 0 and not interleaved:
+            # Between the relay's read and its clear, the same document takes a new event.
+            interleaved.append(await outbox.update("levels", {"_id": "busy"}, {"$inc": {"available": -1}},
+                                                   [(UnitTaken(level_id="busy", n=1), "busy")]))
+
+    relay.bus.publish = publish_while_another_sale_lands
+    try:
+        await outbox.insert("levels", {"_id": "busy", "available": 5}, [])
+        await outbox.update("levels", {"_id": "busy"}, {"$inc": {"available": -1}},
+                            [(UnitTaken(level_id="busy", n=0), "busy")])
+        await eventually(lambda: len(tap.of(UnitTaken.event_type, level_id="busy")) >= 2, timeout=30)
+        await eventually(lambda: nothing_pending(producer))
+    finally:
+        relay.bus.publish = real_publish
+    assert interleaved and interleaved[0].modified_count == 1
+    assert sorted(e["data"]["n"] for e in tap.of(UnitTaken.event_type, level_id="busy")) == [0, 1]
+    doc = await producer[MONGO].db["levels"].find_one({"_id": "busy"})
+    assert doc["available"] == 3 and not doc.get("outbox")
