@@ -3,6 +3,7 @@ measured in the same run (the strongest: pipelined confirmed publishing, manual-
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import time
 import uuid
 from functools import partial
@@ -114,19 +115,76 @@ async def raw_rates(n: int, namespace: str) -> dict:
         await connection.close()
 
 
-def _apps(mongo_url: str, namespace: str, seen: Seen):
-    prefix = f"bench{uuid.uuid4().hex[:6]}_"
-    producer_settings = settings_for(BenchProducerSettings, mongo_url, namespace, mongo_db_prefix=prefix,
-                                     outbox_poll_interval_s=0.05)
-    consumer_settings = settings_for(BenchConsumerSettings, mongo_url, namespace, mongo_db_prefix=prefix)
-    producer = create_service_app(producer_settings, indexes=[embedded_outbox_index("state")], routes=[])
+def _producer(mongo_url: str, namespace: str, prefix: str):
+    settings = settings_for(BenchProducerSettings, mongo_url, namespace, mongo_db_prefix=prefix,
+                            outbox_poll_interval_s=0.05)
+    return create_service_app(settings, indexes=[embedded_outbox_index("state")], routes=[]), settings
+
+
+def _consumer(mongo_url: str, namespace: str, prefix: str, seen: Seen):
+    settings = settings_for(BenchConsumerSettings, mongo_url, namespace, mongo_db_prefix=prefix)
 
     def subscribe(app, bus):
         bus.on_batch(BenchEventRecorded.event_type, partial(_count_all, app, seen))
 
-    consumer = create_service_app(consumer_settings, indexes=[IndexSpec("seen", [("x", 1)])], routes=[],
-                                  subscribe=subscribe)
-    return producer, producer_settings, consumer, consumer_settings
+    return create_service_app(settings, indexes=[IndexSpec("seen", [("x", 1)])], routes=[],
+                              subscribe=subscribe), settings
+
+
+def _apps(mongo_url: str, namespace: str, seen: Seen):
+    prefix = f"bench{uuid.uuid4().hex[:6]}_"
+    return (*_producer(mongo_url, namespace, prefix), *_consumer(mongo_url, namespace, prefix, seen))
+
+
+def _consumer_process(mongo_url: str, namespace: str, prefix: str, n: int, conn) -> None:
+    """The consuming service in its own process, as deployed: says "ready" once its queue is bound, then
+    "done" when `n` effects committed, and stops when told."""
+    async def main() -> None:
+        configure_logging("bench", "WARNING")
+        seen = Seen()
+        consumer, settings = _consumer(mongo_url, namespace, prefix, seen)
+        async with running_app(consumer, settings.port):
+            conn.send("ready")
+            await seen.wait_for(n, timeout=600)
+            conn.send("done")
+            await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # "stop"
+    asyncio.run(main())
+
+
+async def pipeline_rate_in_two_processes(n: int, mongo_url: str, namespace: str, producers: int = 16) -> dict:
+    """The pipeline as deployed: the producing service (use cases + relay) and the consuming service (inbox +
+    handler) are separate processes, so each has a core's worth of Python; the database and the broker are
+    shared as in production on one machine."""
+    prefix = f"bench{uuid.uuid4().hex[:6]}_"
+    parent, child = multiprocessing.Pipe()
+    process = multiprocessing.get_context("spawn").Process(
+        target=_consumer_process, args=(mongo_url, namespace, prefix, n, child), daemon=True)
+    process.start()
+    loop = asyncio.get_running_loop()
+    try:
+        if await loop.run_in_executor(None, parent.recv) != "ready":
+            raise RuntimeError("the consumer process did not start")
+        producer, settings = _producer(mongo_url, namespace, prefix)
+        async with running_app(producer, settings.port):
+            outbox = producer[OUTBOX]
+            outbox.embed_in("state")
+            numbers = iter(range(n))
+
+            async def produce():
+                for i in numbers:
+                    await outbox.insert("state", {"_id": i}, [(BenchEventRecorded(n=i), str(i))])
+
+            started = time.perf_counter()
+            await asyncio.gather(*(produce() for _ in range(producers)))
+            if await loop.run_in_executor(None, parent.recv) != "done":
+                raise RuntimeError("the consumer process did not finish")
+            elapsed = time.perf_counter() - started
+        parent.send("stop")
+        process.join(30)
+    finally:
+        if process.is_alive():
+            process.kill()
+    return {"pipeline_two_processes_per_s": round(n / elapsed, 1)}
 
 
 async def _check_seen(consumer: web.Application, n: int) -> None:
@@ -209,8 +267,11 @@ async def run(mongo_url: str, namespace: str, n: int = 4000) -> dict:
     configure_logging("bench", "WARNING")  # the bench's own processes must not pay for INFO logs
     raw = await raw_rates(n, namespace)
     pipeline = await pipeline_rate(n, mongo_url, namespace + uuid.uuid4().hex[:4] + ".")
+    split = await pipeline_rate_in_two_processes(n, mongo_url, namespace + uuid.uuid4().hex[:4] + ".")
     consumer = await consumer_rate(n, mongo_url, namespace + uuid.uuid4().hex[:4] + ".")
-    result = {**raw, **pipeline, **consumer}
+    result = {**raw, **pipeline, **split, **consumer}
+    result["ratio_two_processes_vs_raw_publish_pipelined"] = round(
+        split["pipeline_two_processes_per_s"] / raw["raw_publish_pipelined_per_s"], 3)
     result["ratio_vs_raw_publish_pipelined"] = round(pipeline["pipeline_per_s"] / raw["raw_publish_pipelined_per_s"], 3)
     result["ratio_vs_raw_publish_sequential"] = round(pipeline["pipeline_per_s"] / raw["raw_publish_sequential_per_s"], 3)
     result["consumer_ratio_vs_raw_consume"] = round(consumer["consumer_per_s"] / raw["raw_consume_per_s"], 3)

@@ -69,6 +69,9 @@ def summary(results: dict) -> str:
         lines += ["## Bus: outbox -> relay -> consumer with inbox", "",
                   f"- pipeline: {b['pipeline_per_s']} events/s ({b['events']} events, {b['producers']} producers, "
                   f"outbox in the aggregate); with the transactional outbox: {b['pipeline_transactional_outbox_per_s']}/s",
+                  f"- pipeline with producer and consumer in their own processes (as deployed): "
+                  f"{b['pipeline_two_processes_per_s']} events/s, ratio vs pipelined raw publish "
+                  f"**{b['ratio_two_processes_vs_raw_publish_pipelined']}**",
                   f"- consumer alone (batched inbox): {b['consumer_per_s']} events/s",
                   f"- raw aio-pika confirmed publish: pipelined {b['raw_publish_pipelined_per_s']}/s, sequential "
                   f"{b['raw_publish_sequential_per_s']}/s; raw consume (manual ack, prefetch 256): {b['raw_consume_per_s']}/s",
