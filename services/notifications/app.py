@@ -8,7 +8,7 @@ from libs.service import MONGO, OUTBOX, add_periodic_job, create_service_app
 from services.notifications.channels.base import Channel
 from services.notifications.channels.email import EmailChannel
 from services.notifications.channels.recording import RecordingChannel
-from services.notifications.channels.webhook import WebhookChannel
+from services.notifications.channels.webhook import WebhookChannel, public_only_session
 from services.notifications.consumers import subscribe
 from services.notifications.demo import load_demo
 from services.notifications.domain.rules import EMAIL, PUSH, SINK, SMS, WEBHOOK, WECHAT
@@ -24,7 +24,8 @@ from services.notifications.usecases import (
 log = get_logger("notifications")
 
 
-def channels_for(settings: NotificationsSettings, mongo: Mongo, session: ClientSession) -> dict[str, Channel]:
+def channels_for(settings: NotificationsSettings, mongo: Mongo, session: ClientSession,
+                 webhook_session: ClientSession | None = None) -> dict[str, Channel]:
     """The adapters: sandbox recorders for sms/wechat/push (and email in dev mode), SMTP, signed webhooks."""
     email = EmailChannel(settings.smtp_host, settings.smtp_port, settings.mail_from, username=settings.smtp_username,
                          password=settings.smtp_password, start_tls=settings.smtp_starttls,
@@ -32,7 +33,8 @@ def channels_for(settings: NotificationsSettings, mongo: Mongo, session: ClientS
         if settings.email_via_smtp else RecordingChannel(EMAIL, mongo)
     return {SMS: RecordingChannel(SMS, mongo), WECHAT: RecordingChannel(WECHAT, mongo),
             PUSH: RecordingChannel(PUSH, mongo), SINK: RecordingChannel(SINK, mongo, sandbox=False),
-            EMAIL: email, WEBHOOK: WebhookChannel(session, settings.send_timeout_s)}
+            EMAIL: email, WEBHOOK: WebhookChannel(webhook_session or session, settings.send_timeout_s,
+                                                  public_only=not settings.webhooks_may_target_private)}
 
 
 def create_app(settings: NotificationsSettings | None = None) -> web.Application:
@@ -49,7 +51,10 @@ def create_app(settings: NotificationsSettings | None = None) -> web.Application
                                    timeout_s=settings.membership_timeout_s)
         app[FANOUT] = fanout = Fanout(mongo, app[OUTBOX], settings)
         app[TEMPLATES] = templates = Templates(mongo)
-        app[DELIVERY_WORKER] = DeliveryWorker(mongo, settings, fanout, channels_for(settings, mongo, session))
+        # Outside dev mode webhooks get their own session, whose resolver lets them reach public addresses only.
+        webhook_session = None if settings.webhooks_may_target_private else public_only_session(settings.send_timeout_s)
+        app[DELIVERY_WORKER] = DeliveryWorker(mongo, settings, fanout,
+                                              channels_for(settings, mongo, session, webhook_session))
         app[DELIVERY_LOG] = DeliveryLog(mongo)
         app[DIRECTORY] = Directory(mongo)
         app[PREFERENCES] = MemberPreferences(mongo, settings)
@@ -61,6 +66,8 @@ def create_app(settings: NotificationsSettings | None = None) -> web.Application
         log.info("notifications.ready", templates_seeded=seeded)
         yield
         await session.close()
+        if webhook_session is not None:
+            await webhook_session.close()
 
     app.cleanup_ctx.append(use_cases)
     add_openapi_route(app, "Notifications")

@@ -10,20 +10,24 @@ INTERNAL_SUFFIXES = (".local", ".internal", ".localdomain", ".svc", ".cluster.lo
 def private_target(url: str) -> str | None:
     """Why `url` points inside our network (a reason), or None when it looks public.
 
-    Literal loopback, private, link-local (cloud metadata) and reserved addresses, `localhost` and internal
-    DNS suffixes are refused. A public name that resolves to a private address is not caught here; the
-    network policy of the deployment is the second line of defence.
+    Literal addresses that are not globally routable (loopback, private, shared carrier-grade NAT,
+    link-local such as cloud metadata, reserved, documentation ranges), `localhost` and internal DNS suffixes
+    are refused. A public name that resolves to a private address is caught at send time, where the webhook
+    channel resolves and pins the name to public addresses only; the deployment's egress policy is the third
+    line of defence.
     """
     host = (urlsplit(url).hostname or "").lower().rstrip(".")
     if not host:
         return "the URL has no host"
-    if host == "localhost" or host.endswith(".localhost") or host.endswith(INTERNAL_SUFFIXES) or "." not in host:
-        return f"{host} is an internal name"
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
+        address = None
+    if address is not None:
+        mapped = getattr(address, "ipv4_mapped", None) or address  # ::ffff:127.0.0.1 is 127.0.0.1
+        if not mapped.is_global or mapped.is_multicast:
+            return f"{host} is not a public address"
         return None
-    if (address.is_loopback or address.is_private or address.is_link_local or address.is_reserved
-            or address.is_multicast or address.is_unspecified):
-        return f"{host} is not a public address"
+    if host == "localhost" or host.endswith(".localhost") or host.endswith(INTERNAL_SUFFIXES) or "." not in host:
+        return f"{host} is an internal name"
     return None

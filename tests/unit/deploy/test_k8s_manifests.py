@@ -210,3 +210,14 @@ def test_real_kustomize_renders_the_same_objects(overlay):
     assert real.keys() == lite.keys()
     for key, obj in real.items():
         assert obj == lite[key], key
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_notifications_may_not_open_connections_into_private_ranges(overlay):
+    policy = objects(overlay, "NetworkPolicy")["o2o-notifications-egress"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "notifications"}
+    assert policy["spec"]["policyTypes"] == ["Egress"]
+    blocks = [peer["ipBlock"] for rule in policy["spec"]["egress"] for peer in rule.get("to", []) if "ipBlock" in peer]
+    assert blocks and all(block["cidr"] == "0.0.0.0/0" for block in blocks)
+    for inside in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16"):
+        assert all(inside in block["except"] for block in blocks), inside
