@@ -91,7 +91,7 @@ deploy-check: install
 KILL_LOOP_RUNS ?= 30
 kill-loop: install
 	$(PY) scripts/suite.py broker
-	@mkdir -p .state/kill-loop; passed=0; failed=0; \
+	@mkdir -p .state/kill-loop; rm -f .state/kill-loop/run-*.log; passed=0; failed=0; \
 	for run in $$(seq 1 $(KILL_LOOP_RUNS)); do \
 		log=.state/kill-loop/run-$$run.log; \
 		if $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests/integration/orders/test_orders_crash.py \
