@@ -201,7 +201,9 @@ class OrderView(BaseModel):
     lines: list[OrderLineOut]
     totals: Totals | None
     coupon_codes: list[str]
-    points: int
+    points: int = Field(description="points redeemed on this order (at most what was asked for: the share of an "
+                                    "order points may pay is capped)")
+    points_requested: int = Field(description="points the shopper asked to redeem")
     attribution: Attribution
     payment: Payment | None
     payment_attempt: PaymentAttemptOut | None

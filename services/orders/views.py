@@ -11,6 +11,7 @@ def public_order(doc: dict) -> dict:
         "id": doc["_id"], "status": doc["status"], "channel": doc["channel"], "member_id": doc.get("member_id"),
         "fulfilment": doc["fulfilment"], "allocations": doc.get("allocations") or [], "lines": lines,
         "totals": doc.get("totals"), "coupon_codes": doc.get("coupon_codes", []), "points": doc.get("points", 0),
+        "points_requested": doc.get("points_requested", doc.get("points", 0)),
         "attribution": doc.get("attribution") or {}, "payment": doc.get("payment"),
         "payment_attempt": {k: v for k, v in (doc.get("payment_attempt") or {}).items() if k != "id"} or None,
         "expires_at": doc.get("expires_at"), "created_at": doc.get("created_at"), "updated_at": doc.get("updated_at"),

@@ -97,24 +97,34 @@ def discount_for(coupon: dict[str, Any], lines: list[dict[str, Any]], channel: s
     return min(eligible * coupon["percent_off"] // 100, coupon["max_off"])
 
 
+def eligible_skus(coupon: dict[str, Any], lines: list[dict[str, Any]]) -> list[str]:
+    """The SKUs of `lines` this coupon applies to: its discount is shared over these lines only."""
+    return [line["sku_id"] for line in lines if in_scope(coupon, line)]
+
+
 def apply_coupons(coupons: list[dict[str, Any]], lines: list[dict[str, Any]], channel: str,
-                  now_ms: int) -> list[tuple[str, int]]:
-    """[(code, discount)] for every coupon; together they never exceed the order's subtotal.
+                  now_ms: int) -> list[dict[str, Any]]:
+    """[{code, discount, sku_ids}] for every coupon, in order; `sku_ids` are the lines it may discount.
 
     At most one coupon per template on one order (a member holding three of the same cannot stack them).
+    A coupon never takes more than its eligible goods have left after the coupons before it (counted as if
+    those had all landed on the same lines), so orders can always share each discount over its own lines
+    without a line going below zero, and the coupons together never exceed the order's subtotal.
     """
-    subtotal = sum(line["unit_price"] * line["qty"] for line in lines)
     seen_templates: set[str] = set()
-    result: list[tuple[str, int]] = []
-    left = subtotal
+    result: list[dict[str, Any]] = []
+    granted = 0
+    subtotal = sum(line["unit_price"] * line["qty"] for line in lines)
     for coupon in coupons:
         if coupon["template_id"] in seen_templates:
             raise MembershipError("coupon-not-stackable",
                                   f"only one coupon of template {coupon['template_id']} per order", kind=INVALID)
         seen_templates.add(coupon["template_id"])
-        discount = min(discount_for(coupon, lines, channel, now_ms), left)
-        left -= discount
-        result.append((coupon["_id"], discount))
+        skus = eligible_skus(coupon, lines)
+        eligible = sum(line["unit_price"] * line["qty"] for line in lines if line["sku_id"] in skus)
+        discount = max(0, min(discount_for(coupon, lines, channel, now_ms), eligible - granted, subtotal - granted))
+        granted += discount
+        result.append({"code": coupon["_id"], "discount": discount, "sku_ids": skus})
     return result
 
 

@@ -212,9 +212,14 @@ class CheckoutHolds(UseCase):
             coupons.append(coupon)
         applied = coupon_rules.apply_coupons(coupons, lines, channel, now)
         subtotal = sum(line["unit_price"] * line["qty"] for line in lines)
-        coupon_discount = sum(d for _, d in applied)
+        coupon_discount = sum(a["discount"] for a in applied)
         points_used, points_discount = points_rules.redemption(points, subtotal - coupon_discount, self.points_policy)
-        for code, _ in applied:
+        if points_used > member.get("points_balance", 0):
+            raise MembershipError(
+                "insufficient-points", f"{points} points were asked for ({points_used} of them usable on this "
+                f"order), but the balance is {member.get('points_balance', 0)}",
+                requested=points, usable=points_used, balance=member.get("points_balance", 0))
+        for code in (a["code"] for a in applied):
             if not await self.coupons.move_state(code, coupon_rules.ISSUED, {
                     "state": coupon_rules.LOCKED, "order_id": order_id, "locked_at_ms": now}, session):
                 raise MembershipError("coupon-unavailable", f"coupon {code} was taken by another order",
@@ -223,10 +228,10 @@ class CheckoutHolds(UseCase):
             await self.points.post(session, member, -points_used, points_rules.HOLD, order_id=order_id, at_ms=now)
         answer = {"order_id": order_id, "member_id": member["_id"], "coupon_discount": coupon_discount,
                   "points_discount": points_discount, "points_used": points_used,
-                  "coupons": [{"code": c, "discount": d} for c, d in applied], "expires_at": rfc3339(expires_at_ms)}
+                  "coupons": applied, "expires_at": rfc3339(expires_at_ms)}
         try:
             await self.holds.add({"_id": order_id, "member_id": member["_id"], "requested_member_id": member_id,
-                                  "state": hold_rules.HELD, "coupon_codes": [c for c, _ in applied],
+                                  "state": hold_rules.HELD, "coupon_codes": [a["code"] for a in applied],
                                   "points_used": points_used, "points_returned": 0, "response": answer,
                                   "created_at": utcnow(), "created_at_ms": now, "expires_at_ms": expires_at_ms},
                                  session)

@@ -35,7 +35,7 @@ def new_order(order_id: str, *, member_id: str | None, channel: str, fulfilment:
     return {
         "_id": order_id, "status": PENDING, "member_id": member_id, "channel": channel,
         "fulfilment": dict(fulfilment), "lines": lines, "requested_lines": requested_lines,
-        "coupon_codes": list(coupon_codes), "points": points, "attribution": attribution,
+        "coupon_codes": list(coupon_codes), "points_requested": points, "points": 0, "attribution": attribution,
         "totals": None, "saga": {"started": []}, "pending_actions": [], "benefits_held": False,
         "payment": None, "refunds": [], "returns": [], "created_by": created_by,
         "created_at": rfc3339(now), "created_at_ms": epoch_ms(now), "updated_at": rfc3339(now),
@@ -60,6 +60,7 @@ def place(order: dict, *, lines: list[dict], totals: dict, reservation: dict, be
                                 ({order["fulfilment"]["location_id"]} if order["fulfilment"].get("location_id") else set()))
     order["benefits_held"] = benefits is not None
     order["benefits"] = benefits
+    order["points"] = int((benefits or {}).get("points_used", 0))  # what was redeemed, not what was asked for
     order["expires_at"] = rfc3339(expires_at)
     order["expires_at_ms"] = epoch_ms(expires_at)
     transition(order, PENDING_PAYMENT, "system:checkout", now)

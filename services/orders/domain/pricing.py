@@ -1,7 +1,7 @@
 """Order totals in integer fen, with discounts allocated to lines so they add up exactly.
 
-A coupon discount and a points discount are order-level amounts. Each is split over the lines in
-proportion to the line subtotal with the largest-remainder method: every line gets the floor of its
+A coupon's discount is split over the lines it applies to, a points discount over every line, each in
+proportion to what the lines have left, with the largest-remainder method: every line gets the floor of its
 exact share, and the fen left over go one by one to the lines with the largest remainders (earlier line
 first on a tie). So line discounts always sum to the order discount, to the fen.
 """
@@ -48,17 +48,37 @@ def price_lines(requested: list[dict], quotes: dict[str, dict]) -> list[dict]:
     return lines
 
 
-def apply_discounts(lines: list[dict], coupon_discount: int, points_discount: int) -> tuple[list[dict], dict]:
-    """Lines with their share of each discount and their net total, and the order totals."""
+def apply_discounts(lines: list[dict], coupon_discount: int, points_discount: int,
+                    coupons: list[dict] | None = None) -> tuple[list[dict], dict]:
+    """Lines with their share of each discount and their net total, and the order totals.
+
+    `coupons` ({discount, sku_ids} each, as membership held them) share each coupon's discount over the lines
+    it applies to only, in proportion to what those lines have left; without it the coupon discount is an
+    order-level amount. Points are always order-level: shared over what every line has left after coupons.
+    """
     subtotal = sum(line["subtotal"] for line in lines)
     if coupon_discount < 0 or points_discount < 0:
         raise OrderError("invalid-discount", "discounts cannot be negative", kind=INVALID)
     if coupon_discount + points_discount > subtotal:
         raise OrderError("discount-exceeds-subtotal",
                          f"discounts {coupon_discount + points_discount} exceed the subtotal {subtotal}")
-    weights = [line["subtotal"] for line in lines]
-    coupon_parts = allocate(coupon_discount, weights)
-    points_parts = allocate(points_discount, weights)
+    if coupons is None:
+        coupons = [{"discount": coupon_discount, "sku_ids": None}] if coupon_discount else []
+    if sum(int(c["discount"]) for c in coupons) != coupon_discount:
+        raise OrderError("invalid-discount", "the coupons' discounts do not add up to the coupon discount",
+                         kind=INVALID)
+    left = [line["subtotal"] for line in lines]
+    coupon_parts = [0] * len(lines)
+    for coupon in coupons:
+        scope = coupon.get("sku_ids")
+        weights = [left[i] if scope is None or line["sku_id"] in scope else 0 for i, line in enumerate(lines)]
+        if int(coupon["discount"]) > sum(weights):
+            raise OrderError("discount-exceeds-subtotal",
+                             f"a coupon's discount {coupon['discount']} exceeds what its lines cost ({sum(weights)})")
+        for i, part in enumerate(allocate(int(coupon["discount"]), weights)):
+            coupon_parts[i] += part
+            left[i] -= part
+    points_parts = allocate(points_discount, left)
     priced = []
     for line, coupon_part, points_part in zip(lines, coupon_parts, points_parts):
         priced.append({**line, "discount": coupon_part, "points_discount": points_part,

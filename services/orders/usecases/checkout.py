@@ -89,7 +89,8 @@ class Checkout(OrderFlow):
             await self._still_running(order["_id"], [saga.RESERVE_STOCK, saga.HOLD_BENEFITS])
         try:
             priced, totals = apply_discounts(lines, int((benefits or {}).get("coupon_discount", 0)),
-                                             int((benefits or {}).get("points_discount", 0)))
+                                             int((benefits or {}).get("points_discount", 0)),
+                                             coupons=(benefits or {}).get("coupons"))
         except OrderError as error:
             await self._reject(order["_id"], error.code, [saga.RESERVE_STOCK, saga.HOLD_BENEFITS])
             raise
@@ -136,7 +137,7 @@ class Checkout(OrderFlow):
         margin. An abandoned checkout whose release never reaches membership then lets go by itself."""
         return await self._saga_step(order["_id"], [saga.RESERVE_STOCK], call=lambda: self.upstreams.hold_benefits({
             "order_id": order["_id"], "member_id": order["member_id"], "channel": order["channel"],
-            "coupon_codes": order["coupon_codes"], "points": order["points"],
+            "coupon_codes": order["coupon_codes"], "points": order.get("points_requested", order["points"]),
             "lines": [{"sku_id": l["sku_id"], "category": l["category"], "qty": l["qty"],
                        "unit_price": l["unit_price"]} for l in order["lines"]],
             "ttl_s": self.settings.payment_window_s + self.settings.reservation_margin_s}))

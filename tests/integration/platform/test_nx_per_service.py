@@ -31,11 +31,11 @@ class _OtherSettings(ServiceSettings):
 
 
 def test_a_service_reads_its_own_mongo_url_before_the_shared_one(monkeypatch):
-    monkeypatch.setenv("MONGO_URL", "mongodb://shared/")
-    assert _OwnDbSettings().mongo_url == "mongodb://shared/"
+    monkeypatch.setenv("MONGO_URL", "mongodb://one-server/")
+    assert _OwnDbSettings().mongo_url == "mongodb://one-server/"
     monkeypatch.setenv("OWNDB_MONGO_URL", "mongodb://own/")
     assert _OwnDbSettings().mongo_url == "mongodb://own/"
-    assert _OtherSettings().mongo_url == "mongodb://shared/"
+    assert _OtherSettings().mongo_url == "mongodb://one-server/"
     assert _OwnDbSettings(mongo_url="mongodb://explicit/").mongo_url == "mongodb://explicit/"
     monkeypatch.delenv("MONGO_URL")
     assert _OwnDbSettings().mongo_url == "mongodb://own/"

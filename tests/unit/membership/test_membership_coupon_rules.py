@@ -56,7 +56,19 @@ def test_coupons_of_one_template_do_not_stack_and_never_exceed_the_subtotal():
         c.apply_coupons([coupon(), coupon(_id="cpn_2")], LINES, "app", NOW)
     big = coupon(_id="cpn_big", template_id="t2", amount_off=10**6, threshold=0)
     applied = c.apply_coupons([coupon(), big], LINES, "app", NOW)
-    assert sum(d for _, d in applied) == 9_900 * 2 + 39_900
+    assert sum(a["discount"] for a in applied) == 9_900 * 2 + 39_900
+
+
+def test_each_coupon_says_which_lines_it_discounts_and_never_takes_more_than_they_have_left():
+    jeans_only = coupon(_id="cpn_j", template_id="tj", amount_off=50_000, threshold=0, scope_type="skus",
+                        scope_values=["jean"])
+    applied = c.apply_coupons([jeans_only], LINES, "app", NOW)
+    assert applied == [{"code": "cpn_j", "discount": 39_900, "sku_ids": ["jean"]}]
+    # a coupon on everything first, then one on the jeans: the second gets at most what the jeans have left
+    # if the first had landed on them entirely (39 900 - 2 000)
+    applied = c.apply_coupons([coupon(), jeans_only], LINES, "app", NOW)
+    assert [a["discount"] for a in applied] == [2_000, 37_900]
+    assert applied[0]["sku_ids"] == ["tee", "jean"]
 
 
 def test_lifecycle_transitions():

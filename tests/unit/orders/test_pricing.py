@@ -87,3 +87,65 @@ def test_provider_fee_rounds_half_up():
     assert payment_fee(9500, 60) == 57
     assert payment_fee(12345, 60) == 74  # 74.07
     assert payment_fee(250, 60) == 2     # 1.5 -> 2
+
+
+def test_a_coupon_scoped_to_one_sku_discounts_only_that_line():
+    lines = price_lines([{"sku_id": "sku_a", "qty": 1}, {"sku_id": "sku_b", "qty": 1}], QUOTES)
+    priced, totals = apply_discounts(lines, 1500, 0, coupons=[{"discount": 1500, "sku_ids": ["sku_b"]}])
+    by_sku = {l["sku_id"]: l for l in priced}
+    assert by_sku["sku_a"]["discount"] == 0 and by_sku["sku_a"]["line_total"] == by_sku["sku_a"]["subtotal"]
+    assert by_sku["sku_b"]["discount"] == 1500
+    assert totals["discount"] == 1500
+
+
+def test_points_are_shared_over_what_lines_have_left_after_coupons():
+    # a: 9,500 fen, b: 33,333 fen; a coupon takes 9,500 off a, so points can only land on b.
+    lines = price_lines([{"sku_id": "sku_a", "qty": 1}, {"sku_id": "sku_b", "qty": 1}], QUOTES)
+    a = next(l for l in lines if l["sku_id"] == "sku_a")["subtotal"]
+    priced, _ = apply_discounts(lines, a, 1000, coupons=[{"discount": a, "sku_ids": ["sku_a"]}])
+    by_sku = {l["sku_id"]: l for l in priced}
+    assert by_sku["sku_a"]["line_total"] == 0 and by_sku["sku_a"]["points_discount"] == 0
+    assert by_sku["sku_b"]["points_discount"] == 1000
+
+
+def test_coupons_that_do_not_add_up_or_exceed_their_lines_are_refused():
+    lines = price_lines([{"sku_id": "sku_a", "qty": 1}, {"sku_id": "sku_b", "qty": 1}], QUOTES)
+    a = next(l for l in lines if l["sku_id"] == "sku_a")["subtotal"]
+    with pytest.raises(OrderError):
+        apply_discounts(lines, 100, 0, coupons=[{"discount": 99, "sku_ids": ["sku_a"]}])
+    with pytest.raises(OrderError) as error:
+        apply_discounts(lines, a + 1, 0, coupons=[{"discount": a + 1, "sku_ids": ["sku_a"]}])
+    assert error.value.code == "discount-exceeds-subtotal"
+
+
+@st.composite
+def baskets(draw):
+    skus = [f"sku_{i}" for i in range(draw(st.integers(1, 6)))]
+    lines = [{"sku_id": s, "subtotal": draw(st.integers(0, 100_000))} for s in skus]
+    subtotal = sum(l["subtotal"] for l in lines)
+    coupons, granted = [], 0
+    for _ in range(draw(st.integers(0, 3))):
+        scope = draw(st.lists(st.sampled_from(skus), unique=True, min_size=1))
+        eligible = sum(l["subtotal"] for l in lines if l["sku_id"] in scope)
+        # the bound membership applies: what its lines have left after the coupons before it, at worst
+        room = max(0, min(eligible - granted, subtotal - granted))
+        discount = draw(st.integers(0, room))
+        granted += discount
+        coupons.append({"discount": discount, "sku_ids": scope})
+    points = draw(st.integers(0, subtotal - granted))
+    return lines, coupons, points
+
+
+@given(baskets())
+def test_line_discounts_sum_to_the_order_discount_and_never_touch_an_ineligible_line(basket):
+    lines, coupons, points = basket
+    coupon_discount = sum(c["discount"] for c in coupons)
+    priced, totals = apply_discounts(lines, coupon_discount, points, coupons=coupons)
+    assert sum(l["discount"] for l in priced) == coupon_discount == totals["discount"]
+    assert sum(l["points_discount"] for l in priced) == points
+    assert sum(l["line_total"] for l in priced) == totals["total"]
+    in_some_scope = {s for c in coupons if c["discount"] for s in c["sku_ids"]}
+    for line in priced:
+        assert line["line_total"] >= 0
+        if line["sku_id"] not in in_some_scope:
+            assert line["discount"] == 0
