@@ -33,7 +33,13 @@ async def on_order_cancelled(app: web.Application, envelope: Envelope, _session)
     await purchases(app).cancelled(envelope.data)
 
 
+async def on_order_rejected(app: web.Application, envelope: Envelope, _session) -> None:
+    """A checkout that failed: its hold is released, and the release stays (a hold arriving later is refused)."""
+    await purchases(app).cancelled(envelope.data)
+
+
 def subscribe(app: web.Application, bus: Bus) -> None:
     bus.on("orders.order.completed", partial(on_order_completed, app))
     bus.on("orders.order.refunded", partial(on_order_refunded, app))
     bus.on("orders.order.cancelled", partial(on_order_cancelled, app))
+    bus.on("orders.order.rejected", partial(on_order_rejected, app))

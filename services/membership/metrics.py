@@ -10,6 +10,9 @@ MEMBERS_REGISTERED = Counter("o2o_membership_members_registered_total", "Members
 MEMBERS_MERGED = Counter("o2o_membership_members_merged_total", "Members merged into another")
 SCANS = Counter("o2o_membership_qr_scans_total", "QR code scans", ["qr_kind", "outcome"])  # bound|tagged
 POINTS = Counter("o2o_membership_points_total", "Points moved through the ledger", ["reason"])
+# Clawed-back points the spendable balance did not cover: sitting in unpaid orders' holds, or left as a debt.
+CLAWBACK_UNCOVERED = Counter("o2o_membership_points_clawback_uncovered_total",
+                             "Clawed-back points not covered by the balance", ["source"])  # holds | debt
 COUPONS = Counter("o2o_membership_coupons_total", "Coupon lifecycle transitions", ["transition"])
 # outcome: held | committed | released | expired | refused-after-release, or the code of another refusal
 HOLDS = Counter("o2o_membership_checkout_holds_total", "Checkout holds by outcome", ["outcome"])

@@ -20,6 +20,7 @@ INDEXES = [
     IndexSpec("points_ledger", [("order_id", ASCENDING)], name="order"),
     IndexSpec("purchases", [("member_id", ASCENDING), ("at_ms", ASCENDING)], name="member_time"),
     IndexSpec("checkout_holds", [("state", ASCENDING), ("expires_at_ms", ASCENDING)], name="state_expiry"),
+    IndexSpec("checkout_holds", [("member_id", ASCENDING)], name="member"),
     IndexSpec("qr_codes", [("store_id", ASCENDING)], name="store"),
     IndexSpec("refresh_tokens", [("family_id", ASCENDING)], name="family"),
 ]
@@ -213,10 +214,11 @@ class MemberRepository:
             {"$set": {**binding, "bound_at_ms": at_ms}, "$inc": {"version": 1}}, session=session)
         return result.modified_count == 1
 
-    async def change_points(self, member_id: str, delta: int, session) -> bool:
-        """Guarded balance counter: a debit only applies while the balance covers it."""
+    async def change_points(self, member_id: str, delta: int, session, allow_debt: bool = False) -> bool:
+        """Guarded balance counter: a debit only applies while the balance covers it (unless it may leave a debt:
+        a claw-back)."""
         query: dict[str, Any] = {"_id": member_id}
-        if delta < 0:
+        if delta < 0 and not allow_debt:
             query["points_balance"] = {"$gte": -delta}
         result = await self.collection.update_one(query, {"$inc": {"points_balance": delta, "version": 1}},
                                                  session=session)
@@ -404,6 +406,11 @@ class HoldRepository(Documents):
                                                   {"$set": {"state": to_state, **fields}, "$inc": {"version": 1}},
                                                   session=session)
         return result.modified_count == 1
+
+    async def points_held(self, member_id: str, session) -> int:
+        """Points the member's unpaid orders hold (not yet committed nor given back)."""
+        held = await self.collection.find({"member_id": member_id, "state": "held"}, session=session).to_list(None)
+        return sum(h.get("points_used", 0) - h.get("points_returned", 0) for h in held)
 
     async def expired_held(self, now_ms: int, limit: int = 500) -> list[dict]:
         """Holds still held past their expiry (oldest expiry first)."""

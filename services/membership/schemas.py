@@ -99,7 +99,9 @@ class LedgerEntryOut(BaseModel):
 
 class PointsOut(BaseModel):
     member_id: str
-    balance: int
+    balance: int = Field(description="negative while the member owes clawed-back points (a debt)")
+    debt: int = Field(description="points owed after a refund clawed back more than was left; later earnings "
+                                  "pay it off first, and nothing can be spent meanwhile")
     expiring_within_30_days: int
     items: list[LedgerEntryOut]
     next_cursor: str | None

@@ -3,6 +3,9 @@
 The ledger is append-only and the balance is always its sum. Credits that expire are "lots" (earned points,
 opening balances, adjustments up); every other entry (holds, releases, claw-backs, expiries) consumes or
 restores points, and consumption is charged to the oldest lots first.
+
+Only a claw-back may take the balance below zero: the negative balance is a debt that every later credit
+(earnings, a released hold) pays off first, and nothing can be spent while it lasts.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ ADJUST = "adjust"            # manual correction by HQ (a lot when positive)
 HOLD = "hold"                # reserved for an order at checkout (negative)
 RELEASE = "release"          # hold given back on cancellation (positive)
 REFUND = "refund"            # points spent on an order given back on its refund (positive)
-CLAWBACK = "clawback"        # earned points taken back on a refund (negative)
+CLAWBACK = "clawback"        # earned points taken back on a refund (negative; may leave a debt)
 EXPIRE = "expire"            # expired, first in first out (negative)
 LOT_KINDS = (OPENING, EARN, ADJUST)
 
@@ -98,6 +101,29 @@ def clawback(earned: int, paid_fen: int, refunded_fen: int, already_clawed: int)
         return 0
     due = earned if refunded_fen >= paid_fen else earned * refunded_fen // paid_fen
     return max(0, min(earned, due) - already_clawed)
+
+
+@dataclass(frozen=True)
+class ClawbackSources:
+    """Where the points of one claw-back come from. All of them leave the balance at once (one ledger entry);
+    this says what covers them."""
+    from_balance: int   # spendable points the member still had
+    from_holds: int     # points sitting in unpaid orders' holds: when such a hold lets go, they pay the debt
+    debt: int           # spent already (or nowhere): later credits pay it off first
+
+    def describe(self) -> str:
+        return f"{self.from_balance} from the balance, {self.from_holds} from held orders, {self.debt} as debt"
+
+
+def clawback_sources(due: int, balance: int, held: int) -> ClawbackSources:
+    """Cover a claw-back of `due` points from the balance first, then from the points held by unpaid orders;
+    the rest is a debt. A points balance moved into a hold is still the member's, so it cannot escape a
+    claw-back: the hold's release gives it back into the debt, not to the member."""
+    if due <= 0:
+        return ClawbackSources(0, 0, 0)
+    from_balance = min(due, max(balance, 0))
+    from_holds = min(due - from_balance, max(held, 0))
+    return ClawbackSources(from_balance, from_holds, due - from_balance - from_holds)
 
 
 def spent_points_to_return(points_used: int, paid_fen: int, refunded_fen: int, already_returned: int) -> int:

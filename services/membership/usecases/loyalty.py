@@ -29,10 +29,12 @@ class Points(UseCase):
 
     async def post(self, session, member: dict, delta: int, kind: str, *, order_id: str | None = None,
                    at_ms: int | None = None, note: str | None = None) -> int:
-        """Append one ledger entry and move the guarded balance counter with it; returns the new balance."""
+        """Append one ledger entry and move the guarded balance counter with it; returns the new balance.
+        Only a claw-back may take the balance below zero (a debt)."""
         if delta == 0:
             return member.get("points_balance", 0)
-        if not await self.members.change_points(member["_id"], delta, session):
+        if not await self.members.change_points(member["_id"], delta, session,
+                                                allow_debt=kind == points_rules.CLAWBACK):
             current = await self.members.get(member["_id"], session)
             points_rules.ensure_covered(current.get("points_balance", 0), -delta)
             raise ConcurrencyConflict("points balance moved")  # covered now: retry the whole unit
@@ -56,7 +58,8 @@ class Points(UseCase):
         entries = await self.read(lambda: self.ledger.page(member["_id"], after, limit + 1))
         all_entries = await self.read(lambda: self.ledger.entries(member["_id"]))
         soon = now_ms() + 30 * DAY_MS
-        return {"member_id": member["_id"], "balance": member.get("points_balance", 0),
+        balance = member.get("points_balance", 0)
+        return {"member_id": member["_id"], "balance": balance, "debt": max(0, -balance),
                 "expiring_within_30_days": points_rules.expiring_now(all_entries, soon),
                 **page_of(entries, limit, scope=LEDGER_SCOPE, view=public_entry)}
 
@@ -229,11 +232,21 @@ class Purchases(UseCase):
         await self.tiers_flow.retier(session, member["_id"])
 
     async def _claw_back(self, session, member: dict, purchase: dict, refunded: int) -> None:
+        """Take the refunded share of the earned points back in full: from the balance, then from what unpaid
+        orders hold, and the rest as a debt (a negative balance later credits pay off first). Capping at the
+        balance let a member park the points in a hold, have the purchase refunded and keep them."""
         claw = points_rules.clawback(purchase["earned"], purchase["amount"], refunded, purchase.get("clawed_back", 0))
-        current = (await self.members.get(member["_id"], session)).get("points_balance", 0)
-        claw = min(claw, current)  # what the member already spent stays spent; the balance never goes negative
         if claw:
-            await self.points.post(session, member, -claw, points_rules.CLAWBACK, order_id=purchase["_id"])
+            balance = (await self.members.get(member["_id"], session)).get("points_balance", 0)
+            sources = points_rules.clawback_sources(claw, balance, await self.holds.points_held(member["_id"], session))
+            await self.points.post(session, member, -claw, points_rules.CLAWBACK, order_id=purchase["_id"],
+                                   note=sources.describe())
+
+            def count() -> None:
+                metrics.CLAWBACK_UNCOVERED.labels("holds").inc(sources.from_holds)
+                metrics.CLAWBACK_UNCOVERED.labels("debt").inc(sources.debt)
+
+            self.mongo.after_commit(count)
         await self.purchases.set_fields(purchase["_id"], {"refunded": refunded,
                                                           "clawed_back": purchase.get("clawed_back", 0) + claw},
                                         session)
@@ -259,7 +272,9 @@ class Purchases(UseCase):
         await self.holds.set_fields(hold["_id"], fields, session)
 
     async def cancelled(self, data: dict[str, Any]) -> None:
-        """Safety net: a cancelled order gives its coupons and points back (if orders did not already).
+        """Safety net: a cancelled order, or a checkout rejected before the order was placed, gives its coupons
+        and points back (if orders did not already). With no hold yet, the release leaves its tombstone, so a
+        hold of that order arriving later is refused.
 
         The release opens its own unit of work, which joins the consumer's."""
         if data.get("order_id"):

@@ -133,11 +133,14 @@ class Checkout(OrderFlow):
                 ttl_s=self.settings.payment_window_s + self.settings.reservation_margin_s))
 
     async def _hold_benefits(self, order: dict) -> dict:
+        """Hold the coupons and points for as long as stock holds the goods: the payment window plus the
+        margin. An abandoned checkout whose release never reaches membership then lets go by itself."""
         return await self._saga_step(order["_id"], [saga.RESERVE_STOCK], call=lambda: self.upstreams.hold_benefits({
             "order_id": order["_id"], "member_id": order["member_id"], "channel": order["channel"],
             "coupon_codes": order["coupon_codes"], "points": order.get("points_requested", order["points"]),
             "lines": [{"sku_id": l["sku_id"], "category": l["category"], "qty": l["qty"],
-                       "unit_price": l["unit_price"]} for l in order["lines"]]}))
+                       "unit_price": l["unit_price"]} for l in order["lines"]],
+            "ttl_s": self.settings.payment_window_s + self.settings.reservation_margin_s}))
 
     async def _scanned_lines(self, codes: list[str]) -> list[dict]:
         """Scan and pay: each code scanned in store is one unit of its SKU."""

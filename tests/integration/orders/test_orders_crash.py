@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +29,26 @@ STORE, SKU = "loc_sh_jingan", "sku_tee_classic_bla_l"
 BUYERS = 60
 
 
+def subprocess_port() -> int:
+    """A port for a service run as a subprocess, free now and below the kernel's ephemeral range.
+
+    `free_port()` (bind to port 0) hands out ephemeral ports, and a subprocess binds its port seconds later (and
+    again after its kill -9): meanwhile another test on the machine can be handed the same port and bind it,
+    and `ready()` then hears a stranger answer. No bind to port 0 and no outgoing connection ever takes a
+    port below the ephemeral range."""
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(ephemeral.read_text().split()[0]) if ephemeral.exists() else 32768
+    for _ in range(100):
+        port = random.randrange(max(1024, low - 12_000), low)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    return free_port()
+
+
 class ServiceProcess:
     def __init__(self, name: str, env: dict[str, str], port: int, logs: Path) -> None:
         self.name, self.env, self.port, self.logs = name, env, port, logs
@@ -41,6 +63,10 @@ class ServiceProcess:
 
     async def ready(self, timeout: float = 30.0) -> None:
         async def answers():
+            if self.process.poll() is not None:  # died starting: say why, rather than wait for a stranger
+                log = (self.logs / f"{self.name}.{self.starts}.log").read_text(errors="replace")
+                raise AssertionError(f"{self.name} exited with {self.process.returncode} while starting:\n"
+                                     f"{log[-2000:]}")
             try:
                 async with aiohttp.ClientSession() as http:
                     async with http.get(f"http://127.0.0.1:{self.port}/readyz") as response:
@@ -72,7 +98,8 @@ async def crash_suite(mongo_url: str, namespace: str):
 
     mint = TokenMint()
     prefix = f"ocr{uuid.uuid4().hex[:8]}_"
-    ports = {name: free_port() for name in ("membership", "jwks", "stock", "orders")}
+    ports = {name: free_port() for name in ("membership", "jwks")}  # bound at once, in this process
+    ports.update({name: subprocess_port() for name in ("stock", "orders")})
     membership_url = f"http://127.0.0.1:{ports['membership']}"
     jwks_url = f"http://127.0.0.1:{ports['jwks']}/auth/jwks"
     common = dict(mongo_db_prefix=prefix, jwks_url=jwks_url, membership_url=membership_url, demo_data=True)

@@ -88,3 +88,24 @@ def test_a_debit_beyond_the_balance_is_refused():
     with pytest.raises(MembershipError) as refused:
         p.ensure_covered(99, 100)
     assert refused.value.code == "insufficient-points"
+
+
+def test_a_clawback_is_covered_by_the_balance_then_the_holds_and_the_rest_is_a_debt():
+    assert p.clawback_sources(300, 500, 200) == p.ClawbackSources(300, 0, 0)
+    assert p.clawback_sources(300, 100, 150) == p.ClawbackSources(100, 150, 50)
+    assert p.clawback_sources(300, 0, 1000) == p.ClawbackSources(0, 300, 0)
+    # already in debt: nothing spendable covers it
+    assert p.clawback_sources(300, -40, 0) == p.ClawbackSources(0, 0, 300)
+    assert p.clawback_sources(0, 100, 100) == p.ClawbackSources(0, 0, 0)
+
+
+def test_a_debt_eats_the_next_lot_first_so_nothing_it_paid_for_expires():
+    entries = [
+        {"kind": p.EARN, "amount": 100, "at_ms": 0, "expires_at_ms": 10 * DAY},
+        {"kind": p.HOLD, "amount": -100, "at_ms": 1},
+        {"kind": p.CLAWBACK, "amount": -100, "at_ms": 2},          # balance -100: a debt
+        {"kind": p.EARN, "amount": 150, "at_ms": 3, "expires_at_ms": 20 * DAY},
+    ]
+    assert p.expiring_now(entries, 10 * DAY) == 0       # the first lot was spent on the hold
+    assert p.expiring_now(entries, 20 * DAY) == 50      # the debt took 100 of the second lot
+    assert p.expiring_now(entries[:3], 30 * DAY) == 0   # a negative balance never expires further
