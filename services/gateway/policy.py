@@ -114,6 +114,8 @@ POLICIES: tuple[RoutePolicy, ...] = (
     public(GET, "/stock/locations"),
     public(GET, "/stock/locations/{location_id}"),
     roles(WRITE_METHODS, "/stock/locations/**", ADMIN),
+    # A clerk's bulk movement waits for a manager of the store (stock checks which store).
+    roles(POST, "/stock/approvals/{approval_id}/**", frozenset({"store_manager", "hq_admin"})),
     roles(ANY_METHOD, "/stock/**", STAFF),
     # --- orders ------------------------------------------------------------------------------------
     # The payment provider calls back without a member token; orders verifies the provider's signature.
