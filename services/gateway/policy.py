@@ -127,6 +127,8 @@ POLICIES: tuple[RoutePolicy, ...] = (
     roles(POST, "/orders/{order_id}/ready-for-pickup", STAFF),
     roles(POST, "/orders/{order_id}/ship", STAFF),
     roles(POST, "/orders/{order_id}/pay", frozenset({"customer"}) | STAFF, timeout_s=15.0),
+    # Only the order's member asks for the return code a counter needs (orders checks the member).
+    roles(POST, "/orders/{order_id}/return-code", frozenset({"customer"})),
     roles(POST, "/orders/{order_id}/returns/**", frozenset({"customer"}) | STAFF, timeout_s=15.0),
     authenticated(ANY_METHOD, "/orders/**"),
     # --- notifications -------------------------------------------------------------------------------

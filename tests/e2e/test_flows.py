@@ -208,9 +208,15 @@ async def test_return_at_another_store_reverses_everything(anonymous, admin, tap
     returned = await member.ok("POST", f"/orders/{order['id']}/returns",
                                {"lines": [{"sku_id": TEE_M, "qty": 1}], "reason": "too small"})
     return_id = returned["return"]["id"]
+    # At another store than the seller: a clerk is refused, the manager takes it with the member's return code.
     xujiahui_staff = await anonymous.staff_login("xujiahui.staff", "xujiahui-staff-pass")
-    received = await xujiahui_staff.ok("POST", f"/orders/{order['id']}/returns/{return_id}/receive",
-                                       {"location_id": XUJIAHUI})
+    code = (await member.ok("POST", f"/orders/{order['id']}/return-code", {}))["return_code"]
+    refused = await xujiahui_staff.call("POST", f"/orders/{order['id']}/returns/{return_id}/receive",
+                                        {"location_id": XUJIAHUI, "proof": {"return_code": code}})
+    assert refused.status == 403 and refused.body["type"].endswith("/manager-required")
+    xujiahui_manager = await anonymous.staff_login("xujiahui.manager", "xujiahui-manager-pass")
+    received = await xujiahui_manager.ok("POST", f"/orders/{order['id']}/returns/{return_id}/receive",
+                                         {"location_id": XUJIAHUI, "proof": {"return_code": code}})
     assert received["refunds"] and received["refunds"][-1]["amount"] == 9900
     await eventually(lambda: level_is(admin, XUJIAHUI, TEE_M, on_hand=before_xujiahui["on_hand"] + 1))
 

@@ -77,8 +77,9 @@ async def test_ship_flow_then_partial_return_at_another_store(suite, bus_namespa
         status, done, _ = await suite.call("POST", f"/orders/{order['id']}/complete", member)
         assert status == 200 and done["status"] == "completed"
 
-        # Return one tee at Xujiahui (any store takes returns).
-        xujiahui_staff = suite.mint.staff(XUJIAHUI)
+        # Return one tee at Xujiahui (any store takes returns: another store's, by its manager, with the
+        # return code the member's app shows).
+        xujiahui_staff = suite.mint.staff(XUJIAHUI, role="store_manager")
         before = await suite.level(XUJIAHUI, TEE)
         status, answer, _ = await suite.call("POST", f"/orders/{order['id']}/returns", member,
                                              json={"lines": [{"sku_id": TEE, "qty": 1}], "reason": "too small"})
@@ -86,8 +87,11 @@ async def test_ship_flow_then_partial_return_at_another_store(suite, bus_namespa
         ret = answer["return"]
         tee_line = next(l for l in done["lines"] if l["sku_id"] == TEE)
         assert ret["refund_amount"] == tee_line["line_total"] // 2
+        status, code, _ = await suite.call("POST", f"/orders/{order['id']}/return-code", member)
+        assert status == 200, code
         status, received, _ = await suite.call("POST", f"/orders/{order['id']}/returns/{ret['id']}/receive",
-                                               xujiahui_staff, json={"location_id": XUJIAHUI})
+                                               xujiahui_staff, json={"location_id": XUJIAHUI,
+                                                                     "proof": {"return_code": code["return_code"]}})
         assert status == 200, received
         assert received["status"] == "completed"  # partial: the jeans and one tee are kept
 
