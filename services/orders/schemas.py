@@ -48,9 +48,9 @@ class InStore(Strict):
 
 
 class AttributionIn(Strict):
-    """Only a QR code scanned in this session: membership says whose it is (a client naming a store or an
-    assistant directly could steer commissions)."""
-    code: Code | None = None
+    """Only the scan token membership gave this member when they scanned a QR code: membership says whose QR
+    it was (a client naming a store, an assistant or a poster's QR code directly could steer commissions)."""
+    scan_token: Annotated[str, Field(min_length=16, max_length=100, pattern=r"^[A-Za-z0-9_\-]+$")] | None = None
 
 
 class OrderRequest(Strict):

@@ -183,23 +183,17 @@ class Checkout(OrderFlow):
         return quotes
 
     async def _attribution(self, principal: Principal, member_id: str | None, fulfilment: dict, requested) -> dict:
-        """The store / assistant QR scanned in this session first, else the member's binding; in store, the
-        sale is that store's. Attribution never blocks a sale: an unreachable membership means none."""
+        """The QR this member scanned (the scan token membership issued to them, still fresh) first, else the
+        member's binding; in store, the sale is that store's. Attribution never blocks a sale: an unreachable
+        membership means none."""
         attribution = {"store_id": None, "staff_id": None, "campaign_id": None, "code": None}
-        code = requested.code if requested is not None else None
-        scanned = None
-        if code:
-            attribution["code"] = code
-            try:
-                scanned = await self.upstreams.qr_code(code)
-            except (UpstreamError, Problem) as exc:
-                log.warning("orders.qr_lookup_unavailable", error=str(exc))
-        if scanned and scanned.get("status", "active") == "active":
-            attribution.update({k: scanned.get(k) for k in ("store_id", "staff_id", "campaign_id")})
-        elif member_id:
-            binding = await self._binding(member_id)
-            if _still_bound(binding.get("bound_until")):
-                attribution.update({k: binding.get(k) for k in ("store_id", "staff_id", "campaign_id")})
+        token = requested.scan_token if requested is not None else None
+        binding = await self._binding(member_id, token) if member_id else {}
+        scanned = binding.get("scan")
+        if scanned:
+            attribution.update({k: scanned.get(k) for k in ("store_id", "staff_id", "campaign_id", "code")})
+        elif member_id and _still_bound(binding.get("bound_until")):
+            attribution.update({k: binding.get(k) for k in ("store_id", "staff_id", "campaign_id")})
         if fulfilment["type"] == "in_store":
             store = fulfilment["location_id"]
             if attribution["store_id"] != store:
@@ -209,9 +203,9 @@ class Checkout(OrderFlow):
                 attribution["staff_id"] = principal.staff_id
         return attribution
 
-    async def _binding(self, member_id: str) -> dict:
+    async def _binding(self, member_id: str, scan_token: str | None = None) -> dict:
         try:
-            return await self.upstreams.attribution(member_id)
+            return await self.upstreams.attribution(member_id, scan_token)
         except (UpstreamError, Problem) as exc:
             log.warning("orders.attribution_unavailable", error=str(exc))
             return {}

@@ -424,15 +424,25 @@ async def test_a_charge_whose_answer_died_with_the_process_is_found_not_repeated
     assert paid["status"] == "confirmed" and paid["payment"]["payment_id"] == charged.payment_id
 
 
-async def test_a_qr_scanned_in_the_session_wins_over_the_binding(suite):
-    """Lin is bound to Jing'an's assistant, but scanned the Lujiazui assistant's QR code before ordering."""
+async def test_the_members_own_scan_token_wins_over_the_binding_and_nothing_else_does(suite):
+    """Lin is bound to Jing'an's assistant, but scanned the Lujiazui assistant's QR code before ordering: the
+    scan token membership gave her credits Lujiazui. A poster's QR code named at checkout, another member's
+    token or a made-up one move nothing."""
     member = suite.mint.member(LIN)
-    status, order = await suite.place(pickup_order(attribution={"code": "qr_staff_lujiazui_01"}), member)
+    status, problem = await suite.place(pickup_order(attribution={"code": "qr_staff_lujiazui_01"}), member)
+    assert status == 422  # a QR code is not named at checkout: anyone can read one off a poster
+    status, scan, _ = await suite.call("POST", "/members/scan", member, service="membership",
+                                       json={"code": "qr_staff_lujiazui_01"})
+    assert status == 200 and scan["scan_token"], scan
+    status, order = await suite.place(pickup_order(attribution={"scan_token": scan["scan_token"]}), member)
     assert status == 201, order
     assert order["attribution"] == {"store_id": "loc_sh_lujiazui", "staff_id": "stf_lujiazui_01",
                                     "campaign_id": "cmp_welcome", "code": "qr_staff_lujiazui_01"}
-    status, order = await suite.place(pickup_order(attribution={"code": "qr_nobody_knows"}), member)
+    status, order = await suite.place(pickup_order(attribution={"scan_token": "made-up-token-0123456789"}), member)
     assert status == 201 and order["attribution"]["staff_id"] == "stf_jingan_01"  # the binding, then
+    other = suite.mint.member("mbr_unbound_shopper")
+    status, order = await suite.place(pickup_order(attribution={"scan_token": scan["scan_token"]}), other)
+    assert status == 201 and order["attribution"]["staff_id"] is None  # Lin's token is not theirs
     status, problem = await suite.place(pickup_order(attribution={"staff_id": "stf_my_friend"}), member)
     assert status == 422  # nobody names an assistant to credit by hand
 
