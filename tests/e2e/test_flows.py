@@ -170,10 +170,16 @@ async def test_scan_and_pay_in_a_franchise_store(anonymous, admin, tap):
     sku = await anonymous.ok("GET", "/catalog/skus/by-code/6900000001002")
     sku_id = sku.get("id") or sku.get("sku_id")
     before = await level(admin, LUJIAZUI, sku_id)
+    # Paying in store needs a store session: the scan token of the store's QR code, scanned there.
+    refused = await member.call("POST", "/orders", {
+        "channel": "store", "lines": [{"sku_id": sku_id, "qty": 1}],
+        "fulfilment": {"type": "in_store", "location_id": LUJIAZUI, "scanned_codes": ["6900000001002"]}})
+    assert refused.status == 403 and refused.body["type"].endswith("/not-in-store")
+    session = await member.ok("POST", "/members/scan", {"code": "qr_store_lujiazui"})
     order = await member.ok("POST", "/orders", {
         "channel": "store", "lines": [{"sku_id": sku_id, "qty": 1}],
         "fulfilment": {"type": "in_store", "location_id": LUJIAZUI, "scanned_codes": ["6900000001002"]},
-        "coupon_codes": [], "points": 0})
+        "attribution": {"scan_token": session["scan_token"]}, "coupon_codes": [], "points": 0})
     paid = await member.ok("POST", f"/orders/{order['id']}/pay", {"card_number": "4242424242424242"})
     assert paid["status"] == "completed"
     await eventually(lambda: level_is(admin, LUJIAZUI, sku_id, on_hand=before["on_hand"] - 1,

@@ -28,7 +28,7 @@ from services.orders.usecases.base import OrderFlow, actor_of, passed_on
 from services.orders.views import public_order
 
 log = get_logger("orders")
-NAMED_REFUSALS = ("sold-out", "coupon-unavailable", "insufficient-points")
+NAMED_REFUSALS = ("sold-out", "coupon-unavailable", "insufficient-points", "not-in-store")
 
 
 def rejection_reason(error: Exception) -> str:
@@ -82,6 +82,8 @@ class Checkout(OrderFlow):
         # order that the stuck-checkout sweeper can compensate (releases are idempotent at stock/membership).
         order["saga"] = {"steps": planned, "started": planned}
         order["totals"] = apply_discounts(lines, 0, 0)[1]
+        if fulfilment["type"] == "in_store" and member_id is not None:
+            await self._require_store_session(member_id, fulfilment["location_id"], request.attribution)
         reservation = await self._reserve(order)
         await self._still_running(order["_id"], [saga.RESERVE_STOCK])
         benefits = await self._hold_benefits(order) if saga.HOLD_BENEFITS in planned else None
@@ -202,6 +204,15 @@ class Checkout(OrderFlow):
             if is_staff(principal) and principal.staff_id:
                 attribution["staff_id"] = principal.staff_id
         return attribution
+
+    async def _require_store_session(self, member_id: str, store_id: str, requested) -> None:
+        """A member pays in store only while there: their checkout names the scan token of a QR code of that
+        store they scanned a moment ago (the store session). Refused before anything is reserved."""
+        token = requested.scan_token if requested is not None else None
+        scanned = (await self._binding(member_id, token)).get("scan") if token else None
+        if not scanned or scanned.get("store_id") != store_id:
+            raise OrderError("not-in-store", f"scan a QR code of store {store_id} there to pay in store "
+                                             "(attribution.scan_token)", kind=FORBIDDEN)
 
     async def _binding(self, member_id: str, scan_token: str | None = None) -> dict:
         try:

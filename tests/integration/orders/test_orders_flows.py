@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.integration.orders.test_orders_store_session import store_session
 from tests.support import eventually
 
 JINGAN, XUJIAHUI = "loc_sh_jingan", "loc_sh_xujiahui"
@@ -152,12 +153,13 @@ async def test_in_store_guest_sale_by_staff_completes_at_once_and_commits_stock(
 
 
 async def test_member_scan_and_pay_in_store(suite):
-    """The member scans two tees' barcodes in the store and pays on the phone."""
+    """The member scans the store's QR code, then two tees' barcodes in the store, and pays on the phone."""
     member = suite.mint.member(LIN)
-    status, problem = await suite.place({"channel": "store", "fulfilment": {
+    session = await store_session(suite, member, "qr_store_xujiahui")
+    status, problem = await suite.place({"channel": "store", "attribution": session, "fulfilment": {
         "type": "in_store", "location_id": XUJIAHUI, "scanned_codes": ["6900000009999"]}}, member)
     assert status == 422 and problem["type"].endswith("unknown-code"), problem
-    status, order = await suite.place({"channel": "store", "fulfilment": {
+    status, order = await suite.place({"channel": "store", "attribution": session, "fulfilment": {
         "type": "in_store", "location_id": XUJIAHUI, "scanned_codes": ["6900000001001", "6900000001001"]}}, member)
     assert status == 201, order
     assert [(l["sku_id"], l["qty"]) for l in order["lines"]] == [(TEE, 2)]
