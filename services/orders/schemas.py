@@ -139,17 +139,21 @@ class Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class OrderLineOut(BaseModel):
+class CounterLineOut(BaseModel):
+    """A line as a counter taking a return sees it."""
     sku_id: str
     product_id: str | None
     name: str | None
     category: str | None
     qty: int
     unit_price: int
+    line_total: int | None
+
+
+class OrderLineOut(CounterLineOut):
     subtotal: int | None
     discount: int | None
     points_discount: int | None
-    line_total: int | None
 
 
 class PaymentAttemptOut(Open):
@@ -240,16 +244,6 @@ class PickupCodeView(OrderView):
 class OrderPage(BaseModel):
     items: list[OrderView]
     next_cursor: str | None
-
-
-class CounterLineOut(BaseModel):
-    sku_id: str
-    product_id: str | None
-    name: str | None
-    category: str | None
-    qty: int
-    unit_price: int
-    line_total: int | None
 
 
 class CounterReturnOut(BaseModel):

@@ -112,15 +112,8 @@ class MovementApproved(IntegrationEvent):
     decided_by: str
 
 
-class MovementRejected(IntegrationEvent):
+class MovementRejected(MovementApprovalRequested):
     """A manager rejected a clerk's movement: nothing changed."""
     event_type = "stock.movement.rejected"
-    approval_id: str
-    location_id: str
-    sku_id: str
-    kind: str
-    reason: str
-    units: int
-    requested_by: str
     decided_by: str
     note: str | None
