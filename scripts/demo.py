@@ -89,7 +89,7 @@ async def main() -> None:
         anonymous = Client(http)
         admin = await anonymous.staff("hq.admin", "hq-admin-pass")
         jingan = await anonymous.staff("jingan.staff", "jingan-staff-pass")
-        xujiahui = await anonymous.staff("xujiahui.staff", "xujiahui-staff-pass")
+        xujiahui = await anonymous.staff("xujiahui.manager", "xujiahui-manager-pass")
 
         phone = "+86135" + str(uuid.uuid4().int)[:8]
         step(1, f"A shopper ({phone}) scans assistant stf_jingan_01's QR code in the Jing'an store")
@@ -139,8 +139,12 @@ async def main() -> None:
         step(5, "Next day she returns the jeans at the Xujiahui store")
         returned = await shopper.call("POST", f"/orders/{order['id']}/returns",
                                       {"lines": [{"sku_id": "sku_jeans_slim_ind_30", "qty": 1}], "reason": "too long"})
+        # Another store than the seller: its manager takes it, with the return code her app shows.
+        code = await shopper.call("POST", f"/orders/{order['id']}/return-code", {})
+        note(f"her app shows return code {code['return_code']} (valid until {code['expires_at']})")
         received = await xujiahui.call("POST", f"/orders/{order['id']}/returns/{returned['return']['id']}/receive",
-                                       {"location_id": "loc_sh_xujiahui"})
+                                       {"location_id": "loc_sh_xujiahui",
+                                        "proof": {"return_code": code["return_code"]}})
         refund = received["refunds"][-1]
         note(f"refunded {yuan(refund['amount'])}; the jeans are back in Xujiahui's stock")
 

@@ -114,6 +114,8 @@ POLICIES: tuple[RoutePolicy, ...] = (
     public(GET, "/stock/locations"),
     public(GET, "/stock/locations/{location_id}"),
     roles(WRITE_METHODS, "/stock/locations/**", ADMIN),
+    # A clerk's bulk movement waits for a manager of the store (stock checks which store).
+    roles(POST, "/stock/approvals/{approval_id}/**", frozenset({"store_manager", "hq_admin"})),
     roles(ANY_METHOD, "/stock/**", STAFF),
     # --- orders ------------------------------------------------------------------------------------
     # The payment provider calls back without a member token; orders verifies the provider's signature.
@@ -125,6 +127,8 @@ POLICIES: tuple[RoutePolicy, ...] = (
     roles(POST, "/orders/{order_id}/ready-for-pickup", STAFF),
     roles(POST, "/orders/{order_id}/ship", STAFF),
     roles(POST, "/orders/{order_id}/pay", frozenset({"customer"}) | STAFF, timeout_s=15.0),
+    # Only the order's member asks for the return code a counter needs (orders checks the member).
+    roles(POST, "/orders/{order_id}/return-code", frozenset({"customer"})),
     roles(POST, "/orders/{order_id}/returns/**", frozenset({"customer"}) | STAFF, timeout_s=15.0),
     authenticated(ANY_METHOD, "/orders/**"),
     # --- notifications -------------------------------------------------------------------------------

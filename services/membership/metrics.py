@@ -20,3 +20,10 @@ HOLD_DISCOUNT = Histogram("o2o_membership_checkout_discount_fen", "Discount gran
                           buckets=(0, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000))
 TIER_CHANGES = Counter("o2o_membership_tier_changes_total", "Tier changes", ["to_tier"])
 DORMANT = Counter("o2o_membership_members_dormant_total", "Members marked dormant")
+STAFF_IDENTITY_SCANS = Counter("o2o_membership_staff_identity_scans_total",
+                               "Scans in which staff named a shopper's channel identity",
+                               ["outcome"])  # registered | known | limited
+IDENTITY_CLAIMS = Counter("o2o_membership_identity_claims_total",
+                          "Identities staff had named for another member, claimed by the member who linked them")
+SCAN_TOKENS = Counter("o2o_membership_scan_tokens_total", "Scan tokens issued and named at checkout",
+                      ["outcome"])  # issued | honoured | refused

@@ -23,6 +23,8 @@ INDEXES = [
     IndexSpec("checkout_holds", [("member_id", ASCENDING)], name="member"),
     IndexSpec("qr_codes", [("store_id", ASCENDING)], name="store"),
     IndexSpec("refresh_tokens", [("family_id", ASCENDING)], name="family"),
+    IndexSpec("scan_tokens", [("expires_at_ms", ASCENDING)], name="expiry"),
+    IndexSpec("identity_scans", [("staff_id", ASCENDING)], name="staff"),
 ]
 COLLECTIONS = ["signing_keys", "otp_challenges", "login_failures", "campaigns", "coupon_templates",
                "coupon_member_counts", "campaign_grants", "checkout_holds", "member_stats"]
@@ -188,10 +190,21 @@ class MemberRepository:
         doc = await self.identities.find_one({"_id": f"{kind}:{value}"}, session=session)
         return doc["member_id"] if doc else None
 
-    async def add_identity(self, member_id: str, kind: str, value: str, verified: bool, session) -> None:
+    async def add_identity(self, member_id: str, kind: str, value: str, verified: bool, session,
+                           named_by: str | None = None) -> None:
         await self.identities.insert_one({"_id": f"{kind}:{value}", "kind": kind, "value": value,
-                                          "member_id": member_id, "verified": verified, "linked_at": utcnow()},
-                                         session=session)
+                                          "member_id": member_id, "verified": verified, "linked_at": utcnow(),
+                                          "named_by": named_by}, session=session)
+
+    async def identity(self, kind: str, value: str, session=None) -> dict | None:
+        return await self.identities.find_one({"_id": f"{kind}:{value}"}, session=session)
+
+    async def claim_identity(self, kind: str, value: str, from_member: str, to_member: str, session) -> bool:
+        """Move one identity, guarded on its holder (a concurrent claim loses)."""
+        result = await self.identities.update_one({"_id": f"{kind}:{value}", "member_id": from_member},
+                                                  {"$set": {"member_id": to_member, "named_by": None}},
+                                                  session=session)
+        return result.modified_count == 1
 
     async def identities_of(self, member_id: str, session=None) -> list[dict]:
         return await self.identities.find({"member_id": member_id}, session=session).to_list(100)
@@ -433,3 +446,34 @@ class PurchaseRepository(Documents):
         docs = await self.collection.find({"member_id": member_id, "at_ms": {"$gte": since_ms}},
                                           session=session).to_list(None)
         return sum(max(0, d["amount"] - d.get("refunded", 0)) for d in docs if d.get("amount") is not None)
+
+
+class ScanRepository:
+    """Scan tokens (what a member's checkout names to credit the QR they just scanned), the hourly counters of
+    staff identity scans, and the audit trail of those scans and of identities claimed back."""
+
+    def __init__(self, mongo: Mongo) -> None:
+        self.tokens = mongo.db["scan_tokens"]
+        self.counters = mongo.db["identity_scan_counts"]
+        self.audit = mongo.db["identity_scans"]
+
+    async def add_token(self, doc: dict, session) -> None:
+        await self.tokens.insert_one(doc, session=session)
+
+    async def token(self, digest: str, session=None) -> dict | None:
+        return await self.tokens.find_one({"_id": digest}, session=session)
+
+    async def take_scan(self, staff_id: str, window: int, limit: int, session) -> bool:
+        key = f"{staff_id}:{window}"
+        # The counter must exist before the guarded increment (a missing field never matches $lt).
+        await self.counters.update_one({"_id": key}, {"$setOnInsert": {"count": 0, "staff_id": staff_id}},
+                                       upsert=True, session=session)
+        result = await self.counters.update_one({"_id": key, "count": {"$lt": limit}}, {"$inc": {"count": 1}},
+                                                session=session)
+        return result.modified_count == 1
+
+    async def record(self, doc: dict, session) -> None:
+        await self.audit.insert_one(doc, session=session)
+
+    async def of_staff(self, staff_id: str, limit: int = 100) -> list[dict]:
+        return await self.audit.find({"staff_id": staff_id}).sort("_id", DESCENDING).to_list(limit)

@@ -114,7 +114,11 @@ class ScanOut(BaseModel):
     tags: list[str]
     attribution: AttributionOut
     coupons_issued: list[CouponOut]
-    coupon_skipped: str | None
+    coupon_skipped: str | None = Field(None, description="why no campaign coupon was issued, e.g. "
+                                                         "member-not-present for a staff identity scan")
+    scan_token: str | None = Field(None, description="a member's own scan: name it at checkout "
+                                                     "(attribution.scan_token) to credit this QR; short-lived")
+    scan_token_expires_at: str | None = None
 
 
 # == /auth =====================================================================================
@@ -194,6 +198,10 @@ class HoldRequest(Strict):
     lines: list[HoldLine] = Field(min_length=1, max_length=200)
     ttl_s: int | None = Field(None, ge=1, le=30 * 86400, description="how long the hold lasts unless committed "
                               "(orders' payment window plus a margin); default MEMBERSHIP_HOLD_TTL_S")
+
+
+class AttributionQuery(Strict):
+    scan_token: Annotated[str, StringConstraints(min_length=16, max_length=100)] | None = None
 
 
 class AudienceQuery(Strict):

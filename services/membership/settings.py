@@ -37,6 +37,10 @@ class MembershipSettings(ServiceSettings):
 
     # Attribution
     binding_days: int = 365
+    # The token a member's scan answers with: their checkout names it to credit the QR they scanned.
+    scan_token_ttl_s: int = 30 * 60
+    # Staff naming shoppers' channel identities at the counter: this many per staff member per hour.
+    staff_identity_scans_per_hour: int = 30
 
     # Points
     points_per_yuan_earned: int = 1

@@ -14,8 +14,8 @@ from libs.problems import Problem
 from libs.service import MONGO
 from services.orders.payments.port import SIGNATURE_HEADER
 from services.orders.schemas import (CancelRequest, ListQuery, OrderPage, OrderRequest, OrderView, PayRequest,
-                                     PaymentCallback, PickupCodeView, PickupRequest, ReceiveReturn, ReturnAnswer,
-                                     ReturnRequest, ShipRequest)
+                                     CounterOrderView, PaymentCallback, PickupCodeView, PickupRequest, ReceiveReturn,
+                                     ReturnAnswer, ReturnCodeOut, ReturnRequest, ShipRequest)
 from services.orders.usecases import (CHECKOUT, FULFILMENT, ORDERS, PAYMENT_PROVIDER, PAYMENTS, RETURNS)
 from services.orders.views import public_order
 
@@ -157,24 +157,35 @@ async def complete(request: web.Request) -> web.Response:
     return json_response(public_order(await request.app[FULFILMENT].complete(principal, _order_id(request))))
 
 
+@routes.post("/orders/{order_id}/return-code")
+@openapi(summary="The member's app asks for a return code to show at a store's counter (short-lived, used once; "
+                 "a new one replaces the last)", response=ReturnCodeOut, tags=TAGS)
+async def issue_return_code(request: web.Request) -> web.Response:
+    principal = require(request, "customer")
+    return json_response(await request.app[RETURNS].issue_code(principal, _order_id(request)))
+
+
 @routes.post("/orders/{order_id}/returns")
-@openapi(summary="Ask to return (part of) a completed order", request=ReturnRequest, response=ReturnAnswer,
-         status=201, tags=TAGS)
+@openapi(summary="Ask to return (part of) a completed order: the owner online, or staff at their counter with "
+                 "the customer's proof (cross-store or high-value: a manager)", request=ReturnRequest,
+         response=ReturnAnswer, status=201, tags=TAGS)
 async def request_return(request: web.Request) -> web.Response:
     principal = require(request)
     body = await parse_body(request, ReturnRequest)
     order_id, returns = _order_id(request), request.app[RETURNS]
     lines = [line.model_dump() for line in body.lines]
+    proof = body.proof.model_dump(exclude_none=True) if body.proof else None
     return await create_once(request.app[MONGO], request, lambda: returns.request(
-        principal, order_id, lines, body.reason, body.location_id))
+        principal, order_id, lines, body.reason, body.location_id, proof))
 
 
 @routes.post("/orders/{order_id}/returns/{return_id}/receive")
-@openapi(summary="Receive returned goods at a store (stock goes back there, the refund follows)",
-         request=ReceiveReturn, response=OrderView, tags=TAGS)
+@openapi(summary="Receive returned goods at a store (stock goes back there, the refund follows); the customer's "
+                 "proof unless opened at this counter with it; cross-store or high-value: a manager",
+         request=ReceiveReturn, response=OrderView | CounterOrderView, tags=TAGS)
 async def receive_return(request: web.Request) -> web.Response:
     principal = require(request, *STAFF)
     body = await parse_body(request, ReceiveReturn)
-    order = await request.app[RETURNS].receive(principal, _order_id(request), request.match_info["return_id"],
-                                               body.location_id)
-    return json_response(public_order(order))
+    proof = body.proof.model_dump(exclude_none=True) if body.proof else None
+    return json_response(await request.app[RETURNS].receive(principal, _order_id(request),
+                                                            request.match_info["return_id"], body.location_id, proof))

@@ -23,7 +23,7 @@ PICKUP_WAIT = Histogram("o2o_orders_pickup_wait_seconds", "Time from ready-for-p
                         buckets=(300, 900, 1800, 3600, 7200, 14400, 43200, 86400, 172800, 259200, 604800))
 SAGA_ACTIONS = Counter("o2o_orders_saga_actions_total", "Follow-up and compensation actions run",
                        ["action", "outcome"])  # outcome: done | failed
-RETURNS = Counter("o2o_orders_returns_total", "Returns by stage", ["stage"])  # requested | received
+RETURNS = Counter("o2o_orders_returns_total", "Returns by stage", ["stage"])  # code_issued | requested | received
 REFUNDED_FEN = Counter("o2o_orders_refunded_fen_total", "Money refunded, in fen", ["reason"])  # cancel | return
 SOLD_OUT_SHORTCUTS = Counter("o2o_orders_sold_out_shortcuts_total",
                              "Checkouts answered sold-out from stock's answer a moment ago, without a new reservation")
@@ -33,3 +33,5 @@ ORDERS_WITH_PENDING_ACTIONS = Gauge("o2o_orders_with_pending_actions",
                                     "service keeps refusing")
 RESERVATIONS_LOST = Counter("o2o_orders_paid_reservations_lost_total",
                             "Paid orders whose stock reservation expired at stock before the goods left")
+RETURN_REFUSALS = Counter("o2o_orders_return_refusals_total", "Returns refused at a counter",
+                          ["code"])  # return-proof-required | wrong-return-proof | manager-required

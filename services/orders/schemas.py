@@ -48,9 +48,9 @@ class InStore(Strict):
 
 
 class AttributionIn(Strict):
-    """Only a QR code scanned in this session: membership says whose it is (a client naming a store or an
-    assistant directly could steer commissions)."""
-    code: Code | None = None
+    """Only the scan token membership gave this member when they scanned a QR code: membership says whose QR
+    it was (a client naming a store, an assistant or a poster's QR code directly could steer commissions)."""
+    scan_token: Annotated[str, Field(min_length=16, max_length=100, pattern=r"^[A-Za-z0-9_\-]+$")] | None = None
 
 
 class OrderRequest(Strict):
@@ -87,14 +87,29 @@ class ShipRequest(Strict):
     tracking_number: str = Field(min_length=1, max_length=64)
 
 
+class ReturnProof(Strict):
+    """What the customer brings to a counter: the return code from the member's app, or the payment reference."""
+    return_code: str | None = Field(None, min_length=4, max_length=16, pattern=r"^[A-Za-z0-9]+$")
+    payment_id: str | None = Field(None, min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def one_proof(self):
+        if (self.return_code is None) == (self.payment_id is None):
+            raise ValueError("a proof is either a return_code or a payment_id")
+        return self
+
+
 class ReturnRequest(Strict):
     lines: list[LineIn] = Field(min_length=1, max_length=50)
     reason: str = Field(min_length=1, max_length=500)
-    location_id: Id | None = None
+    location_id: Id | None = Field(None, description="the store the goods come back to (a counter names its own)")
+    proof: ReturnProof | None = Field(None, description="needed when staff open the return at their counter")
 
 
 class ReceiveReturn(Strict):
     location_id: Id
+    proof: ReturnProof | None = Field(None, description="needed unless the return was opened at this counter "
+                                                        "with the customer's proof")
 
 
 class ListQuery(Strict):
@@ -124,17 +139,21 @@ class Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class OrderLineOut(BaseModel):
+class CounterLineOut(BaseModel):
+    """A line as a counter taking a return sees it."""
     sku_id: str
     product_id: str | None
     name: str | None
     category: str | None
     qty: int
     unit_price: int
+    line_total: int | None
+
+
+class OrderLineOut(CounterLineOut):
     subtotal: int | None
     discount: int | None
     points_discount: int | None
-    line_total: int | None
 
 
 class PaymentAttemptOut(Open):
@@ -231,6 +250,33 @@ class OrderPage(BaseModel):
     next_cursor: str | None
 
 
+class CounterReturnOut(BaseModel):
+    id: str
+    status: Literal["requested", "received"]
+    lines: list[ReturnLine]
+    refund_amount: int
+    location_id: str | None
+
+
+class CounterOrderView(BaseModel):
+    """An order as a store counter taking its return sees it when it may not read the order: the lines and
+    what was returned; no member, payment, attribution or timeline."""
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    status: str
+    fulfilment_type: str
+    lines: list[CounterLineOut]
+    returns: list[CounterReturnOut]
+    refunds: list[RefundOut]
+
+
+class ReturnCodeOut(BaseModel):
+    order_id: str
+    return_code: str = Field(description="shown (or as a QR) at the store's counter; works once, until expires_at")
+    expires_at: str = Field(description="RFC 3339")
+
+
 # "return" is a Python keyword, so this answer's model is built from a mapping of its field names.
-ReturnAnswer = create_model("ReturnAnswer", __doc__="The return recorded, and the order it belongs to.",
-                            **{"return": (ReturnOut, ...), "order": (OrderView, ...)})
+ReturnAnswer = create_model("ReturnAnswer", __doc__="The return recorded, and the order it belongs to (as the "
+                                                    "caller may see it).",
+                            **{"return": (ReturnOut, ...), "order": (OrderView | CounterOrderView, ...)})

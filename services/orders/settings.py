@@ -24,6 +24,9 @@ class OrdersSettings(ServiceSettings):
     pickup_code_secret: str = "dev-pickup-secret-change-me"
     pickup_max_attempts: int = 5
 
+    return_code_ttl_s: int = 15 * 60          # a return code from the member's app works this long, once
+    return_manager_above_fen: int = 50_000    # a counter return refunding more than this needs a store manager
+
     payment_provider: str = "sandbox"
     payment_webhook_secret: str = "dev-payment-webhook-secret-change-me"
     # An attempt without an outcome after this long is stale (its process died mid-charge, or the provider

@@ -25,7 +25,6 @@ class Upstreams:
         self.membership: ServiceClient | None = None
         self._quotes: dict[tuple, tuple[float, dict]] = {}
         self._quoting: dict[tuple, asyncio.Future] = {}
-        self._qr_codes: tuple[float, dict[str, dict]] | None = None
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
@@ -112,17 +111,13 @@ class Upstreams:
                 return
             raise
 
-    async def qr_code(self, code: str) -> dict | None:
-        """Whose QR code this is (store / assistant / campaign); the list is small and cached a minute."""
-        now = time.monotonic()
-        if self._qr_codes is None or now - self._qr_codes[0] > 60:
-            body = await self.membership.get("/members/qr-codes")
-            self._qr_codes = (now, {item["code"]: item for item in body.get("items", [])})
-        return self._qr_codes[1].get(code)
-
-    async def attribution(self, member_id: str) -> dict:
+    async def attribution(self, member_id: str, scan_token: str | None = None) -> dict:
+        """The member's binding; with the scan token their checkout named, the QR they scanned (`scan`)."""
+        path = f"/members/internal/members/{member_id}/attribution"
+        if scan_token:
+            path += f"?scan_token={quote(scan_token)}"
         try:
-            return await self.membership.get(f"/members/internal/members/{member_id}/attribution")
+            return await self.membership.get(path)
         except UpstreamError as exc:
             if exc.status == 404:
                 return {}

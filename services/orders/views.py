@@ -24,3 +24,17 @@ def public_order(doc: dict) -> dict:
         "refunds": [{k: r.get(k) for k in ("id", "amount", "reason", "return_id", "state")} for r in doc.get("refunds", [])],
         "timeline": doc.get("timeline", []),
     }
+
+
+def counter_order(doc: dict) -> dict:
+    """What a store counter taking a return needs of an order it may not read: the lines bought and what was
+    already returned; never the member, the payment, the attribution, the benefits or the timeline."""
+    return {
+        "id": doc["_id"], "status": doc["status"], "fulfilment_type": doc["fulfilment"]["type"],
+        "lines": [{k: line.get(k) for k in ("sku_id", "product_id", "name", "category", "qty", "unit_price",
+                                            "line_total")} for line in doc["lines"]],
+        "returns": [{k: r.get(k) for k in ("id", "status", "lines", "refund_amount", "location_id")}
+                    for r in doc.get("returns", [])],
+        "refunds": [{k: r.get(k) for k in ("id", "amount", "reason", "return_id", "state")}
+                    for r in doc.get("refunds", []) if r.get("return_id")],
+    }

@@ -8,8 +8,8 @@ from services.stock.handlers import routes
 from services.stock.jobs import reconcile_reservations, release_expired_reservations
 from services.stock.repository import EMBEDDED_OUTBOX, INDEXES
 from services.stock.settings import StockSettings
-from services.stock.usecases import (AVAILABILITY, LEVELS, LOCATIONS, MOVEMENTS, RECONCILIATION, RESERVATIONS,
-                                     Availability, Levels, Locations, Movements, Reconciliation, Reservations,
+from services.stock.usecases import (APPROVALS, AVAILABILITY, LEVELS, LOCATIONS, MOVEMENTS, RECONCILIATION,
+                                     RESERVATIONS, Approvals, Availability, Levels, Locations, Movements, Reconciliation, Reservations,
                                      StockCore)
 
 
@@ -26,6 +26,7 @@ def create_app(settings: StockSettings | None = None) -> web.Application:
         app[LEVELS] = Levels(core)
         app[AVAILABILITY] = Availability(core)
         app[MOVEMENTS] = Movements(core)
+        app[APPROVALS] = Approvals(core, app[MOVEMENTS])
         app[RESERVATIONS] = Reservations(core)
         app[RECONCILIATION] = Reconciliation(core)
         if settings.demo_data:

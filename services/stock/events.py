@@ -84,3 +84,36 @@ class StockSkuReplenished(IntegrationEvent):
     location_id: str
     sku_id: str
     available: int
+
+
+class MovementApprovalRequested(IntegrationEvent):
+    """A store clerk asked for a movement above the threshold: it waits for a manager of the store."""
+    event_type = "stock.movement.approval_requested"
+    approval_id: str
+    location_id: str
+    sku_id: str
+    kind: str
+    reason: str
+    units: int
+    requested_by: str
+
+
+class MovementApproved(IntegrationEvent):
+    """A manager approved a clerk's movement: it is now in the ledger."""
+    event_type = "stock.movement.approved"
+    approval_id: str
+    movement_id: str
+    location_id: str
+    sku_id: str
+    kind: str
+    reason: str
+    delta: int
+    requested_by: str
+    decided_by: str
+
+
+class MovementRejected(MovementApprovalRequested):
+    """A manager rejected a clerk's movement: nothing changed."""
+    event_type = "stock.movement.rejected"
+    decided_by: str
+    note: str | None

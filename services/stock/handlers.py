@@ -10,16 +10,17 @@ from libs.auth import require
 from libs.http import json_response, parse_body, parse_query
 from libs.idempotency import create_once
 from libs.openapi import openapi
-from libs.refusal import INVALID, Refusal
+from libs.refusal import INVALID, NOT_FOUND, Refusal
 from libs.service import MONGO
 from services.stock.domain.routing import Point
-from services.stock.schemas import (SKU_ID, AvailabilityOut, AvailabilityQuery, ExtendIn, LevelOut, LevelPage,
+from services.stock.schemas import (SKU_ID, ApprovalOut, ApprovalPage, ApprovalQuery, AvailabilityOut, Decision, AvailabilityQuery, ExtendIn, LevelOut, LevelPage,
                                     LevelQuery, LevelSettings, LocationOut, LocationPage, LocationPatch,
                                     LocationQuery, MovementIn, MovementOut, MovementPage, NewLocation, ReleaseIn,
                                     ReservationIn)
-from services.stock.usecases import AVAILABILITY, LEVELS, LOCATIONS, MOVEMENTS, RESERVATIONS
+from services.stock.usecases import APPROVALS, AVAILABILITY, LEVELS, LOCATIONS, MOVEMENTS, RESERVATIONS
 
 routes = web.RouteTableDef()
+APPROVAL_ID = r"apr_[A-Za-z0-9_\-]{1,64}"
 STAFF_AND_FRANCHISEES = ("hq_admin", "store_manager", "store_staff", "franchisee")
 
 
@@ -96,16 +97,51 @@ async def set_level(request: web.Request) -> web.Response:
 # --- movements -------------------------------------------------------------------------------
 
 @routes.post("/stock/movements")
-@openapi(summary="Record a movement (receive, sale, adjust, count, transfer, return); idempotent by key",
-         request=MovementIn, response=MovementOut, status=201, tags=["stock"])
+@openapi(summary="Record a movement (receive, sale, adjust, count, transfer, return); idempotent by key; a clerk's "
+                 "bulk adjustment, count, receipt or return answers 202 with the approval a manager gives",
+         request=MovementIn, responses={201: MovementOut, 202: ApprovalOut}, tags=["stock"])
 async def post_movement(request: web.Request) -> web.Response:
     principal = require(request, "hq_admin", "store_manager", "store_staff")
     body = await parse_body(request, MovementIn)
 
     async def create():
-        return 201, await request.app[MOVEMENTS].record(body.model_dump(exclude_none=True), principal)
+        return await request.app[MOVEMENTS].record(body.model_dump(exclude_none=True), principal)
 
     return await create_once(request.app[MONGO], request, create)
+
+
+@routes.get("/stock/approvals")
+@openapi(summary="Clerks' movements waiting for (or decided by) a manager, newest first", query=ApprovalQuery,
+         response=ApprovalPage, tags=["stock"])
+async def list_approvals(request: web.Request) -> web.Response:
+    principal = require(request, "hq_admin", "store_manager", "store_staff")
+    query = parse_query(request, ApprovalQuery)
+    return json_response(await request.app[APPROVALS].page(principal, location_id=query.location_id,
+                                                           status=query.status, cursor=query.cursor,
+                                                           limit=query.limit))
+
+
+async def _decide(request: web.Request, decision: str) -> web.Response:
+    principal = require(request, "hq_admin", "store_manager")
+    body = await _optional_body(request, Decision)
+    approval_id = request.match_info["approval_id"]
+    if not re.fullmatch(APPROVAL_ID, approval_id):
+        raise Refusal("not-found", "approval not found", kind=NOT_FOUND)
+    return json_response(await request.app[APPROVALS].decide(principal, approval_id, decision, body.note))
+
+
+@routes.post("/stock/approvals/{approval_id}/approve")
+@openapi(summary="A manager of the store approves a clerk's movement: it is written to the ledger",
+         request=Decision, response=ApprovalOut, tags=["stock"])
+async def approve_movement(request: web.Request) -> web.Response:
+    return await _decide(request, "approved")
+
+
+@routes.post("/stock/approvals/{approval_id}/reject")
+@openapi(summary="A manager of the store rejects a clerk's movement: nothing changes", request=Decision,
+         response=ApprovalOut, tags=["stock"])
+async def reject_movement(request: web.Request) -> web.Response:
+    return await _decide(request, "rejected")
 
 
 @routes.get("/stock/movements")

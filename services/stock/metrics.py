@@ -21,3 +21,7 @@ RESERVATION_DRIFT = Counter("o2o_stock_reservation_drift_total",
                             ["kind"])  # over_reserved | under_reserved | available
 DRIFT_LEVELS = Gauge("o2o_stock_reservation_drift_levels", "Levels out of line found by the last reconciliation run")
 RECONCILIATION_RUNS = Counter("o2o_stock_reconciliation_runs_total", "Reconciliation runs completed")
+APPROVALS = Counter("o2o_stock_movement_approvals_total", "Clerks' movements that needed a manager, by outcome",
+                    ["kind", "outcome"])  # outcome: requested | approved | rejected
+MOVEMENTS_REFUSED = Counter("o2o_stock_movements_refused_total", "Movements refused by the stock rules",
+                            ["code"])  # movement-too-large | reason-required | invalid-reason

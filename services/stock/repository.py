@@ -23,6 +23,8 @@ INDEXES = [
     IndexSpec("capacity", [("day", ASCENDING)], name="day"),
     IndexSpec("transfers", [("status", ASCENDING)], name="status"),
     IndexSpec("rejections", [("order_id", ASCENDING)], name="order"),
+    IndexSpec("approvals", [("key", ASCENDING)], unique=True, name="key_unique"),
+    IndexSpec("approvals", [("location_id", ASCENDING)], name="location"),
     *(embedded_outbox_index(name) for name in EMBEDDED_OUTBOX),
 ]
 
@@ -269,3 +271,17 @@ class TransferRepository(VersionedRepository):
     """Goods between two locations: in transit until the destination receives them."""
 
     name = "transfers"
+
+
+class ApprovalRepository(VersionedRepository):
+    """Clerks' movements waiting for (or decided by) a manager of the store; one per movement key."""
+
+    name = "approvals"
+
+    async def by_key(self, key: str, session=None) -> dict | None:
+        return await self.collection.find_one({"key": key}, session=session)
+
+    async def page(self, query: dict, before: str | None, limit: int) -> list[dict]:
+        if before is not None:
+            query = {**query, "_id": {"$lt": before}}
+        return await self.collection.find(query).sort("_id", DESCENDING).limit(limit).to_list()

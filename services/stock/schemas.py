@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from libs.models import CURSOR, Strict
-from services.stock.domain.model import MOVEMENT_KINDS
+from services.stock.domain.model import MOVEMENT_KINDS, REASON_CODES
 
 LOCATION_ID = r"^loc_[A-Za-z0-9_\-]{1,64}$"
 SKU_ID = r"^sku_[A-Za-z0-9_\-]{1,100}$"
@@ -90,7 +90,7 @@ class ReleaseIn(Strict):
 
 FIELDS_OF_KIND = {"receive": ("location_id", "sku_id", "qty"), "sale": ("location_id", "sku_id", "qty"),
                   "return_to_stock": ("location_id", "sku_id", "qty"),
-                  "adjust": ("location_id", "sku_id", "delta", "reason"),
+                  "adjust": ("location_id", "sku_id", "delta"),
                   "count": ("location_id", "sku_id", "counted"),
                   "transfer_out": ("location_id", "sku_id", "qty", "to_location_id"),
                   "transfer_in": ("transfer_id",)}
@@ -104,7 +104,9 @@ class MovementIn(Strict):
     qty: int | None = Field(None, ge=1, le=1_000_000, strict=True)
     delta: int | None = Field(None, ge=-1_000_000, le=1_000_000, strict=True)
     counted: int | None = Field(None, ge=0, le=1_000_000, strict=True)
-    reason: str | None = Field(None, min_length=1, max_length=500)
+    reason: Literal[REASON_CODES] | None = Field(  # type: ignore[valid-type]
+        None, description="why stock changed; an adjustment names one, other kinds have a default")
+    note: str | None = Field(None, min_length=1, max_length=500, description="free words for the ledger")
     to_location_id: str | None = Field(None, pattern=LOCATION_ID)
     transfer_id: str | None = Field(None, pattern=r"^trf_[a-f0-9]{1,40}$")
     reference: str | None = Field(None, max_length=200)
@@ -114,6 +116,8 @@ class MovementIn(Strict):
         missing = [name for name in FIELDS_OF_KIND[self.kind] if getattr(self, name) is None]
         if missing:
             raise ValueError(f"a {self.kind} movement needs {', '.join(missing)}")
+        if self.kind == "adjust" and self.reason is None:
+            raise ValueError("an adjustment needs a reason code")
         if self.kind == "adjust" and self.delta == 0:
             raise ValueError("an adjustment needs a non-zero delta")
         return self
@@ -139,6 +143,15 @@ class AvailabilityQuery(Strict):
 class LevelQuery(PageQuery):
     location_id: str | None = Field(None, pattern=LOCATION_ID)
     sku_id: str | None = Field(None, pattern=SKU_ID)
+
+
+class ApprovalQuery(PageQuery):
+    location_id: str | None = Field(None, pattern=LOCATION_ID)
+    status: Literal["pending", "approved", "rejected"] | None = None
+
+
+class Decision(Strict):
+    note: str | None = Field(None, min_length=1, max_length=500)
 
 
 class LevelSettings(Strict):
@@ -224,12 +237,39 @@ class MovementOut(BaseModel):
     available_after: int
     variance: int | None
     reason: str | None
+    note: str | None = None
     transfer_id: str | None
     actor: str
     reference: str | None
+    approval_id: str | None = Field(None, description="the approval a manager gave for a clerk's movement")
+    approved_by: str | None = None
     at: str
 
 
 class MovementPage(BaseModel):
     items: list[MovementOut]
+    next_cursor: str | None
+
+
+class ApprovalOut(BaseModel):
+    """A clerk's movement above the threshold: pending until a manager of the store approves or rejects it."""
+    id: str
+    key: str
+    status: Literal["pending", "approved", "rejected"]
+    kind: str
+    location_id: str
+    sku_id: str
+    reason: str
+    units: int = Field(description="units the movement changes on-hand by, as planned when asked")
+    movement: dict = Field(description="the movement as the clerk asked for it")
+    requested_by: str
+    requested_at: str
+    decided_by: str | None
+    decided_at: str | None
+    decision_note: str | None
+    movement_id: str | None = Field(description="the ledger line, once approved")
+
+
+class ApprovalPage(BaseModel):
+    items: list[ApprovalOut]
     next_cursor: str | None

@@ -29,3 +29,8 @@ class StockSettings(ServiceSettings):
                                                        "the next run (its reservation may still be on its way)")
     fast_path_attempts: int = Field(3, description="guarded single-document attempts of a reservation before it "
                                                    "takes the transactional path")
+    max_movement_units: int = Field(10_000, description="one movement changes a level by at most this many units, "
+                                                        "whoever records it")
+    clerk_approval_threshold: int = Field(20, description="a store clerk's adjustment, count (its variance), receipt "
+                                                          "or return of more units than this waits for a manager "
+                                                          "of the store to approve it")

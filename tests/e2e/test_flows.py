@@ -170,10 +170,16 @@ async def test_scan_and_pay_in_a_franchise_store(anonymous, admin, tap):
     sku = await anonymous.ok("GET", "/catalog/skus/by-code/6900000001002")
     sku_id = sku.get("id") or sku.get("sku_id")
     before = await level(admin, LUJIAZUI, sku_id)
+    # Paying in store needs a store session: the scan token of the store's QR code, scanned there.
+    refused = await member.call("POST", "/orders", {
+        "channel": "store", "lines": [{"sku_id": sku_id, "qty": 1}],
+        "fulfilment": {"type": "in_store", "location_id": LUJIAZUI, "scanned_codes": ["6900000001002"]}})
+    assert refused.status == 403 and refused.body["type"].endswith("/not-in-store")
+    session = await member.ok("POST", "/members/scan", {"code": "qr_store_lujiazui"})
     order = await member.ok("POST", "/orders", {
         "channel": "store", "lines": [{"sku_id": sku_id, "qty": 1}],
         "fulfilment": {"type": "in_store", "location_id": LUJIAZUI, "scanned_codes": ["6900000001002"]},
-        "coupon_codes": [], "points": 0})
+        "attribution": {"scan_token": session["scan_token"]}, "coupon_codes": [], "points": 0})
     paid = await member.ok("POST", f"/orders/{order['id']}/pay", {"card_number": "4242424242424242"})
     assert paid["status"] == "completed"
     await eventually(lambda: level_is(admin, LUJIAZUI, sku_id, on_hand=before["on_hand"] - 1,
@@ -208,9 +214,15 @@ async def test_return_at_another_store_reverses_everything(anonymous, admin, tap
     returned = await member.ok("POST", f"/orders/{order['id']}/returns",
                                {"lines": [{"sku_id": TEE_M, "qty": 1}], "reason": "too small"})
     return_id = returned["return"]["id"]
+    # At another store than the seller: a clerk is refused, the manager takes it with the member's return code.
     xujiahui_staff = await anonymous.staff_login("xujiahui.staff", "xujiahui-staff-pass")
-    received = await xujiahui_staff.ok("POST", f"/orders/{order['id']}/returns/{return_id}/receive",
-                                       {"location_id": XUJIAHUI})
+    code = (await member.ok("POST", f"/orders/{order['id']}/return-code", {}))["return_code"]
+    refused = await xujiahui_staff.call("POST", f"/orders/{order['id']}/returns/{return_id}/receive",
+                                        {"location_id": XUJIAHUI, "proof": {"return_code": code}})
+    assert refused.status == 403 and refused.body["type"].endswith("/manager-required")
+    xujiahui_manager = await anonymous.staff_login("xujiahui.manager", "xujiahui-manager-pass")
+    received = await xujiahui_manager.ok("POST", f"/orders/{order['id']}/returns/{return_id}/receive",
+                                         {"location_id": XUJIAHUI, "proof": {"return_code": code}})
     assert received["refunds"] and received["refunds"][-1]["amount"] == 9900
     await eventually(lambda: level_is(admin, XUJIAHUI, TEE_M, on_hand=before_xujiahui["on_hand"] + 1))
 

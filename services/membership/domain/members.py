@@ -51,6 +51,33 @@ def scan(member: dict[str, Any], qr: dict[str, Any], campaign: dict[str, Any] | 
         grant_campaign_id=(campaign or {}).get("_id") if campaign and campaign.get("coupon_template_id") else None)
 
 
+HOUR_MS = 3_600_000
+NOT_PRESENT = "member-not-present"
+
+
+def for_staff_scan(outcome: ScanOutcome) -> ScanOutcome:
+    """A scan the member did not make themselves (staff naming their channel identity) tags and binds, but
+    issues no campaign coupon: a made-up identity must not take one. The coupon waits for the member's own scan."""
+    outcome.grant_campaign_id = None
+    return outcome
+
+
+def hour_window(now_ms: int) -> int:
+    """The hour a staff member's identity scans are counted in."""
+    return now_ms // HOUR_MS
+
+
+def retry_after_s(now_ms: int) -> int:
+    return max(1, ((hour_window(now_ms) + 1) * HOUR_MS - now_ms + 999) // 1000)
+
+
+def claimable_by(identity: dict[str, Any], member_id: str) -> bool:
+    """A channel identity that staff named for another member (never verified, never linked by its member)
+    yields to the member who links it themselves: naming someone's openid first must not squat it."""
+    return (identity.get("member_id") != member_id and not identity.get("verified")
+            and str(identity.get("named_by") or "").startswith("staff:"))
+
+
 def merge(survivor: dict[str, Any], absorbed: dict[str, Any], now_ms: int) -> dict[str, Any]:
     """The survivor after absorbing `absorbed`: union of tags, earliest active binding, latest consent, sums."""
     merged = dict(survivor)

@@ -10,7 +10,7 @@ from libs.openapi import openapi
 from libs.problems import Problem
 from services.membership.handlers.common import (MEMBER_ID, STAFF_ROLES, body_for, customer, listing, my_body, once,
                                                  visible_member)
-from services.membership.schemas import (AudienceQuery, Identity, Merge, MemberOut, MemberPage, MemberSearch, NewQr,
+from services.membership.schemas import (AttributionQuery, AudienceQuery, Identity, Merge, MemberOut, MemberPage, MemberSearch, NewQr,
                                          PhoneLink, ProfileChange, QrQuery, Scan, ScanOut)
 from services.membership.usecases import MEMBERS, MERGES, QR_CODES, SCANS
 
@@ -53,20 +53,24 @@ async def link_identity(request: web.Request) -> web.Response:
 async def scan(request: web.Request) -> web.Response:
     """A shopper scanned a store's, an assistant's or a campaign's QR code.
 
-    A logged-in member scans as themselves; an anonymous scan from the mini-program names the shopper's
-    channel identity (e.g. WeChat openid) and registers them if new. A verified phone is never taken from an
-    anonymous body: phones are verified by one-time code.
+    A logged-in member scans as themselves (and gets a scan token for their checkout); staff at a counter
+    (or an internal service) may name the shopper's channel identity (e.g. WeChat openid), which registers
+    them if new: counted per staff member, audited, no consent change and no campaign coupon. A verified
+    phone is never taken from a body: phones are verified by one-time code.
     """
     principal = request.get("principal")
     body = await parse_body(request, Scan)
     member_id = principal.member_id if principal is not None and principal.member_id else None
-    if member_id is None and body.identity is None:
-        raise Problem(401, "unauthorized", "log in as a member or name the scanning identity",
+    names_identity = principal is not None and principal.has(*STAFF_ROLES, "service")
+    if member_id is None and (body.identity is None or not names_identity):
+        raise Problem(401, "unauthorized", "log in as a member; only staff name a shopper's identity",
                       headers={"WWW-Authenticate": "Bearer"})
     identity = (body.identity.kind, body.identity.value) if member_id is None else None
+    staff_id = None if member_id else (principal.staff_id or principal.subject)
     return await once(request, lambda: request.app[SCANS].scan(
         body.code, member_id=member_id, identity=identity, locale=body.locale,
-        marketing_consent=body.marketing_consent), status=lambda answer: 201 if answer["created"] else 200)
+        marketing_consent=body.marketing_consent, staff_id=staff_id),
+        status=lambda answer: 201 if answer["created"] else 200)
 
 
 @routes.get("/members")
@@ -135,6 +139,8 @@ async def audience(request: web.Request) -> web.Response:
 
 @routes.get("/members/internal/members/{member_id}/attribution")
 async def attribution(request: web.Request) -> web.Response:
-    """Who the member is bound to, for orders to credit the sale (nulls when unbound)."""
+    """Who the member is bound to, for orders to credit the sale (nulls when unbound); with `scan_token`, the
+    QR this member scanned (`scan`, null unless the token is theirs and fresh)."""
     require(request, "service")
-    return json_response(await request.app[MEMBERS].attribution(request.match_info["member_id"]))
+    query = parse_query(request, AttributionQuery)
+    return json_response(await request.app[MEMBERS].attribution(request.match_info["member_id"], query.scan_token))

@@ -1,20 +1,25 @@
 """Members: registration, profile, search, channel identities, QR scans and attribution, merges, dormancy."""
 from __future__ import annotations
 
+import hashlib
+import secrets
 from typing import Any
 
 from aiohttp import web
 
 from libs.clock import now_ms, rfc3339, utcnow
 from libs.ids import new_id
+from libs.logging import get_logger
 from libs.mongo import ConcurrencyConflict, refuse_duplicates
 from libs.pagination import decode_cursor, page_of
+from libs.refusal import FORBIDDEN
 from services.membership import metrics
 from services.membership.domain import members as member_rules
 from services.membership.domain import otp as otp_rules
 from services.membership.domain import points as points_rules
-from services.membership.domain.errors import INVALID, NOT_FOUND, MembershipError
+from services.membership.domain.errors import INVALID, LIMITED, NOT_FOUND, MembershipError
 from services.membership.events import MemberDormant, MemberMerged, MemberRegistered
+from services.membership.repository import ScanRepository
 from services.membership.usecases.auth import Codes, Tokens
 from services.membership.usecases.base import DAY_MS, UseCase, member_not_found
 from services.membership.usecases.coupons import Coupons
@@ -22,8 +27,14 @@ from services.membership.usecases.loyalty import Points, Tiers
 from services.membership.usecases.views import (attribution_of, audience_entry, public_coupon, public_member,
                                                 public_qr)
 
+log = get_logger("membership.members")
+
 SEARCH_SCOPE = "members.search"
 AUDIENCE_SCOPE = "members.audience"
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def identity_taken() -> MembershipError:
@@ -36,12 +47,15 @@ class Members(UseCase):
     def __init__(self, *args, points: Points) -> None:
         super().__init__(*args)
         self.points = points
+        self.scans = ScanRepository(self.mongo)
 
     async def register_in(self, session, *, source: str, phone: str | None = None, locale: str = "zh-CN",
                           identity: tuple[str, str, bool] | None = None, name: str | None = None,
                           email: str | None = None, marketing_consent: bool = False,
-                          member_id: str | None = None, qr: dict | None = None) -> dict:
-        """A new member within the unit of work in progress (login, scan, demo)."""
+                          member_id: str | None = None, qr: dict | None = None,
+                          named_by: str | None = None) -> dict:
+        """A new member within the unit of work in progress (login, scan, demo); `named_by` says who named
+        the channel identity when it was not the member (staff at a counter)."""
         now = now_ms()
         doc = {"_id": member_id or new_id("mbr"), "status": "active", "name": name, "phone": phone, "email": email,
                "locale": locale, "marketing_consent": marketing_consent,
@@ -54,7 +68,8 @@ class Members(UseCase):
         if phone:
             await self.members.add_identity(doc["_id"], "phone", phone, True, session)
         if identity:
-            await self.members.add_identity(doc["_id"], identity[0], identity[1], identity[2], session)
+            await self.members.add_identity(doc["_id"], identity[0], identity[1], identity[2], session,
+                                            named_by=named_by)
         qr = qr or {}
         await self.outbox.record(session, MemberRegistered(
             member_id=doc["_id"], phone=phone, email=email, locale=locale, source=source,
@@ -94,9 +109,23 @@ class Members(UseCase):
         identities = await self.read(lambda: self.members.identities_of(member["_id"]))
         return public_member(member, identities)
 
-    async def attribution(self, member_id: str) -> dict[str, Any]:
-        """Who the member is bound to (store, assistant, campaign), as orders credits a sale."""
-        return attribution_of(await self.find_member(member_id))
+    async def attribution(self, member_id: str, scan_token: str | None = None) -> dict[str, Any]:
+        """Who the member is bound to (store, assistant, campaign), as orders credits a sale; with the scan
+        token the member's checkout named, also the QR that member scanned (`scan`, null unless the token was
+        issued to this member and is still fresh)."""
+        member = await self.find_member(member_id)
+        answer = attribution_of(member)
+        if scan_token is not None:
+            token = await self.read(lambda: self.scans.token(token_digest(scan_token)))
+            fresh = token is not None and token["expires_at_ms"] > now_ms() and \
+                member["_id"] in (token["member_id"], await self._survivor_of(token["member_id"]))
+            answer["scan"] = {k: token[k] for k in ("code", "store_id", "staff_id", "campaign_id")} if fresh else None
+            metrics.SCAN_TOKENS.labels("honoured" if fresh else "refused").inc()
+        return answer
+
+    async def _survivor_of(self, member_id: str) -> str | None:
+        survivor = await self.read(lambda: self.members.get_live(member_id))
+        return survivor["_id"] if survivor else None
 
     async def update_profile(self, member_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         async def unit(session):
@@ -115,12 +144,21 @@ class Members(UseCase):
         """Attach a channel identity (WeChat, marketplace) to the member; one identity belongs to one member."""
         async def unit(session):
             member = await self.live_member(member_id, session)
-            owner = await self.members.member_id_for(kind, value, session)
-            if owner is not None:
-                live = await self.members.get_live(owner, session)
+            named = await self.members.identity(kind, value, session)
+            if named is not None:
+                live = await self.members.get_live(named["member_id"], session)
                 if live is not None and live["_id"] == member["_id"]:
                     return member["_id"]
-                raise identity_taken()
+                if not member_rules.claimable_by(named, member["_id"]):
+                    raise identity_taken()
+                if not await self.members.claim_identity(kind, value, named["member_id"], member["_id"], session):
+                    raise ConcurrencyConflict(f"identity {kind} claimed concurrently")
+                await self.scans.record({"_id": new_id("isc"), "action": "claimed", "kind": kind,
+                                         "value_digest": token_digest(value), "member_id": member["_id"],
+                                         "from_member_id": named["member_id"], "staff_id": None,
+                                         "named_by": named.get("named_by"), "at_ms": now_ms()}, session)
+                self.mongo.after_commit(metrics.IDENTITY_CLAIMS.inc)
+                return member["_id"]
             with refuse_duplicates(identity_taken().code, identity_taken().detail):
                 await self.members.add_identity(member["_id"], kind, value, False, session)
             return member["_id"]
@@ -185,25 +223,39 @@ class Members(UseCase):
 
 
 class Scans(UseCase):
-    """A shopper scanned a store's, an assistant's or a campaign's QR code: tags, first-touch binding, coupon."""
+    """A shopper scanned a store's, an assistant's or a campaign's QR code: tags, first-touch binding, coupon.
+
+    A member scanning as themselves gets the campaign coupon and a scan token (their checkout names it to credit
+    this QR). Staff naming a shopper's channel identity at the counter are counted per hour, audited, change no
+    consent and take no coupon for the shopper (a made-up identity must not farm them)."""
 
     def __init__(self, *args, members: Members, coupons: Coupons) -> None:
         super().__init__(*args)
         self.registrations = members
         self.wallets = coupons
+        self.scans = ScanRepository(self.mongo)
 
     async def scan(self, code: str, *, member_id: str | None, identity: tuple[str, str] | None, locale: str,
-                   marketing_consent: bool | None) -> dict[str, Any]:
-        """As the logged-in member, or as the channel identity (registered if new)."""
+                   marketing_consent: bool | None, staff_id: str | None = None) -> dict[str, Any]:
+        """As the logged-in member, or (staff) as the channel identity, registered if new."""
         qr = await self.read(lambda: self.coupons.qr(code))
         if qr is None or qr.get("status", "active") != "active":
             raise MembershipError("qr-code-not-found", f"QR code {code} is unknown or retired", kind=NOT_FOUND)
+        by_staff = member_id is None
+        if by_staff:
+            if marketing_consent is not None:
+                raise MembershipError("consent-by-member-only", "marketing consent is given or withdrawn only by "
+                                                                "the member, in their app", kind=FORBIDDEN)
+            await self._count_staff_scan(staff_id or "unknown")
 
         async def unit(session):
             now = now_ms()
-            member, created = await self._scanner(session, qr, member_id, identity, locale, marketing_consent)
+            member, created = await self._scanner(session, qr, member_id, identity, locale, marketing_consent,
+                                                  staff_id)
             campaign = await self.coupons.campaign(qr["campaign_id"], session) if qr.get("campaign_id") else None
             outcome = member_rules.scan(member, qr, campaign, now, self.settings.binding_days)
+            if by_staff:
+                outcome = member_rules.for_staff_scan(outcome)
             await self.members.add_tags(member["_id"], outcome.tags, session)
             bound = outcome.bind and await self.members.bind_if_unbound(member["_id"], now, {
                 "bound_store_id": outcome.store_id, "bound_staff_id": outcome.staff_id,
@@ -214,18 +266,58 @@ class Scans(UseCase):
             issued, skipped = [], None
             if outcome.grant_campaign_id and not await self.coupons.granted(campaign["_id"], member["_id"], session):
                 issued, skipped = await self._grant(session, member, campaign, now)
+            elif by_staff and campaign is not None and campaign.get("coupon_template_id"):
+                skipped = member_rules.NOT_PRESENT
+            token, expires_at = None, None
+            if by_staff:
+                await self._audit(session, staff_id, identity, member["_id"], created, qr, now)
+            else:
+                token, expires_at = await self._scan_token(session, member["_id"], qr, now)
             fresh = await self.members.get(member["_id"], session)
             return {"member_id": fresh["_id"], "created": created, "bound_now": bool(bound),
                     "tags": fresh.get("tags", []), "attribution": attribution_of(fresh, now),
-                    "coupons_issued": issued, "coupon_skipped": skipped}
+                    "coupons_issued": issued, "coupon_skipped": skipped, "scan_token": token,
+                    "scan_token_expires_at": rfc3339(expires_at) if expires_at else None}
 
         answer = await self.mongo.transaction(unit)
         outcome = "bound" if answer["bound_now"] else "tagged"
         self.mongo.after_commit(lambda: metrics.SCANS.labels(qr.get("kind", "store"), outcome).inc())
         return answer
 
+    async def _count_staff_scan(self, staff_id: str) -> None:
+        """At most `staff_identity_scans_per_hour` identity scans per staff member (counted before judged)."""
+        now = now_ms()
+        taken = await self.mongo.transaction(lambda s: self.scans.take_scan(
+            staff_id, member_rules.hour_window(now), self.settings.staff_identity_scans_per_hour, s))
+        if not taken:
+            metrics.STAFF_IDENTITY_SCANS.labels("limited").inc()
+            log.warning("membership.staff_identity_scan_limited", staff_id=staff_id)
+            raise MembershipError("identity-scan-limit", "too many identity scans by this staff member this hour",
+                                  kind=LIMITED, retry_after_s=member_rules.retry_after_s(now))
+
+    async def _audit(self, session, staff_id: str | None, identity: tuple[str, str], member_id: str, created: bool,
+                     qr: dict, now: int) -> None:
+        """Who named which identity (its digest: the audit is not a second copy of openids), for whom, where."""
+        await self.scans.record({"_id": new_id("isc"), "action": "scanned", "staff_id": staff_id,
+                                 "kind": identity[0], "value_digest": token_digest(identity[1]),
+                                 "member_id": member_id, "created": created, "qr_code": qr["_id"],
+                                 "store_id": qr.get("store_id"), "at_ms": now}, session)
+        log.info("membership.staff_identity_scan", staff_id=staff_id, identity_kind=identity[0], member_id=member_id,
+                 created=created, qr_code=qr["_id"])
+        self.mongo.after_commit(lambda: metrics.STAFF_IDENTITY_SCANS.labels("registered" if created else "known").inc())
+
+    async def _scan_token(self, session, member_id: str, qr: dict, now: int) -> tuple[str, int]:
+        """A short-lived token, issued to this member for this scan: the only way a checkout credits a QR."""
+        token = secrets.token_urlsafe(24)
+        expires_at = now + self.settings.scan_token_ttl_s * 1000
+        await self.scans.add_token({"_id": token_digest(token), "member_id": member_id, "code": qr["_id"],
+                                    "store_id": qr.get("store_id"), "staff_id": qr.get("staff_id"),
+                                    "campaign_id": qr.get("campaign_id"), "expires_at_ms": expires_at}, session)
+        self.mongo.after_commit(lambda: metrics.SCAN_TOKENS.labels("issued").inc())
+        return token, expires_at
+
     async def _scanner(self, session, qr: dict, member_id: str | None, identity: tuple[str, str] | None,
-                       locale: str, marketing_consent: bool | None) -> tuple[dict, bool]:
+                       locale: str, marketing_consent: bool | None, staff_id: str | None) -> tuple[dict, bool]:
         """(the scanning member, registered now)."""
         if member_id is not None:
             return await self.live_member(member_id, session), False
@@ -236,7 +328,8 @@ class Scans(UseCase):
             return member, False
         return await self.registrations.register_in(session, source="scan", locale=locale,
                                                     identity=(kind, value, False),
-                                                    marketing_consent=bool(marketing_consent), qr=qr), True
+                                                    marketing_consent=bool(marketing_consent), qr=qr,
+                                                    named_by=f"staff:{staff_id}"), True
 
     async def _grant(self, session, member: dict, campaign: dict, now: int) -> tuple[list[dict], str | None]:
         """The campaign's coupon, once per member, within the template's caps: (issued, why skipped)."""

@@ -28,7 +28,7 @@ from services.orders.usecases.base import OrderFlow, actor_of, passed_on
 from services.orders.views import public_order
 
 log = get_logger("orders")
-NAMED_REFUSALS = ("sold-out", "coupon-unavailable", "insufficient-points")
+NAMED_REFUSALS = ("sold-out", "coupon-unavailable", "insufficient-points", "not-in-store")
 
 
 def rejection_reason(error: Exception) -> str:
@@ -82,6 +82,8 @@ class Checkout(OrderFlow):
         # order that the stuck-checkout sweeper can compensate (releases are idempotent at stock/membership).
         order["saga"] = {"steps": planned, "started": planned}
         order["totals"] = apply_discounts(lines, 0, 0)[1]
+        if fulfilment["type"] == "in_store" and member_id is not None:
+            await self._require_store_session(member_id, fulfilment["location_id"], request.attribution)
         reservation = await self._reserve(order)
         await self._still_running(order["_id"], [saga.RESERVE_STOCK])
         benefits = await self._hold_benefits(order) if saga.HOLD_BENEFITS in planned else None
@@ -187,23 +189,17 @@ class Checkout(OrderFlow):
         return quotes
 
     async def _attribution(self, principal: Principal, member_id: str | None, fulfilment: dict, requested) -> dict:
-        """The store / assistant QR scanned in this session first, else the member's binding; in store, the
-        sale is that store's. Attribution never blocks a sale: an unreachable membership means none."""
+        """The QR this member scanned (the scan token membership issued to them, still fresh) first, else the
+        member's binding; in store, the sale is that store's. Attribution never blocks a sale: an unreachable
+        membership means none."""
         attribution = {"store_id": None, "staff_id": None, "campaign_id": None, "code": None}
-        code = requested.code if requested is not None else None
-        scanned = None
-        if code:
-            attribution["code"] = code
-            try:
-                scanned = await self.upstreams.qr_code(code)
-            except (UpstreamError, Problem) as exc:
-                log.warning("orders.qr_lookup_unavailable", error=str(exc))
-        if scanned and scanned.get("status", "active") == "active":
-            attribution.update({k: scanned.get(k) for k in ("store_id", "staff_id", "campaign_id")})
-        elif member_id:
-            binding = await self._binding(member_id)
-            if _still_bound(binding.get("bound_until")):
-                attribution.update({k: binding.get(k) for k in ("store_id", "staff_id", "campaign_id")})
+        token = requested.scan_token if requested is not None else None
+        binding = await self._binding(member_id, token) if member_id else {}
+        scanned = binding.get("scan")
+        if scanned:
+            attribution.update({k: scanned.get(k) for k in ("store_id", "staff_id", "campaign_id", "code")})
+        elif member_id and _still_bound(binding.get("bound_until")):
+            attribution.update({k: binding.get(k) for k in ("store_id", "staff_id", "campaign_id")})
         if fulfilment["type"] == "in_store":
             store = fulfilment["location_id"]
             if attribution["store_id"] != store:
@@ -213,9 +209,18 @@ class Checkout(OrderFlow):
                 attribution["staff_id"] = principal.staff_id
         return attribution
 
-    async def _binding(self, member_id: str) -> dict:
+    async def _require_store_session(self, member_id: str, store_id: str, requested) -> None:
+        """A member pays in store only while there: their checkout names the scan token of a QR code of that
+        store they scanned a moment ago (the store session). Refused before anything is reserved."""
+        token = requested.scan_token if requested is not None else None
+        scanned = (await self._binding(member_id, token)).get("scan") if token else None
+        if not scanned or scanned.get("store_id") != store_id:
+            raise OrderError("not-in-store", f"scan a QR code of store {store_id} there to pay in store "
+                                             "(attribution.scan_token)", kind=FORBIDDEN)
+
+    async def _binding(self, member_id: str, scan_token: str | None = None) -> dict:
         try:
-            return await self.upstreams.attribution(member_id)
+            return await self.upstreams.attribution(member_id, scan_token)
         except (UpstreamError, Problem) as exc:
             log.warning("orders.attribution_unavailable", error=str(exc))
             return {}

@@ -5,10 +5,30 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from libs.refusal import CONFLICT, INVALID, Refusal
+from libs.refusal import CONFLICT, FORBIDDEN, INVALID, Refusal
 
 RESERVED, COMMITTED, RELEASED = "reserved", "committed", "released"
 MOVEMENT_KINDS = ("receive", "sale", "adjust", "count", "transfer_out", "transfer_in", "return_to_stock")
+
+# Why stock changed: a closed set, so the ledger can be audited and reported by cause (free words go in `note`).
+REASON_CODES = ("damaged", "lost", "theft", "expired", "found", "count_correction", "receiving", "customer_return",
+                "transfer", "sale")
+# The reasons each kind accepts, its default first (None: the kind needs one named). An adjustment that
+# removes goods names how they were lost; one that adds goods was found or corrects a count.
+REASONS_OF_KIND: dict[str, tuple[str | None, tuple[str, ...]]] = {
+    "adjust": (None, ("damaged", "lost", "theft", "expired", "found", "count_correction")),
+    "count": ("count_correction", ("count_correction",)),
+    "receive": ("receiving", ("receiving", "found")),
+    "return_to_stock": ("customer_return", ("customer_return",)),
+    "sale": ("sale", ("sale",)),
+    "transfer_out": ("transfer", ("transfer",)),
+    "transfer_in": ("transfer", ("transfer",)),
+}
+REMOVING_REASONS = frozenset({"damaged", "lost", "theft", "expired"})
+ADDING_REASONS = frozenset({"found"})
+# The kinds whose units a store clerk may not move in bulk on their own word: above the threshold a manager of
+# the store approves them (sales, transfers and reservations are bounded by documents and available stock).
+APPROVAL_KINDS = frozenset({"adjust", "count", "receive", "return_to_stock"})
 
 
 class StockError(Refusal):
@@ -87,6 +107,49 @@ def plan_movement(kind: str, *, qty: int | None = None, delta: int | None = None
                              f"counted {counted} is below the {reserved} units reserved for orders")
         return LevelChange(on_hand=counted - on_hand, variance=counted - on_hand)
     raise StockError("invalid-movement", f"unknown movement kind {kind!r}", kind=INVALID)
+
+
+def reason_of(kind: str, reason: str | None, delta: int | None = None) -> str:
+    """The reason code a movement is recorded with, or StockError when it does not fit the kind."""
+    default, allowed = REASONS_OF_KIND[kind]
+    reason = reason or default
+    if reason is None:
+        raise StockError("reason-required", f"a {kind} movement needs a reason code ({', '.join(allowed)})",
+                         kind=INVALID, allowed=list(allowed))
+    if reason not in allowed:
+        raise StockError("invalid-reason", f"reason {reason!r} does not fit a {kind} movement "
+                                           f"({', '.join(allowed)})", kind=INVALID, allowed=list(allowed))
+    if kind == "adjust" and delta is not None:
+        if reason in REMOVING_REASONS and delta > 0 or reason in ADDING_REASONS and delta < 0:
+            raise StockError("invalid-reason", f"an adjustment for {reason!r} cannot "
+                                               f"{'add' if delta > 0 else 'remove'} goods", kind=INVALID)
+    return reason
+
+
+def check_size(change: LevelChange, limit: int) -> None:
+    """No single movement moves more than `limit` units: a typo or a forged request is not a ledger line."""
+    if abs(change.on_hand) > limit:
+        raise StockError("movement-too-large", f"one movement changes at most {limit} units "
+                                               f"(this one {change.on_hand:+d})", kind=INVALID, limit=limit)
+
+
+def needs_approval(kind: str, change: LevelChange, *, may_approve: bool, threshold: int) -> bool:
+    """A clerk's adjustment, count, receipt or return above `threshold` units waits for a manager."""
+    return not may_approve and kind in APPROVAL_KINDS and abs(change.on_hand) > threshold
+
+
+PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
+
+
+def decide_approval(approval: dict, decision: str, decider: str) -> None:
+    """Approve or reject a pending movement; never twice, never by the clerk who asked for it."""
+    if approval["status"] != PENDING:
+        raise StockError("approval-decided", f"this movement was already {approval['status']}",
+                         current_status=approval["status"])
+    if approval["requested_by"] == decider:
+        raise StockError("own-approval", "a movement is approved by another person than the one who asked",
+                         kind=FORBIDDEN)
+    approval["status"] = decision
 
 
 def _positive(qty: int | None) -> int:

@@ -7,9 +7,10 @@ parse, call one method and answer; the rules themselves live in `domain/`.
 from services.stock.usecases.core import StockCore
 from services.stock.usecases.levels import AVAILABILITY, LEVELS, Availability, Levels
 from services.stock.usecases.locations import LOCATIONS, Locations
-from services.stock.usecases.movements import MOVEMENTS, Movements
+from services.stock.usecases.movements import APPROVALS, MOVEMENTS, Approvals, Movements
 from services.stock.usecases.reconciliation import RECONCILIATION, Reconciliation
 from services.stock.usecases.reservations import RESERVATIONS, Reservations
 
-__all__ = ["AVAILABILITY", "LEVELS", "LOCATIONS", "MOVEMENTS", "RECONCILIATION", "RESERVATIONS", "Availability",
-           "Levels", "Locations", "Movements", "Reconciliation", "Reservations", "StockCore"]
+__all__ = ["APPROVALS", "AVAILABILITY", "LEVELS", "LOCATIONS", "MOVEMENTS", "RECONCILIATION", "RESERVATIONS",
+           "Approvals", "Availability", "Levels", "Locations", "Movements", "Reconciliation", "Reservations",
+           "StockCore"]

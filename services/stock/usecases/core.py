@@ -25,7 +25,7 @@ from services.stock.domain import model
 from services.stock.domain.model import SoldOutMemo
 from services.stock.domain.routing import Site
 from services.stock.events import AllocationData, StockLevelLow, StockSkuExhausted, StockSkuReplenished
-from services.stock.repository import (CapacityRepository, LevelRepository, LocationRepository, MovementLedger,
+from services.stock.repository import (ApprovalRepository, CapacityRepository, LevelRepository, LocationRepository, MovementLedger,
                                        ReservationRepository, TransferRepository, level_id)
 from services.stock.settings import StockSettings
 
@@ -70,6 +70,11 @@ def may_write_at(principal: Principal, location_id: str | None) -> None:
         raise Refusal("forbidden", "store staff may change stock only in their own store", kind=FORBIDDEN)
 
 
+def may_approve_at(principal: Principal, location_id: str | None) -> bool:
+    """HQ, a service, or a manager of that store: who may move stock in bulk and approve a clerk's movement."""
+    return principal.is_admin or (principal.has("store_manager") and principal.can_see_store(location_id))
+
+
 class StockCore:
     """The repositories and the shared in-process state of stock."""
 
@@ -81,6 +86,7 @@ class StockCore:
         self.reservations = ReservationRepository(mongo)
         self.capacity = CapacityRepository(mongo)
         self.transfers = TransferRepository(mongo)
+        self.approvals = ApprovalRepository(mongo)
         self.sold_out = SoldOutMemo(settings.sold_out_memo_ttl_s)
         self._last_seq = 0
 
@@ -118,7 +124,8 @@ class StockCore:
     async def append_ledger(self, session, *, key: str, kind: str, location_id: str, sku_id: str, qty: int | None,
                             delta: int, level_before: dict, at: int | None = None, variance: int | None = None,
                             reason: str | None = None, transfer_id: str | None = None, actor: str = "system",
-                            reference: str | None = None, fingerprint_: str | None = None) -> dict:
+                            reference: str | None = None, fingerprint_: str | None = None,
+                            extra: dict | None = None) -> dict:
         at = at or now_ms()
         entry = {"_id": new_id("mov"), "key": key, "kind": kind, "location_id": location_id,
                  "sku_id": sku_id, "qty": qty if qty is not None else abs(delta), "delta": delta,
@@ -127,7 +134,7 @@ class StockCore:
                  "available_after": level_before["available"] + (0 if kind == "reservation_commit" else delta),
                  "variance": variance, "reason": reason, "transfer_id": transfer_id, "actor": actor,
                  "reference": reference, "at_ms": at, "seq": self.next_seq(),
-                 "request_fingerprint": fingerprint_}
+                 "request_fingerprint": fingerprint_, **(extra or {})}
         await self.ledger.append(entry, session)
         metrics.MOVEMENTS.labels(kind).inc()
         return entry
@@ -191,7 +198,8 @@ def reservation_view(doc: dict) -> dict:
 
 def movement_view(doc: dict) -> dict:
     keys = ("key", "kind", "location_id", "sku_id", "qty", "delta", "on_hand_before", "on_hand_after", "reserved",
-            "available_after", "variance", "reason", "transfer_id", "actor", "reference")
+            "available_after", "variance", "reason", "note", "transfer_id", "actor", "reference", "approval_id",
+            "approved_by")
     return {"id": doc["_id"], **{k: doc.get(k) for k in keys}, "at": rfc3339(doc["at_ms"])}
 
 
@@ -201,6 +209,16 @@ def location_view(doc: dict) -> dict:
             "address": doc.get("address", ""), "opening_hours": doc.get("opening_hours", ""),
             "capabilities": doc.get("capabilities", {}), "daily_capacity": doc.get("daily_capacity", 0),
             "safety_stock": doc.get("safety_stock", 0), "active": doc.get("active", True)}
+
+
+def approval_view(doc: dict) -> dict:
+    return {"id": doc["_id"], "key": doc["key"], "status": doc["status"], "kind": doc["kind"],
+            "location_id": doc["location_id"], "sku_id": doc["sku_id"], "reason": doc["reason"],
+            "units": doc["units"], "movement": {k: v for k, v in doc["movement"].items() if k != "key"},
+            "requested_by": doc["requested_by"], "requested_at": rfc3339(doc["requested_at_ms"]),
+            "decided_by": doc.get("decided_by"),
+            "decided_at": rfc3339(doc["decided_at_ms"]) if doc.get("decided_at_ms") else None,
+            "decision_note": doc.get("decision_note"), "movement_id": doc.get("movement_id")}
 
 
 def level_view(doc: dict) -> dict:

@@ -8,32 +8,49 @@ from libs.ids import new_id
 from libs.mongo import ConcurrencyConflict
 from libs.pagination import bad_cursor, decode_cursor, page_of
 from libs.principal import Principal
-from libs.refusal import INVALID
+from libs.refusal import FORBIDDEN, INVALID, NOT_FOUND
+from services.stock import metrics
 from services.stock.domain import model
 from services.stock.domain.model import StockError
-from services.stock.usecases.core import (StockCore, fingerprint, may_write_at, movement_view,
-                                          transaction_replaying_duplicates)
+from services.stock.events import MovementApprovalRequested, MovementApproved, MovementRejected
+from services.stock.usecases.core import (StockCore, approval_view, fingerprint, may_approve_at, may_write_at,
+                                          movement_view, transaction_replaying_duplicates)
 
 MOVEMENTS_SCOPE = "stock.movements"
+APPROVALS_SCOPE = "stock.approvals"
+
+
+MOVED, ASKED = "moved", "asked"  # a ledger line was written / the movement waits for a manager
+COUNTED_REFUSALS = frozenset({"movement-too-large", "reason-required", "invalid-reason"})
 
 
 class Movements:
-    """The movement ledger: receive, sale, adjust, count, transfers, returns; idempotent by key."""
+    """The movement ledger: receive, sale, adjust, count, transfers, returns; idempotent by key. A clerk's bulk
+    adjustment, count, receipt or return is not written but waits for a manager (`Approvals`)."""
 
     def __init__(self, core: StockCore) -> None:
         self.core = core
         self.mongo = core.mongo
 
-    async def record(self, movement: dict, principal: Principal) -> dict:
-        """Apply one movement and append it to the ledger; a replayed key answers the first result."""
+    async def record(self, movement: dict, principal: Principal) -> tuple[int, dict]:
+        """Apply one movement and append it to the ledger (201), or keep it for a manager's approval (202); a
+        replayed key answers the first result."""
         if movement["kind"] == "transfer_in":
             transfer = await self.core.transfers.get(movement["transfer_id"])
-            may_write_at(principal, transfer["to_location_id"] if transfer else movement.get("location_id"))
+            location_id = transfer["to_location_id"] if transfer else movement.get("location_id")
         else:
-            may_write_at(principal, movement.get("location_id"))
-        entry = await transaction_replaying_duplicates(
-            self.mongo, lambda s: self._record(movement, principal.subject, s))
-        return movement_view(entry)
+            location_id = movement.get("location_id")
+        may_write_at(principal, location_id)
+        may_approve = may_approve_at(principal, location_id)
+        try:
+            model.reason_of(movement["kind"], movement.get("reason"), movement.get("delta"))
+            outcome, doc = await transaction_replaying_duplicates(
+                self.mongo, lambda s: self._record(movement, principal.subject, may_approve, s))
+        except StockError as refusal:
+            if refusal.code in COUNTED_REFUSALS:
+                metrics.MOVEMENTS_REFUSED.labels(refusal.code).inc()
+            raise
+        return (201, movement_view(doc)) if outcome == MOVED else (202, approval_view(doc))
 
     async def page(self, principal: Principal, *, location_id: str | None, sku_id: str | None,
                    cursor: str | None, limit: int) -> dict:
@@ -47,18 +64,30 @@ class Movements:
         docs = await self.core.ledger.page(filters, before, limit + 1)
         return page_of(docs, limit, scope=MOVEMENTS_SCOPE, key=lambda d: d["seq"], view=movement_view)
 
-    async def _record(self, movement: dict, actor: str, session) -> dict:
+    async def _record(self, movement: dict, actor: str, may_approve: bool, session) -> tuple[str, dict]:
         core = self.core
         wanted = fingerprint(movement)
         existing = await core.ledger.by_key(movement["key"], session)
+        if existing is None:
+            existing = await core.approvals.by_key(movement["key"], session)
+            outcome = ASKED
+        else:
+            outcome = MOVED
         if existing is not None:
             if existing.get("request_fingerprint") != wanted:
                 raise StockError("movement-key-reused", "this movement key was used for a different movement",
                                  kind=INVALID)
-            return existing
+            return outcome, existing
+        if movement["kind"] == "transfer_in":
+            return MOVED, await self._receive_transfer(movement, wanted, actor, session)
+        return await self.apply(movement, wanted, actor, session, may_approve=may_approve)
+
+    async def apply(self, movement: dict, wanted: str, actor: str, session, *, may_approve: bool,
+                    extra: dict | None = None) -> tuple[str, dict]:
+        """Plan the movement on the level as it is now and write it, or (a clerk above the threshold) ask for
+        approval instead. Inside the caller's unit of work."""
+        core = self.core
         kind = movement["kind"]
-        if kind == "transfer_in":
-            return await self._receive_transfer(movement, wanted, actor, session)
         location = await core.locations.get(movement["location_id"], session)
         if location is None:
             raise StockError("unknown-location", f"location {movement['location_id']} does not exist", kind=INVALID)
@@ -71,6 +100,11 @@ class Movements:
         change = model.plan_movement(kind, qty=movement.get("qty"), delta=movement.get("delta"),
                                      counted=movement.get("counted"), on_hand=level["on_hand"],
                                      reserved=level["reserved"])
+        model.check_size(change, core.settings.max_movement_units)
+        reason = model.reason_of(kind, movement.get("reason"), movement.get("delta"))
+        if model.needs_approval(kind, change, may_approve=may_approve,
+                                threshold=core.settings.clerk_approval_threshold):
+            return ASKED, await self._ask(movement, wanted, actor, change, reason, session)
         if level["available"] < change.needs_available:
             raise StockError("insufficient-stock",
                              f"only {level['available']} of {movement['sku_id']} are available at {location['_id']} "
@@ -86,11 +120,27 @@ class Movements:
                                       falling=change.on_hand < 0, flagged=bool(level.get("sold_out")))
         await core.maybe_low(level, level["available"], level["available"] + change.on_hand, session,
                              on_hand=level["on_hand"] + change.on_hand)
-        return await core.append_ledger(session, key=movement["key"], kind=kind, location_id=location["_id"],
-                                        sku_id=movement["sku_id"], qty=movement.get("qty"), delta=change.on_hand,
-                                        level_before=level, variance=change.variance, reason=movement.get("reason"),
-                                        transfer_id=transfer_id, actor=actor, reference=movement.get("reference"),
-                                        fingerprint_=wanted)
+        return MOVED, await core.append_ledger(
+            session, key=movement["key"], kind=kind, location_id=location["_id"], sku_id=movement["sku_id"],
+            qty=movement.get("qty"), delta=change.on_hand, level_before=level, variance=change.variance,
+            reason=reason, transfer_id=transfer_id, actor=actor, reference=movement.get("reference"),
+            fingerprint_=wanted, extra={"note": movement.get("note"), **(extra or {})})
+
+    async def _ask(self, movement: dict, wanted: str, actor: str, change: model.LevelChange, reason: str,
+                   session) -> dict:
+        """The clerk's movement, kept (with its key) until a manager of the store approves or rejects it."""
+        core = self.core
+        approval = {"_id": new_id("apr"), "key": movement["key"], "status": model.PENDING, "kind": movement["kind"],
+                    "location_id": movement["location_id"], "sku_id": movement["sku_id"], "reason": reason,
+                    "units": abs(change.on_hand), "movement": movement, "requested_by": actor,
+                    "requested_at_ms": now_ms(), "request_fingerprint": wanted}
+        await core.approvals.add(approval, session)
+        await core.outbox.record(session, MovementApprovalRequested(
+            approval_id=approval["_id"], location_id=approval["location_id"], sku_id=approval["sku_id"],
+            kind=approval["kind"], reason=reason, units=approval["units"], requested_by=actor),
+            subject=approval["_id"])
+        self.mongo.after_commit(lambda: metrics.APPROVALS.labels(approval["kind"], "requested").inc())
+        return approval
 
     async def _send_transfer(self, movement: dict, session) -> str:
         """Goods on their way: the transfer to receive later, and the destination's in-transit count."""
@@ -126,7 +176,64 @@ class Movements:
         return await core.append_ledger(session, key=movement["key"], kind="transfer_in", location_id=to, sku_id=sku,
                                         qty=qty, delta=qty, level_before=level, transfer_id=transfer["_id"],
                                         actor=actor, reference=movement.get("reference"), fingerprint_=wanted,
-                                        reason=movement.get("reason"))
+                                        reason=model.reason_of("transfer_in", movement.get("reason")),
+                                        extra={"note": movement.get("note")})
+
+
+class Approvals:
+    """A manager of the store (or HQ) approves or rejects a clerk's pending movement, one unit of work each."""
+
+    def __init__(self, core: StockCore, movements: Movements) -> None:
+        self.core, self.movements = core, movements
+        self.mongo = core.mongo
+
+    async def decide(self, principal: Principal, approval_id: str, decision: str, note: str | None) -> dict:
+        """Approved: the movement is planned on the level as it is now and written to the ledger (a count
+        lands on the counted figure); rejected: nothing changes. Either way the decision is recorded."""
+        core = self.core
+
+        async def unit(session):
+            approval = await core.approvals.get(approval_id, session)
+            if approval is None or not principal.can_see_store(approval["location_id"]):
+                raise StockError("not-found", "approval not found", kind=NOT_FOUND)
+            if not may_approve_at(principal, approval["location_id"]):
+                raise StockError("manager-required", "a manager of the store approves or rejects this movement",
+                                 kind=FORBIDDEN)
+            model.decide_approval(approval, decision, principal.subject)
+            approval.update({"decided_by": principal.subject, "decided_at_ms": now_ms(), "decision_note": note})
+            if decision == model.APPROVED:
+                _, entry = await self.movements.apply(
+                    approval["movement"], approval["request_fingerprint"], approval["requested_by"], session,
+                    may_approve=True, extra={"approval_id": approval["_id"], "approved_by": principal.subject})
+                approval["movement_id"] = entry["_id"]
+                event = MovementApproved(approval_id=approval["_id"], movement_id=entry["_id"],
+                                         location_id=approval["location_id"], sku_id=approval["sku_id"],
+                                         kind=approval["kind"], reason=approval["reason"], delta=entry["delta"],
+                                         requested_by=approval["requested_by"], decided_by=principal.subject)
+            else:
+                event = MovementRejected(approval_id=approval["_id"], location_id=approval["location_id"],
+                                         sku_id=approval["sku_id"], kind=approval["kind"], reason=approval["reason"],
+                                         units=approval["units"], requested_by=approval["requested_by"],
+                                         decided_by=principal.subject, note=note)
+            approval = await core.approvals.save(approval, session)
+            await core.outbox.record(session, event, subject=approval["_id"])
+            self.mongo.after_commit(lambda: metrics.APPROVALS.labels(approval["kind"], decision).inc())
+            return approval
+
+        return approval_view(await transaction_replaying_duplicates(self.mongo, unit))
+
+    async def page(self, principal: Principal, *, location_id: str | None, status: str | None,
+                   cursor: str | None, limit: int) -> dict:
+        """Approvals of the stores the caller may see, newest first."""
+        filters = await self.core.readable_filter(principal, location_id)
+        if status:
+            filters["status"] = status
+        before = decode_cursor(cursor, APPROVALS_SCOPE)
+        if before is not None and not isinstance(before, str):
+            raise bad_cursor()
+        docs = await self.core.approvals.page(filters, before, limit + 1)
+        return page_of(docs, limit, scope=APPROVALS_SCOPE, key=lambda d: d["_id"], view=approval_view)
 
 
 MOVEMENTS = web.AppKey("movements", Movements)
+APPROVALS = web.AppKey("approvals", Approvals)

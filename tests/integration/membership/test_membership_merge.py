@@ -19,13 +19,18 @@ async def test_verifying_a_phone_known_as_another_member_merges_them_keeping_eve
     _, scan_a = await membership.api.post("/members/scan", {"code": "qr_staff_jingan_01"}, headers=bearer(token_a))
     coupon_a = scan_a["coupons_issued"][0]["code"]
 
-    # Member B: the same person, registered later in the mini-program by WeChat openid, with its own
-    # points and a coupon of another template, bound to Lujiazui.
+    # Member B: the same person, registered later by Lujiazui's staff by WeChat openid, bound to Lujiazui; the
+    # welcome coupon comes with B's own scan, plus points and a coupon of another template.
     openid = f"wx_{uuid.uuid4().hex}"
+    lujiazui = await membership.staff_token("lujiazui.staff", "lujiazui-staff-pass")
     _, scan_b = await membership.api.post("/members/scan", {"code": "qr_staff_lujiazui_01",
-                                                        "identity": {"kind": "wechat_openid", "value": openid}})
+                                                        "identity": {"kind": "wechat_openid", "value": openid}},
+                                          headers=bearer(lujiazui))
     member_b = scan_b["member_id"]
-    coupon_b_welcome = scan_b["coupons_issued"][0]["code"]
+    token_b = membership[TOKENS].for_member(member_b)["access_token"]
+    _, own_scan_b = await membership.api.post("/members/scan", {"code": "qr_staff_lujiazui_01"},
+                                              headers=bearer(token_b))
+    coupon_b_welcome = own_scan_b["coupons_issued"][0]["code"]
     await membership.api.post(f"/members/{member_b}/points/adjustments", {"delta": 300, "note": "b"},
                               headers=bearer(admin))
     status, extra = await membership.api.post(f"/members/{member_b}/coupons", {"template_id": "cpt_tees_10pct"},
@@ -35,8 +40,7 @@ async def test_verifying_a_phone_known_as_another_member_merges_them_keeping_eve
     all_coupons = {coupon_a, coupon_b_welcome, extra["code"]}
 
     async with EventTap(bus_namespace, "membership.member.merged") as tap:
-        # B logs in (as B) and verifies A's phone: the phone proves they are one person.
-        token_b = membership[TOKENS].for_member(member_b)["access_token"]
+        # B (logged in as B) verifies A's phone: the phone proves they are one person.
         _, sent = await membership.api.post("/auth/member/otp", {"phone": phone})
         status, linked = await membership.api.post("/members/me/phone", {"phone": phone, "code": sent["dev_code"]},
                                                    headers=bearer(token_b))
@@ -98,6 +102,8 @@ async def test_a_channel_identity_links_once_and_never_to_two_members(membership
                                       headers=bearer(token_a))).status == 200  # idempotent
     status, problem = await membership.api.post("/members/me/identities", link, headers=bearer(token_b))
     assert status == 409 and problem["type"].endswith("identity-taken")
-    # A later anonymous scan with that identity finds member A.
-    status, scan = await membership.api.post("/members/scan", {"code": "qr_store_jingan", "identity": link})
+    # A later staff scan naming that identity finds member A.
+    jingan = await membership.staff_token("jingan.staff", "jingan-staff-pass")
+    status, scan = await membership.api.post("/members/scan", {"code": "qr_store_jingan", "identity": link},
+                                             headers=bearer(jingan))
     assert status == 200 and scan["member_id"] == member_a

@@ -1,11 +1,12 @@
-"""A new shopper scans an assistant's QR code: member created, tagged, bound to that store and
-assistant, campaign coupon issued once; a second scan issues nothing new; a later scan of another store does
-not move the binding (first touch wins)."""
+"""A new shopper is scanned in by an assistant (staff name their WeChat identity): member created, tagged,
+bound to that store and assistant, no coupon until the member scans themselves, then issued once; a later
+scan of another store does not move the binding (first touch wins)."""
 from __future__ import annotations
 
 import asyncio
 import uuid
 
+from services.membership.usecases import TOKENS
 from tests.integration.membership.conftest import bearer
 from tests.support import EventTap, eventually
 
@@ -13,10 +14,10 @@ from tests.support import EventTap, eventually
 async def test_scan_of_an_assistants_qr_registers_tags_binds_and_issues_the_campaign_coupon_once(
         membership, bus_namespace):
     openid = f"wx_{uuid.uuid4().hex}"
-    scan = {"code": "qr_staff_jingan_01", "identity": {"kind": "wechat_openid", "value": openid},
-            "marketing_consent": True}
+    scan = {"code": "qr_staff_jingan_01", "identity": {"kind": "wechat_openid", "value": openid}}
+    staff = bearer(await membership.staff_token("jingan.staff", "jingan-staff-pass"))
     async with EventTap(bus_namespace, "membership.#") as tap:
-        status, first = await membership.api.post("/members/scan", scan)
+        status, first = await membership.api.post("/members/scan", scan, headers=staff)
         assert status == 201, first
         member_id = first["member_id"]
         assert first["created"] and first["bound_now"]
@@ -25,15 +26,21 @@ async def test_scan_of_an_assistants_qr_registers_tags_binds_and_issues_the_camp
         assert first["attribution"]["store_id"] == "loc_sh_jingan"
         assert first["attribution"]["staff_id"] == "stf_jingan_01"
         assert first["attribution"]["campaign_id"] == "cmp_welcome"
-        assert [c["template_id"] for c in first["coupons_issued"]] == ["cpt_welcome_20"]
+        assert first["coupons_issued"] == [] and first["coupon_skipped"] == "member-not-present"
+        assert first["scan_token"] is None  # a checkout credits only the member's own scan
 
-        # Scanning again (same code, and concurrently) issues nothing new and creates no second member.
-        again = await asyncio.gather(*[membership.api.post("/members/scan", scan) for _ in range(5)])
-        assert all(status == 200 and body["member_id"] == member_id and body["coupons_issued"] == []
-                   for status, body in again)
+        # The member scans themselves (and concurrently): the coupon once, no second member.
+        token = membership[TOKENS].for_member(member_id)["access_token"]
+        own = {"code": "qr_staff_jingan_01", "marketing_consent": True}
+        again = await asyncio.gather(*[membership.api.post("/members/scan", own, headers=bearer(token))
+                                       for _ in range(5)])
+        assert all(status == 200 and body["member_id"] == member_id for status, body in again)
+        assert sum(len(body["coupons_issued"]) for _, body in again) == 1
+        assert [c["template_id"] for _, body in again for c in body["coupons_issued"]] == ["cpt_welcome_20"]
 
         # A later scan at another store (same campaign) tags, but does not move the binding or re-issue.
-        status, later = await membership.api.post("/members/scan", {**scan, "code": "qr_staff_lujiazui_01"})
+        status, later = await membership.api.post("/members/scan", {**scan, "code": "qr_staff_lujiazui_01"},
+                                                  headers=staff)
         assert status == 200 and not later["bound_now"] and later["coupons_issued"] == []
         assert "store:loc_sh_lujiazui" in later["tags"]
         assert later["attribution"]["store_id"] == "loc_sh_jingan"
@@ -75,13 +82,17 @@ async def test_logged_in_member_scans_as_themselves_and_store_qr_binds_without_c
 
 
 async def test_bad_scans_are_clean_4xx_and_change_nothing(membership):
+    staff = bearer(await membership.staff_token("jingan.staff", "jingan-staff-pass"))
     status, problem = await membership.api.post("/members/scan", {"code": "qr_nope", "identity": {
-        "kind": "wechat_openid", "value": "wx_x"}})
+        "kind": "wechat_openid", "value": "wx_x"}}, headers=staff)
     assert status == 404 and problem["type"].endswith("qr-code-not-found")
     status, problem = await membership.api.post("/members/scan", {"code": "qr_store_jingan"})
     assert status == 401
     status, problem = await membership.api.post("/members/scan", {"code": "qr_store_jingan", "identity": {
-        "kind": "phone", "value": "+8613800000009"}})
+        "kind": "wechat_openid", "value": "wx_x"}})
+    assert status == 401  # only staff name a shopper's identity
+    status, problem = await membership.api.post("/members/scan", {"code": "qr_store_jingan", "identity": {
+        "kind": "phone", "value": "+8613800000009"}}, headers=staff)
     assert status == 422
     assert await membership.repos.members.member_id_for("wechat_openid", "wx_x") is None
 
@@ -89,20 +100,22 @@ async def test_bad_scans_are_clean_4xx_and_change_nothing(membership):
 async def test_concurrent_first_scans_by_one_new_shopper_make_one_member_and_one_coupon(membership):
     openid = f"wx_{uuid.uuid4().hex}"
     scan = {"code": "qr_staff_jingan_01", "identity": {"kind": "wechat_openid", "value": openid}}
-    answers = await asyncio.gather(*[membership.api.post("/members/scan", scan) for _ in range(10)])
+    staff = bearer(await membership.staff_token("jingan.staff", "jingan-staff-pass"))
+    answers = await asyncio.gather(*[membership.api.post("/members/scan", scan, headers=staff) for _ in range(10)])
     assert sorted(status for status, _ in answers) == [200] * 9 + [201]
     member_ids = {body["member_id"] for _, body in answers}
     assert len(member_ids) == 1
-    assert sum(len(body["coupons_issued"]) for _, body in answers) == 1
+    assert sum(len(body["coupons_issued"]) for _, body in answers) == 0  # the member was not there
     (member_id,) = member_ids
-    assert len(await membership.repos.coupons.of_member(member_id)) == 1
+    assert await membership.repos.coupons.of_member(member_id) == []
     assert await membership.repos.members.count({"source": "scan", "_id": member_id}) == 1
 
 
 async def test_idempotency_key_replays_a_scan(membership):
     openid = f"wx_{uuid.uuid4().hex}"
     scan = {"code": "qr_store_jingan", "identity": {"kind": "wechat_openid", "value": openid}}
-    headers = {"Idempotency-Key": f"scan-{openid}"}
+    headers = {"Idempotency-Key": f"scan-{openid}",
+               **bearer(await membership.staff_token("jingan.staff", "jingan-staff-pass"))}
     status, first = await membership.api.post("/members/scan", scan, headers=headers)
     status2, second = await membership.api.post("/members/scan", scan, headers=headers)
     assert status == status2 == 201 and first == second

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from services.orders.schemas import OrderPage, PickupCodeView, ReturnAnswer
+from services.orders.schemas import CounterOrderView, OrderPage, PickupCodeView, ReturnAnswer, ReturnCodeOut
 from tests.support import TokenMint, free_port, running_app, settings_for
 
 
@@ -37,7 +37,9 @@ def as_published(path: str, status: int, payload):
     """A successful answer of orders is exactly what its OpenAPI document describes (the gateway's docs and
     its fuzzing trust those models)."""
     if 200 <= status < 300 and isinstance(payload, dict) and path.startswith("/orders"):
-        model = OrderPage if "items" in payload else ReturnAnswer if "return" in payload else PickupCodeView
+        model = (OrderPage if "items" in payload else ReturnAnswer if "return" in payload else
+                 ReturnCodeOut if "return_code" in payload else
+                 CounterOrderView if "fulfilment_type" in payload else PickupCodeView)
         model.model_validate(payload)
     return payload
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.integration.orders.test_orders_store_session import store_session
 from tests.support import eventually
 
 JINGAN, XUJIAHUI = "loc_sh_jingan", "loc_sh_xujiahui"
@@ -77,8 +78,9 @@ async def test_ship_flow_then_partial_return_at_another_store(suite, bus_namespa
         status, done, _ = await suite.call("POST", f"/orders/{order['id']}/complete", member)
         assert status == 200 and done["status"] == "completed"
 
-        # Return one tee at Xujiahui (any store takes returns).
-        xujiahui_staff = suite.mint.staff(XUJIAHUI)
+        # Return one tee at Xujiahui (any store takes returns: another store's, by its manager, with the
+        # return code the member's app shows).
+        xujiahui_staff = suite.mint.staff(XUJIAHUI, role="store_manager")
         before = await suite.level(XUJIAHUI, TEE)
         status, answer, _ = await suite.call("POST", f"/orders/{order['id']}/returns", member,
                                              json={"lines": [{"sku_id": TEE, "qty": 1}], "reason": "too small"})
@@ -86,8 +88,11 @@ async def test_ship_flow_then_partial_return_at_another_store(suite, bus_namespa
         ret = answer["return"]
         tee_line = next(l for l in done["lines"] if l["sku_id"] == TEE)
         assert ret["refund_amount"] == tee_line["line_total"] // 2
+        status, code, _ = await suite.call("POST", f"/orders/{order['id']}/return-code", member)
+        assert status == 200, code
         status, received, _ = await suite.call("POST", f"/orders/{order['id']}/returns/{ret['id']}/receive",
-                                               xujiahui_staff, json={"location_id": XUJIAHUI})
+                                               xujiahui_staff, json={"location_id": XUJIAHUI,
+                                                                     "proof": {"return_code": code["return_code"]}})
         assert status == 200, received
         assert received["status"] == "completed"  # partial: the jeans and one tee are kept
 
@@ -148,12 +153,13 @@ async def test_in_store_guest_sale_by_staff_completes_at_once_and_commits_stock(
 
 
 async def test_member_scan_and_pay_in_store(suite):
-    """The member scans two tees' barcodes in the store and pays on the phone."""
+    """The member scans the store's QR code, then two tees' barcodes in the store, and pays on the phone."""
     member = suite.mint.member(LIN)
-    status, problem = await suite.place({"channel": "store", "fulfilment": {
+    session = await store_session(suite, member, "qr_store_xujiahui")
+    status, problem = await suite.place({"channel": "store", "attribution": session, "fulfilment": {
         "type": "in_store", "location_id": XUJIAHUI, "scanned_codes": ["6900000009999"]}}, member)
     assert status == 422 and problem["type"].endswith("unknown-code"), problem
-    status, order = await suite.place({"channel": "store", "fulfilment": {
+    status, order = await suite.place({"channel": "store", "attribution": session, "fulfilment": {
         "type": "in_store", "location_id": XUJIAHUI, "scanned_codes": ["6900000001001", "6900000001001"]}}, member)
     assert status == 201, order
     assert [(l["sku_id"], l["qty"]) for l in order["lines"]] == [(TEE, 2)]
@@ -420,15 +426,25 @@ async def test_a_charge_whose_answer_died_with_the_process_is_found_not_repeated
     assert paid["status"] == "confirmed" and paid["payment"]["payment_id"] == charged.payment_id
 
 
-async def test_a_qr_scanned_in_the_session_wins_over_the_binding(suite):
-    """Lin is bound to Jing'an's assistant, but scanned the Lujiazui assistant's QR code before ordering."""
+async def test_the_members_own_scan_token_wins_over_the_binding_and_nothing_else_does(suite):
+    """Lin is bound to Jing'an's assistant, but scanned the Lujiazui assistant's QR code before ordering: the
+    scan token membership gave her credits Lujiazui. A poster's QR code named at checkout, another member's
+    token or a made-up one move nothing."""
     member = suite.mint.member(LIN)
-    status, order = await suite.place(pickup_order(attribution={"code": "qr_staff_lujiazui_01"}), member)
+    status, problem = await suite.place(pickup_order(attribution={"code": "qr_staff_lujiazui_01"}), member)
+    assert status == 422  # a QR code is not named at checkout: anyone can read one off a poster
+    status, scan, _ = await suite.call("POST", "/members/scan", member, service="membership",
+                                       json={"code": "qr_staff_lujiazui_01"})
+    assert status == 200 and scan["scan_token"], scan
+    status, order = await suite.place(pickup_order(attribution={"scan_token": scan["scan_token"]}), member)
     assert status == 201, order
     assert order["attribution"] == {"store_id": "loc_sh_lujiazui", "staff_id": "stf_lujiazui_01",
                                     "campaign_id": "cmp_welcome", "code": "qr_staff_lujiazui_01"}
-    status, order = await suite.place(pickup_order(attribution={"code": "qr_nobody_knows"}), member)
+    status, order = await suite.place(pickup_order(attribution={"scan_token": "made-up-token-0123456789"}), member)
     assert status == 201 and order["attribution"]["staff_id"] == "stf_jingan_01"  # the binding, then
+    other = suite.mint.member("mbr_unbound_shopper")
+    status, order = await suite.place(pickup_order(attribution={"scan_token": scan["scan_token"]}), other)
+    assert status == 201 and order["attribution"]["staff_id"] is None  # Lin's token is not theirs
     status, problem = await suite.place(pickup_order(attribution={"staff_id": "stf_my_friend"}), member)
     assert status == 422  # nobody names an assistant to credit by hand
 

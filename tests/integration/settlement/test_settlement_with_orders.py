@@ -75,8 +75,13 @@ async def test_a_franchise_pickup_sold_and_partly_returned_through_orders_settle
                                                      json={"lines": [{"sku_id": TEE, "qty": 1}], "reason": "size"})
                 assert status == 201, answer
                 ret = answer["return"]
-                status, received, _ = await suite.call("POST", f"/orders/{order['id']}/returns/{ret['id']}/receive",
-                                                       suite.mint.staff(XUJIAHUI), json={"location_id": XUJIAHUI})
+                # Another store than the seller: its manager, with the return code from the member's app.
+                status, code, _ = await suite.call("POST", f"/orders/{order['id']}/return-code", member)
+                assert status == 200, code
+                status, received, _ = await suite.call(
+                    "POST", f"/orders/{order['id']}/returns/{ret['id']}/receive",
+                    suite.mint.staff(XUJIAHUI, role="store_manager"),
+                    json={"location_id": XUJIAHUI, "proof": {"return_code": code["return_code"]}})
                 assert status == 200, received
 
                 async def refund_posted():

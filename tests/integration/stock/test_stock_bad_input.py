@@ -48,7 +48,7 @@ BAD_MOVEMENTS = [
     ("unknown kind", {"kind": "steal", "key": "k1", "sku_id": SKU, "qty": 1}, 422),
     ("zero qty", {"kind": "receive", "key": "k2", "sku_id": SKU, "qty": 0}, 422),
     ("adjust without reason", {"kind": "adjust", "key": "k3", "sku_id": SKU, "delta": -1}, 422),
-    ("adjust by zero", {"kind": "adjust", "key": "k4", "sku_id": SKU, "delta": 0, "reason": "x"}, 422),
+    ("adjust by zero", {"kind": "adjust", "key": "k4", "sku_id": SKU, "delta": 0, "reason": "damaged"}, 422),
     ("negative count", {"kind": "count", "key": "k5", "sku_id": SKU, "counted": -1}, 422),
     ("transfer to itself", {"kind": "transfer_out", "key": "k6", "sku_id": SKU, "qty": 1, "to_location_id": "SELF"}, 422),
     ("unknown field", {"kind": "receive", "key": "k7", "sku_id": SKU, "qty": 1, "price": 5}, 422),

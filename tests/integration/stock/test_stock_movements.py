@@ -35,7 +35,7 @@ async def test_ledger_explains_every_number(stock_api):
     steps = [
         {"kind": "receive", "qty": 10},
         {"kind": "sale", "qty": 2},
-        {"kind": "adjust", "delta": -1, "reason": "damaged in store"},
+        {"kind": "adjust", "delta": -1, "reason": "damaged", "note": "damaged in store"},
         {"kind": "count", "counted": 5},
         {"kind": "return_to_stock", "qty": 1, "reference": "ord_returned"},
     ]

@@ -72,3 +72,42 @@ def test_sold_out_memo_is_per_mode_forgotten_on_give_back_and_expires():
     memo.mark(["sku_a"], "ship")
     now[0] += 1.001
     assert not memo.any_sold_out(["sku_a"], "ship")
+
+
+# --- reason codes, size bound, clerks' approvals -----------------------------------------------
+
+def test_reason_codes_fit_their_kind_and_direction():
+    from services.stock.domain.model import StockError, reason_of
+    assert reason_of("receive", None) == "receiving"
+    assert reason_of("count", None) == "count_correction"
+    assert reason_of("adjust", "found", 3) == "found"
+    for kind, reason, delta, code in [("adjust", None, -1, "reason-required"), ("adjust", "damaged", 1, "invalid-reason"),
+                                      ("adjust", "found", -1, "invalid-reason"), ("receive", "theft", None,
+                                                                                   "invalid-reason")]:
+        with pytest.raises(StockError) as refused:
+            reason_of(kind, reason, delta)
+        assert refused.value.code == code
+
+
+def test_bulk_movements_of_clerks_need_approval_and_none_exceeds_the_bound():
+    from services.stock.domain.model import LevelChange, StockError, check_size, needs_approval
+    assert needs_approval("adjust", LevelChange(on_hand=-21), may_approve=False, threshold=20)
+    assert not needs_approval("adjust", LevelChange(on_hand=-20), may_approve=False, threshold=20)
+    assert not needs_approval("adjust", LevelChange(on_hand=-500), may_approve=True, threshold=20)
+    assert not needs_approval("sale", LevelChange(on_hand=-500), may_approve=False, threshold=20)
+    check_size(LevelChange(on_hand=10), 10)
+    with pytest.raises(StockError) as refused:
+        check_size(LevelChange(on_hand=-11), 10)
+    assert refused.value.code == "movement-too-large"
+
+
+def test_an_approval_is_decided_once_and_not_by_its_requester():
+    from services.stock.domain.model import StockError, decide_approval
+    approval = {"status": "pending", "requested_by": "stf_clerk"}
+    with pytest.raises(StockError) as refused:
+        decide_approval(approval, "approved", "stf_clerk")
+    assert refused.value.code == "own-approval"
+    decide_approval(approval, "approved", "stf_manager")
+    with pytest.raises(StockError) as refused:
+        decide_approval(approval, "rejected", "stf_manager")
+    assert refused.value.code == "approval-decided"
