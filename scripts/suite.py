@@ -173,6 +173,11 @@ class Suite:
     def instances(self, service: str) -> list[str]:
         return [self.instance(service, replica) for replica in range(1, self.replicas + 1)]
 
+    def running_urls(self, service: str) -> list[str]:
+        """The base URLs of the replicas of a service whose process is alive."""
+        return [self.url(service, replica) for replica, name in enumerate(self.instances(service), start=1)
+                if self.pid_of(name)]
+
     @staticmethod
     def parse_instance(name: str) -> tuple[str, int]:
         service, _, replica = name.rpartition("-")
