@@ -559,7 +559,9 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
                          verified=VerifiedTokens(settings.token_cache_s, settings.token_cache_entries))
     state.pools = {name: ReplicaPool(name, urls, settings.upstream_down_s)
                    for name, urls in settings.upstreams().items()}
-    for name in state.pools:
+    for name, pool in state.pools.items():
+        for url in pool.urls:
+            metrics.REPLICA_UP.labels(name, url).set(1)
         state.in_flight[name] = metrics.UPSTREAM_IN_FLIGHT.labels(name)
         for outcome in OUTCOMES:
             state.latency[name, outcome] = metrics.UPSTREAM_LATENCY.labels(name, outcome)
