@@ -383,14 +383,14 @@ class Suite:
         self.start_service(service)
         self.wait_ready([service])
 
-    def _started_instances(self, service: str) -> list[str]:
-        """Every replica of a service that has a pid file, whatever `replicas` is now (a smaller restart)."""
-        found = {self.parse_instance(path.stem) for path in self.pids.glob(f"{service}*.pid")}
-        count = max([self.replicas] + [replica for name, replica in found if name == service])
-        return [self.instance(service, replica) for replica in range(1, count + 1)]
+    def started_replicas(self) -> int:
+        """The most replicas any service was started with, from the pid files (1 when none)."""
+        found = [self.parse_instance(path.stem) for path in self.pids.glob("*.pid")]
+        return max([1] + [replica for service, replica in found if service in SERVICES])
 
     def stop(self) -> None:
-        processes = [name for service in reversed(START_ORDER) for name in self._started_instances(service)]
+        self.replicas = max(self.replicas, self.started_replicas())
+        processes = [name for service in reversed(START_ORDER) for name in self.instances(service)]
         for name in processes:
             self.kill(name, signal.SIGTERM)
         nx = [f"nx-{service}" for service in DB_SERVICES]
@@ -460,6 +460,8 @@ def main() -> None:
     if args.command == "broker":
         ensure_rabbitmq()
         return
+    if args.command != "start":  # a suite started with replicas is seen whole without repeating the option
+        suite.replicas = max(suite.replicas, suite.started_replicas())
     if args.command == "start":
         ensure_rabbitmq()
         try:

@@ -46,3 +46,12 @@ def test_one_replica_is_the_suite_as_before(tmp_path):
     env = suite.env("orders")
     assert env["STOCK_URL"] == "http://127.0.0.1:8082" and env["O2O_JWKS_URL"] == "http://127.0.0.1:8084/auth/jwks"
     assert suite.instances("gateway") == ["gateway"] and suite.urls("gateway") == ["http://127.0.0.1:8080"]
+
+
+def test_the_replica_count_is_read_back_from_the_pid_files(tmp_path):
+    suite = Suite(state_dir=tmp_path)
+    suite.pids.mkdir(parents=True)
+    assert suite.started_replicas() == 1
+    for name in ("orders", "orders-2", "gateway-3", "nx-orders", "prometheus"):
+        (suite.pids / f"{name}.pid").write_text("1")
+    assert suite.started_replicas() == 3
