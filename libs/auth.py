@@ -17,6 +17,7 @@ from aiohttp import web
 
 from libs.logging import bind_contextvars, get_logger
 from libs.principal import ROLES, Principal  # noqa: F401  (re-exported: the caller identity)
+from libs.replicas import split_urls
 from libs.problems import Problem
 from libs.settings import ServiceSettings
 
@@ -54,9 +55,17 @@ class TokenVerifier:
                 return
             if self._session is None:
                 self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3))
-            async with self._session.get(self.jwks_url) as response:
-                response.raise_for_status()
-                self.load_jwks(await response.json())
+            # O2O_JWKS_URL may list membership's replicas, comma-separated: the first that answers.
+            urls = split_urls(self.jwks_url)
+            for attempt, url in enumerate(urls, start=1):
+                try:
+                    async with self._session.get(url) as response:
+                        response.raise_for_status()
+                        self.load_jwks(await response.json())
+                    break
+                except aiohttp.ClientConnectorError:
+                    if attempt == len(urls):
+                        raise
             self._fetched_at = time.monotonic()
 
     async def _key_for(self, kid: str):

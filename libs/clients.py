@@ -3,6 +3,10 @@
 A service authenticates to another with a short-lived service token from membership
 (`POST /auth/service/token` with its client id and the shared service secret). Internal endpoints
 live under `/<service>/internal/...`; the gateway never routes them.
+
+A service's URL may list several replicas, comma-separated (libs.replicas): calls go round-robin, and one
+whose replica refuses the connection goes to the next (nothing was sent); a call whose replica broke off
+mid-request is sent again only when its method is idempotent.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import aiohttp
 from libs.http import CORRELATION_HEADER, REQUEST_ID_HEADER
 from libs.logging import get_logger
 from libs.problems import Problem
+from libs.replicas import IDEMPOTENT_METHODS, ReplicaPool
 from structlog.contextvars import get_contextvars
 
 log = get_logger("clients")
@@ -36,7 +41,7 @@ class UpstreamError(Exception):
 
 class ServiceTokenProvider:
     def __init__(self, membership_url: str, client_id: str, client_secret: str) -> None:
-        self.url = membership_url.rstrip("/") + "/auth/service/token"
+        self.membership = ReplicaPool("membership", membership_url)
         self.client_id = client_id
         self.client_secret = client_secret
         self._token: str | None = None
@@ -49,11 +54,20 @@ class ServiceTokenProvider:
         async with self._lock:
             if self._token and time.monotonic() < self._expires_at - 30:
                 return self._token
-            async with session.post(self.url, json={"client_id": self.client_id,
-                                                    "client_secret": self.client_secret}) as response:
-                body = await response.json(content_type=None)
-                if response.status != 200:
-                    raise UpstreamError("membership", response.status, body)
+            candidates = self.membership.candidates()
+            for attempt, base in enumerate(candidates, start=1):
+                try:
+                    async with session.post(base + "/auth/service/token", json={
+                            "client_id": self.client_id, "client_secret": self.client_secret}) as response:
+                        body = await response.json(content_type=None)
+                        status = response.status
+                    break
+                except aiohttp.ClientConnectionError:  # asking again for a token is harmless: the next replica
+                    self.membership.mark_down(base)
+                    if attempt == len(candidates):
+                        raise
+            if status != 200:
+                raise UpstreamError("membership", status, body)
             self._token = body["access_token"]
             self._expires_at = time.monotonic() + float(body.get("expires_in", 300))
             return self._token
@@ -65,7 +79,7 @@ class ServiceClient:
     def __init__(self, name: str, base_url: str, session: aiohttp.ClientSession,
                  tokens: ServiceTokenProvider | None = None, timeout_s: float = 3.0) -> None:
         self.name = name
-        self.base_url = base_url.rstrip("/")
+        self.replicas = ReplicaPool(name, base_url)
         self.session = session
         self.tokens = tokens
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -82,10 +96,20 @@ class ServiceClient:
         try:
             if self.tokens is not None:
                 sent["Authorization"] = "Bearer " + await self.tokens.token(self.session)
-            async with self.session.request(method, self.base_url + path, json=json, params=params,
-                                            headers=sent, timeout=timeout) as response:
-                body = await response.json(content_type=None) if response.content_length != 0 else None
-                status = response.status
+            candidates = self.replicas.candidates()
+            for attempt, base in enumerate(candidates, start=1):
+                try:
+                    async with self.session.request(method, base + path, json=json, params=params,
+                                                    headers=sent, timeout=timeout) as response:
+                        body = await response.json(content_type=None) if response.content_length != 0 else None
+                        status = response.status
+                    break
+                except aiohttp.ClientConnectionError as exc:
+                    self.replicas.mark_down(base)
+                    refused = isinstance(exc, aiohttp.ClientConnectorError)
+                    if attempt == len(candidates) or not (refused or method in IDEMPOTENT_METHODS):
+                        raise
+            self.replicas.mark_up(base)
         except UpstreamError as exc:
             raise Problem(503, "upstream-unavailable", f"cannot authenticate to {self.name}: {exc}",
                           headers={"Retry-After": "2"}) from None

@@ -6,6 +6,16 @@ bus namespace and database prefix, so a test run never touches a running `make r
     python scripts/suite.py start   # RabbitMQ (if installed and down), nx-27017 unless MONGO_URL, services, gateway
     python scripts/suite.py stop
     python scripts/suite.py status
+    python scripts/suite.py --replicas 2 start   # (or SUITE_REPLICAS=2) two processes of every service and gateway
+
+Replicas: with N > 1 every domain service and the gateway run as N processes. Replica 1 keeps the service's
+name, port, pid file and log (`orders`, 8083, `.state/pids/orders.pid`, `.state/logs/orders.log`); replica k
+is `orders-k` on port 8083 + 100*(k-1) under `make run` (a free port in private suites), with its own pid file and
+log. The replicas of a service share its one database (its nx process): consumers compete on the service's
+queue, and relays and periodic jobs run once across them by their leases. Every `<SERVICE>_URL` (and the
+JWKS URL) lists all replicas, comma-separated: the gateway and the service clients balance over them. Each
+gateway replica is its own public entry (8080, 8180, ...); put a load balancer in front of them, or call them
+directly. Replicas after the first start once the first is ready (it creates the demo data and the keys).
 
 Without MONGO_URL each service gets its OWN nx-27017 (through the launcher scripts/nxd.py, which rolls back a
 dead client's open transaction): one process, port, data dir, pid file and log per service database
@@ -120,6 +130,8 @@ class Suite:
     python: str = sys.executable
     with_prometheus: bool = False       # make run: a local Prometheus scraping the suite, when installed
     prometheus_port: int = 9090
+    replicas: int = 1                   # processes per domain service and gateway
+    replica_ports: dict[str, list[int]] = field(default_factory=dict)  # per service, replica 1's first (else derived)
 
     @property
     def logs(self) -> Path:
@@ -129,8 +141,49 @@ class Suite:
     def pids(self) -> Path:
         return self.state_dir / "pids"
 
-    def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.ports[service]}"
+    def url(self, service: str, replica: int = 1) -> str:
+        """The base URL of one replica of a service (the first by default)."""
+        return f"http://127.0.0.1:{self.ports_of(service, replica)[replica - 1]}"
+
+    def urls(self, service: str) -> list[str]:
+        return [self.url(service, replica) for replica in range(1, self.replicas + 1)]
+
+    # -- replicas --------------------------------------------------------------------------------
+    def ports_of(self, service: str, at_least: int = 1) -> list[int]:
+        """Every replica's port: explicit, else the service's port then +100 per replica under the default ports
+        (make run), else free ports (private suites)."""
+        ports = self.replica_ports.setdefault(service, [self.ports[service]])
+        while len(ports) < max(self.replicas, at_least):
+            if self.ports[service] == DEFAULT_PORTS.get(service):
+                ports.append(self.ports[service] + 100 * len(ports))
+                continue
+            taken = set(self.ports.values()) | set(self.nx_ports.values()) | {
+                port for others in self.replica_ports.values() for port in others}
+            port = free_port()
+            while port in taken:
+                port = free_port()
+            ports.append(port)
+        return ports
+
+    @staticmethod
+    def instance(service: str, replica: int = 1) -> str:
+        """The process name (pid file, log) of one replica: `orders`, `orders-2`, ..."""
+        return service if replica == 1 else f"{service}-{replica}"
+
+    def instances(self, service: str) -> list[str]:
+        return [self.instance(service, replica) for replica in range(1, self.replicas + 1)]
+
+    def running_urls(self, service: str) -> list[str]:
+        """The base URLs of the replicas of a service whose process is alive."""
+        return [self.url(service, replica) for replica, name in enumerate(self.instances(service), start=1)
+                if self.pid_of(name)]
+
+    @staticmethod
+    def parse_instance(name: str) -> tuple[str, int]:
+        service, _, replica = name.rpartition("-")
+        if service in SERVICES and replica.isdigit():
+            return service, int(replica)
+        return name, 1
 
     # -- databases -------------------------------------------------------------------------------
     def nx_port_of(self, service: str) -> int:
@@ -153,7 +206,7 @@ class Suite:
             return self.mongo_url
         return f"mongodb://127.0.0.1:{self.nx_port_of(service)}/?directConnection=true"
 
-    def env(self, service: str | None = None) -> dict[str, str]:
+    def env(self, service: str | None = None, replica: int = 1) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()}
         if self.mongo_url:
             env["MONGO_URL"] = self.mongo_url
@@ -170,16 +223,17 @@ class Suite:
             "O2O_BUS_NAMESPACE": self.bus_namespace,
             "O2O_DEV_MODE": "true" if self.dev_mode else "false",
             "O2O_DEMO_DATA": "true" if self.demo_data else "false",
-            "O2O_JWKS_URL": self.url("membership") + "/auth/jwks",
-            "MEMBERSHIP_URL": self.url("membership"),
+            "O2O_JWKS_URL": ",".join(url + "/auth/jwks" for url in self.urls("membership")),
         })
         if self.dev_mode:
             # One developer's machine logs in as many people from one address: a roomier login bucket.
             env.setdefault("GATEWAY_RATE_SENSITIVE_BURST", "60")
-        for service in SERVICES:
-            env[f"{service.upper()}_PORT"] = str(self.ports[service])
-            env[f"{service.upper()}_URL"] = self.url(service)
+        for other in SERVICES:
+            env[f"{other.upper()}_PORT"] = str(self.ports_of(other)[replica - 1 if other == service else 0])
+            env[f"{other.upper()}_URL"] = ",".join(self.urls(other))
         env.update(self.extra_env)
+        if replica > 1:  # the first replica loaded the demo data already
+            env["O2O_DEMO_DATA"] = "false"
         return env
 
     # -- processes -------------------------------------------------------------------------------
@@ -238,26 +292,32 @@ class Suite:
                 if source.exists():
                     source.rename(data / (database + suffix))
 
-    def start_service(self, service: str) -> None:
-        if self.pid_of(service) and port_open(self.ports[service]):
+    def start_service(self, name: str) -> None:
+        """Start one process: a service (its first replica) or one replica by its instance name (`orders-2`)."""
+        service, replica = self.parse_instance(name)
+        port = self.ports_of(service, replica)[replica - 1]
+        if self.pid_of(name) and port_open(port):
             return
-        if port_open(self.ports[service]):
-            raise RuntimeError(f"port {self.ports[service]} for {service} is taken by another program")
-        log = open(self.logs / f"{service}.log", "ab")
-        process = subprocess.Popen([self.python, "-m", f"services.{service}"], cwd=ROOT, env=self.env(service),
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self._pid_file(service).write_text(str(process.pid))
+        if port_open(port):
+            raise RuntimeError(f"port {port} for {name} is taken by another program")
+        log = open(self.logs / f"{name}.log", "ab")
+        process = subprocess.Popen([self.python, "-m", f"services.{service}"], cwd=ROOT,
+                                   env=self.env(service, replica), stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        self._pid_file(name).write_text(str(process.pid))
 
     def wait_ready(self, services=SERVICES, timeout: float = 90.0) -> None:
+        """Wait for processes by instance name (a service's name is its first replica)."""
         deadline = time.monotonic() + timeout
         pending = list(services)
         while pending:
-            for service in list(pending):
-                status, _ = http_json(self.url(service) + "/readyz")
+            for name in list(pending):
+                service, replica = self.parse_instance(name)
+                status, _ = http_json(self.url(service, replica) + "/readyz")
                 if status == 200:
-                    pending.remove(service)
-                elif self.pid_of(service) is None:
-                    raise RuntimeError(f"{service} exited; see {self.logs / (service + '.log')}")
+                    pending.remove(name)
+                elif self.pid_of(name) is None:
+                    raise RuntimeError(f"{name} exited; see {self.logs / (name + '.log')}")
             if pending and time.monotonic() > deadline:
                 raise RuntimeError(f"not ready after {timeout:.0f}s: {', '.join(pending)} (see {self.logs})")
             if pending:
@@ -274,8 +334,15 @@ class Suite:
             if service == "membership":  # the others fetch its JWKS and service tokens
                 self.wait_ready(["membership"])
         self.wait_ready([s for s in SERVICES if s != "gateway"])
-        self.start_service("gateway")
-        self.wait_ready(["gateway"])
+        # Further replicas once the first of each is ready: it created the demo data and the signing keys.
+        more = [name for s in START_ORDER if s != "gateway" for name in self.instances(s)[1:]]
+        for name in more:
+            self.start_service(name)
+        self.wait_ready(more)
+        gateways = self.instances("gateway")
+        for name in gateways:
+            self.start_service(name)
+        self.wait_ready(gateways)
 
     def start_prometheus(self) -> str | None:
         binary = shutil.which("prometheus")
@@ -316,21 +383,29 @@ class Suite:
         self.start_service(service)
         self.wait_ready([service])
 
+    def started_replicas(self) -> int:
+        """The most replicas any service was started with, from the pid files (1 when none)."""
+        found = [self.parse_instance(path.stem) for path in self.pids.glob("*.pid")]
+        return max([1] + [replica for service, replica in found if service in SERVICES])
+
     def stop(self) -> None:
-        for service in reversed(START_ORDER):
-            self.kill(service, signal.SIGTERM)
+        self.replicas = max(self.replicas, self.started_replicas())
+        processes = [name for service in reversed(START_ORDER) for name in self.instances(service)]
+        for name in processes:
+            self.kill(name, signal.SIGTERM)
         nx = [f"nx-{service}" for service in DB_SERVICES]
         for name in (*nx, "nx-27017"):  # nx-27017: the shared nx of an older scripts/suite.py
             self.kill(name, signal.SIGTERM)
         self.kill("prometheus", signal.SIGTERM)
-        for name in (*SERVICES, *nx, "nx-27017", "prometheus"):
+        for name in (*processes, *nx, "nx-27017", "prometheus"):
             self._pid_file(name).unlink(missing_ok=True)
 
     def status(self) -> dict[str, str]:
         result = {}
         for service in SERVICES:
-            code, _ = http_json(self.url(service) + "/readyz")
-            result[service] = "ready" if code == 200 else ("running" if self.pid_of(service) else "stopped")
+            for replica, name in enumerate(self.instances(service), start=1):
+                code, _ = http_json(self.url(service, replica) + "/readyz")
+                result[name] = "ready" if code == 200 else ("running" if self.pid_of(name) else "stopped")
         if not self.mongo_url:
             for service in DB_SERVICES:
                 port = self.nx_port_of(service)
@@ -344,9 +419,11 @@ def print_welcome(suite: Suite) -> None:
     print("\nO2O Loop is running.\n")
     print(f"  Gateway (public API)   {suite.url('gateway')}/api/v1   (health: {suite.url('gateway')}/healthz,"
           f" docs: {suite.url('gateway')}/api/docs)")
+    for url in suite.urls("gateway")[1:]:
+        print(f"  Gateway replica        {url}/api/v1")
     for service in SERVICES:
         if service != "gateway":
-            print(f"  {service:<22} {suite.url(service)}   (/healthz /readyz /metrics)")
+            print(f"  {service:<22} {', '.join(suite.urls(service))}   (/healthz /readyz /metrics)")
     if suite.mongo_url:
         print(f"  MongoDB                {suite.mongo_url}")
     else:
@@ -369,15 +446,22 @@ def print_welcome(suite: Suite) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["start", "stop", "status", "restart", "broker"])
-    parser.add_argument("service", nargs="?")
+    parser.add_argument("service", nargs="?", help="restart: a service (its first replica) or a replica, e.g. orders-2")
+    parser.add_argument("--replicas", type=int, default=int(os.environ.get("SUITE_REPLICAS", "1")),
+                        help="processes per domain service and gateway (default: SUITE_REPLICAS or 1)")
     args = parser.parse_args()
+    if args.replicas < 1:
+        parser.error("--replicas must be at least 1")
     nx_port = int(os.environ.get("O2O_NX_PORT", str(DEFAULT_NX_PORT)))
     suite = Suite(mongo_url=os.environ.get("MONGO_URL") or None, nx_port=nx_port,
                   nx_ports={service: nx_port + i for i, service in enumerate(DB_SERVICES)},
-                  dev_mode=os.environ.get("O2O_DEV_MODE", "true").lower() == "true", with_prometheus=True)
+                  dev_mode=os.environ.get("O2O_DEV_MODE", "true").lower() == "true", with_prometheus=True,
+                  replicas=args.replicas)
     if args.command == "broker":
         ensure_rabbitmq()
         return
+    if args.command != "start":  # a suite started with replicas is seen whole without repeating the option
+        suite.replicas = max(suite.replicas, suite.started_replicas())
     if args.command == "start":
         ensure_rabbitmq()
         try:

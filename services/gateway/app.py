@@ -9,11 +9,15 @@ For every request, in this order (cheapest refusals first):
 6. the upstream's circuit breaker (503 + Retry-After while open);
 7. the pass-through: bodies stream both ways without being parsed (a chunked body is counted and cut at the
    size limit), the token is forwarded unchanged so the service verifies it again, pooled keep-alive
-   connections, a timeout per route (504), an unreachable upstream is 503.
+   connections, a timeout per route (504), an unreachable upstream is 503. A service with several replicas
+   (libs.replicas) is called round-robin; a replica that refuses the connection is skipped and the call goes
+   to the next one (any method: nothing was sent), and so does a body-less idempotent call whose replica
+   broke off mid-request.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
 from collections.abc import AsyncIterator
@@ -29,6 +33,7 @@ from libs.http import (CORRELATION_HEADER, READINESS_CHECKS, REQUEST_ID_HEADER, 
                        json_response, metrics_endpoint, readyz)
 from libs.logging import bind_contextvars, get_logger
 from libs.problems import Problem
+from libs.replicas import IDEMPOTENT_METHODS, ReplicaPool
 from services.gateway import metrics
 from services.gateway.breaker import BreakerState, CircuitBreaker
 from services.gateway.docs import aggregate, fetch_documents, render_html
@@ -82,7 +87,7 @@ class GatewayState:
     docs_cache: dict = field(default_factory=dict)  # {"at": monotonic, "document": dict}
     session: aiohttp.ClientSession | None = None
     # Built once: the hot path does no settings lookups, label formatting or timeout construction per request.
-    upstreams: dict[str, str] = field(default_factory=dict)
+    pools: dict[str, ReplicaPool] = field(default_factory=dict)  # service -> its replicas
     in_flight: dict = field(default_factory=dict)   # service -> UPSTREAM_IN_FLIGHT child
     latency: dict = field(default_factory=dict)     # (service, outcome) -> UPSTREAM_LATENCY child
     timeouts: dict = field(default_factory=dict)    # policy timeout_s (or None) -> aiohttp.ClientTimeout
@@ -330,41 +335,56 @@ async def _forward(request: web.Request, state: GatewayState, service: str, upst
                       headers={"Retry-After": retry_after_header(wait)})
 
     raw_query = request.rel_url.raw_query_string
-    url = URL(state.upstreams[service] + raw_path[len(API_PREFIX):] + (f"?{raw_query}" if raw_query else ""),
-              encoded=True)
+    tail = raw_path[len(API_PREFIX):] + (f"?{raw_query}" if raw_query else "")
     overflow: list[bool] = []
     body = None
     if request.body_exists:
         body = request.content if request.content_length is not None else _capped(
             request.content, settings.max_body_bytes, overflow)
+    # After a replica broke off mid-request the call may go to another only if sending it again is harmless
+    # and possible (a streamed body is gone); after a refused connection nothing was sent, so always.
+    resendable = request.method in IDEMPOTENT_METHODS and not request.body_exists
     timeout = state.timeout_for(policy.timeout_s)
+    headers = _upstream_headers(request, settings)
+    pool = state.pools[service]
     assert state.session is not None
     started = time.perf_counter()
     in_flight = state.in_flight[service]
     in_flight.inc()
     try:
-        try:
-            upstream = await state.session.request(request.method, url, headers=_upstream_headers(request, settings),
-                                                   data=body, allow_redirects=False, timeout=timeout)
-        except asyncio.CancelledError:
-            # Told nothing about the upstream, but a half-open breaker's trial slot must be given back.
-            breaker.record_abandoned()
-            raise
-        except asyncio.TimeoutError:
-            state.latency[service, "timeout"].observe(time.perf_counter() - started)
-            breaker.record_failure()
-            raise Problem(504, "upstream-timeout", f"{service} did not answer in time") from None
-        except aiohttp.ClientError as exc:
-            if overflow:
+        candidates = pool.candidates()
+        for attempt, base in enumerate(candidates, start=1):
+            try:
+                upstream = await state.session.request(request.method, URL(base + tail, encoded=True),
+                                                       headers=headers, data=body, allow_redirects=False,
+                                                       timeout=timeout)
+                break
+            except asyncio.CancelledError:
+                # Told nothing about the upstream, but a half-open breaker's trial slot must be given back.
                 breaker.record_abandoned()
-                raise _too_large(settings) from None
-            state.latency[service, "unreachable"].observe(time.perf_counter() - started)
-            breaker.record_failure()
-            raise Problem(503, "upstream-unavailable", f"{service} is unreachable: {type(exc).__name__}",
-                          headers={"Retry-After": "2"}) from None
-        except Exception:
-            breaker.record_abandoned()
-            raise
+                raise
+            except asyncio.TimeoutError:
+                state.latency[service, "timeout"].observe(time.perf_counter() - started)
+                breaker.record_failure()
+                raise Problem(504, "upstream-timeout", f"{service} did not answer in time") from None
+            except aiohttp.ClientError as exc:
+                if overflow:
+                    breaker.record_abandoned()
+                    raise _too_large(settings) from None
+                _mark(pool, base, up=False)
+                refused = isinstance(exc, aiohttp.ClientConnectorError)
+                if attempt < len(candidates) and (refused or resendable):
+                    metrics.UPSTREAM_RETRIES.labels(service, "refused" if refused else "broken").inc()
+                    continue
+                state.latency[service, "unreachable"].observe(time.perf_counter() - started)
+                breaker.record_failure()
+                raise Problem(503, "upstream-unavailable", f"{service} is unreachable: {type(exc).__name__}",
+                              headers={"Retry-After": "2"}) from None
+            except Exception:
+                breaker.record_abandoned()
+                raise
+        if pool.is_down(base):
+            _mark(pool, base, up=True)
         outcome = "ok" if upstream.status < 400 else "client_error" if upstream.status < 500 else "server_error"
         state.latency[service, outcome].observe(time.perf_counter() - started)
         if upstream.status in (502, 503, 504):
@@ -424,6 +444,33 @@ async def _stream_back(request: web.Request, upstream: aiohttp.ClientResponse, s
     return response
 
 
+def _mark(pool: ReplicaPool, url: str, *, up: bool) -> None:
+    if up:
+        pool.mark_up(url)
+    else:
+        pool.mark_down(url)
+    metrics.REPLICA_UP.labels(pool.name, url).set(1 if up else 0)
+
+
+async def _probe_replicas(state: GatewayState, interval_s: float) -> None:
+    """Every replica of a service that has several: ready (/readyz 200) or marked down, so calls skip it."""
+    assert state.session is not None
+    probe_timeout = aiohttp.ClientTimeout(total=min(2.0, interval_s))
+
+    async def probe(pool: ReplicaPool, url: str) -> None:
+        try:
+            async with state.session.get(url + "/readyz", timeout=probe_timeout) as response:
+                ready = response.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            ready = False
+        _mark(pool, url, up=ready)
+
+    while True:
+        await asyncio.gather(*(probe(pool, url) for pool in state.pools.values() if len(pool) > 1
+                               for url in pool.urls))
+        await asyncio.sleep(interval_s)
+
+
 # --- gateway's own endpoints -----------------------------------------------------------------------------
 
 async def aggregated_health(request: web.Request) -> web.Response:
@@ -442,7 +489,16 @@ async def aggregated_health(request: web.Request) -> web.Response:
             return name, {"status": "down", "error": type(exc).__name__,
                           "breaker": state.breakers[name].state.name.lower()}
 
-    results = dict(await asyncio.gather(*(probe(n, b) for n, b in state.upstreams.items())))
+    async def service_health(name: str, pool: ReplicaPool) -> tuple[str, dict]:
+        replicas = [(await probe(name, url))[1] for url in pool.urls]
+        if len(replicas) == 1:
+            return name, replicas[0]
+        up = sum(replica["status"] == "up" for replica in replicas)
+        status = "up" if up == len(replicas) else "degraded" if up else replicas[0]["status"]
+        return name, {**replicas[0], "status": status,
+                      "replicas": {url: replica["status"] for url, replica in zip(pool.urls, replicas)}}
+
+    results = dict(await asyncio.gather(*(service_health(n, p) for n, p in state.pools.items())))
     all_up = all(r["status"] == "up" for r in results.values())
     return json_response({"status": "ok" if all_up else "degraded", "service": "gateway", "services": results})
 
@@ -452,7 +508,8 @@ async def _aggregated_document(state: GatewayState) -> dict:
     if cached and time.monotonic() - cached["at"] < state.settings.docs_cache_s:
         return cached["document"]
     assert state.session is not None
-    documents = await fetch_documents(state.session, state.upstreams, state.settings.docs_fetch_timeout_s)
+    documents = await fetch_documents(state.session, {name: pool.candidates()[0] for name, pool in state.pools.items()},
+                                      state.settings.docs_fetch_timeout_s)
     for service, document in documents.items():
         metrics.DOCS_SOURCES.labels(service).set(0 if document is None else 1)
     document = aggregate(documents)
@@ -500,8 +557,11 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
                          order_gate=InFlightGate(settings.order_in_flight_per_member), breakers=breakers,
                          rules=_bucket_rules(settings),
                          verified=VerifiedTokens(settings.token_cache_s, settings.token_cache_entries))
-    state.upstreams = settings.upstreams()
-    for name in state.upstreams:
+    state.pools = {name: ReplicaPool(name, urls, settings.upstream_down_s)
+                   for name, urls in settings.upstreams().items()}
+    for name, pool in state.pools.items():
+        for url in pool.urls:
+            metrics.REPLICA_UP.labels(name, url).set(1)
         state.in_flight[name] = metrics.UPSTREAM_IN_FLIGHT.labels(name)
         for outcome in OUTCOMES:
             state.latency[name, outcome] = metrics.UPSTREAM_LATENCY.labels(name, outcome)
@@ -512,7 +572,15 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
                                          keepalive_timeout=30, ttl_dns_cache=300)
         timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s)
         state.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
+        prober = None
+        if settings.upstream_probe_interval_s > 0 and any(len(pool) > 1 for pool in state.pools.values()):
+            prober = asyncio.create_task(_probe_replicas(state, settings.upstream_probe_interval_s),
+                                         name="gateway-replica-probe")
         yield
+        if prober is not None:
+            prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await prober
         await state.session.close()
         await state.verifier.close()
 

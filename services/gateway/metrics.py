@@ -23,3 +23,7 @@ UPSTREAM_LATENCY = Histogram("o2o_gateway_upstream_duration_seconds",
 UPSTREAM_IN_FLIGHT = Gauge("o2o_gateway_upstream_in_flight", "Requests being proxied, by service", ["service"])
 DOCS_SOURCES = Gauge("o2o_gateway_openapi_sources", "Services whose OpenAPI document was merged at the last "
                      "assembly (1) or missing (0)", ["service"])
+UPSTREAM_RETRIES = Counter("o2o_gateway_upstream_retries_total", "Calls sent again to another replica of the "
+                           "service, by why the first replica failed", ["service", "reason"])  # refused | broken
+REPLICA_UP = Gauge("o2o_gateway_upstream_replica_up", "Replica of an upstream service found ready by the last "
+                   "probe or call (1) or marked down (0)", ["service", "replica"])  # replica: its base URL (config)

@@ -1,6 +1,7 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from libs.replicas import split_urls
 from libs.settings import ServiceSettings
 
 
@@ -16,6 +17,11 @@ class GatewaySettings(ServiceSettings):
     upstream_timeout_s: float = 10.0
     upstream_connect_timeout_s: float = 2.0
     pool_size: int = 200
+    # Replicas: a service's URL setting may list several, comma-separated. Calls go round-robin to the replicas
+    # that are up; one that refuses a connection, or fails the /readyz probe run every `upstream_probe_interval_s`
+    # (0: no probe), is skipped for `upstream_down_s` seconds.
+    upstream_down_s: float = 5.0
+    upstream_probe_interval_s: float = 2.0
 
     # Verified tokens are remembered this long (never past their exp), so a burst costs one RSA check.
     token_cache_s: float = 30.0
@@ -43,8 +49,8 @@ class GatewaySettings(ServiceSettings):
     # Client IP is the TCP peer unless the gateway sits behind a proxy we trust to set X-Forwarded-For.
     trust_forwarded_for: bool = False
 
-    # Circuit breaker per upstream: opens after this many consecutive failures (connect errors, timeouts,
-    # 502/503/504) and stays open for `breaker_open_s` before one trial request is let through.
+    # Circuit breaker per upstream service (over all its replicas): opens after this many consecutive failed
+    # calls (every replica tried refused, a timeout, a 502/503/504 answer) and stays open for `breaker_open_s` before one trial request is let through.
     breaker_failure_threshold: int = 5
     breaker_open_s: float = 10.0
 
@@ -62,5 +68,6 @@ class GatewaySettings(ServiceSettings):
     docs_cache_s: float = 30.0
     docs_fetch_timeout_s: float = 3.0
 
-    def upstreams(self) -> dict[str, str]:
-        return self.service_urls()
+    def upstreams(self) -> dict[str, list[str]]:
+        """Each service's replica base URLs (one for a service that runs once)."""
+        return {name: split_urls(urls) for name, urls in self.service_urls().items()}

@@ -33,15 +33,20 @@ class Reply:
 
 
 class Api:
-    def __init__(self, http: aiohttp.ClientSession, base: str, token: str | None = None,
+    """One device. `base` is the API root of one gateway, or a list of them (gateway replicas): then calls take
+    turns over them, and a call that finds its gateway refusing connections goes to the next, as a client
+    behind DNS round robin or a load balancer would."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str | list[str], token: str | None = None,
                  client_ip: str | None = None) -> None:
         self.http = http
-        self.base = base
+        self.bases = [base] if isinstance(base, str) else list(base)
+        self._turn = itertools.count()
         self.token = token
         self.client_ip = client_ip or fresh_client_ip()
 
     def as_(self, token: str | None) -> Api:
-        return Api(self.http, self.base, token, self.client_ip)
+        return Api(self.http, self.bases, token, self.client_ip)
 
     async def call(self, method: str, path: str, body: Any = None, *, idempotency_key: str | None = None,
                    headers: dict[str, str] | None = None) -> Reply:
@@ -52,13 +57,21 @@ class Api:
             sent["Idempotency-Key"] = idempotency_key or uuid.uuid4().hex
         if headers:
             sent.update(headers)
-        async with self.http.request(method, self.base + path, json=body, headers=sent) as response:
-            raw = await response.read()
+        turn = next(self._turn)
+        for attempt in range(len(self.bases)):
+            base = self.bases[(turn + attempt) % len(self.bases)]
             try:
-                parsed = json.loads(raw) if raw else None
-            except ValueError:
-                parsed = raw.decode(errors="replace")
-            return Reply(response.status, parsed, dict(response.headers))
+                async with self.http.request(method, base + path, json=body, headers=sent) as response:
+                    raw = await response.read()
+                    try:
+                        parsed = json.loads(raw) if raw else None
+                    except ValueError:
+                        parsed = raw.decode(errors="replace")
+                    return Reply(response.status, parsed, dict(response.headers))
+            except aiohttp.ClientConnectorError:  # nothing was sent: the next gateway
+                if attempt == len(self.bases) - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     async def get(self, path: str, **kw) -> Reply:
         return await self.call("GET", path, **kw)
@@ -74,13 +87,13 @@ class Api:
     # -- logins ------------------------------------------------------------------------------------
     async def member_login(self, phone: str) -> Api:
         """Log in on a new device (its own address): OTP, then token."""
-        device = Api(self.http, self.base)
+        device = Api(self.http, self.bases)
         otp = await device.ok("POST", "/auth/member/otp", {"phone": phone})
         token = await device.ok("POST", "/auth/member/token", {"phone": phone, "code": otp["dev_code"]})
         return device.as_(token["access_token"])
 
     async def staff_login(self, username: str, password: str) -> Api:
-        device = Api(self.http, self.base)
+        device = Api(self.http, self.bases)
         token = await device.ok("POST", "/auth/staff/token", {"username": username, "password": password})
         return device.as_(token["access_token"])
 

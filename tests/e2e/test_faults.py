@@ -9,21 +9,18 @@ in an outbox, and the dead-letter queues hold only the poison message planted.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
-import tempfile
 import uuid
-from pathlib import Path
 
 import aio_pika
 import aiohttp
 import pytest
 
 from libs.bus import Names
-from tests.support import AMQP_URL, delete_bus_namespace, eventually, free_port, new_namespace
+from tests.support import AMQP_URL, eventually
 from tests.e2e.client import Api, level, new_phone
-from tests.e2e.conftest import SERVICES, Suite
+from tests.e2e.conftest import Suite, private_suite
 
 SKU = "sku_tee_classic_whi_l"
 STORE = "loc_sh_xujiahui"
@@ -33,18 +30,8 @@ SETTLED = ("confirmed", "cancelled", "rejected")
 
 @pytest.fixture(scope="module")
 def fault_suite():
-    state = Path(tempfile.mkdtemp(prefix="o2o-faults-"))
-    namespace = new_namespace()
-    suite = Suite(state_dir=state, ports={s: free_port() for s in SERVICES},
-                  mongo_url=os.environ.get("TEST_MONGO_URL") or None, nx_port=free_port(),
-                  bus_namespace=namespace, db_prefix="o2o" + namespace.replace(".", "_"),
-                  extra_env={"O2O_BUS_RETRY_DELAY_MS": "300", "O2O_OUTBOX_POLL_INTERVAL_S": "0.2",
-                             "GATEWAY_TRUST_FORWARDED_FOR": "true", "GATEWAY_BREAKER_OPEN_S": "1"})
-    suite.start()
-    yield suite
-    suite.stop()
-    asyncio.run(delete_bus_namespace(namespace))
-    shutil.rmtree(state, ignore_errors=True)
+    with private_suite("o2o-faults-", {"GATEWAY_BREAKER_OPEN_S": "1"}) as suite:
+        yield suite
 
 
 async def persist(api: Api, method: str, path: str, body=None, key: str | None = None, deadline_s: float = 90):
@@ -121,8 +108,8 @@ async def assert_consistent(suite: Suite, admin: Api, final: dict[str, dict], st
 
     async with aiohttp.ClientSession() as http:
         async def outboxes_empty():
-            for service in DOMAIN:
-                async with http.get(suite.url(service) + "/metrics") as response:
+            for url in (url for service in DOMAIN for url in suite.running_urls(service)):
+                async with http.get(url + "/metrics") as response:
                     text = await response.text()
                 for line in text.splitlines():
                     if line.startswith("o2o_outbox_backlog{") and not line.endswith(" 0.0"):
@@ -162,7 +149,7 @@ async def plant_poison(namespace: str) -> None:
 
 
 async def setup_buyers(suite: Suite, http: aiohttp.ClientSession, received: int) -> tuple[Api, list[Api], int]:
-    anonymous = Api(http, suite.url("gateway") + "/api/v1")
+    anonymous = Api(http, [url + "/api/v1" for url in suite.running_urls("gateway")])
     admin = await anonymous.staff_login("hq.admin", "hq-admin-pass")
     await admin.ok("POST", "/stock/movements", {"kind": "receive", "key": f"faults-{uuid.uuid4().hex}",
                                                 "location_id": STORE, "sku_id": SKU, "qty": received})
