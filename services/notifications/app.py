@@ -44,7 +44,7 @@ def create_app(settings: NotificationsSettings | None = None) -> web.Application
         # calls to membership.
         session = ClientSession(timeout=ClientTimeout(total=settings.send_timeout_s))
         mongo = app[MONGO]
-        tokens = ServiceTokenProvider(settings.membership_url, settings.service_name, settings.service_client_secret)
+        tokens = ServiceTokenProvider(settings.membership_url, settings.service_name, settings.client_secret)
         membership = ServiceClient("membership", settings.membership_url, session, tokens,
                                    timeout_s=settings.membership_timeout_s)
         app[FANOUT] = fanout = Fanout(mongo, app[OUTBOX], settings)

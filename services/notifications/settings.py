@@ -2,7 +2,7 @@ from typing import Literal
 
 from pydantic_settings import SettingsConfigDict
 
-from libs.settings import ServiceSettings
+from libs.settings import ServiceSettings, secret
 
 
 class NotificationsSettings(ServiceSettings):
@@ -10,6 +10,8 @@ class NotificationsSettings(ServiceSettings):
 
     service_name: str = "notifications"
     port: int = 8085
+    # This service's credential at membership (NOTIFICATIONS_CLIENT_SECRET; membership is given the same value).
+    client_secret: str = secret()
 
     # Delivery worker: how often it looks for due deliveries, how many it sends at once, and the retry policy.
     delivery_poll_interval_s: float = 0.5

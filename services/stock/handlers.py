@@ -10,7 +10,7 @@ from libs.auth import require
 from libs.http import json_response, parse_body, parse_query
 from libs.idempotency import create_once
 from libs.openapi import openapi
-from libs.refusal import INVALID, Refusal
+from libs.refusal import FORBIDDEN, INVALID, Refusal
 from libs.service import MONGO
 from services.stock.domain.routing import Point
 from services.stock.schemas import (SKU_ID, AvailabilityOut, AvailabilityQuery, ExtendIn, LevelOut, LevelPage,
@@ -99,8 +99,11 @@ async def set_level(request: web.Request) -> web.Response:
 @openapi(summary="Record a movement (receive, sale, adjust, count, transfer, return); idempotent by key",
          request=MovementIn, response=MovementOut, status=201, tags=["stock"])
 async def post_movement(request: web.Request) -> web.Response:
-    principal = require(request, "hq_admin", "store_manager", "store_staff")
+    # Orders books a return received at a store (and only that).
+    principal = require(request, "hq_admin", "store_manager", "store_staff", scope="stock:returns")
     body = await parse_body(request, MovementIn)
+    if principal.is_service and body.kind != "return_to_stock":
+        raise Refusal("forbidden", "a service may record returns to stock only", kind=FORBIDDEN)
 
     async def create():
         return 201, await request.app[MOVEMENTS].record(body.model_dump(exclude_none=True), principal)
@@ -122,7 +125,7 @@ async def list_movements(request: web.Request) -> web.Response:
 
 @routes.post("/stock/internal/reservations")
 async def create_reservation(request: web.Request) -> web.Response:
-    require(request, "service")
+    require(request, scope="stock:reservations")
     body = await parse_body(request, ReservationIn)
 
     async def create():
@@ -133,7 +136,7 @@ async def create_reservation(request: web.Request) -> web.Response:
 
 @routes.get("/stock/internal/reservations/{order_id}")
 async def get_reservation(request: web.Request) -> web.Response:
-    require(request, "service", "hq_admin")
+    require(request, "hq_admin", scope="stock:reservations")
     return json_response(await request.app[RESERVATIONS].get(request.match_info["order_id"]))
 
 
@@ -145,19 +148,19 @@ async def _optional_body(request: web.Request, model: type[BaseModel]) -> BaseMo
 
 @routes.post("/stock/internal/reservations/{order_id}/commit")
 async def commit_reservation(request: web.Request) -> web.Response:
-    require(request, "service")
+    require(request, scope="stock:reservations")
     return json_response(await request.app[RESERVATIONS].commit(request.match_info["order_id"]))
 
 
 @routes.post("/stock/internal/reservations/{order_id}/release")
 async def release_reservation(request: web.Request) -> web.Response:
-    require(request, "service")
+    require(request, scope="stock:reservations")
     body = await _optional_body(request, ReleaseIn)
     return json_response(await request.app[RESERVATIONS].release(request.match_info["order_id"], body.reason))
 
 
 @routes.post("/stock/internal/reservations/{order_id}/extend")
 async def extend_reservation(request: web.Request) -> web.Response:
-    require(request, "service")
+    require(request, scope="stock:reservations")
     body = await parse_body(request, ExtendIn)
     return json_response(await request.app[RESERVATIONS].extend(request.match_info["order_id"], body.ttl_s))

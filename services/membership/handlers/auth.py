@@ -28,7 +28,8 @@ async def jwks(request: web.Request) -> web.Response:
          public=True)
 async def service_token(request: web.Request) -> web.Response:
     body = await parse_body(request, ServiceCredentials)
-    return json_response(request.app[TOKENS].for_service(body.client_id, body.client_secret), headers=NO_STORE)
+    answer = request.app[TOKENS].for_service(body.client_id, body.client_secret, body.audience)
+    return json_response(answer, headers=NO_STORE)
 
 
 @routes.post("/auth/staff/token")

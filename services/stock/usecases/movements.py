@@ -26,7 +26,9 @@ class Movements:
 
     async def record(self, movement: dict, principal: Principal) -> dict:
         """Apply one movement and append it to the ledger; a replayed key answers the first result."""
-        if movement["kind"] == "transfer_in":
+        if principal.has_scope("stock:returns") and movement["kind"] == "return_to_stock":
+            pass  # orders books a return taken back at any store
+        elif movement["kind"] == "transfer_in":
             transfer = await self.core.transfers.get(movement["transfer_id"])
             may_write_at(principal, transfer["to_location_id"] if transfer else movement.get("location_id"))
         else:

@@ -134,10 +134,11 @@ async def test_bad_credentials_and_bad_input_are_clean_4xx(membership):
     assert status == 401 and problem["type"].endswith("invalid-credentials")
     status, problem = await membership.api.post("/auth/staff/token", {"username": "nobody", "password": "nope"})
     assert status == 401 and problem["type"].endswith("invalid-credentials")
-    status, problem = await membership.api.post("/auth/service/token", {"client_id": "orders", "client_secret": "x"})
+    status, problem = await membership.api.post("/auth/service/token", {"client_id": "orders", "client_secret": "x",
+                                                                       "audience": "stock"})
     assert status == 401
     status, problem = await membership.api.post("/auth/service/token", {
-        "client_id": "intruder", "client_secret": membership.settings.service_client_secret})
+        "client_id": "intruder", "client_secret": membership.settings.orders_client_secret, "audience": "stock"})
     assert status == 401
     status, problem = await membership.api.post("/auth/member/otp", {"phone": "12345"})
     assert status == 422 and problem["type"].endswith("validation-error")
