@@ -16,6 +16,7 @@ from services.notifications.handlers import routes
 from services.notifications.jobs import deliver_due, run_campaigns
 from services.notifications.repository import INDEXES
 from services.notifications.settings import NotificationsSettings
+from services.notifications.usecases.codes import Codes
 from services.notifications.usecases import (
     CAMPAIGNS, DELIVERY_LOG, DELIVERY_WORKER, DIRECTORY, FANOUT, PREFERENCES, TEMPLATES, WEBHOOKS, Campaigns,
     DeliveryLog, DeliveryWorker, Directory, Fanout, MemberPreferences, Templates, Webhooks,
@@ -47,9 +48,11 @@ def create_app(settings: NotificationsSettings | None = None) -> web.Application
         tokens = ServiceTokenProvider(settings.membership_url, settings.service_name, settings.client_secret)
         membership = ServiceClient("membership", settings.membership_url, session, tokens,
                                    timeout_s=settings.membership_timeout_s)
+        orders = ServiceClient("orders", settings.orders_url, session, tokens, timeout_s=settings.orders_timeout_s)
         app[FANOUT] = fanout = Fanout(mongo, app[OUTBOX], settings)
         app[TEMPLATES] = templates = Templates(mongo)
-        app[DELIVERY_WORKER] = DeliveryWorker(mongo, settings, fanout, channels_for(settings, mongo, session))
+        app[DELIVERY_WORKER] = DeliveryWorker(mongo, settings, fanout, channels_for(settings, mongo, session),
+                                              Codes(orders, membership))
         app[DELIVERY_LOG] = DeliveryLog(mongo)
         app[DIRECTORY] = Directory(mongo)
         app[PREFERENCES] = MemberPreferences(mongo, settings)

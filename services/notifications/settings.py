@@ -50,6 +50,8 @@ class NotificationsSettings(ServiceSettings):
     campaign_page_size: int = 200
     campaign_rate_per_s: float = 20.0
     membership_timeout_s: float = 5.0
+    # Pickup codes are fetched from orders (login codes from membership) when their message is sent.
+    orders_timeout_s: float = 5.0
 
     @property
     def email_via_smtp(self) -> bool:

@@ -48,6 +48,13 @@ async def member_otp(request: web.Request) -> web.Response:
     return json_response(await request.app[CODES].request(body.phone, body.locale), status=202)
 
 
+@routes.get("/members/internal/otp-codes/{phone}")
+async def otp_code_to_send(request: web.Request) -> web.Response:
+    """Notifications fetches the pending code when it sends the SMS (scope membership:otp-codes)."""
+    require(request, scope="membership:otp-codes")
+    return json_response(await request.app[CODES].code_to_send(request.match_info["phone"]), headers=NO_STORE)
+
+
 @routes.post("/auth/member/token")
 @openapi(summary="Member login with phone and one-time code (registers a new member)", tags=["auth"],
          request=OtpLogin, response=TokenOut, public=True)

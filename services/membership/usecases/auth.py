@@ -13,6 +13,7 @@ from libs.auth import SERVICE_GRANTS, TokenVerifier, service_audience
 from libs.clock import now_ms, utcnow
 from libs.ids import new_id
 from libs.mongo import refuse_duplicates
+from libs.sealing import seal
 from services.membership import metrics
 from services.membership.domain import otp as otp_rules
 from services.membership.domain import tokens as token_rules
@@ -166,7 +167,8 @@ class Codes(UseCase):
         return otp_rules.code_digest(phone, code, self.settings.otp_pepper)
 
     async def request(self, phone: str, locale: str) -> dict[str, Any]:
-        """Send a code (published for notifications); codes per phone per window are limited."""
+        """Send a code: the event tells notifications to send one, and notifications fetches the code itself
+        (code_to_send) when it delivers the SMS. Codes per phone per window are limited."""
         phone = otp_rules.normalize_phone(phone)
         code = otp_rules.new_code(secrets.randbelow)
         now = now_ms()
@@ -176,9 +178,10 @@ class Codes(UseCase):
             start, count = otp_rules.next_request_window(existing.get("window_start_ms", 0),
                                                          existing.get("requests", 0), now, self.otp_policy)
             await self.otp.put({"_id": phone, "digest": self._digest(phone, code), "attempts": 0, "used": False,
+                                "code_sealed": seal(self.settings.otp_pepper, otp_rules.SEALED_FOR, phone, code),
                                 "expires_at_ms": now + self.otp_policy.ttl_s * 1000, "window_start_ms": start,
                                 "requests": count, "locale": locale}, session)
-            await self.outbox.record(session, OtpRequested(phone=phone, code=code, locale=locale,
+            await self.outbox.record(session, OtpRequested(phone=phone, locale=locale,
                                                            expires_in=self.otp_policy.ttl_s), subject=phone)
 
         try:
@@ -191,6 +194,13 @@ class Codes(UseCase):
         if self.settings.dev_mode:
             answer["dev_code"] = code
         return answer
+
+    async def code_to_send(self, phone: str) -> dict[str, Any]:
+        """The pending code of a phone, for notifications' SMS (an internal call with its service token)."""
+        phone = otp_rules.normalize_phone(phone)
+        challenge = await self.read(lambda: self.otp.get(phone))
+        return {"phone": phone, "code": otp_rules.code_to_send(challenge, phone, now_ms(), self.otp_policy,
+                                                               self.settings.otp_pepper)}
 
     async def use_in(self, session, phone: str, code: str) -> MembershipError | None:
         """Count the attempt, then judge it. A refusal is returned (not raised) so the count commits."""
