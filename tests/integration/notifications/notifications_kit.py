@@ -66,6 +66,11 @@ class Notifications:
             key = data.get(key_field) or (data.get("contact") or {}).get(key_field)
             if code is not None and key:
                 self.code_owner.codes[(owner, key)] = code
+        return await self.publish_raw_event(event_type, data, event_id=event_id, subject=subject, source=source)
+
+    async def publish_raw_event(self, event_type: str, data: dict[str, Any], *, event_id: str | None = None,
+                                subject: str | None = None, source: str = "test") -> Envelope:
+        """Publish the data as given (an older producer that still sent codes, say)."""
         envelope = Envelope(id=event_id or str(uuid.uuid4()), type=event_type, source=source,
                             subject=subject or data.get("order_id") or data.get("member_id") or "x", data=data)
         await self.publish_envelope(envelope)
