@@ -120,7 +120,7 @@ class TokenVerifier:
         principal = Principal.from_claims(claims)
         audiences = {claims["aud"]} if isinstance(claims["aud"], str) else set(claims["aud"])
         if principal.is_service == (self.audience[0] in audiences):
-            raise Problem(401, "invalid-token", "a service token carries only a service audience")
+            raise Problem(401, "invalid-token", "service tokens carry a service audience and only service tokens do")
         return principal
 
     async def close(self) -> None:
