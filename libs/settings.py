@@ -28,11 +28,12 @@ def secret(env: str | None = None, description: str = "") -> Any:
     """A secret setting: no usable default. Outside dev mode the service refuses to start unless it is set, at
     least SECRET_MIN_BYTES long and not a published value; in dev mode an unset one gets a fixed dev value.
     `env` names an unprefixed variable (a secret two services share); by default it is <PREFIX><FIELD>."""
+    # repr=False: a secret never shows in a settings repr (tracebacks, logs).
     extra = {"secret": True}
     if env is None:
-        return Field("", description=description, json_schema_extra=extra)
+        return Field("", description=description, json_schema_extra=extra, repr=False)
     return Field("", validation_alias=AliasChoices(env, env.lower()), description=description,
-                 json_schema_extra=extra)
+                 json_schema_extra=extra, repr=False)
 
 
 def dev_secret(env: str) -> str:

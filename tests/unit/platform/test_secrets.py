@@ -83,3 +83,9 @@ def test_a_service_process_started_without_dev_mode_on_defaults_exits_non_zero(s
                              capture_output=True, text=True, timeout=120)
     assert started.returncode != 0
     assert f"{service} refuses to start" in started.stderr and variable in started.stderr, started.stderr
+
+
+def test_a_secret_never_shows_in_the_settings_repr():
+    settings = OrdersSettings(dev_mode=False, client_secret=GOOD, pickup_code_secret="p" * 40,
+                              payment_webhook_secret="w" * 40)
+    assert "p" * 40 not in repr(settings) and "w" * 40 not in repr(settings) and GOOD not in repr(settings)
