@@ -3,6 +3,10 @@
 Tokens are signed by membership with an asymmetric key (RS256/ES256). Only those algorithms are accepted
 (never `none`, never HS*), `exp`, `iss` and `aud` are required, with a small clock skew. Services verify the
 original token again, so an outsider cannot forge an identity by reaching a service directly.
+
+People's tokens carry the API audience (settings.jwt_audience). A service token is issued for one called
+service (audience `service_audience(name)`) with the scopes SERVICE_GRANTS gives its client there; the
+called service accepts it only on routes that name one of those scopes, never where a person's role is asked.
 """
 from __future__ import annotations
 
@@ -26,6 +30,23 @@ CLOCK_SKEW_S = 30
 JWKS_MIN_REFRESH_S = 10
 log = get_logger("auth")
 
+# client id -> called service -> the scopes it holds there. The one table of who may call which internal route.
+SERVICE_GRANTS: dict[str, dict[str, frozenset[str]]] = {
+    "orders": {
+        "catalog": frozenset({"catalog:quote"}),
+        "stock": frozenset({"stock:reservations", "stock:returns"}),
+        "membership": frozenset({"membership:checkout-holds", "membership:attribution", "membership:qr-codes"}),
+    },
+    "notifications": {
+        "membership": frozenset({"membership:audiences", "membership:otp-codes"}),
+        "orders": frozenset({"orders:pickup-codes"}),
+    },
+}
+
+
+def service_audience(service: str) -> str:
+    """The audience of a service token issued for calling `service`."""
+    return f"o2o-service:{service}"
 
 
 class TokenVerifier:
@@ -34,7 +55,8 @@ class TokenVerifier:
     def __init__(self, settings: ServiceSettings) -> None:
         self.jwks_url = settings.jwks_url
         self.issuer = settings.jwt_issuer
-        self.audience = settings.jwt_audience
+        # People's tokens, and service tokens issued for calling this very service.
+        self.audience = [settings.jwt_audience, service_audience(settings.service_name)]
         self._keys: dict[str, Any] = {}
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
@@ -104,7 +126,11 @@ class TokenVerifier:
             raise Problem(401, "invalid-token", "token is not yet valid") from None
         except jwt.PyJWTError as exc:
             raise Problem(401, "invalid-token", f"token rejected: {exc}") from None
-        return Principal.from_claims(claims)
+        principal = Principal.from_claims(claims)
+        audiences = {claims["aud"]} if isinstance(claims["aud"], str) else set(claims["aud"])
+        if principal.is_service == (self.audience[0] in audiences):
+            raise Problem(401, "invalid-token", "service tokens carry a service audience and only service tokens do")
+        return principal
 
     async def close(self) -> None:
         if self._session is not None:
@@ -133,12 +159,22 @@ def principal_of(request: web.Request) -> Principal | None:
     return request.get("principal")
 
 
-def require(request: web.Request, *roles: str) -> Principal:
-    """The caller's principal, or 401 without a token and 403 without one of `roles` (if given)."""
+def require(request: web.Request, *roles: str, scope: str | None = None) -> Principal:
+    """The caller's principal, or 401 without a token and 403 without one of `roles` (if given).
+
+    A service token passes only where the route names a `scope` it holds: the `service` role alone satisfies
+    no role check, so a token minted for one purpose cannot do what a person (or another service) may."""
     principal = request.get("principal")
     if principal is None:
         raise Problem(401, "unauthorized", "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-    if roles and not principal.has(*roles, "service"):
+    if principal.is_service:
+        if scope is None or not principal.has_scope(scope):
+            raise Problem(403, "forbidden", f"this service token lacks the scope {scope}" if scope
+                          else "service tokens are not accepted here")
+        return principal
+    if scope is not None and not roles:
+        raise Problem(403, "forbidden", "an internal route: only a service token with its scope is accepted")
+    if roles and not principal.has(*roles):
         raise Problem(403, "forbidden", f"requires one of the roles: {', '.join(roles)}")
     return principal
 

@@ -1,7 +1,8 @@
 """Synchronous calls between services (where a user is waiting): service token, timeout, problem passthrough.
 
 A service authenticates to another with a short-lived service token from membership
-(`POST /auth/service/token` with its client id and the shared service secret). Internal endpoints
+(`POST /auth/service/token` with its client id, its own secret and the service it calls: the token is valid
+there only, with the scopes libs.auth.SERVICE_GRANTS gives it). Internal endpoints
 live under `/<service>/internal/...`; the gateway never routes them.
 
 A service's URL may list several replicas, comma-separated (libs.replicas): calls go round-robin, and one
@@ -40,25 +41,31 @@ class UpstreamError(Exception):
 
 
 class ServiceTokenProvider:
+    """This service's tokens, one per called service (each is accepted by that service only)."""
+
     def __init__(self, membership_url: str, client_id: str, client_secret: str) -> None:
         self.membership = ReplicaPool("membership", membership_url)
         self.client_id = client_id
         self.client_secret = client_secret
-        self._token: str | None = None
-        self._expires_at = 0.0
+        self._tokens: dict[str, tuple[str, float]] = {}
         self._lock = asyncio.Lock()
 
-    async def token(self, session: aiohttp.ClientSession) -> str:
-        if self._token and time.monotonic() < self._expires_at - 30:
-            return self._token
+    def _cached(self, audience: str) -> str | None:
+        token, expires_at = self._tokens.get(audience, (None, 0.0))
+        return token if token and time.monotonic() < expires_at - 30 else None
+
+    async def token(self, session: aiohttp.ClientSession, audience: str) -> str:
+        if (token := self._cached(audience)) is not None:
+            return token
         async with self._lock:
-            if self._token and time.monotonic() < self._expires_at - 30:
-                return self._token
+            if (token := self._cached(audience)) is not None:
+                return token
             candidates = self.membership.candidates()
             for attempt, base in enumerate(candidates, start=1):
                 try:
                     async with session.post(base + "/auth/service/token", json={
-                            "client_id": self.client_id, "client_secret": self.client_secret}) as response:
+                            "client_id": self.client_id, "client_secret": self.client_secret,
+                            "audience": audience}) as response:
                         body = await response.json(content_type=None)
                         status = response.status
                     break
@@ -68,9 +75,8 @@ class ServiceTokenProvider:
                         raise
             if status != 200:
                 raise UpstreamError("membership", status, body)
-            self._token = body["access_token"]
-            self._expires_at = time.monotonic() + float(body.get("expires_in", 300))
-            return self._token
+            self._tokens[audience] = (body["access_token"], time.monotonic() + float(body.get("expires_in", 300)))
+            return body["access_token"]
 
 
 class ServiceClient:
@@ -95,7 +101,7 @@ class ServiceClient:
         timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else self.timeout
         try:
             if self.tokens is not None:
-                sent["Authorization"] = "Bearer " + await self.tokens.token(self.session)
+                sent["Authorization"] = "Bearer " + await self.tokens.token(self.session, self.name)
             candidates = self.replicas.candidates()
             for attempt, base in enumerate(candidates, start=1):
                 try:

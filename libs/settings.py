@@ -6,14 +6,51 @@ service-specific ones carry the service prefix (e.g. STOCK_PORT) through each su
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+SECRET_MIN_BYTES = 32
+# Values this repository has published as defaults or examples: whoever reads it knows them.
+PUBLISHED_SECRETS = frozenset({
+    "dev-service-secret-change-me", "dev-pickup-secret-change-me", "dev-payment-webhook-secret-change-me",
+    "change-me", "changeme", "secret", "password"})
+DEV_SECRET_PREFIX = "dev-only-"
 
 
 def shared(name: str, default, **kw):
     """A field read from an unprefixed environment variable shared by all services."""
     return Field(default, validation_alias=AliasChoices(name, name.lower()), **kw)
+
+
+def secret(env: str | None = None, description: str = "") -> Any:
+    """A secret setting: no usable default. Outside dev mode the service refuses to start unless it is set, at
+    least SECRET_MIN_BYTES long and not a published value; in dev mode an unset one gets a fixed dev value.
+    `env` names an unprefixed variable (a secret two services share); by default it is <PREFIX><FIELD>."""
+    # repr=False: a secret never shows in a settings repr (tracebacks, logs).
+    extra = {"secret": True}
+    if env is None:
+        return Field("", description=description, json_schema_extra=extra, repr=False)
+    return Field("", validation_alias=AliasChoices(env, env.lower()), description=description,
+                 json_schema_extra=extra, repr=False)
+
+
+def dev_secret(env: str) -> str:
+    """The value of an unset secret in dev mode: the same in every process (both ends of a shared secret
+    agree), and refused outside dev mode."""
+    return f"{DEV_SECRET_PREFIX}{env.lower()}-not-a-secret"
+
+
+def weakness(value: str) -> str | None:
+    """Why a secret cannot be used outside dev mode, or None."""
+    if not value:
+        return "is not set"
+    if value in PUBLISHED_SECRETS or value.startswith(DEV_SECRET_PREFIX) or "change-me" in value:
+        return "is a published default"
+    if len(value.encode()) < SECRET_MIN_BYTES:
+        return f"is shorter than {SECRET_MIN_BYTES} bytes"
+    return None
 
 
 class _ServiceMongoUrl(PydanticBaseSettingsSource):
@@ -75,8 +112,9 @@ class ServiceSettings(BaseSettings):
     jwt_issuer: str = shared("O2O_JWT_ISSUER", "o2o-membership")
     jwt_audience: str = shared("O2O_JWT_AUDIENCE", "o2o-api")
 
-    # Service-to-service authentication (client credentials at membership's /auth/service/token).
-    service_client_secret: str = shared("O2O_SERVICE_CLIENT_SECRET", "dev-service-secret-change-me")
+    # This service's own credential at membership's /auth/service/token (<SERVICE>_CLIENT_SECRET). Services that
+    # call others declare it as a secret; membership holds each client's secret under the same variable.
+    client_secret: str = ""
     demo_data: bool = shared("O2O_DEMO_DATA", False)
 
     # Where every service listens (one place for all of them): <SERVICE>_URL.
@@ -86,6 +124,42 @@ class ServiceSettings(BaseSettings):
     membership_url: str = shared("MEMBERSHIP_URL", "http://127.0.0.1:8084")
     notifications_url: str = shared("NOTIFICATIONS_URL", "http://127.0.0.1:8085")
     settlement_url: str = shared("SETTLEMENT_URL", "http://127.0.0.1:8086")
+
+    @classmethod
+    def secret_variables(cls) -> dict[str, str]:
+        """Field name -> environment variable of every secret this service needs."""
+        prefix = (cls.model_config.get("env_prefix") or "").upper()
+        found = {}
+        for name, field in cls.model_fields.items():
+            if not (field.json_schema_extra or {}).get("secret"):
+                continue
+            alias = field.validation_alias
+            found[name] = alias.choices[0] if isinstance(alias, AliasChoices) else f"{prefix}{name.upper()}"
+        return found
+
+    @model_validator(mode="after")
+    def _secrets_are_usable(self):
+        refused = []
+        for name, env in self.secret_variables().items():
+            value = getattr(self, name)
+            if self.dev_mode:
+                if not value:
+                    object.__setattr__(self, name, dev_secret(env))
+            elif (reason := weakness(value)) is not None:
+                refused.append(f"{env} {reason}")
+        if refused:
+            raise ValueError(f"{'; '.join(refused)} (O2O_DEV_MODE is off: every secret must be set, at least "
+                             f"{SECRET_MIN_BYTES} bytes long and not a published default)")
+        return self
+
+    @classmethod
+    def load(cls, **values):
+        """The settings from the environment, or exit with a message naming each variable that is wrong."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            reasons = "; ".join(str(error["msg"]).removeprefix("Value error, ") for error in exc.errors())
+            raise SystemExit(f"{cls.model_fields['service_name'].default} refuses to start: {reasons}") from None
 
     @property
     def mongo_db(self) -> str:

@@ -120,7 +120,9 @@ async def main() -> None:
 
         async def pickup_message():
             page = await shopper.call("GET", "/notifications/deliveries?type=orders.order.ready_for_pickup")
-            return next((d for d in page["items"] if order["id"] in (d.get("body") or "")), None)
+            # Sent: the log shows the text with its code once it went out (dev mode; masked before).
+            return next((d for d in page["items"] if order["id"] in (d.get("body") or "")
+                         and re.search(r"\b\d{6}\b", d["body"])), None)
         message = await until(pickup_message)
         code = re.search(r"\b(\d{6})\b", message["body"]).group(1)
         note(f"{message['channel']} message: {message['body']}")

@@ -6,10 +6,14 @@ stay alike (probes, security, resources, scaling). The YAML files are committed 
 """
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
 import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # the services' settings name the secrets each one needs
 
 BASE = Path(__file__).resolve().parent / "base"
 IMAGE = "o2o-loop"
@@ -28,6 +32,26 @@ SERVICES: dict[str, dict] = {
 MONGO_SECRET = "o2o-mongo-admin-o2o"        # written by the MongoDB community operator: <name>-<db>-<user>
 RABBITMQ_SECRET = "o2o-rabbitmq-default-user"  # written by the RabbitMQ cluster operator: <name>-default-user
 RABBITMQ_HOST = "o2o-rabbitmq"                 # the cluster's client Service
+APP_SECRET = "o2o-secrets"                     # created out of band (see README.md), never in git
+# Optional by nature (a relay without authentication needs none), and they have no default to fall back on.
+OPTIONAL_SECRETS = {"notifications": ["NOTIFICATIONS_SMTP_USERNAME", "NOTIFICATIONS_SMTP_PASSWORD"]}
+
+
+def secret_variables(service: str) -> list[str]:
+    """The secrets the service refuses to start without (its settings class declares them)."""
+    module = importlib.import_module(f"services.{service}.settings")
+    settings = next(getattr(module, name) for name in dir(module) if name.lower() == f"{service}settings")
+    return sorted(set(settings.secret_variables().values()))
+
+
+def secret_env(service: str) -> list[dict]:
+    """One secretKeyRef per key: a key missing from the Secret keeps the pod from starting (envFrom would
+    start it without the variable)."""
+    required = [{"name": name, "valueFrom": {"secretKeyRef": {"name": APP_SECRET, "key": name}}}
+                for name in secret_variables(service)]
+    optional = [{"name": name, "valueFrom": {"secretKeyRef": {"name": APP_SECRET, "key": name, "optional": True}}}
+                for name in OPTIONAL_SECRETS.get(service, [])]
+    return required + optional
 
 
 def labels(service: str) -> dict:
@@ -75,10 +99,10 @@ def deployment(service: str, spec: dict) -> dict:
                         "imagePullPolicy": "IfNotPresent",
                         "command": ["python", "-m", f"services.{service}"],
                         "ports": [{"name": "http", "containerPort": spec["port"], "protocol": "TCP"}],
-                        "envFrom": [{"configMapRef": {"name": "o2o-config"}}, {"secretRef": {"name": "o2o-secrets"}}],
+                        "envFrom": [{"configMapRef": {"name": "o2o-config"}}],
                         "env": [{"name": f"{prefix}_HOST", "value": "0.0.0.0"},
                                 {"name": f"{prefix}_PORT", "value": str(spec["port"])},
-                                *infrastructure_env(service)],
+                                *infrastructure_env(service), *secret_env(service)],
                         "resources": {"requests": {"cpu": spec["cpu"], "memory": spec["memory"]},
                                       "limits": {"memory": spec["limit"]}},
                         # Started = the HTTP server answers; ready = Mongo and the broker answer too (/readyz);

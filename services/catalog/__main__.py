@@ -3,5 +3,5 @@ from services.catalog.app import create_app
 from services.catalog.settings import CatalogSettings
 
 if __name__ == "__main__":
-    settings = CatalogSettings()
+    settings = CatalogSettings.load()
     run_service(lambda: create_app(settings), settings)

@@ -157,6 +157,6 @@ async def create_category(request: web.Request) -> web.Response:
 
 @routes.post("/catalog/internal/quote")
 async def quote(request: web.Request) -> web.Response:
-    require(request, "service")
+    require(request, scope="catalog:quote")
     body = await parse_body(request, QuoteIn)
     return json_response(await request.app[QUOTES].quote(body.channel, body.sku_ids))

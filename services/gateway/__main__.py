@@ -3,5 +3,5 @@ from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
 
 if __name__ == "__main__":
-    settings = GatewaySettings()
+    settings = GatewaySettings.load()
     run_service(lambda: create_app(settings), settings)

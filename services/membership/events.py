@@ -8,9 +8,10 @@ from libs.bus import IntegrationEvent
 
 
 class OtpRequested(IntegrationEvent):
+    """A code is to be sent to `phone`. The code is not in the event (every consumer and the audit queue see
+    it): notifications fetches it from membership when it sends the SMS."""
     event_type = "membership.otp.requested"
     phone: str
-    code: str
     locale: str
     expires_in: int
 

@@ -38,6 +38,20 @@ def generate_key(bits: int, passphrase: str = "") -> dict[str, Any]:
     return {"kid": kid, "private_pem": pem, "public_jwk": public_jwk, "created_at_ms": created}
 
 
+def load_private_key(pem: str, passphrase: str):
+    """A stored key; one stored before a passphrase was configured is unencrypted, and still loads."""
+    encrypted = "ENCRYPTED" in pem.splitlines()[0]
+    return serialization.load_pem_private_key(pem.encode(), password=passphrase.encode() if encrypted else None)
+
+
+def encrypted_pem(pem: str, passphrase: str) -> str:
+    if not passphrase or "ENCRYPTED" in pem.splitlines()[0]:
+        return pem
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.BestAvailableEncryption(passphrase.encode())).decode()
+
+
 class KeyRing:
     def __init__(self, mongo: Mongo, bits: int = 2048, passphrase: str = "") -> None:
         self.mongo = mongo
@@ -60,7 +74,17 @@ class KeyRing:
             except DuplicateKeyError:
                 pass  # another replica created it first: use theirs
             stored = await self.mongo.read_committed(self.repo.get)
+        if self.passphrase and any(encrypted_pem(k["private_pem"], self.passphrase) != k["private_pem"]
+                                   for k in stored["keys"]):
+            stored = await self.mongo.transaction(self._encrypt_stored_keys)
         self._load(stored)
+
+    async def _encrypt_stored_keys(self, session) -> dict[str, Any]:
+        """Keys stored unencrypted (before a passphrase was set) are rewritten encrypted with it."""
+        ring = await self.repo.get(session)
+        ring["keys"] = [{**k, "private_pem": encrypted_pem(k["private_pem"], self.passphrase)} for k in ring["keys"]]
+        log.info("keys.encrypted_at_rest", kids=[k["kid"] for k in ring["keys"]])
+        return await self.repo.save(ring, session)
 
     async def refresh(self) -> None:
         stored = await self.mongo.read_committed(self.repo.get)
@@ -82,8 +106,7 @@ class KeyRing:
 
     def _load(self, ring: dict[str, Any]) -> None:
         current = next(k for k in ring["keys"] if k["kid"] == ring["current_kid"])
-        self._private_key = serialization.load_pem_private_key(current["private_pem"].encode(),
-                                                               password=self.passphrase.encode() or None)
+        self._private_key = load_private_key(current["private_pem"], self.passphrase)
         self._current = current
         self._public = [k["public_jwk"] for k in ring["keys"]]
 

@@ -126,6 +126,7 @@ class ScanOut(BaseModel):
 class ServiceCredentials(Strict):
     client_id: Text
     client_secret: Password
+    audience: Id = Field(description="the service the token is for (catalog, stock, orders, membership, ...)")
 
 
 class StaffCredentials(Strict):

@@ -1,7 +1,7 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from libs.settings import ServiceSettings
+from libs.settings import ServiceSettings, secret
 
 
 class MembershipSettings(ServiceSettings):
@@ -16,15 +16,17 @@ class MembershipSettings(ServiceSettings):
     service_token_ttl_s: int = 600
     refresh_token_ttl_s: int = 30 * 86400  # single use; each refresh hands out the next one
     rsa_key_bits: int = 2048
-    # When set, private keys are stored encrypted with it (PKCS#8), so a database dump alone cannot mint tokens.
-    signing_key_passphrase: str = ""
+    # Private signing keys are stored encrypted with it (PKCS#8), so a database dump alone cannot mint tokens.
+    signing_key_passphrase: str = secret()
     # How often a replica re-reads the shared keyring, so a rotation done elsewhere is picked up.
     keyring_refresh_s: float = 30.0
-    # Client ids allowed to ask for a service token (the shared secret alone is not enough).
-    service_clients: list[str] = Field(default_factory=lambda: [
-        "gateway", "catalog", "stock", "orders", "membership", "notifications", "settlement"])
+    # The services that may ask for a service token, each with its own secret (the same variable that
+    # service reads as its own credential). What each may call is libs.auth.SERVICE_GRANTS.
+    orders_client_secret: str = secret("ORDERS_CLIENT_SECRET")
+    notifications_client_secret: str = secret("NOTIFICATIONS_CLIENT_SECRET")
 
-    # One-time codes
+    # One-time codes: the pepper keys the stored digest of a code (its own secret, shared with nothing).
+    otp_pepper: str = secret()
     otp_ttl_s: int = 300
     otp_max_attempts: int = 5            # wrong codes before the code is burnt
     otp_max_requests: int = 5            # codes per phone per window
@@ -64,3 +66,7 @@ class MembershipSettings(ServiceSettings):
     dormant_after_days: int = 180
     dormant_job_interval_s: float = 3600.0
     expiry_job_interval_s: float = 3600.0
+
+    def client_secrets(self) -> dict[str, str]:
+        """client id -> its secret."""
+        return {"orders": self.orders_client_secret, "notifications": self.notifications_client_secret}

@@ -16,6 +16,7 @@ from services.notifications.handlers import routes
 from services.notifications.jobs import deliver_due, run_campaigns
 from services.notifications.repository import INDEXES
 from services.notifications.settings import NotificationsSettings
+from services.notifications.usecases.codes import Codes
 from services.notifications.usecases import (
     CAMPAIGNS, DELIVERY_LOG, DELIVERY_WORKER, DIRECTORY, FANOUT, PREFERENCES, TEMPLATES, WEBHOOKS, Campaigns,
     DeliveryLog, DeliveryWorker, Directory, Fanout, MemberPreferences, Templates, Webhooks,
@@ -46,15 +47,17 @@ def create_app(settings: NotificationsSettings | None = None) -> web.Application
         # calls to membership.
         session = ClientSession(timeout=ClientTimeout(total=settings.send_timeout_s))
         mongo = app[MONGO]
-        tokens = ServiceTokenProvider(settings.membership_url, settings.service_name, settings.service_client_secret)
+        tokens = ServiceTokenProvider(settings.membership_url, settings.service_name, settings.client_secret)
         membership = ServiceClient("membership", settings.membership_url, session, tokens,
                                    timeout_s=settings.membership_timeout_s)
+        orders = ServiceClient("orders", settings.orders_url, session, tokens, timeout_s=settings.orders_timeout_s)
         app[FANOUT] = fanout = Fanout(mongo, app[OUTBOX], settings)
         app[TEMPLATES] = templates = Templates(mongo)
         # Outside dev mode webhooks get their own session, whose resolver lets them reach public addresses only.
         webhook_session = None if settings.webhooks_may_target_private else public_only_session(settings.send_timeout_s)
         app[DELIVERY_WORKER] = DeliveryWorker(mongo, settings, fanout,
-                                              channels_for(settings, mongo, session, webhook_session))
+                                              channels_for(settings, mongo, session, webhook_session),
+                                              Codes(orders, membership))
         app[DELIVERY_LOG] = DeliveryLog(mongo)
         app[DIRECTORY] = Directory(mongo)
         app[PREFERENCES] = MemberPreferences(mongo, settings)

@@ -2,7 +2,7 @@ from typing import Literal
 
 from pydantic_settings import SettingsConfigDict
 
-from libs.settings import ServiceSettings
+from libs.settings import ServiceSettings, secret
 
 
 class NotificationsSettings(ServiceSettings):
@@ -10,6 +10,8 @@ class NotificationsSettings(ServiceSettings):
 
     service_name: str = "notifications"
     port: int = 8085
+    # This service's credential at membership (NOTIFICATIONS_CLIENT_SECRET; membership is given the same value).
+    client_secret: str = secret()
 
     # Delivery worker: how often it looks for due deliveries, how many it sends at once, and the retry policy.
     delivery_poll_interval_s: float = 0.5
@@ -48,6 +50,8 @@ class NotificationsSettings(ServiceSettings):
     campaign_page_size: int = 200
     campaign_rate_per_s: float = 20.0
     membership_timeout_s: float = 5.0
+    # Pickup codes are fetched from orders (login codes from membership) when their message is sent.
+    orders_timeout_s: float = 5.0
 
     @property
     def email_via_smtp(self) -> bool:

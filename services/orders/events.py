@@ -94,16 +94,16 @@ class OrderAllocated(OrderEvent):
 
 
 class OrderReadyForPickup(OrderEvent):
-    """Carries the pickup code so notifications can send it; the order itself keeps only a hash."""
+    """Carries no code (every consumer and the audit queue see this event): notifications asks orders for the
+    code when it delivers the message."""
     event_type = "orders.order.ready_for_pickup"
-    pickup_code: str
     collect_by: str | None = Field(None, description="collect before this instant (UTC, RFC 3339), else the order "
                                                      "is cancelled and refunded")
 
 
 class PickupCodeReissued(OrderEvent):
+    """A manager reset the code; like ready_for_pickup, the new code is fetched by notifications, not carried."""
     event_type = "orders.pickup_code.reissued"
-    pickup_code: str
 
 
 class OrderShipped(OrderEvent):

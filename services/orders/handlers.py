@@ -132,6 +132,14 @@ async def reset_pickup_code(request: web.Request) -> web.Response:
     return json_response(_with_dev_code(request, order, code))
 
 
+@routes.get("/orders/internal/orders/{order_id}/pickup-code")
+async def pickup_code_to_send(request: web.Request) -> web.Response:
+    """Notifications fetches the code when it sends the member's message (scope orders:pickup-codes)."""
+    require(request, scope="orders:pickup-codes")
+    return json_response(await request.app[FULFILMENT].code_to_send(_order_id(request)), headers={
+        "Cache-Control": "no-store"})
+
+
 @routes.post("/orders/{order_id}/pickup")
 @openapi(summary="Hand over with the buyer's pickup code (wrong codes count; too many lock the order)",
          request=PickupRequest, response=OrderView, tags=TAGS)

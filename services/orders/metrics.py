@@ -12,7 +12,7 @@ CHECKOUT_DURATION = Histogram("o2o_orders_checkout_duration_seconds", "Time of P
 ORDER_VALUE = Histogram("o2o_orders_order_value_fen", "Order total in fen at placement", ["channel"],
                         buckets=(1000, 5000, 10000, 20000, 50000, 100000, 200000, 500000))
 PAYMENTS = Counter("o2o_orders_payments_total", "Payment attempts by outcome",
-                   ["provider", "outcome"])  # succeeded | declined | timeout | late_refunded
+                   ["provider", "outcome"])  # succeeded | declined | timeout | late_refunded | callback_refused
 ORDERS_PAID = Counter("o2o_orders_paid_total", "Orders confirmed (paid)", ["fulfilment"])
 ORDERS_CANCELLED = Counter("o2o_orders_cancelled_total", "Orders cancelled", ["fulfilment", "cause"])
 # cause: customer | staff | expired | uncollected

@@ -1,6 +1,6 @@
 from pydantic_settings import SettingsConfigDict
 
-from libs.settings import ServiceSettings
+from libs.settings import ServiceSettings, secret
 
 
 class OrdersSettings(ServiceSettings):
@@ -21,14 +21,19 @@ class OrdersSettings(ServiceSettings):
     stuck_checkout_after_s: int = 30          # a checkout saga this old without an outcome is compensated
     sweep_interval_s: float = 5.0
 
-    pickup_code_secret: str = "dev-pickup-secret-change-me"
+    # This service's credential at membership (ORDERS_CLIENT_SECRET; membership is given the same value).
+    client_secret: str = secret()
+
+    # Keys the HMAC that derives and checks pickup codes.
+    pickup_code_secret: str = secret()
     pickup_max_attempts: int = 5
 
     return_code_ttl_s: int = 15 * 60          # a return code from the member's app works this long, once
     return_manager_above_fen: int = 50_000    # a counter return refunding more than this needs a store manager
 
     payment_provider: str = "sandbox"
-    payment_webhook_secret: str = "dev-payment-webhook-secret-change-me"
+    # Shared with the payment provider: it signs its callbacks with it.
+    payment_webhook_secret: str = secret()
     # An attempt without an outcome after this long is stale (its process died mid-charge, or the provider
     # timed out): the order may then be cancelled or paid again (after asking the provider about it); a
     # payment the provider took anyway arrives by its signed callback and is refunded.

@@ -28,7 +28,7 @@ class Upstreams:
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
-        tokens = ServiceTokenProvider(self.settings.membership_url, "orders", self.settings.service_client_secret)
+        tokens = ServiceTokenProvider(self.settings.membership_url, "orders", self.settings.client_secret)
         timeout = self.settings.upstream_timeout_s
         self.catalog = ServiceClient("catalog", self.settings.catalog_url, self.session, tokens, timeout)
         self.stock = ServiceClient("stock", self.settings.stock_url, self.session, tokens, timeout)

@@ -10,7 +10,7 @@ from libs.auth import require
 from libs.http import json_response, parse_body, parse_query
 from libs.idempotency import create_once
 from libs.openapi import openapi
-from libs.refusal import INVALID, NOT_FOUND, Refusal
+from libs.refusal import FORBIDDEN, INVALID, NOT_FOUND, Refusal
 from libs.service import MONGO
 from services.stock.domain.routing import Point
 from services.stock.schemas import (SKU_ID, ApprovalOut, ApprovalPage, ApprovalQuery, AvailabilityOut, Decision, AvailabilityQuery, ExtendIn, LevelOut, LevelPage,
@@ -101,8 +101,11 @@ async def set_level(request: web.Request) -> web.Response:
                  "bulk adjustment, count, receipt or return answers 202 with the approval a manager gives",
          request=MovementIn, responses={201: MovementOut, 202: ApprovalOut}, tags=["stock"])
 async def post_movement(request: web.Request) -> web.Response:
-    principal = require(request, "hq_admin", "store_manager", "store_staff")
+    # Orders books a return received at a store (and only that).
+    principal = require(request, "hq_admin", "store_manager", "store_staff", scope="stock:returns")
     body = await parse_body(request, MovementIn)
+    if principal.is_service and body.kind != "return_to_stock":
+        raise Refusal("forbidden", "a service may record returns to stock only", kind=FORBIDDEN)
 
     async def create():
         return await request.app[MOVEMENTS].record(body.model_dump(exclude_none=True), principal)
@@ -158,7 +161,7 @@ async def list_movements(request: web.Request) -> web.Response:
 
 @routes.post("/stock/internal/reservations")
 async def create_reservation(request: web.Request) -> web.Response:
-    require(request, "service")
+    require(request, scope="stock:reservations")
     body = await parse_body(request, ReservationIn)
 
     async def create():
@@ -169,7 +172,7 @@ async def create_reservation(request: web.Request) -> web.Response:
 
 @routes.get("/stock/internal/reservations/{order_id}")
 async def get_reservation(request: web.Request) -> web.Response:
-    require(request, "service", "hq_admin")
+    require(request, "hq_admin", scope="stock:reservations")
     return json_response(await request.app[RESERVATIONS].get(request.match_info["order_id"]))
 
 
@@ -181,19 +184,19 @@ async def _optional_body(request: web.Request, model: type[BaseModel]) -> BaseMo
 
 @routes.post("/stock/internal/reservations/{order_id}/commit")
 async def commit_reservation(request: web.Request) -> web.Response:
-    require(request, "service")
+    require(request, scope="stock:reservations")
     return json_response(await request.app[RESERVATIONS].commit(request.match_info["order_id"]))
 
 
 @routes.post("/stock/internal/reservations/{order_id}/release")
 async def release_reservation(request: web.Request) -> web.Response:
-    require(request, "service")
+    require(request, scope="stock:reservations")
     body = await _optional_body(request, ReleaseIn)
     return json_response(await request.app[RESERVATIONS].release(request.match_info["order_id"], body.reason))
 
 
 @routes.post("/stock/internal/reservations/{order_id}/extend")
 async def extend_reservation(request: web.Request) -> web.Response:
-    require(request, "service")
+    require(request, scope="stock:reservations")
     body = await parse_body(request, ExtendIn)
     return json_response(await request.app[RESERVATIONS].extend(request.match_info["order_id"], body.ttl_s))

@@ -17,6 +17,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from libs.auth import SERVICE_GRANTS, service_audience
+
 ISSUER, AUDIENCE = "o2o-membership", "o2o-api"
 
 
@@ -83,5 +85,9 @@ class TokenMint:
     def admin(self, staff_id: str = "stf_hq_admin") -> dict[str, str]:
         return self.bearer(self.token(staff_id, ["hq_admin"], staff_id=staff_id))
 
-    def service(self, name: str = "orders") -> dict[str, str]:
-        return self.bearer(self.token(f"svc:{name}", ["service"]))
+    def service(self, name: str, audience: str, scopes=None) -> dict[str, str]:
+        """A service token as membership issues it: client `name` calling `audience`, with the scopes the
+        grants give it there (or `scopes`)."""
+        granted = SERVICE_GRANTS.get(name, {}).get(audience, frozenset()) if scopes is None else scopes
+        return self.bearer(self.token(f"svc:{name}", ["service"], aud=service_audience(audience),
+                                      client_id=name, scope=" ".join(sorted(granted))))

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from libs.refusal import CONFLICT, INVALID, LIMITED, NOT_FOUND, UNAUTHENTICATED, Refusal
+from libs.refusal import CONFLICT, FORBIDDEN, INVALID, LIMITED, NOT_FOUND, UNAUTHENTICATED, Refusal
 
-__all__ = ["CONFLICT", "INVALID", "LIMITED", "NOT_FOUND", "UNAUTHENTICATED", "MembershipError"]
+__all__ = ["CONFLICT", "FORBIDDEN", "INVALID", "LIMITED", "NOT_FOUND", "UNAUTHENTICATED", "MembershipError"]
 
 
 class MembershipError(Refusal):

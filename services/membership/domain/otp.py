@@ -6,10 +6,14 @@ import hmac
 import re
 from dataclasses import dataclass
 
-from services.membership.domain.errors import INVALID, LIMITED, UNAUTHENTICATED, MembershipError
+from libs.sealing import unseal
+from services.membership.domain.errors import CONFLICT, INVALID, LIMITED, UNAUTHENTICATED, MembershipError
 
 PHONE_PATTERN = re.compile(r"^\+[1-9]\d{6,14}$")
 CODE_DIGITS = 6
+# The pending code is also kept sealed (under the pepper, bound to the phone) for notifications to fetch when it
+# sends the SMS: the code itself never travels on the bus.
+SEALED_FOR = "otp-code"
 
 
 @dataclass(frozen=True)
@@ -64,3 +68,13 @@ def check_code(challenge: dict | None, presented_digest: str, now_ms: int, polic
         remaining = max(0, policy.max_attempts - challenge["attempts"])
         raise MembershipError("otp-invalid", "the code is not correct",
                               attempts_remaining=remaining, kind=UNAUTHENTICATED)
+
+
+def code_to_send(challenge: dict | None, phone: str, now_ms: int, policy: OtpPolicy, pepper: str) -> str:
+    """The pending code of a phone, for its SMS: only while it can still be used."""
+    pending = challenge is not None and not challenge.get("used") and challenge.get("code_sealed") and \
+        now_ms < challenge["expires_at_ms"] and challenge["attempts"] < policy.max_attempts
+    code = unseal(pepper, SEALED_FOR, phone, challenge["code_sealed"]) if pending else None
+    if code is None:
+        raise MembershipError("no-pending-code", "no code is pending for this phone", kind=CONFLICT)
+    return code

@@ -25,8 +25,10 @@ def staff_identity(staff: dict[str, Any]) -> dict[str, Any]:
     return identity
 
 
-def service_identity(client_id: str) -> dict[str, Any]:
-    return {"subject": f"svc:{client_id}", "roles": ["service"], "client_id": client_id}
+def service_identity(client_id: str, scopes: frozenset[str] | set[str]) -> dict[str, Any]:
+    """A service's identity for one called service: only the scopes it holds there."""
+    return {"subject": f"svc:{client_id}", "roles": ["service"], "client_id": client_id,
+            "scope": " ".join(sorted(scopes))}
 
 
 def token_answer(access_token: str, ttl_s: int) -> dict[str, Any]:

@@ -28,7 +28,8 @@ async def jwks(request: web.Request) -> web.Response:
          public=True)
 async def service_token(request: web.Request) -> web.Response:
     body = await parse_body(request, ServiceCredentials)
-    return json_response(request.app[TOKENS].for_service(body.client_id, body.client_secret), headers=NO_STORE)
+    answer = request.app[TOKENS].for_service(body.client_id, body.client_secret, body.audience)
+    return json_response(answer, headers=NO_STORE)
 
 
 @routes.post("/auth/staff/token")
@@ -45,6 +46,13 @@ async def staff_token(request: web.Request) -> web.Response:
 async def member_otp(request: web.Request) -> web.Response:
     body = await parse_body(request, OtpRequest)
     return json_response(await request.app[CODES].request(body.phone, body.locale), status=202)
+
+
+@routes.get("/members/internal/otp-codes/{phone}")
+async def otp_code_to_send(request: web.Request) -> web.Response:
+    """Notifications fetches the pending code when it sends the SMS (scope membership:otp-codes)."""
+    require(request, scope="membership:otp-codes")
+    return json_response(await request.app[CODES].code_to_send(request.match_info["phone"]), headers=NO_STORE)
 
 
 @routes.post("/auth/member/token")

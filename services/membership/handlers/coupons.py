@@ -66,7 +66,7 @@ async def issue_coupon(request: web.Request) -> web.Response:
 
 @routes.post("/members/internal/checkout-holds")
 async def create_hold(request: web.Request) -> web.Response:
-    require(request, "service")
+    require(request, scope="membership:checkout-holds")
     body = await parse_body(request, HoldRequest)
     lines = [line.model_dump() for line in body.lines]
     return await once(request, lambda: request.app[CHECKOUT_HOLDS].hold(
@@ -78,7 +78,7 @@ async def settle_hold(request: web.Request) -> web.Response:
     """The order was paid (commit: coupons redeemed) or cancelled (release: coupons and points back).
 
     A release of an order that holds nothing is sticky: that order's later hold is refused (409 hold-released)."""
-    require(request, "service")
+    require(request, scope="membership:checkout-holds")
     holds, order_id = request.app[CHECKOUT_HOLDS], request.match_info["order_id"]
     step = holds.commit if request.match_info["step"] == "commit" else holds.release
     return json_response(await step(order_id))

@@ -107,8 +107,11 @@ async def merge_members(request: web.Request) -> web.Response:
 @routes.get("/members/qr-codes")
 @openapi(summary="QR codes", tags=["campaigns"], query=QrQuery)
 async def list_qr(request: web.Request) -> web.Response:
-    principal = require(request, *STAFF_ROLES)
+    # Orders reads them to attribute a scanned sale.
+    principal = require(request, *STAFF_ROLES, scope="membership:qr-codes")
     query = parse_query(request, QrQuery)
+    if principal.is_service:
+        return json_response(listing(await request.app[QR_CODES].list(query.store_id, None)))
     if not principal.is_admin and query.store_id is not None and query.store_id not in principal.store_ids:
         return json_response(listing([]))
     stores = None if principal.is_admin else set(principal.store_ids)
@@ -131,7 +134,7 @@ async def create_qr(request: web.Request) -> web.Response:
 
 @routes.get("/members/internal/members")
 async def audience(request: web.Request) -> web.Response:
-    require(request, "service")
+    require(request, scope="membership:audiences")
     query = parse_query(request, AudienceQuery)
     return json_response(await request.app[MEMBERS].audience(tag=query.tag, store_id=query.store_id,
                                                              cursor=query.cursor, limit=query.limit))
@@ -141,6 +144,6 @@ async def audience(request: web.Request) -> web.Response:
 async def attribution(request: web.Request) -> web.Response:
     """Who the member is bound to, for orders to credit the sale (nulls when unbound); with `scan_token`, the
     QR this member scanned (`scan`, null unless the token is theirs and fresh)."""
-    require(request, "service")
+    require(request, scope="membership:attribution")
     query = parse_query(request, AttributionQuery)
     return json_response(await request.app[MEMBERS].attribution(request.match_info["member_id"], query.scan_token))

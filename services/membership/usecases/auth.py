@@ -9,14 +9,15 @@ from aiohttp import web
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from libs.auth import TokenVerifier
+from libs.auth import SERVICE_GRANTS, TokenVerifier, service_audience
 from libs.clock import now_ms, utcnow
 from libs.ids import new_id
 from libs.mongo import refuse_duplicates
+from libs.sealing import seal
 from services.membership import metrics
 from services.membership.domain import otp as otp_rules
 from services.membership.domain import tokens as token_rules
-from services.membership.domain.errors import INVALID, LIMITED, UNAUTHENTICATED, MembershipError
+from services.membership.domain.errors import FORBIDDEN, INVALID, LIMITED, UNAUTHENTICATED, MembershipError
 from services.membership.events import OtpRequested
 from services.membership.keys import KeyRing
 from services.membership.usecases.base import UseCase
@@ -67,9 +68,9 @@ class Tokens(UseCase):
         super().__init__(*args)
         self.keys = keys
 
-    def issue(self, identity: dict[str, Any], ttl_s: int, kind: str) -> dict[str, Any]:
+    def issue(self, identity: dict[str, Any], ttl_s: int, kind: str, audience: str | None = None) -> dict[str, Any]:
         body = token_rules.claims(now_s=now_ms() // 1000, ttl_s=ttl_s, issuer=self.settings.jwt_issuer,
-                                  audience=self.settings.jwt_audience, **identity)
+                                  audience=audience or self.settings.jwt_audience, **identity)
         metrics.TOKENS_ISSUED.labels(kind).inc()
         return token_rules.token_answer(self.keys.sign(body), ttl_s)
 
@@ -79,15 +80,21 @@ class Tokens(UseCase):
     def for_staff(self, staff: dict[str, Any]) -> dict[str, Any]:
         return self.issue(token_rules.staff_identity(staff), self.settings.staff_token_ttl_s, "staff")
 
-    def for_service(self, client_id: str, client_secret: str) -> dict[str, Any]:
-        """A service token for a known client with the shared secret."""
-        known = client_id in self.settings.service_clients
+    def for_service(self, client_id: str, client_secret: str, audience: str) -> dict[str, Any]:
+        """A token of a known client (checked against its own secret) for calling one service, carrying the
+        scopes the client holds there."""
+        expected = self.settings.client_secrets().get(client_id)
         # Compare even for an unknown client, so the answer time does not tell which ids exist.
-        secret_ok = secrets.compare_digest(client_secret.encode(), self.settings.service_client_secret.encode())
-        if not (known and secret_ok):
+        secret_ok = secrets.compare_digest(client_secret.encode(), (expected or secrets.token_hex(32)).encode())
+        if not (expected and secret_ok):
             metrics.LOGIN_FAILURES.labels("service", "bad_credentials").inc()
             raise _unauthenticated("invalid-client", "unknown client or wrong secret")
-        return self.issue(token_rules.service_identity(client_id), self.settings.service_token_ttl_s, "service")
+        scopes = SERVICE_GRANTS.get(client_id, {}).get(audience)
+        if not scopes:
+            metrics.LOGIN_FAILURES.labels("service", "no_grant").inc()
+            raise MembershipError("no-grant", f"{client_id} may not call {audience}", kind=FORBIDDEN)
+        return self.issue(token_rules.service_identity(client_id, scopes), self.settings.service_token_ttl_s,
+                          "service", audience=service_audience(audience))
 
     async def _new_refresh(self, session, kind: str, subject_id: str, family_id: str | None = None) -> str:
         token = secrets.token_urlsafe(32)
@@ -157,10 +164,11 @@ class Codes(UseCase):
         self.registrations = members
 
     def _digest(self, phone: str, code: str) -> str:
-        return otp_rules.code_digest(phone, code, self.settings.service_client_secret)
+        return otp_rules.code_digest(phone, code, self.settings.otp_pepper)
 
     async def request(self, phone: str, locale: str) -> dict[str, Any]:
-        """Send a code (published for notifications); codes per phone per window are limited."""
+        """Send a code: the event tells notifications to send one, and notifications fetches the code itself
+        (code_to_send) when it delivers the SMS. Codes per phone per window are limited."""
         phone = otp_rules.normalize_phone(phone)
         code = otp_rules.new_code(secrets.randbelow)
         now = now_ms()
@@ -170,9 +178,10 @@ class Codes(UseCase):
             start, count = otp_rules.next_request_window(existing.get("window_start_ms", 0),
                                                          existing.get("requests", 0), now, self.otp_policy)
             await self.otp.put({"_id": phone, "digest": self._digest(phone, code), "attempts": 0, "used": False,
+                                "code_sealed": seal(self.settings.otp_pepper, otp_rules.SEALED_FOR, phone, code),
                                 "expires_at_ms": now + self.otp_policy.ttl_s * 1000, "window_start_ms": start,
                                 "requests": count, "locale": locale}, session)
-            await self.outbox.record(session, OtpRequested(phone=phone, code=code, locale=locale,
+            await self.outbox.record(session, OtpRequested(phone=phone, locale=locale,
                                                            expires_in=self.otp_policy.ttl_s), subject=phone)
 
         try:
@@ -185,6 +194,13 @@ class Codes(UseCase):
         if self.settings.dev_mode:
             answer["dev_code"] = code
         return answer
+
+    async def code_to_send(self, phone: str) -> dict[str, Any]:
+        """The pending code of a phone, for notifications' SMS (an internal call with its service token)."""
+        phone = otp_rules.normalize_phone(phone)
+        challenge = await self.read(lambda: self.otp.get(phone))
+        return {"phone": phone, "code": otp_rules.code_to_send(challenge, phone, now_ms(), self.otp_policy,
+                                                               self.settings.otp_pepper)}
 
     async def use_in(self, session, phone: str, code: str) -> MembershipError | None:
         """Count the attempt, then judge it. A refusal is returned (not raised) so the count commits."""

@@ -19,6 +19,9 @@ class OutboundMessage:
     payload: bytes = b""  # webhooks: the exact JSON body that is signed and sent
     secret: str | None = None  # webhooks: the subscription's signing secret
     headers: dict[str, str] = field(default_factory=dict)
+    # What a record of the message may keep (sandbox outbound log): the text with its one-time code masked, outside
+    # dev mode. None: the text itself.
+    kept_body: str | None = None
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ class RecordingChannel:
             return SendReport.permanent_failure(f"{self.name} provider rejected address {message.address}")
         record_id = f"{message.delivery_id}"
         document = {"_id": record_id, "channel": self.name, "sandbox": self.sandbox, "address": message.address,
-                    "subject": message.subject, "body": message.body, "locale": message.locale,
+                    "subject": message.subject,
+                    "body": message.body if message.kept_body is None else message.kept_body, "locale": message.locale,
                     "event_id": message.event_id, "event_type": message.event_type,
                     "delivery_id": message.delivery_id, "recorded_at": datetime.now(UTC),
                     "recorded_ms": int(datetime.now(UTC).timestamp() * 1000)}

@@ -74,6 +74,35 @@ WEBHOOK_EVENT_TYPES: tuple[str, ...] = (
 # Never offered to webhooks: one-time passwords and reissued pickup codes are secrets for one person only.
 PRIVATE_EVENT_TYPES = frozenset({"membership.otp.requested", "orders.pickup_code.reissued"})
 
+# Messages that carry a one-time secret. The event does not (every consumer and the audit queue see events): the
+# message is stored with CODE_MASK in the code's place, and the code is fetched from its owner when the message
+# is sent. event type -> (template variable, owning service, the event field that names the code).
+SECRET_CODES: dict[str, tuple[str, str, str]] = {
+    "orders.order.ready_for_pickup": ("pickup_code", "orders", "order_id"),
+    "orders.pickup_code.reissued": ("pickup_code", "orders", "order_id"),
+    "membership.otp.requested": ("code", "membership", "phone"),
+}
+CODE_MASK = "••••••"
+
+
+def code_ref(event_type: str, data: dict) -> dict | None:
+    """Where the code of this message is fetched from when it is sent (None: it has no code)."""
+    if event_type not in SECRET_CODES:
+        return None
+    _, owner, key_field = SECRET_CODES[event_type]
+    nested = data.get("contact") if isinstance(data.get("contact"), dict) else {}
+    key = data.get(key_field) or nested.get(key_field)
+    return {"owner": owner, "key": key} if isinstance(key, str) and key else None
+
+
+def masked(event_type: str, data: dict) -> dict:
+    """The event data to render the stored message from: the code's variable holds CODE_MASK, whatever the event
+    carried (an older producer may still send a code; it is never stored)."""
+    if event_type not in SECRET_CODES:
+        return data
+    return {**data, SECRET_CODES[event_type][0]: CODE_MASK}
+
+
 # Every key the service's queue is bound to.
 CONSUMED_EVENT_TYPES: tuple[str, ...] = tuple(sorted(set(WEBHOOK_EVENT_TYPES) | set(RULES)))
 

@@ -20,7 +20,8 @@ from services.notifications import metrics
 from services.notifications.domain import policy, templates
 from services.notifications.domain.policy import Plan, Planned, Recipient
 from services.notifications.domain.rules import (
-    FRANCHISEE, MEMBER, PHONE, PRIVATE_EVENT_TYPES, RULES, SINK, STORE_MANAGERS, WEBHOOK, Rule,
+    FRANCHISEE, MEMBER, PHONE, PRIVATE_EVENT_TYPES, RULES, SECRET_CODES, SINK, STORE_MANAGERS, WEBHOOK, Rule,
+    code_ref, masked,
 )
 from services.notifications.events import DeliveryFailed
 from services.notifications.repository import (
@@ -70,6 +71,10 @@ class Fanout:
             await self._update_directory(envelope, session)
         created = 0
         rule = RULES.get(envelope.type)
+        ref = code_ref(envelope.type, envelope.data)
+        if rule is not None and envelope.type in SECRET_CODES and ref is None:
+            metrics.count_on_commit(metrics.SUPPRESSED, rule.category, "no-code")
+            rule = None  # a code message that names no code cannot be sent
         if rule is not None:
             recipients = await self._recipients(rule, envelope.data, session)
             if not recipients:
@@ -77,8 +82,8 @@ class Fanout:
             for recipient in recipients:
                 created += len(await self.deliveries_for(
                     rule=rule, template_type=envelope.type, event_id=envelope.id,
-                    occurred_at=rfc3339(envelope.occurred_at), data=envelope.data, recipient=recipient, now=now,
-                    session=session))
+                    occurred_at=rfc3339(envelope.occurred_at), data=masked(envelope.type, envelope.data),
+                    recipient=recipient, now=now, session=session, extra={"code_ref": ref} if ref else None))
         if envelope.type not in PRIVATE_EVENT_TYPES:
             created += await self._webhook_deliveries(envelope, now, session)
         return created

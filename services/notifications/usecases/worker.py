@@ -13,11 +13,12 @@ from libs.mongo import Mongo
 from services.notifications import metrics
 from services.notifications.channels.base import Channel, OutboundMessage, SendReport
 from services.notifications.domain import policy
-from services.notifications.domain.rules import WEBHOOK
+from services.notifications.domain.rules import CODE_MASK, WEBHOOK
 from services.notifications.repository import (
     DeliveryRepository, PreferenceRepository, RecipientDirectory, WebhookRepository,
 )
 from services.notifications.settings import NotificationsSettings
+from services.notifications.usecases.codes import CodeUnavailable, Codes
 from services.notifications.usecases.fanout import Fanout
 
 log = get_logger("notifications.worker")
@@ -25,8 +26,9 @@ log = get_logger("notifications.worker")
 
 class DeliveryWorker:
     def __init__(self, mongo: Mongo, settings: NotificationsSettings, fanout: Fanout,
-                 channels: dict[str, Channel]) -> None:
+                 channels: dict[str, Channel], codes: Codes) -> None:
         self.mongo, self.settings, self.fanout, self.channels = mongo, settings, fanout, channels
+        self.codes = codes
         self.deliveries, self.webhooks = DeliveryRepository(mongo), WebhookRepository(mongo)
         self.directory = RecipientDirectory(mongo)
         self.preferences = PreferenceRepository(mongo, settings.default_daily_cap)
@@ -89,7 +91,7 @@ class DeliveryWorker:
         """Send a claimed delivery once, then record the attempt and the outcome in one transaction."""
         started_at = utcnow()
         started = time.perf_counter()
-        report = await self._send(claimed)
+        report, sent_body = await self._send(claimed)
         elapsed = time.perf_counter() - started
         outcome = "sent" if report.ok else ("permanent_error" if report.permanent else "transient_error")
         metrics.ATTEMPTS.labels(claimed["channel"], outcome).inc()
@@ -103,7 +105,7 @@ class DeliveryWorker:
                    "status_code": report.status_code, "provider_id": report.provider_id, "started_at": started_at,
                    "finished_at": utcnow(), "duration_ms": round(elapsed * 1000, 2)}
         saved = await self.mongo.transaction(
-            lambda session: self._finish(claimed, attempt, report, result, session))
+            lambda session: self._finish(claimed, attempt, report, result, session, sent_body))
         if saved is not None and result.status == "sent":
             metrics.DELIVERY_LATENCY.labels(claimed["channel"]).observe(
                 max(0.0, (now_ms() - claimed["created_ms"]) / 1000))
@@ -111,21 +113,27 @@ class DeliveryWorker:
                  attempt=claimed["attempt_count"], outcome=outcome, status=result.status, error=report.error)
         return result.status
 
-    async def _send(self, claimed: dict) -> SendReport:
+    async def _send(self, claimed: dict) -> tuple[SendReport, str | None]:
+        """Send once; also the text that went out, when it differs from the stored one (a fetched code)."""
         channel = self.channels.get(claimed["channel"])
         if channel is None:
-            return SendReport.permanent_failure(f"channel {claimed['channel']} is not configured")
-        message = await self._message_for(claimed)
+            return SendReport.permanent_failure(f"channel {claimed['channel']} is not configured"), None
         try:
-            return await asyncio.wait_for(channel.send(message), timeout=self.settings.send_timeout_s)
+            message = await self._message_for(claimed)
+        except CodeUnavailable as exc:
+            report = SendReport.permanent_failure if exc.permanent else SendReport.transient
+            return report(str(exc)), None
+        sent_body = message.body if claimed.get("code_ref") else None
+        try:
+            return await asyncio.wait_for(channel.send(message), timeout=self.settings.send_timeout_s), sent_body
         except asyncio.TimeoutError:
-            return SendReport.transient(f"{claimed['channel']} did not answer in {self.settings.send_timeout_s}s")
+            return SendReport.transient(f"{claimed['channel']} did not answer in {self.settings.send_timeout_s}s"), None
         except Exception as exc:  # noqa: BLE001 - an adapter bug is logged and retried like any transient error
             log.exception("delivery.adapter_error", channel=claimed["channel"])
-            return SendReport.transient(f"adapter error: {type(exc).__name__}: {exc}")
+            return SendReport.transient(f"adapter error: {type(exc).__name__}: {exc}"), None
 
     async def _finish(self, claimed: dict, attempt: dict, report: SendReport, result: policy.AttemptResult,
-                      session) -> dict | None:
+                      session, sent_body: str | None = None) -> dict | None:
         await self.deliveries.add_attempt(attempt, session)
         current = await self.deliveries.get(claimed["_id"], session)
         if current is None or current["version"] != claimed["version"]:
@@ -135,6 +143,8 @@ class DeliveryWorker:
                    "due_at_ms": result.due_at_ms if result.due_at_ms is not None else current["due_at_ms"]}
         if result.status == "sent":
             updated["sent_at"] = finished_at
+            if sent_body is not None and self.settings.dev_mode:
+                updated["body"] = sent_body  # dev mode shows the code that went out (like the OTP's dev_code)
         if result.status == "failed":
             updated["failed_at"] = finished_at
             updated["reason"] = "permanent-error" if report.permanent else "retries-exhausted"
@@ -160,12 +170,16 @@ class DeliveryWorker:
             subscription = await self.mongo.read_committed(lambda: self.webhooks.get(delivery.get("webhook_id", "")))
             # A removed or paused subscription gets nothing more (the adapter reports a permanent failure).
             secret = subscription["secret"] if subscription and subscription.get("active") else None
+        subject, body, kept_body = delivery.get("subject", ""), delivery.get("body", ""), None
+        if delivery.get("code_ref"):
+            code = await self.codes.fetch(delivery["code_ref"])
+            kept_body = None if self.settings.dev_mode else body
+            subject, body = subject.replace(CODE_MASK, code), body.replace(CODE_MASK, code)
         return OutboundMessage(delivery_id=delivery["_id"], event_id=delivery["event_id"],
                                event_type=delivery["event_type"], channel=delivery["channel"],
-                               address=delivery.get("address") or "", subject=delivery.get("subject", ""),
-                               body=delivery.get("body", ""), locale=delivery.get("locale", "zh-CN"),
-                               attempt=delivery["attempt_count"], payload=(delivery.get("payload") or "").encode(),
-                               secret=secret)
+                               address=delivery.get("address") or "", subject=subject, body=body,
+                               locale=delivery.get("locale", "zh-CN"), attempt=delivery["attempt_count"],
+                               payload=(delivery.get("payload") or "").encode(), secret=secret, kept_body=kept_body)
 
 
 DELIVERY_WORKER = web.AppKey("notifications_delivery_worker", DeliveryWorker)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from libs.refusal import INVALID, NOT_FOUND
+from libs.refusal import CONFLICT, INVALID, NOT_FOUND
 from services.orders.domain import saga
 from services.orders.domain.lifecycle import (ALLOCATED, CANCELLED, COMPLETED, CONFIRMED, PENDING, PENDING_PAYMENT,
                                               PICKED_UP, READY_FOR_PICKUP, REFUNDED, REJECTED, RETURNABLE, SHIPPED,
@@ -121,6 +121,15 @@ def begin_payment(order: dict, attempt_id: str, now: datetime, stale_after_ms: i
             raise OrderError("payment-in-progress", "a payment for this order is already in progress")
         order["abandoned_attempts"] = [*order.get("abandoned_attempts", []), current["id"]]
     order["payment_attempt"] = {"id": attempt_id, "state": "charging", "started_at": rfc3339(now)}
+
+
+def check_attempt_of(order: dict, attempt_id: str) -> None:
+    """A provider callback speaks of one of this order's own payment attempts (the current one or one given up
+    on), never of an attempt made up by the sender or belonging to another order."""
+    current = (order.get("payment_attempt") or {}).get("id")
+    if attempt_id != current and attempt_id not in order.get("abandoned_attempts", []):
+        raise OrderError("unknown-payment-attempt", "the callback names no payment attempt of this order",
+                         kind=CONFLICT)
 
 
 def payment_failed(order: dict, attempt_id: str, state: str, reason: str, now: datetime) -> None:

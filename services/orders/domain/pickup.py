@@ -1,8 +1,10 @@
-"""Pickup codes: 6 digits, stored only as a keyed hash, with a limit on wrong attempts.
+"""Pickup codes: 6 digits, checked against a keyed hash, with a limit on wrong attempts.
 
-The code travels to the member in the ready_for_pickup event (notifications sends it); the order keeps
-an HMAC of it, so reading the database does not reveal codes. After `max_attempts` wrong codes the order
-is locked for handover until a store manager resets it (which issues a new code).
+The code never travels on the bus: when notifications delivers the ready_for_pickup message it asks orders
+for the code (an internal call with its service token). So the order keeps the code sealed (AES-GCM under a
+key derived from the pickup secret, bound to the order id) beside its HMAC: reading the database reveals no
+code. After `max_attempts` wrong codes the order is locked for handover until a store manager resets it
+(which issues a new code).
 """
 from __future__ import annotations
 
@@ -11,10 +13,12 @@ import hmac
 import secrets
 from datetime import datetime
 
-from libs.refusal import LOCKED
+from libs.refusal import CONFLICT, LOCKED
+from libs.sealing import seal, unseal
 from services.orders.domain.lifecycle import READY_FOR_PICKUP, OrderError, note_event
 
 CODE_DIGITS = 6
+SEALED_FOR = "pickup-code"
 
 
 def new_code(randbelow=secrets.randbelow) -> str:
@@ -27,8 +31,21 @@ def hash_code(secret: str, order_id: str, code: str) -> str:
 
 
 def issue(order: dict, secret: str, code: str) -> dict:
-    order["pickup"] = {"code_hash": hash_code(secret, order["_id"], code), "failed_attempts": 0, "locked": False}
+    order["pickup"] = {"code_hash": hash_code(secret, order["_id"], code),
+                       "code_sealed": seal(secret, SEALED_FOR, order["_id"], code), "failed_attempts": 0,
+                       "locked": False}
     return order
+
+
+def code_to_send(order: dict, secret: str) -> str:
+    """The code for the member's message, while the order waits at the store and is not locked."""
+    state = order.get("pickup") or {}
+    if order["status"] != READY_FOR_PICKUP or state.get("locked") or not state.get("code_sealed"):
+        raise OrderError("no-pickup-code", "this order has no pickup code to send now", kind=CONFLICT)
+    code = unseal(secret, SEALED_FOR, order["_id"], state["code_sealed"])
+    if code is None:
+        raise OrderError("no-pickup-code", "the pickup code cannot be opened with this secret", kind=CONFLICT)
+    return code
 
 
 class PickupOutcome:

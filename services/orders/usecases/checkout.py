@@ -171,8 +171,6 @@ class Checkout(OrderFlow):
             if fulfilment.get("location_id") not in principal.store_ids:
                 raise OrderError("forbidden", "staff sell in store only at their own store", kind=FORBIDDEN)
             return None
-        if "service" in principal.roles and kind == "in_store":
-            return None
         raise OrderError("forbidden", "only members order online; store staff may create in_store orders",
                          kind=FORBIDDEN)
 

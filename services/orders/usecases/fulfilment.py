@@ -17,7 +17,7 @@ from services.orders.domain import order as domain
 from services.orders.domain import pickup
 from services.orders.domain.access import is_owner, works_at_order_store
 from services.orders.domain.lifecycle import OrderError, note_event
-from services.orders.usecases.base import OrderFlow, actor_of
+from services.orders.usecases.base import OrderFlow, actor_of, order_not_found
 
 
 def owner_or_store(principal: Principal, order: dict) -> bool:
@@ -51,7 +51,7 @@ class Fulfilment(OrderFlow):
             return result
 
         order, _ = await self.mutate(order_id, change, extra_events=lambda o, r: [
-            ev.OrderReadyForPickup(**ev.order_fields(o), pickup_code=code, collect_by=o["collect_by"])])
+            ev.OrderReadyForPickup(**ev.order_fields(o), collect_by=o["collect_by"])])
         return order, code
 
     async def reset_pickup_code(self, principal: Principal, order_id: str) -> tuple[dict, str]:
@@ -62,9 +62,16 @@ class Fulfilment(OrderFlow):
             pickup.reset(order, self.settings.pickup_code_secret, code, actor_of(principal), utcnow())
 
         order, _ = await self.mutate(order_id, change, extra_events=lambda o, r: [
-            ev.PickupCodeReissued(**ev.order_fields(o), pickup_code=code)])
+            ev.PickupCodeReissued(**ev.order_fields(o))])
         metrics.PICKUP_VERIFICATIONS.labels("reset").inc()
         return order, code
+
+    async def code_to_send(self, order_id: str) -> dict:
+        """The current pickup code, for notifications to put in the member's message (never on the bus)."""
+        order = await self.repo.get_committed(order_id)
+        if order is None:
+            raise order_not_found()
+        return {"order_id": order_id, "pickup_code": pickup.code_to_send(order, self.settings.pickup_code_secret)}
 
     async def pickup(self, principal: Principal, order_id: str, code: str) -> dict:
         """Handover. A wrong code is written down (that is the point of counting) before it is refused."""

@@ -149,20 +149,26 @@ class Payments(OrderFlow):
         return "not-charged"
 
     async def callback(self, body: dict) -> dict:
-        """The provider tells an outcome it could not tell at charge time (the signature is checked first)."""
+        """The provider tells an outcome it could not tell at charge time (the signature is checked first).
+        It must name a payment attempt this order really made: a signed body alone never pays an order."""
         order_id, attempt_id = body["order_id"], body["attempt_id"]
+        order = await self.repo.get_committed(order_id)
+        if order is None:
+            raise order_not_found()
+        try:
+            domain.check_attempt_of(order, attempt_id)
+        except OrderError:
+            metrics.PAYMENTS.labels(self.payments.name, "callback_refused").inc()
+            raise
         if body["status"] != "succeeded":
             order = await self._failed(order_id, attempt_id, "declined", body.get("reason") or "declined by provider")
             metrics.PAYMENTS.labels(self.payments.name, "declined").inc()
             return public_order(order)
+        if order["totals"]["total"] != body["amount"]:
+            raise OrderError("amount-mismatch", "the callback amount differs from the order total", kind=INVALID)
         metrics.PAYMENTS.labels(self.payments.name, "succeeded").inc()
         payment = {"provider": self.payments.name, "payment_id": body["payment_id"], "amount": body["amount"],
                    "fee": body.get("fee", 0)}
-        order = await self.repo.get_committed(order_id)
-        if order is None:
-            raise order_not_found()
-        if order["totals"]["total"] != body["amount"]:
-            raise OrderError("amount-mismatch", "the callback amount differs from the order total", kind=INVALID)
         try:
             order = await self._confirm(order_id, attempt_id, payment, "system:payments")
         except Refusal as refusal:

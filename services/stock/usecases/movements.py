@@ -35,7 +35,9 @@ class Movements:
     async def record(self, movement: dict, principal: Principal) -> tuple[int, dict]:
         """Apply one movement and append it to the ledger (201), or keep it for a manager's approval (202); a
         replayed key answers the first result."""
-        if movement["kind"] == "transfer_in":
+        if principal.has_scope("stock:returns") and movement["kind"] == "return_to_stock":
+            pass  # orders books a return taken back at any store
+        elif movement["kind"] == "transfer_in":
             transfer = await self.core.transfers.get(movement["transfer_id"])
             location_id = transfer["to_location_id"] if transfer else movement.get("location_id")
         else:

@@ -29,7 +29,7 @@ class CatalogApi(ApiClient):
         super().__init__(http, base)
         self.app, self.mint = app, mint
         self.settings = app[SETTINGS]
-        self.service = mint.service("orders")
+        self.service = mint.service("orders", "catalog")
         self.admin = mint.admin("stf_hq")
         self.customer = mint.member("mbr_1")
         self.hq = self.with_headers(self.admin)  # the same client, calling as HQ

@@ -124,13 +124,16 @@ async def test_jwks_is_refetched_for_a_new_key_id(http, monkeypatch):
 
 
 async def test_service_tokens_are_refused_at_the_front_door(signing_key, jwks_url, http):
-    service = bearer(signing_key.token(sub="svc:orders", roles=("service",)))
+    # As membership issues them (audience: one called service), and forged with the API audience.
+    issued = bearer(signing_key.token(sub="svc:orders", roles=("service",), aud="o2o-service:catalog",
+                                      scope="catalog:quote"))
+    forged = bearer(signing_key.token(sub="svc:orders", roles=("service",)))
     async with recording_upstream() as (catalog_url, seen), running_gateway(jwks_url, catalog_url=catalog_url) as gateway:
-        public = await call(http, "GET", gateway + "/api/v1/catalog/products", headers=service)
-        admin_route = await call(http, "POST", gateway + "/api/v1/catalog/products", json={}, headers=service)
+        answers = [await call(http, method, gateway + "/api/v1/catalog/products", json={}, headers=token)
+                   for token in (issued, forged) for method in ("GET", "POST")]
         anonymous = await call(http, "GET", gateway + "/api/v1/catalog/products")
-    assert public[0] == 403 and admin_route[0] == 403
-    assert "service tokens" in public[1]["detail"]
+    assert [answer[0] for answer in answers] == [401] * 4
+    assert "service tokens" in answers[3][1]["detail"]
     assert anonymous[0] == 200 and len(seen.requests) == 1
 
 

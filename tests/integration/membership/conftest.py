@@ -34,9 +34,11 @@ class Membership:
         """A use case, for its repositories and unit of work: tests look at what was stored."""
         return self.app[MEMBERS]
 
-    async def service_token(self) -> str:
+    async def service_token(self, client_id: str = "orders") -> str:
+        """A token of `client_id` for calling membership, through the real client-credentials exchange."""
         status, body = await self.api.post("/auth/service/token", {
-            "client_id": "orders", "client_secret": self.settings.service_client_secret})
+            "client_id": client_id, "client_secret": self.settings.client_secrets()[client_id],
+            "audience": "membership"})
         assert status == 200, body
         return body["access_token"]
 

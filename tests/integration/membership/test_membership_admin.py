@@ -45,7 +45,7 @@ async def test_hq_builds_a_campaign_and_its_qr_code_and_a_scan_uses_them(members
     assert campaign["tag"] in scans[1]["tags"]
 
     # Campaign audience for notifications (service only).
-    service = await membership.service_token()
+    service = await membership.service_token("notifications")
     status, page = await membership.api.get("/members/internal/members", params={"tag": campaign["tag"], "limit": "1"},
                                             headers=bearer(service))
     assert status == 200 and len(page["items"]) == 1 and page["next_cursor"]
@@ -160,7 +160,7 @@ async def test_a_cursor_pages_its_own_list_only_and_an_edited_one_is_refused(mem
                                                   headers=bearer(admin))
     assert status == 200 and following["items"][0]["id"] > page["items"][0]["id"]
     # The members search's cursor is neither the campaign audience's nor a ledger's.
-    service = await membership.service_token()
+    service = await membership.service_token("notifications")
     status, problem = await membership.api.get("/members/internal/members", params={"cursor": page["next_cursor"]},
                                                headers=bearer(service))
     assert status == 400 and problem["type"].endswith("bad-cursor")

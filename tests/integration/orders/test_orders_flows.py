@@ -460,7 +460,7 @@ async def test_a_commit_overtaken_by_a_release_resolves_instead_of_failing_forev
                                        "fulfilment": {"type": "pickup", "location_id": JINGAN}, "points": 100}, member)
     assert status == 201, order
     status, released, _ = await suite.call("POST", f"/members/internal/checkout-holds/{order['id']}/release",
-                                           suite.mint.service("orders"), service="membership")
+                                           suite.mint.service("orders", "membership"), service="membership")
     assert status == 200, released
     overtaken = SAGA_ACTIONS.labels("benefits.commit", "overtaken")
     before = overtaken._value.get()

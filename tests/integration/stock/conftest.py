@@ -28,7 +28,7 @@ class StockApi:
     def __init__(self, app, client: ApiClient, mint: TokenMint) -> None:
         self.app, self.client, self.mint = app, client, mint
         self.http, self.base = client.http, client.base
-        self.service = mint.service("orders")
+        self.service = mint.service("orders", "stock")
         self.admin = mint.admin("stf_hq")
 
     @property

@@ -19,7 +19,7 @@ async def test_restart_keeps_reservations_and_stock_and_the_new_instance_sweeps(
                                 **overrides)
         return serve(create_app, settings, token_mint.jwks)
 
-    service, admin = token_mint.service("orders"), token_mint.admin("stf_hq")
+    service, admin = token_mint.service("orders", "stock"), token_mint.admin("stf_hq")
 
     order = f"ord_{uuid.uuid4().hex[:10]}"
     async with aiohttp.ClientSession() as http:

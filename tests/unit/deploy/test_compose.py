@@ -1,6 +1,7 @@
 """docker-compose.yml validates against the Compose Specification schema and runs the whole suite properly."""
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import subprocess
@@ -60,11 +61,33 @@ def test_every_service_runs_from_the_one_image_in_production_mode(service, port)
 
 def test_secrets_have_no_defaults():
     text = COMPOSE_PATH.read_text()
-    for variable in ("O2O_SERVICE_CLIENT_SECRET", "ORDERS_PICKUP_CODE_SECRET", "ORDERS_PAYMENT_WEBHOOK_SECRET",
-                     "RABBITMQ_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
+    for variable in ("ORDERS_CLIENT_SECRET", "NOTIFICATIONS_CLIENT_SECRET", "ORDERS_PICKUP_CODE_SECRET",
+                     "ORDERS_PAYMENT_WEBHOOK_SECRET", "MEMBERSHIP_OTP_PEPPER", "MEMBERSHIP_SIGNING_KEY_PASSPHRASE",
+                     "MONGO_PASSWORD", "RABBITMQ_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
         uses = re.findall(r"\$\{" + variable + r"([^}]*)\}", text)
         assert uses and all(use.startswith(":?") for use in uses), variable
-    assert "dev-service-secret" not in text and "change-me" not in text
+    assert "dev-service-secret" not in text and "change-me" not in text and "O2O_SERVICE_CLIENT_SECRET" not in text
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_each_service_is_given_every_secret_its_settings_require(service):
+    """What each service refuses to start without (its settings class says) is set, with no default, in its
+    own environment: compose refuses to start without each one."""
+    module = importlib.import_module(f"services.{service}.settings")
+    settings = next(getattr(module, name) for name in dir(module) if name.lower() == f"{service}settings")
+    env = COMPOSE["services"][service]["environment"]
+    for variable in settings.secret_variables().values():
+        assert env.get(variable) == f"${{{variable}:?set {variable}}}", (service, variable)
+
+
+def test_mongo_requires_authentication():
+    mongo = COMPOSE["services"]["mongo"]
+    assert "--auth" in mongo["command"] and "--keyFile" in mongo["command"]
+    assert mongo["environment"]["MONGO_INITDB_ROOT_PASSWORD"] == "${MONGO_PASSWORD:?set MONGO_PASSWORD}"
+    assert "--password" in COMPOSE["services"]["mongo-init"]["command"]
+    for service in SERVICES:
+        assert COMPOSE["services"][service]["environment"]["MONGO_URL"].startswith(
+            "mongodb://o2o:${MONGO_PASSWORD:?set MONGO_PASSWORD}@mongo:27017/")
 
 
 def test_mongo_is_a_replica_set_initiated_before_the_services_start():

@@ -108,8 +108,7 @@ def test_every_service_has_deployment_service_hpa_and_pdb_that_fit_together(over
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert {"cpu", "memory"} <= set(container["resources"]["requests"])
-    assert {"configMapRef": {"name": "o2o-config"}} in container["envFrom"]
-    assert {"secretRef": {"name": "o2o-secrets"}} in container["envFrom"]
+    assert container["envFrom"] == [{"configMapRef": {"name": "o2o-config"}}]  # no secret through envFrom
     env = {e["name"]: e for e in container["env"]}
     assert env[f"{service.upper()}_HOST"]["value"] == "0.0.0.0"
     if service != "gateway":
@@ -158,6 +157,29 @@ def test_dev_overlay_shrinks_everything_to_one_replica():
     assert {h["spec"]["minReplicas"] for h in objects("dev", "HorizontalPodAutoscaler").values()} == {1}
     assert objects("dev", "RabbitmqCluster")["o2o-rabbitmq"]["spec"]["replicas"] == 1
     assert set(objects("dev", "Secret")) == {"o2o-secrets", "o2o-mongo-password"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_each_secret_a_service_needs_is_its_own_required_secret_key_ref(overlay, service):
+    """A key missing from the Secret keeps the pod from starting; nothing starts on a default."""
+    container = objects(overlay, "Deployment")[service]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    needed = generator.secret_variables(service)
+    for name in needed:
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "o2o-secrets", "key": name}, (service, name)  # no `optional`
+    optional = [name for name, e in env.items() if e.get("valueFrom", {}).get("secretKeyRef", {}).get("optional")]
+    assert set(optional) <= {"NOTIFICATIONS_SMTP_USERNAME", "NOTIFICATIONS_SMTP_PASSWORD"}
+    if overlay == "dev":  # the throwaway cluster's Secret has every key, so the dev cluster starts
+        keys = set(objects("dev", "Secret")["o2o-secrets"]["data"])
+        assert set(needed) <= keys, set(needed) - keys
+
+
+def test_the_secrets_of_the_issue_are_all_injected():
+    injected = {name for service in SERVICES for name in generator.secret_variables(service)}
+    assert {"ORDERS_CLIENT_SECRET", "NOTIFICATIONS_CLIENT_SECRET", "ORDERS_PICKUP_CODE_SECRET",
+            "ORDERS_PAYMENT_WEBHOOK_SECRET", "MEMBERSHIP_OTP_PEPPER", "MEMBERSHIP_SIGNING_KEY_PASSPHRASE"} <= injected
 
 
 def test_services_read_the_secrets_the_operators_write():

@@ -30,6 +30,9 @@ def test_franchisee_owners_see_but_do_not_operate():
     assert not works_at_order_store(owner, ORDER)
 
 
-def test_hq_and_services_see_everything():
+def test_hq_sees_everything_and_a_service_is_no_administrator():
     assert can_see(principal(["hq_admin"], staff_id="hq"), ORDER)
-    assert works_at_order_store(principal(["service"]), ORDER)
+    # A service token (whatever its scopes) neither sees nor operates orders as a person would.
+    service = principal(["service"])
+    assert not service.is_admin
+    assert not can_see(service, ORDER) and not works_at_order_store(service, ORDER)

@@ -54,8 +54,9 @@ def test_reset_issues_a_new_code_and_unlocks():
         pickup.verify(order, "000000", SECRET, 5)
     assert order["pickup"]["locked"]
     pickup.reset(order, SECRET, "222222", "staff:mgr", NOW)
-    assert order["pickup"] == {"code_hash": pickup.hash_code(SECRET, "ord_1", "222222"), "failed_attempts": 0,
-                               "locked": False}
+    assert {k: v for k, v in order["pickup"].items() if k != "code_sealed"} == {
+        "code_hash": pickup.hash_code(SECRET, "ord_1", "222222"), "failed_attempts": 0, "locked": False}
+    assert pickup.code_to_send(order, SECRET) == "222222"
     assert pickup.verify(order, "111111", SECRET, 5) == pickup.PickupOutcome.REFUSED
     assert pickup.verify(order, "222222", SECRET, 5) == pickup.PickupOutcome.ACCEPTED
     assert order["timeline"][-1]["event"] == "pickup_code_reset"
@@ -67,3 +68,24 @@ def test_only_a_ready_order_can_be_handed_over():
     with pytest.raises(OrderError) as error:
         pickup.verify(order, "123456", SECRET, 5)
     assert error.value.code == "illegal-transition"
+
+
+def test_the_code_to_send_opens_only_with_the_secret_and_only_while_the_order_waits():
+    order = ready_order("123456")
+    assert pickup.code_to_send(order, SECRET) == "123456"
+    with pytest.raises(OrderError) as error:
+        pickup.code_to_send(order, "another-secret")
+    assert error.value.code == "no-pickup-code"
+    # The sealed code is bound to its order: copied onto another order it does not open.
+    other = {**ready_order("654321"), "_id": "ord_2"}
+    other["pickup"] = {**other["pickup"], "code_sealed": order["pickup"]["code_sealed"]}
+    with pytest.raises(OrderError):
+        pickup.code_to_send(other, SECRET)
+    for _ in range(5):
+        pickup.verify(order, "000000", SECRET, 5)
+    with pytest.raises(OrderError):  # locked: nothing to send until a manager resets it
+        pickup.code_to_send(order, SECRET)
+    order = ready_order()
+    order["status"] = "picked_up"
+    with pytest.raises(OrderError):
+        pickup.code_to_send(order, SECRET)

@@ -155,7 +155,7 @@ def service_app(service: str):
     settings_module = importlib.import_module(f"services.{service}.settings")
     settings_class = next(getattr(settings_module, name) for name in dir(settings_module)
                           if name.lower() == f"{service}settings")
-    return module.create_app(settings_class())
+    return module.create_app(settings_class(dev_mode=True))
 
 
 def public_routes(app, service: str) -> set[tuple[str, str]]:
