@@ -30,8 +30,10 @@ from libs.http import (CORRELATION_HEADER, READINESS_CHECKS, REQUEST_ID_HEADER, 
 from libs.logging import bind_contextvars, get_logger
 from libs.problems import Problem
 from services.gateway import metrics
+from services.gateway.addresses import address_key, client_address, parse_networks
 from services.gateway.breaker import BreakerState, CircuitBreaker
 from services.gateway.docs import aggregate, fetch_documents, render_html
+from services.gateway.limits import LOGIN_BODY_MAX_BYTES, TARGET_FIELDS, login_target, takes
 from services.gateway.policy import Access, LimitClass, RoutePolicy, has_dot_segment, is_internal, match
 from services.gateway.ratelimit import BucketRule, InFlightGate, RateLimiter, retry_after_header
 from services.gateway.routing import API_PREFIX, resolve
@@ -79,6 +81,7 @@ class GatewayState:
     breakers: dict[str, CircuitBreaker]
     rules: dict[str, BucketRule]
     verified: VerifiedTokens
+    proxies: tuple = ()  # trusted proxy networks (addresses.parse_networks)
     docs_cache: dict = field(default_factory=dict)  # {"at": monotonic, "document": dict}
     session: aiohttp.ClientSession | None = None
     # Built once: the hot path does no settings lookups, label formatting or timeout construction per request.
@@ -106,15 +109,18 @@ def _on_breaker_change(service: str, state: BreakerState) -> None:
 
 
 def _bucket_rules(settings: GatewaySettings) -> dict[str, BucketRule]:
-    sensitive = (settings.rate_sensitive_per_s, settings.rate_sensitive_burst)
-    return {
-        "ip": BucketRule("ip", settings.rate_ip_per_s, settings.rate_ip_burst),
-        "principal": BucketRule("principal", settings.rate_principal_per_s, settings.rate_principal_burst),
-        "sensitive_ip": BucketRule("sensitive_ip", *sensitive),
-        "sensitive_principal": BucketRule("sensitive_principal", *sensitive),
-        "sensitive_target": BucketRule("sensitive_target", *sensitive),
-        "order_member": BucketRule("order_member", settings.rate_order_per_s, settings.rate_order_burst),
+    rates = {
+        "ip": (settings.rate_ip_per_s, settings.rate_ip_burst),
+        "principal": (settings.rate_principal_per_s, settings.rate_principal_burst),
+        "login_ip": (settings.rate_login_ip_per_s, settings.rate_login_ip_burst),
+        "login_target": (settings.rate_login_target_per_s, settings.rate_login_target_burst),
+        "login_pair": (settings.rate_login_pair_per_s, settings.rate_login_pair_burst),
+        "otp_send": (settings.rate_otp_send_per_s, settings.rate_otp_send_burst),
+        "pickup_order": (settings.rate_pickup_order_per_s, settings.rate_pickup_order_burst),
+        "pickup_store": (settings.rate_pickup_store_per_s, settings.rate_pickup_store_burst),
+        "order_member": (settings.rate_order_per_s, settings.rate_order_burst),
     }
+    return {name: BucketRule(name, rate, burst) for name, (rate, burst) in rates.items()}
 
 
 def _rate_limited(bucket: str, wait_s: float, detail: str) -> Problem:
@@ -128,13 +134,8 @@ def _take(state: GatewayState, bucket: str, key: str, detail: str) -> None:
         raise _rate_limited(bucket, wait, detail)
 
 
-def client_ip(request: web.Request, settings: GatewaySettings) -> str:
-    if settings.trust_forwarded_for:
-        # The rightmost entry is the one our trusted proxy appended; entries left of it are client-supplied.
-        hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
-        if hops:
-            return hops[-1]
-    return request.remote or "unknown"
+def client_ip(request: web.Request, state: GatewayState) -> str:
+    return client_address(request.remote, request.headers.get("X-Forwarded-For"), state.proxies)
 
 
 # --- middlewares and response decoration ---------------------------------------------------------------
@@ -205,6 +206,10 @@ async def _authenticate(request: web.Request, state: GatewayState) -> Principal 
     header = request.headers.get("Authorization")
     if header is None:
         return None
+    if len(request.headers.getall("Authorization")) > 1:
+        # The service must see the very token the gateway judged, not another one sent beside it.
+        metrics.AUTH_FAILURES.labels("invalid-token").inc()
+        raise Problem(400, "invalid-token", "send one Authorization header")
     scheme, _, token = header.partition(" ")
     try:
         if scheme.lower() != "bearer" or not token.strip():
@@ -257,14 +262,14 @@ def _too_large(settings: GatewaySettings) -> Problem:
                    max_bytes=settings.max_body_bytes)
 
 
-def _upstream_headers(request: web.Request, settings: GatewaySettings) -> CIMultiDict:
-    connection = request.headers.get("Connection")
-    skipped = DROPPED_UPSTREAM if not connection else \
-        DROPPED_UPSTREAM | {token.strip().lower() for token in connection.split(",")}
-    headers = CIMultiDict([(k, v) for k, v in request.headers.items() if k.lower() not in skipped])
+def _upstream_headers(request: web.Request, state: GatewayState) -> CIMultiDict:
+    # Only the fixed hop-by-hop set is dropped, never what a client lists in `Connection`: naming
+    # `Connection: Authorization` must not make the service see an anonymous caller after the gateway
+    # authenticated the token (nor hide any other end-to-end header the gateway judged).
+    headers = CIMultiDict([(k, v) for k, v in request.headers.items() if k.lower() not in DROPPED_UPSTREAM])
     headers[REQUEST_ID_HEADER] = request["request_id"]
     headers[CORRELATION_HEADER] = request["correlation_id"]
-    headers["X-Forwarded-For"] = client_ip(request, settings)
+    headers["X-Forwarded-For"] = client_ip(request, state)
     headers["X-Forwarded-Proto"] = request.scheme
     if request.body_exists and request.content_length is not None:
         headers["Content-Length"] = str(request.content_length)
@@ -275,7 +280,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     settings = state.settings
     path, raw_path = request.path, request.rel_url.raw_path
-    ip = client_ip(request, settings)
+    ip = address_key(client_ip(request, state))
     _take(state, "ip", ip, "too many requests from this address")  # scans of unknown paths count too
     if has_dot_segment(path) or "\\" in path or "%2f" in raw_path.lower() or "%5c" in raw_path.lower():
         metrics.REJECTED.labels("bad_path").inc()
@@ -298,29 +303,42 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     if principal is not None:
         _take(state, "principal", principal.subject, "too many requests for this caller")
 
+    body: bytes | None = None
+    if policy.limit in TARGET_FIELDS:
+        body = await _login_body(request)
+    for take in takes(policy.limit, address=ip, principal=principal, params=params,
+                      target=login_target(policy.limit, body or b"")):
+        _take(state, take.bucket, take.key, "too many attempts; wait before trying again")
     gate_key: str | None = None
-    if policy.limit is LimitClass.SENSITIVE:
-        detail = "too many attempts; wait before trying again"
-        _take(state, "sensitive_ip", ip, detail)
-        if principal is not None:
-            _take(state, "sensitive_principal", principal.subject, detail)
-        if params:  # e.g. the pickup code of one order: its own budget, whoever tries it
-            _take(state, "sensitive_target", upstream_path, detail)
-    elif policy.limit is LimitClass.ORDER_CREATE and principal is not None:
+    if policy.limit is LimitClass.ORDER_CREATE and principal is not None:
         member = principal.member_id or principal.subject
         _take(state, "order_member", member, "too many orders from this member; wait before trying again")
         if not state.order_gate.try_enter(member):
             raise _rate_limited("order_in_flight", 1.0, "an order from this member is already being placed")
         gate_key = member
     try:
-        return await _forward(request, state, service, upstream_path, raw_path, policy)
+        return await _forward(request, state, service, upstream_path, raw_path, policy, body)
     finally:
         if gate_key is not None:
             state.order_gate.leave(gate_key)
 
 
+async def _login_body(request: web.Request) -> bytes:
+    """A login route's body, read whole (it is a few short fields) so its target can key the buckets."""
+    if request.content_length is not None and request.content_length > LOGIN_BODY_MAX_BYTES:
+        raise Problem(413, "payload-too-large", f"a login body is at most {LOGIN_BODY_MAX_BYTES} bytes",
+                      max_bytes=LOGIN_BODY_MAX_BYTES)
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(STREAM_CHUNK):
+        body += chunk
+        if len(body) > LOGIN_BODY_MAX_BYTES:
+            raise Problem(413, "payload-too-large", f"a login body is at most {LOGIN_BODY_MAX_BYTES} bytes",
+                          max_bytes=LOGIN_BODY_MAX_BYTES)
+    return bytes(body)
+
+
 async def _forward(request: web.Request, state: GatewayState, service: str, upstream_path: str, raw_path: str,
-                   policy: RoutePolicy) -> web.StreamResponse:
+                   policy: RoutePolicy, read_body: bytes | None = None) -> web.StreamResponse:
     settings = state.settings
     breaker = state.breakers[service]
     wait = breaker.before_call()
@@ -333,8 +351,8 @@ async def _forward(request: web.Request, state: GatewayState, service: str, upst
     url = URL(state.upstreams[service] + raw_path[len(API_PREFIX):] + (f"?{raw_query}" if raw_query else ""),
               encoded=True)
     overflow: list[bool] = []
-    body = None
-    if request.body_exists:
+    body = read_body
+    if read_body is None and request.body_exists:
         body = request.content if request.content_length is not None else _capped(
             request.content, settings.max_body_bytes, overflow)
     timeout = state.timeout_for(policy.timeout_s)
@@ -344,7 +362,7 @@ async def _forward(request: web.Request, state: GatewayState, service: str, upst
     in_flight.inc()
     try:
         try:
-            upstream = await state.session.request(request.method, url, headers=_upstream_headers(request, settings),
+            upstream = await state.session.request(request.method, url, headers=_upstream_headers(request, state),
                                                    data=body, allow_redirects=False, timeout=timeout)
         except asyncio.CancelledError:
             # Told nothing about the upstream, but a half-open breaker's trial slot must be given back.
@@ -499,7 +517,8 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
                          limiter=RateLimiter(settings.rate_limit_max_keys),
                          order_gate=InFlightGate(settings.order_in_flight_per_member), breakers=breakers,
                          rules=_bucket_rules(settings),
-                         verified=VerifiedTokens(settings.token_cache_s, settings.token_cache_entries))
+                         verified=VerifiedTokens(settings.token_cache_s, settings.token_cache_entries),
+                         proxies=parse_networks(settings.trusted_proxies))
     state.upstreams = settings.upstreams()
     for name in state.upstreams:
         state.in_flight[name] = metrics.UPSTREAM_IN_FLIGHT.labels(name)

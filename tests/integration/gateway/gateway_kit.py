@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.support import TokenMint, free_port, running_app
-from services.gateway.app import create_app
+from services.gateway.app import STATE, create_app
 from services.gateway.settings import GatewaySettings
 
 from tests.support.tokens import AUDIENCE, ISSUER  # noqa: F401  (the gateway tests name them)
@@ -42,6 +42,13 @@ async def jwks_server(*keys: TokenMint, published: list[TokenMint] | None = None
 
 
 DOWN = "http://127.0.0.1:9"  # the discard port: nothing listens there
+# Tests send every request from 127.0.0.1 and tell the gateway other addresses in X-Forwarded-For.
+LOCAL_PROXY = ["127.0.0.1/32"]
+# Gateway overrides for tests whose subject is not the login and pickup budgets (one test logs in as
+# the same few people many times from one address).
+ROOMY_LOGIN_LIMITS = {f"rate_{name}_{part}": value for name in ("login_ip", "login_target", "login_pair",
+                                                                  "otp_send", "pickup_order", "pickup_store")
+                      for part, value in (("burst", 100_000), ("per_s", 10_000.0))}
 
 
 def gateway_settings(jwks_url: str, **overrides) -> GatewaySettings:
@@ -52,10 +59,31 @@ def gateway_settings(jwks_url: str, **overrides) -> GatewaySettings:
     return GatewaySettings(**values)
 
 
+class ManualClock:
+    """The rate limiter's clock, moved by the test: "50 logins within a minute" is 50 logins with the clock
+    advanced 1.2 s between them, however slow the machine is (no assertion depends on real time)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def gateway_app(settings: GatewaySettings, limiter_clock: ManualClock | None = None) -> web.Application:
+    app = create_app(settings)
+    if limiter_clock is not None:
+        app[STATE].limiter.clock = limiter_clock
+    return app
+
+
 @contextlib.asynccontextmanager
-async def running_gateway(jwks_url: str, **overrides) -> AsyncIterator[str]:
+async def running_gateway(jwks_url: str, limiter_clock: ManualClock | None = None, **overrides) -> AsyncIterator[str]:
     settings = gateway_settings(jwks_url, **overrides)
-    async with running_app(create_app(settings), settings.port) as base:
+    async with running_app(gateway_app(settings, limiter_clock), settings.port) as base:
         yield base
 
 
@@ -143,7 +171,8 @@ class Suite:
 
 @contextlib.asynccontextmanager
 async def suite_behind_gateway(mongo_url: str, namespace: str, needed: tuple[str, ...] = SUITE_SERVICES,
-                               publish_openapi: bool = False, **gateway_overrides) -> AsyncIterator[Suite]:
+                               publish_openapi: bool = False, limiter_clock: ManualClock | None = None,
+                               **gateway_overrides) -> AsyncIterator[Suite]:
     """The real services (demo data, dev mode) started in-process, each on its own port, with membership as the
     token issuer everyone verifies against, and the gateway in front of them.
 
@@ -157,6 +186,7 @@ async def suite_behind_gateway(mongo_url: str, namespace: str, needed: tuple[str
     membership_url = urls.get("membership", DOWN)
     common = dict(mongo_db_prefix=prefix, jwks_url=membership_url + "/auth/jwks", membership_url=membership_url,
                   demo_data=True)
+    gateway_overrides = {f"{n}_url": u for n, u in urls.items()} | gateway_overrides
     extra = {"orders": dict(catalog_url=urls.get("catalog", DOWN), stock_url=urls.get("stock", DOWN)),
              "membership": dict(password_time_cost=1, password_memory_kib=8192)}
     async with contextlib.AsyncExitStack() as stack:
@@ -173,7 +203,7 @@ async def suite_behind_gateway(mongo_url: str, namespace: str, needed: tuple[str
                 from libs.openapi import add_openapi_route
                 add_openapi_route(app, name.title())
             await stack.enter_async_context(running_app(app, port))
-        gateway_settings_ = gateway_settings(common["jwks_url"], **{f"{n}_url": u for n, u in urls.items()},
-                                             **gateway_overrides)
-        gateway = await stack.enter_async_context(running_app(create_app(gateway_settings_), gateway_settings_.port))
+        gateway_settings_ = gateway_settings(common["jwks_url"], **gateway_overrides)
+        gateway = await stack.enter_async_context(running_app(gateway_app(gateway_settings_, limiter_clock),
+                                                              gateway_settings_.port))
         yield Suite(gateway=gateway, urls=urls)

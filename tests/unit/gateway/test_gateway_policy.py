@@ -54,10 +54,12 @@ def test_role_rules(method, path, allowed, refused):
 
 
 def test_limit_classes_and_timeouts():
-    assert match("POST", "/auth/member/otp")[0].limit is LimitClass.SENSITIVE
-    assert match("POST", "/auth/staff/token")[0].limit is LimitClass.SENSITIVE
+    assert match("POST", "/auth/member/otp")[0].limit is LimitClass.OTP_SEND
+    assert match("POST", "/auth/member/token")[0].limit is LimitClass.OTP_LOGIN
+    assert match("POST", "/auth/staff/token")[0].limit is LimitClass.STAFF_LOGIN
+    assert match("POST", "/auth/token/refresh")[0].limit is LimitClass.DEFAULT
     pickup, params = match("POST", "/orders/ord_42/pickup")
-    assert pickup.limit is LimitClass.SENSITIVE and params == {"order_id": "ord_42"}
+    assert pickup.limit is LimitClass.PICKUP and params == {"order_id": "ord_42"}
     assert match("POST", "/orders")[0].limit is LimitClass.ORDER_CREATE
     assert match("GET", "/orders")[0].limit is LimitClass.DEFAULT
     assert match("GET", "/settlement/statements")[0].timeout_s == 30.0
