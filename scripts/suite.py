@@ -174,8 +174,9 @@ class Suite:
             "MEMBERSHIP_URL": self.url("membership"),
         })
         if self.dev_mode:
-            # One developer's machine logs in as many people from one address: a roomier login bucket.
-            env.setdefault("GATEWAY_RATE_SENSITIVE_BURST", "60")
+            # One developer's machine logs in as the same few people again and again: roomier per-target budgets.
+            env.setdefault("GATEWAY_RATE_LOGIN_TARGET_BURST", "60")
+            env.setdefault("GATEWAY_RATE_LOGIN_PAIR_BURST", "60")
         for service in SERVICES:
             env[f"{service.upper()}_PORT"] = str(self.ports[service])
             env[f"{service.upper()}_URL"] = self.url(service)

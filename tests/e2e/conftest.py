@@ -28,7 +28,7 @@ def suite():
                   extra_env={"O2O_BUS_RETRY_DELAY_MS": "300", "O2O_OUTBOX_POLL_INTERVAL_S": "0.2",
                              "LOG_LEVEL": "INFO",
                              # Simulated phones each come from their own address, as behind a load balancer.
-                             "GATEWAY_TRUST_FORWARDED_FOR": "true"})
+                             "GATEWAY_TRUSTED_PROXIES": '["127.0.0.1/32"]'})
     try:
         suite.start()
     except BaseException:

@@ -39,7 +39,7 @@ def fault_suite():
                   mongo_url=os.environ.get("TEST_MONGO_URL") or None, nx_port=free_port(),
                   bus_namespace=namespace, db_prefix="o2o" + namespace.replace(".", "_"),
                   extra_env={"O2O_BUS_RETRY_DELAY_MS": "300", "O2O_OUTBOX_POLL_INTERVAL_S": "0.2",
-                             "GATEWAY_TRUST_FORWARDED_FOR": "true", "GATEWAY_BREAKER_OPEN_S": "1"})
+                             "GATEWAY_TRUSTED_PROXIES": '["127.0.0.1/32"]', "GATEWAY_BREAKER_OPEN_S": "1"})
     suite.start()
     yield suite
     suite.stop()

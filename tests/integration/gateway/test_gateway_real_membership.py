@@ -7,7 +7,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from tests.integration.gateway.gateway_kit import bearer, call, missing_services, suite_behind_gateway
+from tests.integration.gateway.gateway_kit import LOCAL_PROXY, bearer, call, missing_services, suite_behind_gateway
 
 NEEDED = ("membership", "catalog")
 _missing = missing_services(NEEDED)
