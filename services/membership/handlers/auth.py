@@ -17,6 +17,13 @@ routes = web.RouteTableDef()
 NO_STORE = {"Cache-Control": "no-store"}
 
 
+def requester_of(request: web.Request) -> str:
+    """Who is asking, for login throttling: the client address the gateway asserts in X-Forwarded-For (it
+    replaces whatever the client sent; membership is reachable only from inside), else the TCP peer."""
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    return forwarded.rsplit(",", 1)[-1].strip() or request.remote or "unknown"
+
+
 @routes.get("/auth/jwks")
 @openapi(summary="Public keys that verify every token (JWKS)", tags=["auth"], public=True)
 async def jwks(request: web.Request) -> web.Response:
@@ -36,7 +43,8 @@ async def service_token(request: web.Request) -> web.Response:
          public=True)
 async def staff_token(request: web.Request) -> web.Response:
     body = await parse_body(request, StaffCredentials)
-    return json_response(await request.app[STAFF].login(body.username, body.password), headers=NO_STORE)
+    return json_response(await request.app[STAFF].login(body.username, body.password, requester_of(request)),
+                         headers=NO_STORE)
 
 
 @routes.post("/auth/member/otp")

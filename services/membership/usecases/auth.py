@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -14,6 +16,7 @@ from libs.clock import now_ms, utcnow
 from libs.ids import new_id
 from libs.mongo import refuse_duplicates
 from services.membership import metrics
+from services.membership.domain import logins as login_rules
 from services.membership.domain import otp as otp_rules
 from services.membership.domain import tokens as token_rules
 from services.membership.domain.errors import INVALID, LIMITED, UNAUTHENTICATED, MembershipError
@@ -232,43 +235,93 @@ def _verify_password(hasher: PasswordHasher, stored_hash: str, password: str) ->
         return False
 
 
+class PasswordHashing:
+    """argon2id in a bounded pool: each hash takes `memory_kib`, so at most `concurrency` run at once and
+    `waiting` more queue; a call beyond that is refused at once (429), before anything is hashed."""
+
+    def __init__(self, concurrency: int, waiting: int) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="argon2")
+        self.limit = max(1, concurrency) + max(0, waiting)
+        self.pending = 0
+
+    @contextlib.contextmanager
+    def slot(self):
+        if self.pending >= self.limit:
+            metrics.LOGIN_FAILURES.labels("staff", "busy").inc()
+            raise MembershipError("login-busy", "too many logins are being checked right now; try again shortly",
+                                  kind=LIMITED, retry_after_s=1)
+        self.pending += 1
+        try:
+            yield
+        finally:
+            self.pending -= 1
+
+    async def run(self, fn, *args):
+        """In the bounded pool, waiting for a worker (for HQ's and the demo loader's hashes, never refused)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def call(self, fn, *args):
+        """In the bounded pool, or refused (429) when it is full."""
+        with self.slot():
+            return await self.run(fn, *args)
+
+
 class StaffAccounts(UseCase):
-    """Staff, managers, franchisees and HQ: accounts (argon2id passwords), logins limited per username."""
+    """Staff, managers, franchisees and HQ: accounts (argon2id passwords), logins throttled per username and
+    per username and requester (domain/logins.py)."""
 
     def __init__(self, *args, tokens: Tokens) -> None:
         super().__init__(*args)
         self.tokens = tokens
         self.passwords = PasswordHasher(time_cost=self.settings.password_time_cost,
                                         memory_cost=self.settings.password_memory_kib)
+        self.hashing = PasswordHashing(self.settings.password_hash_concurrency, self.settings.password_hash_waiting)
         # Verified against when the username is unknown, so a wrong username costs as much as a wrong password.
         self._dummy_hash = self.passwords.hash("not-a-real-password")
+        settings = self.settings
+        self.throttles = (
+            login_rules.LoginThrottle(settings.staff_login_username_free_failures, settings.staff_login_first_delay_s,
+                                      settings.staff_login_username_max_delay_s, settings.staff_login_forget_after_s),
+            login_rules.LoginThrottle(settings.staff_login_requester_free_failures,
+                                      settings.staff_login_first_delay_s, settings.staff_login_requester_max_delay_s,
+                                      settings.staff_login_forget_after_s))
 
-    async def login(self, username: str, password: str) -> dict[str, Any]:
-        """A staff token and its refresh token; failed passwords per username per window are limited."""
-        now = now_ms()
-        window = await self.read(lambda: self.staff.failure_window(username))
-        window_ms = self.settings.staff_login_window_s * 1000
-        open_window = bool(window) and now - window["window_start_ms"] < window_ms
-        if open_window and window["failures"] >= self.settings.staff_login_max_failures:
-            metrics.LOGIN_FAILURES.labels("staff", "locked").inc()
-            raise MembershipError("too-many-login-failures", "too many failed logins for this user; try again later",
-                                  kind=LIMITED, retry_after_s=max(1, (window["window_start_ms"] + window_ms - now) // 1000))
-        staff = await self.read(lambda: self.staff.by_username(username))
-        active = staff is not None and staff.get("status", "active") == "active"
-        stored_hash = staff["password_hash"] if active else self._dummy_hash
-        ok = await asyncio.to_thread(_verify_password, self.passwords, stored_hash, password)
+    async def _count_attempt(self, session, keys: list[str], now: int) -> None:
+        """Count the attempt as a failure before judging it (a right password clears the count afterwards), or
+        refuse it while a delay earned by earlier failures runs."""
+        records = await self.staff.failure_records(keys, session)
+        standings = [login_rules.standing(records.get(key), now, throttle)
+                     for key, throttle in zip(keys, self.throttles)]
+        wait_ms = max(wait for _, wait in standings)
+        if wait_ms > 0:
+            raise MembershipError("too-many-login-failures", "too many failed logins; wait before trying again",
+                                  kind=LIMITED, retry_after_s=max(1, -(-wait_ms // 1000)))
+        for key, (failures, _) in zip(keys, standings):
+            await self.staff.count_failure(key, records.get(key), failures + 1, now, session)
+
+    async def login(self, username: str, password: str, requester: str = "unknown") -> dict[str, Any]:
+        """A staff token and its refresh token. Refused with 429 while this username (from this requester, or
+        from anywhere) is in a delay earned by failures, or when too many hashes are running already."""
+        keys = [f"user|{username}", f"user|{username}|from|{requester}"]
+        with self.hashing.slot():
+            try:
+                await self.mongo.transaction(lambda s: self._count_attempt(s, keys, now_ms()))
+            except MembershipError:
+                metrics.LOGIN_FAILURES.labels("staff", "delayed").inc()
+                raise
+            staff = await self.read(lambda: self.staff.by_username(username))
+            active = staff is not None and staff.get("status", "active") == "active"
+            stored_hash = staff["password_hash"] if active else self._dummy_hash
+            ok = await self.hashing.run(_verify_password, self.passwords, stored_hash, password)
         if not (ok and active):
-            start, failures = (window["window_start_ms"], window["failures"] + 1) if open_window else (now, 1)
-            await self.mongo.transaction(lambda s: self.staff.record_failure(username, start, failures, s))
             metrics.LOGIN_FAILURES.labels("staff", "bad_credentials").inc()
             raise _unauthenticated("invalid-credentials", "wrong username or password")
-        if window:
-            await self.mongo.transaction(lambda s: self.staff.clear_failures(username, s))
+        await self.mongo.transaction(lambda s: self.staff.clear_failures(keys, s))
         return await self.tokens.with_refresh(self.tokens.for_staff(staff), "staff", staff["_id"])
 
     async def create(self, staff: dict[str, Any], password: str) -> dict[str, Any]:
         """A new staff account (HQ). The password is stored as an argon2id hash only."""
-        password_hash = await asyncio.to_thread(self.passwords.hash, password)
+        password_hash = await self.hashing.run(self.passwords.hash, password)  # HQ's call: it may wait its turn
         exists = ("staff-exists", "a staff account with this id or username exists")
 
         async def unit(session):
@@ -285,20 +338,20 @@ class StaffAccounts(UseCase):
         """The demo loader's account: created once, never reset (keeps whatever password was set since)."""
         if await self.read(lambda: self.staff.get(staff["_id"])) is not None:
             return
-        password_hash = await asyncio.to_thread(self.passwords.hash, password)
+        password_hash = await self.hashing.run(self.passwords.hash, password)
         doc = {**staff, "password_hash": password_hash, "status": "active"}
         await self.mongo.transaction(lambda s: self.staff.upsert(doc, s))
 
     async def change_password(self, staff_id: str, current: str, new: str) -> None:
         """Change one's own password; every refresh token of the account stops working."""
         staff = await self.read(lambda: self.staff.get(staff_id))
-        if staff is None or not await asyncio.to_thread(_verify_password, self.passwords, staff["password_hash"],
-                                                         current):
+        if staff is None or not await self.hashing.call(_verify_password, self.passwords,
+                                                                              staff["password_hash"], current):
             raise _unauthenticated("invalid-credentials", "the current password is not correct")
         if current == new:
             raise MembershipError("password-unchanged", "the new password must differ from the current one",
                                   kind=INVALID)
-        password_hash = await asyncio.to_thread(self.passwords.hash, new)
+        password_hash = await self.hashing.call(self.passwords.hash, new)
 
         async def unit(session):
             await self.staff.set_password(staff_id, password_hash, session)

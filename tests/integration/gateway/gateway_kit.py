@@ -172,12 +172,14 @@ class Suite:
 @contextlib.asynccontextmanager
 async def suite_behind_gateway(mongo_url: str, namespace: str, needed: tuple[str, ...] = SUITE_SERVICES,
                                publish_openapi: bool = False, limiter_clock: ManualClock | None = None,
+                               service_overrides: dict[str, dict] | None = None,
                                **gateway_overrides) -> AsyncIterator[Suite]:
     """The real services (demo data, dev mode) started in-process, each on its own port, with membership as the
     token issuer everyone verifies against, and the gateway in front of them.
 
     `publish_openapi`: a service that does not serve GET /openapi.json yet gets one generated from its routes by
-    libs.openapi (what its owner's one-line adoption will do), so the aggregated spec covers every route."""
+    libs.openapi (what its owner's one-line adoption will do), so the aggregated spec covers every route.
+    `service_overrides`: settings per service, e.g. {"membership": {"password_memory_kib": 65536}}."""
     import importlib
 
     from tests.support import settings_for
@@ -189,6 +191,8 @@ async def suite_behind_gateway(mongo_url: str, namespace: str, needed: tuple[str
     gateway_overrides = {f"{n}_url": u for n, u in urls.items()} | gateway_overrides
     extra = {"orders": dict(catalog_url=urls.get("catalog", DOWN), stock_url=urls.get("stock", DOWN)),
              "membership": dict(password_time_cost=1, password_memory_kib=8192)}
+    for name, values in (service_overrides or {}).items():
+        extra[name] = {**extra.get(name, {}), **values}
     async with contextlib.AsyncExitStack() as stack:
         for name in needed:  # membership first: the others fetch its JWKS and service tokens
             settings_module = importlib.import_module(f"services.{name}.settings")
