@@ -34,7 +34,8 @@ from services.gateway.addresses import address_key, client_address, parse_networ
 from services.gateway.breaker import BreakerState, CircuitBreaker
 from services.gateway.docs import aggregate, fetch_documents, render_html
 from services.gateway.limits import LOGIN_BODY_MAX_BYTES, TARGET_FIELDS, login_target, takes
-from services.gateway.policy import Access, LimitClass, RoutePolicy, has_dot_segment, is_internal, match
+from services.gateway.policy import (BREAKER_CLASSES, Access, LimitClass, RoutePolicy, breaker_class, breaker_name,
+                                     has_dot_segment, is_internal, match)
 from services.gateway.ratelimit import BucketRule, InFlightGate, RateLimiter, retry_after_header
 from services.gateway.routing import API_PREFIX, resolve
 from services.gateway.settings import GatewaySettings
@@ -340,10 +341,10 @@ async def _login_body(request: web.Request) -> bytes:
 async def _forward(request: web.Request, state: GatewayState, service: str, upstream_path: str, raw_path: str,
                    policy: RoutePolicy, read_body: bytes | None = None) -> web.StreamResponse:
     settings = state.settings
-    breaker = state.breakers[service]
+    breaker = state.breakers[breaker_name(service, breaker_class(policy))]
     wait = breaker.before_call()
     if wait is not None:
-        metrics.BREAKER_REFUSED.labels(service).inc()
+        metrics.BREAKER_REFUSED.labels(breaker.name).inc()
         raise Problem(503, "upstream-unavailable", f"{service} is failing; calls are paused",
                       headers={"Retry-After": retry_after_header(wait)})
 
@@ -510,7 +511,9 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
     app[SETTINGS] = settings
     app[READINESS_CHECKS] = {}
     breakers = {name: CircuitBreaker(name, settings.breaker_failure_threshold, settings.breaker_open_s,
-                                     on_change=_on_breaker_change) for name in settings.upstreams()}
+                                     on_change=_on_breaker_change)
+                for name in (breaker_name(service, group) for service in settings.upstreams()
+                             for group in BREAKER_CLASSES)}
     for name in breakers:
         metrics.BREAKER_STATE.labels(name).set(BreakerState.CLOSED.value)
     state = GatewayState(settings=settings, verifier=TokenVerifier(settings),

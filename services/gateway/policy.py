@@ -179,6 +179,26 @@ def match(method: str, path: str, policies: tuple[RoutePolicy, ...] = POLICIES) 
     return DEFAULT_POLICY, {}
 
 
+BREAKER_CLASSES = ("default", "login", "slow")
+LOGIN_CLASSES = frozenset({LimitClass.OTP_SEND, LimitClass.OTP_LOGIN, LimitClass.STAFF_LOGIN})
+
+
+def breaker_class(policy: RoutePolicy) -> str:
+    """Routes that fail for their own reasons get their own breaker per upstream: a flood of password logins
+    (each an expensive hash) or a slow report must not pause the rest of that service (JWKS, member login,
+    checkout) for everyone."""
+    if policy.limit in LOGIN_CLASSES:
+        return "login"
+    if policy.timeout_s is not None and policy.timeout_s > 10:
+        return "slow"
+    return "default"
+
+
+def breaker_name(service: str, breaker_class_: str) -> str:
+    """The breaker's name (its metric label): the service itself for its default routes."""
+    return service if breaker_class_ == "default" else f"{service}/{breaker_class_}"
+
+
 def is_internal(path: str) -> bool:
     """Service-to-service routes (`/<segment>/internal/...`) are never routed, whatever their case."""
     return any(segment.lower() == "internal" for segment in path.split("/"))

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from tests.support import eventually
-from tests.integration.gateway.gateway_kit import bearer, call, recording_upstream, running_gateway
+from tests.integration.gateway.gateway_kit import (ROOMY_LOGIN_LIMITS, bearer, call, recording_upstream,
+                                                   running_gateway)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -46,6 +47,24 @@ async def test_breaker_opens_after_failures_and_answers_503_with_retry_after(jwk
     assert also_refused[0] == 503
     assert 'o2o_gateway_breaker_state{service="stock"} 2.0' in exposition
     assert health[1]["services"]["stock"]["breaker"] == "open"
+
+
+async def test_failing_logins_open_only_the_login_breaker_of_membership(jwks_url, http):
+    """Staff logins that time out (membership hashing a flood of passwords) pause staff login only: JWKS,
+    member routes and the rest of membership keep answering."""
+    async with recording_upstream(hang_paths=frozenset({"/auth/staff/token"})) as (membership_url, seen), \
+            running_gateway(jwks_url, membership_url=membership_url, upstream_timeout_s=0.5,
+                            breaker_failure_threshold=3, breaker_open_s=3600, **ROOMY_LOGIN_LIMITS) as gateway:
+        logins = [await call(http, "POST", gateway + "/api/v1/auth/staff/token",
+                             json={"username": f"u{n}", "password": "x"}) for n in range(4)]
+        jwks = await call(http, "GET", gateway + "/api/v1/auth/jwks")
+        refresh = await call(http, "POST", gateway + "/api/v1/auth/token/refresh", json={"refresh_token": "r"})
+        health = await call(http, "GET", gateway + "/healthz")
+    assert [a[0] for a in logins[:3]] == [504] * 3
+    assert logins[3][0] == 503 and "paused" in logins[3][1]["detail"]
+    assert seen.count("POST", "/auth/staff/token") == 3
+    assert jwks[0] == 200 and refresh[0] == 200
+    assert health[1]["services"]["membership"]["breaker"] == "closed"
 
 
 async def test_breaker_half_open_trial_closes_it_again(jwks_url, http):

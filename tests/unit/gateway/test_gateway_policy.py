@@ -122,3 +122,13 @@ def test_segment_index_gives_the_same_answer_as_a_full_scan():
                              if (p.allows_method("GET" if method == "HEAD" else method) or p.allows_method(method))
                              and p.regex.match(path)), (DEFAULT_POLICY, {}))
             assert match(method, path) == expected, (method, path)
+
+
+def test_breaker_classes():
+    from services.gateway.policy import breaker_class, breaker_name
+    assert breaker_class(match("POST", "/auth/staff/token")[0]) == "login"
+    assert breaker_class(match("POST", "/auth/member/otp")[0]) == "login"
+    assert breaker_class(match("GET", "/auth/jwks")[0]) == "default"
+    assert breaker_class(match("GET", "/settlement/statements")[0]) == "slow"
+    assert breaker_name("membership", "default") == "membership"
+    assert breaker_name("membership", "login") == "membership/login"
