@@ -71,3 +71,25 @@ async def test_staff_password_guessing_is_cut_off_by_the_gateway(suite, http):
                               json={"username": "jingan.manager", "password": "jingan-manager-pass"},
                               headers={"X-Forwarded-For": "10.9.2.2"})
     assert other_device[0] == 200, other_device
+
+
+DEEP_BODIES = {"arrays": b"[" * 5_000 + b"]" * 5_000, "objects": b'{"a":' * 3_000 + b"1" + b"}" * 3_000,
+               "unclosed": b"[" * 100_000}
+
+
+@pytest.mark.parametrize("shape", sorted(DEEP_BODIES))
+async def test_deeply_nested_json_is_a_400_not_a_500(suite, http, shape):
+    """The decoder's recursion limit once surfaced as a 500; the kit answers 400 for every service."""
+    body = DEEP_BODIES[shape]
+    headers = {"X-Forwarded-For": "10.9.3.1", "Content-Type": "application/json"}
+    through_gateway = [await call(http, "POST", suite.api + path, data=body, headers=headers)
+                       for path in ("/auth/member/otp", "/auth/staff/token", "/auth/token/refresh")]
+    direct = await call(http, "POST", suite.urls["membership"] + "/auth/member/otp", data=body, headers=headers)
+    for status, problem, answer_headers in [*through_gateway, direct]:
+        if status == 413:  # the gateway reads a login body only up to 8 KiB
+            assert len(body) > 8 * 1024
+            continue
+        assert status == 400, (status, problem)
+        assert problem["type"].endswith("/json-too-deep")
+        assert answer_headers["Content-Type"].startswith("application/problem+json")
+    assert direct[0] == 400
