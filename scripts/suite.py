@@ -34,6 +34,7 @@ SERVICES = ("catalog", "stock", "orders", "membership", "notifications", "settle
 DEFAULT_PORTS = {"gateway": 8080, "catalog": 8081, "stock": 8082, "orders": 8083, "membership": 8084,
                  "notifications": 8085, "settlement": 8086}
 # The services that own a database (the gateway has none); locally each gets its own nx launcher.
+DEFAULT_GATEWAY_METRICS_PORT = 9080
 DB_SERVICES = ("catalog", "stock", "orders", "membership", "notifications", "settlement")
 DEFAULT_NX_PORT = 27017
 NX_LAUNCHER = ROOT / "scripts" / "nxd.py"
@@ -120,6 +121,13 @@ class Suite:
     python: str = sys.executable
     with_prometheus: bool = False       # make run: a local Prometheus scraping the suite, when installed
     prometheus_port: int = 9090
+    # The gateway's internal listener (/metrics, detailed /healthz): never on its public port. None: 9080 with
+    # the default ports (what prometheus.local.yml scrapes), else a free port.
+    gateway_metrics_port: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.gateway_metrics_port is None:
+            self.gateway_metrics_port = DEFAULT_GATEWAY_METRICS_PORT if self.ports == DEFAULT_PORTS else free_port()
 
     @property
     def logs(self) -> Path:
@@ -131,6 +139,12 @@ class Suite:
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
+
+    def metrics_url(self, service: str) -> str:
+        """Where Prometheus scrapes a process: the gateway on its internal listener, the others on their port."""
+        if service == "gateway":
+            return f"http://127.0.0.1:{self.gateway_metrics_port}/metrics"
+        return self.url(service) + "/metrics"
 
     # -- databases -------------------------------------------------------------------------------
     def nx_port_of(self, service: str) -> int:
@@ -177,6 +191,7 @@ class Suite:
             # One developer's machine logs in as the same few people again and again: roomier per-target budgets.
             env.setdefault("GATEWAY_RATE_LOGIN_TARGET_BURST", "60")
             env.setdefault("GATEWAY_RATE_LOGIN_PAIR_BURST", "60")
+        env["GATEWAY_METRICS_PORT"] = str(self.gateway_metrics_port)
         for service in SERVICES:
             env[f"{service.upper()}_PORT"] = str(self.ports[service])
             env[f"{service.upper()}_URL"] = self.url(service)
@@ -344,7 +359,7 @@ def print_welcome(suite: Suite) -> None:
     dataset = json.loads((ROOT / "deploy/demo/dataset.json").read_text())
     print("\nO2O Loop is running.\n")
     print(f"  Gateway (public API)   {suite.url('gateway')}/api/v1   (health: {suite.url('gateway')}/healthz,"
-          f" docs: {suite.url('gateway')}/api/docs)")
+          f" docs: {suite.url('gateway')}/api/docs; metrics: {suite.metrics_url('gateway')})")
     for service in SERVICES:
         if service != "gateway":
             print(f"  {service:<22} {suite.url(service)}   (/healthz /readyz /metrics)")

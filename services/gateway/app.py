@@ -445,10 +445,12 @@ async def _stream_back(request: web.Request, upstream: aiohttp.ClientResponse, s
 
 # --- gateway's own endpoints -----------------------------------------------------------------------------
 
-async def aggregated_health(request: web.Request) -> web.Response:
-    """Health of the gateway and every service behind it (each service's /readyz)."""
-    state = request.app[STATE]
+async def _probe_services(state: GatewayState) -> dict[str, dict]:
+    """Each service's /readyz, with the state of its breakers; a down service is reported, not raised."""
     assert state.session is not None
+
+    def breakers(name: str) -> dict[str, str]:
+        return {group: state.breakers[breaker_name(name, group)].state.name.lower() for group in BREAKER_CLASSES}
 
     async def probe(name: str, base: str) -> tuple[str, dict]:
         try:
@@ -456,14 +458,37 @@ async def aggregated_health(request: web.Request) -> web.Response:
                 body = await response.json(content_type=None)
                 return name, {"status": "up" if response.status == 200 else "degraded",
                               "checks": body.get("checks") if isinstance(body, dict) else None,
-                              "breaker": state.breakers[name].state.name.lower()}
-        except Exception as exc:  # a down service is reported, not raised
-            return name, {"status": "down", "error": type(exc).__name__,
-                          "breaker": state.breakers[name].state.name.lower()}
+                              "breaker": breakers(name)["default"], "breakers": breakers(name)}
+        except Exception as exc:
+            return name, {"status": "down", "error": type(exc).__name__, "breaker": breakers(name)["default"],
+                          "breakers": breakers(name)}
 
-    results = dict(await asyncio.gather(*(probe(n, b) for n, b in state.upstreams.items())))
+    return dict(await asyncio.gather(*(probe(n, b) for n, b in state.upstreams.items())))
+
+
+async def aggregated_health(request: web.Request) -> web.Response:
+    """The public health: up or down per service, nothing more (no checks, error names or breaker states:
+    those are on the internal listener)."""
+    results = await _probe_services(request.app[STATE])
+    services = {name: {"status": "up" if r["status"] == "up" else "down"} for name, r in results.items()}
+    all_up = all(r["status"] == "up" for r in services.values())
+    return json_response({"status": "ok" if all_up else "degraded", "services": services})
+
+
+async def detailed_health(request: web.Request) -> web.Response:
+    """The internal health: every service's readiness checks, errors and breakers (internal listener only)."""
+    results = await _probe_services(request.app[STATE])
     all_up = all(r["status"] == "up" for r in results.values())
     return json_response({"status": "ok" if all_up else "degraded", "service": "gateway", "services": results})
+
+
+def _internal_app(state: GatewayState) -> web.Application:
+    """What only operators and Prometheus may see, on `metrics_port`: never routed by the public listener."""
+    internal = web.Application()
+    internal[STATE] = state
+    internal.router.add_get("/metrics", metrics_endpoint)
+    internal.router.add_get("/healthz", detailed_health)
+    return internal
 
 
 async def _aggregated_document(state: GatewayState) -> dict:
@@ -538,12 +563,22 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
         await state.session.close()
         await state.verifier.close()
 
+    async def internal_listener(app: web.Application):
+        if not settings.metrics_port:
+            yield
+            return
+        runner = web.AppRunner(_internal_app(state), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, settings.host, settings.metrics_port).start()
+        yield
+        await runner.cleanup()
+
     app.cleanup_ctx.append(upstream_pool)
+    app.cleanup_ctx.append(internal_listener)
     app.on_startup.append(_tune_gc)
     app.on_response_prepare.append(decorate_response)
     app.router.add_get("/healthz", aggregated_health)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/api/docs", openapi_page)
     app.router.add_get("/api/docs/openapi.json", openapi_json)
     app.router.add_route("*", "/api/v1/{tail:.*}", proxy)

@@ -11,6 +11,9 @@ class GatewaySettings(ServiceSettings):
 
     service_name: str = "gateway"
     port: int = 8080
+    # Prometheus (/metrics) and the detailed health of every service (/healthz with readiness checks, errors
+    # and breaker states) are served on this internal port only, never on the public `port`; 0: not at all.
+    metrics_port: int = 9080
 
     # Upstream calls: the default timeout; the route policy table overrides it per route.
     upstream_timeout_s: float = 10.0

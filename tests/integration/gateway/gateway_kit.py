@@ -52,7 +52,7 @@ ROOMY_LOGIN_LIMITS = {f"rate_{name}_{part}": value for name in ("login_ip", "log
 
 
 def gateway_settings(jwks_url: str, **overrides) -> GatewaySettings:
-    values = dict(port=free_port(), jwks_url=jwks_url, catalog_url=DOWN, stock_url=DOWN, orders_url=DOWN,
+    values = dict(port=free_port(), metrics_port=free_port(), jwks_url=jwks_url, catalog_url=DOWN, stock_url=DOWN, orders_url=DOWN,
                   membership_url=DOWN, notifications_url=DOWN, settlement_url=DOWN, upstream_timeout_s=5.0,
                   upstream_connect_timeout_s=1.0)
     values.update(overrides)
@@ -80,11 +80,24 @@ def gateway_app(settings: GatewaySettings, limiter_clock: ManualClock | None = N
     return app
 
 
+class GatewayBase(str):
+    """The gateway's public base URL; `.internal` is its internal listener (/metrics, detailed /healthz)."""
+
+    internal: str
+
+    @classmethod
+    def of(cls, base: str, settings: GatewaySettings) -> GatewayBase:
+        url = cls(base)
+        url.internal = f"http://127.0.0.1:{settings.metrics_port}"
+        return url
+
+
 @contextlib.asynccontextmanager
-async def running_gateway(jwks_url: str, limiter_clock: ManualClock | None = None, **overrides) -> AsyncIterator[str]:
+async def running_gateway(jwks_url: str, limiter_clock: ManualClock | None = None,
+                          **overrides) -> AsyncIterator[GatewayBase]:
     settings = gateway_settings(jwks_url, **overrides)
     async with running_app(gateway_app(settings, limiter_clock), settings.port) as base:
-        yield base
+        yield GatewayBase.of(base, settings)
 
 
 @dataclass
@@ -161,7 +174,7 @@ def missing_services(needed: tuple[str, ...] = SUITE_SERVICES) -> list[str]:
 
 @dataclass
 class Suite:
-    gateway: str
+    gateway: GatewayBase
     urls: dict[str, str]
 
     @property
@@ -208,6 +221,6 @@ async def suite_behind_gateway(mongo_url: str, namespace: str, needed: tuple[str
                 add_openapi_route(app, name.title())
             await stack.enter_async_context(running_app(app, port))
         gateway_settings_ = gateway_settings(common["jwks_url"], **gateway_overrides)
-        gateway = await stack.enter_async_context(running_app(gateway_app(gateway_settings_, limiter_clock),
-                                                              gateway_settings_.port))
+        gateway = GatewayBase.of(await stack.enter_async_context(
+            running_app(gateway_app(gateway_settings_, limiter_clock), gateway_settings_.port)), gateway_settings_)
         yield Suite(gateway=gateway, urls=urls)

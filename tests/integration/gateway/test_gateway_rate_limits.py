@@ -167,7 +167,7 @@ async def test_per_ip_and_per_principal_buckets(signing_key, jwks_url, http):
         by_a = [await call(http, "GET", gateway + "/api/v1/orders/ord_1", headers={**member_a, **from_ip(f"10.3.0.{n}")})
                 for n in range(4)]
         by_b = await call(http, "GET", gateway + "/api/v1/orders/ord_1", headers={**member_b, **from_ip("10.3.1.1")})
-        metrics = await http.get(gateway + "/metrics")
+        metrics = await http.get(gateway.internal + "/metrics")
         exposition = await metrics.text()
     assert [b[0] for b in browse[:5]] == [200] * 5
     assert_429(browse[5])
