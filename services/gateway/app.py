@@ -14,6 +14,7 @@ For every request, in this order (cheapest refusals first):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
 from collections.abc import AsyncIterator
@@ -26,16 +27,18 @@ from yarl import URL
 
 from libs.auth import Principal, TokenVerifier
 from libs.http import (CORRELATION_HEADER, READINESS_CHECKS, REQUEST_ID_HEADER, SETTINGS, context_middleware,
-                       json_response, metrics_endpoint, readyz)
+                       json_response, readyz)
 from libs.logging import bind_contextvars, get_logger
 from libs.problems import Problem
 from services.gateway import metrics
 from services.gateway.addresses import address_key, client_address, parse_networks
 from services.gateway.breaker import BreakerState, CircuitBreaker
 from services.gateway.docs import aggregate, fetch_documents, render_html
+from services.gateway.operations import internal_app, poll_revocations, probe_services
 from services.gateway.limits import LOGIN_BODY_MAX_BYTES, TARGET_FIELDS, login_target, takes
 from services.gateway.policy import (BREAKER_CLASSES, Access, LimitClass, RoutePolicy, breaker_class, breaker_name,
                                      has_dot_segment, is_internal, match)
+from services.gateway.revocations import Revocations
 from services.gateway.ratelimit import BucketRule, InFlightGate, RateLimiter, retry_after_header
 from services.gateway.routing import API_PREFIX, resolve
 from services.gateway.settings import GatewaySettings
@@ -83,6 +86,7 @@ class GatewayState:
     rules: dict[str, BucketRule]
     verified: VerifiedTokens
     proxies: tuple = ()  # trusted proxy networks (addresses.parse_networks)
+    revocations: Revocations = field(default_factory=Revocations)
     docs_cache: dict = field(default_factory=dict)  # {"at": monotonic, "document": dict}
     session: aiohttp.ClientSession | None = None
     # Built once: the hot path does no settings lookups, label formatting or timeout construction per request.
@@ -226,6 +230,10 @@ async def _authenticate(request: web.Request, state: GatewayState) -> Principal 
         if problem.status == 401:
             problem.headers.setdefault("WWW-Authenticate", 'Bearer error="invalid_token"')
         raise
+    if state.revocations.revoked(principal):
+        metrics.AUTH_FAILURES.labels("token-revoked").inc()
+        raise Problem(401, "token-revoked", "this login has ended; log in again",
+                      headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
     bind_contextvars(principal=principal.subject)
     return principal
 
@@ -445,50 +453,13 @@ async def _stream_back(request: web.Request, upstream: aiohttp.ClientResponse, s
 
 # --- gateway's own endpoints -----------------------------------------------------------------------------
 
-async def _probe_services(state: GatewayState) -> dict[str, dict]:
-    """Each service's /readyz, with the state of its breakers; a down service is reported, not raised."""
-    assert state.session is not None
-
-    def breakers(name: str) -> dict[str, str]:
-        return {group: state.breakers[breaker_name(name, group)].state.name.lower() for group in BREAKER_CLASSES}
-
-    async def probe(name: str, base: str) -> tuple[str, dict]:
-        try:
-            async with state.session.get(base + "/readyz", timeout=aiohttp.ClientTimeout(total=2)) as response:
-                body = await response.json(content_type=None)
-                return name, {"status": "up" if response.status == 200 else "degraded",
-                              "checks": body.get("checks") if isinstance(body, dict) else None,
-                              "breaker": breakers(name)["default"], "breakers": breakers(name)}
-        except Exception as exc:
-            return name, {"status": "down", "error": type(exc).__name__, "breaker": breakers(name)["default"],
-                          "breakers": breakers(name)}
-
-    return dict(await asyncio.gather(*(probe(n, b) for n, b in state.upstreams.items())))
-
-
 async def aggregated_health(request: web.Request) -> web.Response:
     """The public health: up or down per service, nothing more (no checks, error names or breaker states:
     those are on the internal listener)."""
-    results = await _probe_services(request.app[STATE])
+    results = await probe_services(request.app[STATE])
     services = {name: {"status": "up" if r["status"] == "up" else "down"} for name, r in results.items()}
     all_up = all(r["status"] == "up" for r in services.values())
     return json_response({"status": "ok" if all_up else "degraded", "services": services})
-
-
-async def detailed_health(request: web.Request) -> web.Response:
-    """The internal health: every service's readiness checks, errors and breakers (internal listener only)."""
-    results = await _probe_services(request.app[STATE])
-    all_up = all(r["status"] == "up" for r in results.values())
-    return json_response({"status": "ok" if all_up else "degraded", "service": "gateway", "services": results})
-
-
-def _internal_app(state: GatewayState) -> web.Application:
-    """What only operators and Prometheus may see, on `metrics_port`: never routed by the public listener."""
-    internal = web.Application()
-    internal[STATE] = state
-    internal.router.add_get("/metrics", metrics_endpoint)
-    internal.router.add_get("/healthz", detailed_health)
-    return internal
 
 
 async def _aggregated_document(state: GatewayState) -> dict:
@@ -563,11 +534,19 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
         await state.session.close()
         await state.verifier.close()
 
+    async def revocation_poller(app: web.Application):
+        task = asyncio.create_task(poll_revocations(state)) if settings.revocation_poll_s > 0 else None
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     async def internal_listener(app: web.Application):
         if not settings.metrics_port:
             yield
             return
-        runner = web.AppRunner(_internal_app(state), access_log=None)
+        runner = web.AppRunner(internal_app(state), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, settings.host, settings.metrics_port).start()
         yield
@@ -575,6 +554,7 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
 
     app.cleanup_ctx.append(upstream_pool)
     app.cleanup_ctx.append(internal_listener)
+    app.cleanup_ctx.append(revocation_poller)
     app.on_startup.append(_tune_gc)
     app.on_response_prepare.append(decorate_response)
     app.router.add_get("/healthz", aggregated_health)

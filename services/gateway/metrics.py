@@ -23,3 +23,6 @@ UPSTREAM_LATENCY = Histogram("o2o_gateway_upstream_duration_seconds",
 UPSTREAM_IN_FLIGHT = Gauge("o2o_gateway_upstream_in_flight", "Requests being proxied, by service", ["service"])
 DOCS_SOURCES = Gauge("o2o_gateway_openapi_sources", "Services whose OpenAPI document was merged at the last "
                      "assembly (1) or missing (0)", ["service"])
+REVOCATION_POLLS = Counter("o2o_gateway_revocation_polls_total", "Polls of membership's revoked sessions, by outcome",
+                           ["outcome"])  # ok | failed
+REVOCATIONS = Gauge("o2o_gateway_revocations", "Revoked sessions and accounts the gateway currently refuses")

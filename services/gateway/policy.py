@@ -100,6 +100,8 @@ POLICIES: tuple[RoutePolicy, ...] = (
     # A refresh token is 256 random bits used once: nothing to guess, and every app refreshes hourly, so it
     # has only the address's flood guard (behind one carrier NAT thousands refresh every hour).
     public(POST, "/auth/token/refresh"),
+    # Logging out needs only the refresh token: an app whose access token has expired can still end its login.
+    public(POST, "/auth/logout"),
     roles(POST, "/auth/keys/**", ADMIN),
     roles(POST, "/members/scan", frozenset({"customer"}) | STAFF),
     roles(ANY_METHOD, "/members/me/**", frozenset({"customer"})),

@@ -80,6 +80,10 @@ class GatewaySettings(ServiceSettings):
     gc_freeze: bool = True
     gc_gen0_threshold: int = 50_000
 
+    # Ended sessions and revoked accounts (logout, password change or reset, disabled staff, new roles) are polled
+    # from membership this often; tokens they name are refused (401 token-revoked). 0: not polled.
+    revocation_poll_s: float = 5.0
+
     # Aggregated OpenAPI: how long the assembled document is reused, and how long a service may take.
     docs_cache_s: float = 30.0
     docs_fetch_timeout_s: float = 3.0

@@ -24,6 +24,7 @@ INDEXES = [
     IndexSpec("checkout_holds", [("state", ASCENDING), ("expires_at_ms", ASCENDING)], name="state_expiry"),
     IndexSpec("qr_codes", [("store_id", ASCENDING)], name="store"),
     IndexSpec("refresh_tokens", [("family_id", ASCENDING)], name="family"),
+    IndexSpec("revocations", [("at_ms", ASCENDING)], name="at"),
 ]
 COLLECTIONS = ["signing_keys", "otp_challenges", "login_failures", "campaigns", "coupon_templates",
                "coupon_member_counts", "campaign_grants", "checkout_holds", "member_stats"]
@@ -101,9 +102,13 @@ class StaffRepository:
     async def insert(self, doc: dict, session) -> None:
         await self.collection.insert_one(doc, session=session)
 
-    async def set_password(self, staff_id: str, password_hash: str, session) -> None:
-        await self.collection.update_one({"_id": staff_id}, {"$set": {"password_hash": password_hash}},
-                                         session=session)
+    async def set_password(self, staff_id: str, password_hash: str, session, change_required: bool = False) -> None:
+        await self.collection.update_one({"_id": staff_id}, {"$set": {
+            "password_hash": password_hash, "password_change_required": change_required}}, session=session)
+
+    async def set_fields(self, staff_id: str, fields: dict, session) -> bool:
+        result = await self.collection.update_one({"_id": staff_id}, {"$set": fields}, session=session)
+        return result.matched_count == 1
 
     async def get(self, staff_id: str, session=None) -> dict | None:
         return await self.collection.find_one({"_id": staff_id}, session=session)
@@ -157,6 +162,28 @@ class RefreshTokenRepository(Documents):
         """Every login of one account (after a password change)."""
         await self.collection.update_many({"kind": kind, "subject_id": subject_id}, {"$set": {"revoked": True}},
                                           session=session)
+
+
+class RevocationRepository(Documents):
+    """Ended sessions (a login's `sid`) and accounts whose earlier tokens no longer count (`not_before_ms`),
+    kept until the longest-lived access token issued before them has expired. The gateway polls them."""
+
+    collection_name = "revocations"
+
+    async def end_session(self, sid: str, at_ms: int, keep_until_ms: int, session) -> None:
+        await self.collection.replace_one({"_id": f"sid|{sid}"}, {
+            "_id": f"sid|{sid}", "kind": "session", "sid": sid, "at_ms": at_ms, "expires_at_ms": keep_until_ms},
+            upsert=True, session=session)
+
+    async def end_tokens_before(self, subject: str, not_before_ms: int, at_ms: int, keep_until_ms: int,
+                                session) -> None:
+        await self.collection.replace_one({"_id": f"sub|{subject}"}, {
+            "_id": f"sub|{subject}", "kind": "subject", "subject": subject, "not_before_ms": not_before_ms,
+            "at_ms": at_ms, "expires_at_ms": keep_until_ms}, upsert=True, session=session)
+
+    async def since(self, since_ms: int, now_ms: int, limit: int = 10_000) -> list[dict]:
+        found = await self.collection.find({"at_ms": {"$gte": since_ms}}).sort("at_ms", ASCENDING).to_list(limit)
+        return [doc for doc in found if doc["expires_at_ms"] > now_ms]
 
 
 class OtpRepository(Documents):

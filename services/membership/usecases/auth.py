@@ -19,7 +19,7 @@ from services.membership import metrics
 from services.membership.domain import logins as login_rules
 from services.membership.domain import otp as otp_rules
 from services.membership.domain import tokens as token_rules
-from services.membership.domain.errors import INVALID, LIMITED, UNAUTHENTICATED, MembershipError
+from services.membership.domain.errors import INVALID, LIMITED, NOT_FOUND, UNAUTHENTICATED, MembershipError
 from services.membership.events import OtpRequested
 from services.membership.keys import KeyRing
 from services.membership.usecases.base import UseCase
@@ -70,17 +70,18 @@ class Tokens(UseCase):
         super().__init__(*args)
         self.keys = keys
 
-    def issue(self, identity: dict[str, Any], ttl_s: int, kind: str) -> dict[str, Any]:
-        body = token_rules.claims(now_s=now_ms() // 1000, ttl_s=ttl_s, issuer=self.settings.jwt_issuer,
-                                  audience=self.settings.jwt_audience, **identity)
+    def issue(self, identity: dict[str, Any], ttl_s: int, kind: str, sid: str | None = None) -> dict[str, Any]:
+        issued = now_ms()
+        body = token_rules.claims(now_s=issued // 1000, issued_ms=issued, ttl_s=ttl_s, issuer=self.settings.jwt_issuer,
+                                  audience=self.settings.jwt_audience, sid=sid, **identity)
         metrics.TOKENS_ISSUED.labels(kind).inc()
         return token_rules.token_answer(self.keys.sign(body), ttl_s)
 
-    def for_member(self, member_id: str) -> dict[str, Any]:
-        return self.issue(token_rules.member_identity(member_id), self.settings.member_token_ttl_s, "member")
+    def for_member(self, member_id: str, sid: str | None = None) -> dict[str, Any]:
+        return self.issue(token_rules.member_identity(member_id), self.settings.member_token_ttl_s, "member", sid)
 
-    def for_staff(self, staff: dict[str, Any]) -> dict[str, Any]:
-        return self.issue(token_rules.staff_identity(staff), self.settings.staff_token_ttl_s, "staff")
+    def for_staff(self, staff: dict[str, Any], sid: str | None = None) -> dict[str, Any]:
+        return self.issue(token_rules.staff_identity(staff), self.settings.staff_token_ttl_s, "staff", sid)
 
     def for_service(self, client_id: str, client_secret: str) -> dict[str, Any]:
         """A service token for a known client with the shared secret."""
@@ -92,17 +93,23 @@ class Tokens(UseCase):
             raise _unauthenticated("invalid-client", "unknown client or wrong secret")
         return self.issue(token_rules.service_identity(client_id), self.settings.service_token_ttl_s, "service")
 
-    async def _new_refresh(self, session, kind: str, subject_id: str, family_id: str | None = None) -> str:
+    async def _new_refresh(self, session, kind: str, subject_id: str, family_id: str) -> str:
         token = secrets.token_urlsafe(32)
-        await self.refresh_tokens.add({"_id": token_rules.refresh_digest(token), "family_id": family_id or new_id("rtf"),
+        await self.refresh_tokens.add({"_id": token_rules.refresh_digest(token), "family_id": family_id,
                                        "kind": kind, "subject_id": subject_id, "used": False, "revoked": False,
                                        "expires_at_ms": now_ms() + self.settings.refresh_token_ttl_s * 1000,
                                        "created_at": utcnow()}, session)
         return token
 
-    async def with_refresh(self, answer: dict[str, Any], kind: str, subject_id: str) -> dict[str, Any]:
-        """Add a refresh token to a login answer (members and staff; services just ask again)."""
-        token = await self.mongo.transaction(lambda s: self._new_refresh(s, kind, subject_id))
+    def _access_for(self, kind: str, subject: dict[str, Any] | str, sid: str) -> dict[str, Any]:
+        return self.for_member(subject, sid) if kind == "member" else self.for_staff(subject, sid)  # type: ignore[arg-type]
+
+    async def start_session(self, kind: str, subject: dict[str, Any] | str) -> dict[str, Any]:
+        """A login: an access token naming its session (`sid`, the refresh family) and the first refresh token."""
+        sid = new_id("rtf")
+        subject_id = subject if isinstance(subject, str) else subject["_id"]
+        answer = self._access_for(kind, subject, sid)
+        token = await self.mongo.transaction(lambda s: self._new_refresh(s, kind, subject_id, sid))
         return {**answer, "refresh_token": token, "refresh_expires_in": self.settings.refresh_token_ttl_s}
 
     async def refresh(self, refresh_token: str) -> dict[str, Any]:
@@ -124,31 +131,58 @@ class Tokens(UseCase):
         if stored is None or stored["revoked"] or stored["expires_at_ms"] <= now:
             return _unauthenticated("invalid-refresh-token", "refresh token unknown or expired")
         if not await self.refresh_tokens.use(digest, session):
-            await self.refresh_tokens.revoke_family(stored["family_id"], session)
+            await self._end_session(session, stored["family_id"])
             return _unauthenticated("refresh-token-reused", "this refresh token was already used; log in again")
+        sid = stored["family_id"]
         if stored["kind"] == "member":
             member = await self.members.get_live(stored["subject_id"], session)
             if member is None:
                 return _unauthenticated("invalid-refresh-token", "member no longer exists")
-            answer, subject = self.for_member(member["_id"]), member["_id"]
+            answer, subject = self.for_member(member["_id"], sid), member["_id"]
         else:
             staff = await self.staff.get(stored["subject_id"], session)
             if staff is None or staff.get("status", "active") != "active":
                 return _unauthenticated("invalid-refresh-token", "staff account is not active")
-            answer, subject = self.for_staff(staff), staff["_id"]
-        following = await self._new_refresh(session, stored["kind"], subject, stored["family_id"])
+            answer, subject = self.for_staff(staff, sid), staff["_id"]
+        following = await self._new_refresh(session, stored["kind"], subject, sid)
         return {**answer, "refresh_token": following, "refresh_expires_in": self.settings.refresh_token_ttl_s}
 
+    def _keep_until_ms(self, now: int) -> int:
+        """A revocation matters until every access token issued before it has expired."""
+        return now + max(self.settings.member_token_ttl_s, self.settings.staff_token_ttl_s) * 1000
+
+    async def _end_session(self, session, sid: str) -> None:
+        await self.refresh_tokens.revoke_family(sid, session)
+        now = now_ms()
+        await self.revocations.end_session(sid, now, self._keep_until_ms(now), session)
+
+    async def end_tokens_of(self, session, kind: str, subject_id: str, refresh_too: bool = True) -> None:
+        """Every access token of an account issued until now stops counting at the gateway; with `refresh_too`
+        its refresh tokens end as well (password change, disable, reset), else refreshing picks up the
+        account's new roles (a role change)."""
+        now = now_ms()
+        if refresh_too:
+            await self.refresh_tokens.revoke_subject(kind, subject_id, session)
+        await self.revocations.end_tokens_before(subject_id, now, now, self._keep_until_ms(now), session)
+
     async def logout(self, refresh_token: str) -> None:
-        """End a login: every refresh token of its family stops working."""
+        """End a login: its refresh tokens stop working and its access tokens are refused at the gateway."""
         digest = token_rules.refresh_digest(refresh_token)
 
         async def unit(session):
             stored = await self.refresh_tokens.get(digest, session)
             if stored is not None:
-                await self.refresh_tokens.revoke_family(stored["family_id"], session)
+                await self._end_session(session, stored["family_id"])
 
         await self.mongo.transaction(unit)
+
+    async def revocations_since(self, since_ms: int) -> dict[str, Any]:
+        """What the gateway polls: sessions ended and accounts whose earlier tokens stopped counting."""
+        now = now_ms()
+        found = await self.read(lambda: self.revocations.since(since_ms, now))
+        items = [{k: doc.get(k) for k in ("kind", "sid", "subject", "not_before_ms", "at_ms", "expires_at_ms")}
+                 for doc in found]
+        return {"items": items, "now_ms": now}
 
 
 class Codes(UseCase):
@@ -225,7 +259,7 @@ class Codes(UseCase):
         if isinstance(result, MembershipError):
             metrics.LOGIN_FAILURES.labels("member", result.code).inc()
             raise result
-        return await self.tokens.with_refresh(self.tokens.for_member(result), "member", result)
+        return await self.tokens.start_session("member", result)
 
 
 def _verify_password(hasher: PasswordHasher, stored_hash: str, password: str) -> bool:
@@ -317,7 +351,10 @@ class StaffAccounts(UseCase):
             metrics.LOGIN_FAILURES.labels("staff", "bad_credentials").inc()
             raise _unauthenticated("invalid-credentials", "wrong username or password")
         await self.mongo.transaction(lambda s: self.staff.clear_failures(keys, s))
-        return await self.tokens.with_refresh(self.tokens.for_staff(staff), "staff", staff["_id"])
+        answer = await self.tokens.start_session("staff", staff)
+        if staff.get("password_change_required"):
+            answer["password_change_required"] = True
+        return answer
 
     async def create(self, staff: dict[str, Any], password: str) -> dict[str, Any]:
         """A new staff account (HQ). The password is stored as an argon2id hash only."""
@@ -355,9 +392,41 @@ class StaffAccounts(UseCase):
 
         async def unit(session):
             await self.staff.set_password(staff_id, password_hash, session)
-            await self.refresh_tokens.revoke_subject("staff", staff_id, session)
+            await self.tokens.end_tokens_of(session, "staff", staff_id)
 
         await self.mongo.transaction(unit)
+
+    async def _change(self, staff_id: str, fields: dict[str, Any], refresh_too: bool,
+                      password: str | None = None) -> dict[str, Any]:
+        """HQ changes an account; every access token issued before stops counting at the gateway."""
+        if password is not None:
+            fields = {**fields, "password_hash": await self.hashing.run(self.passwords.hash, password),
+                      "password_change_required": True}
+
+        async def unit(session):
+            if not await self.staff.set_fields(staff_id, fields, session):
+                raise MembershipError("staff-not-found", "no staff account with this id", kind=NOT_FOUND)
+            await self.tokens.end_tokens_of(session, "staff", staff_id, refresh_too=refresh_too)
+            return public_staff(await self.staff.get(staff_id, session))
+
+        return await self.mongo.transaction(unit)
+
+    async def disable(self, staff_id: str) -> dict[str, Any]:
+        """The account can no longer log in or refresh, and its tokens are refused."""
+        return await self._change(staff_id, {"status": "disabled"}, refresh_too=True)
+
+    async def enable(self, staff_id: str) -> dict[str, Any]:
+        return await self._change(staff_id, {"status": "active"}, refresh_too=True)
+
+    async def change_access(self, staff_id: str, roles: list[str], store_ids: list[str],
+                            franchisee_id: str | None) -> dict[str, Any]:
+        """New roles and stores: tokens carrying the old ones stop counting; a refresh gets the new ones."""
+        return await self._change(staff_id, {"roles": sorted(set(roles)), "store_ids": sorted(set(store_ids)),
+                                             "franchisee_id": franchisee_id}, refresh_too=False)
+
+    async def force_reset(self, staff_id: str, temporary_password: str) -> dict[str, Any]:
+        """HQ sets a temporary password: every login ends, and the next one is told to change it."""
+        return await self._change(staff_id, {}, refresh_too=True, password=temporary_password)
 
     async def list(self) -> list[dict[str, Any]]:
         return [public_staff(d) for d in await self.read(self.staff.list)]

@@ -54,7 +54,7 @@ ROOMY_LOGIN_LIMITS = {f"rate_{name}_{part}": value for name in ("login_ip", "log
 def gateway_settings(jwks_url: str, **overrides) -> GatewaySettings:
     values = dict(port=free_port(), metrics_port=free_port(), jwks_url=jwks_url, catalog_url=DOWN, stock_url=DOWN, orders_url=DOWN,
                   membership_url=DOWN, notifications_url=DOWN, settlement_url=DOWN, upstream_timeout_s=5.0,
-                  upstream_connect_timeout_s=1.0)
+                  upstream_connect_timeout_s=1.0, revocation_poll_s=0)  # a fake membership has no revocations
     values.update(overrides)
     return GatewaySettings(**values)
 
@@ -201,7 +201,8 @@ async def suite_behind_gateway(mongo_url: str, namespace: str, needed: tuple[str
     membership_url = urls.get("membership", DOWN)
     common = dict(mongo_db_prefix=prefix, jwks_url=membership_url + "/auth/jwks", membership_url=membership_url,
                   demo_data=True)
-    gateway_overrides = {f"{n}_url": u for n, u in urls.items()} | gateway_overrides
+    gateway_overrides = {f"{n}_url": u for n, u in urls.items()} | {
+        "revocation_poll_s": 0.2 if "membership" in urls else 0} | gateway_overrides
     extra = {"orders": dict(catalog_url=urls.get("catalog", DOWN), stock_url=urls.get("stock", DOWN)),
              "membership": dict(password_time_cost=1, password_memory_kib=8192)}
     for name, values in (service_overrides or {}).items():

@@ -1,0 +1,89 @@
+"""What the gateway does besides proxying: the health probes of the services behind it, the internal listener
+(/metrics and the detailed health, never on the public port), and polling membership's revoked sessions."""
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+
+from libs.clients import ServiceTokenProvider
+from libs.http import json_response, metrics_endpoint
+from libs.logging import get_logger
+from services.gateway import metrics
+from services.gateway.policy import BREAKER_CLASSES, breaker_name
+
+if TYPE_CHECKING:
+    from services.gateway.app import GatewayState
+
+log = get_logger("gateway")
+INTERNAL_STATE: web.AppKey[Any] = web.AppKey("gateway_internal_state", object)
+
+
+async def probe_services(state: GatewayState) -> dict[str, dict]:
+    """Each service's /readyz, with the state of its breakers; a down service is reported, not raised."""
+    assert state.session is not None
+
+    def breakers(name: str) -> dict[str, str]:
+        return {group: state.breakers[breaker_name(name, group)].state.name.lower() for group in BREAKER_CLASSES}
+
+    async def probe(name: str, base: str) -> tuple[str, dict]:
+        try:
+            async with state.session.get(base + "/readyz", timeout=aiohttp.ClientTimeout(total=2)) as response:
+                body = await response.json(content_type=None)
+                return name, {"status": "up" if response.status == 200 else "degraded",
+                              "checks": body.get("checks") if isinstance(body, dict) else None,
+                              "breaker": breakers(name)["default"], "breakers": breakers(name)}
+        except Exception as exc:
+            return name, {"status": "down", "error": type(exc).__name__, "breaker": breakers(name)["default"],
+                          "breakers": breakers(name)}
+
+    return dict(await asyncio.gather(*(probe(n, b) for n, b in state.upstreams.items())))
+
+
+async def detailed_health(request: web.Request) -> web.Response:
+    """The internal health: every service's readiness checks, errors and breakers (internal listener only)."""
+    results = await probe_services(request.app[INTERNAL_STATE])
+    all_up = all(r["status"] == "up" for r in results.values())
+    return json_response({"status": "ok" if all_up else "degraded", "service": "gateway", "services": results})
+
+
+def internal_app(state: GatewayState) -> web.Application:
+    """What only operators and Prometheus may see, on `metrics_port`: never routed by the public listener."""
+    internal = web.Application()
+    internal[INTERNAL_STATE] = state
+    internal.router.add_get("/metrics", metrics_endpoint)
+    internal.router.add_get("/healthz", detailed_health)
+    return internal
+
+
+REVOCATION_OVERLAP_MS = 60_000  # asked again each poll: membership replicas' clocks may differ a little
+
+
+async def poll_revocations(state: GatewayState) -> None:
+    """Keep the revoked sessions and accounts current. While membership cannot be asked, the last known list
+    stays in force (a revocation is never forgotten early; a new one waits for the next good poll)."""
+    assert state.session is not None
+    settings = state.settings
+    base = state.upstreams["membership"]
+    tokens = ServiceTokenProvider(base, "gateway", settings.service_client_secret)
+    while True:
+        try:
+            since = max(0, state.revocations.latest_ms - REVOCATION_OVERLAP_MS)
+            headers = {"Authorization": f"Bearer {await tokens.token(state.session)}"}
+            async with state.session.get(f"{base}/auth/internal/revocations", params={"since_ms": str(since)},
+                                         headers=headers, timeout=aiohttp.ClientTimeout(total=5)) as response:
+                if response.status != 200:
+                    raise aiohttp.ClientResponseError(response.request_info, (), status=response.status)
+                body = await response.json()
+            state.revocations.add(body["items"])
+            state.revocations.prune(int(body["now_ms"]))
+            metrics.REVOCATION_POLLS.labels("ok").inc()
+            metrics.REVOCATIONS.set(len(state.revocations))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            metrics.REVOCATION_POLLS.labels("failed").inc()
+            log.warning("gateway.revocations_unavailable", error=type(exc).__name__)
+        await asyncio.sleep(settings.revocation_poll_s)
