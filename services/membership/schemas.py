@@ -273,24 +273,6 @@ class QrQuery(Strict):
     store_id: Id | None = None
 
 
-class NewStaff(Strict):
-    id: Annotated[str, StringConstraints(pattern=r"^stf_[A-Za-z0-9_]{1,60}$")]
-    username: Annotated[str, StringConstraints(pattern=r"^[a-z0-9._-]{3,64}$")]
-    password: Annotated[str, StringConstraints(min_length=10, max_length=256)]
-    name: Text
-    roles: list[Literal["store_staff", "store_manager", "franchisee", "hq_admin"]] = Field(min_length=1, max_length=4)
-    store_ids: list[Id] = Field(default_factory=list, max_length=500)
-    franchisee_id: Id | None = None
-
-    @model_validator(mode="after")
-    def _shape(self):
-        if {"store_staff", "store_manager"} & set(self.roles) and not self.store_ids:
-            raise ValueError("store staff and managers need at least one store_id")
-        if "franchisee" in self.roles and not self.franchisee_id:
-            raise ValueError("a franchisee account needs franchisee_id")
-        return self
-
-
 StaffRole = Literal["store_staff", "store_manager", "franchisee", "hq_admin"]
 
 
@@ -312,6 +294,13 @@ class StaffAccess(Strict):
 class PasswordReset(Strict):
     """HQ's temporary password for a staff account; every login of the account ends."""
     temporary_password: Annotated[str, StringConstraints(min_length=10, max_length=256)]
+
+
+class NewStaff(StaffAccess):
+    id: Annotated[str, StringConstraints(pattern=r"^stf_[A-Za-z0-9_]{1,60}$")]
+    username: Annotated[str, StringConstraints(pattern=r"^[a-z0-9._-]{3,64}$")]
+    password: Annotated[str, StringConstraints(min_length=10, max_length=256)]
+    name: Text
 
 
 class Merge(Strict):

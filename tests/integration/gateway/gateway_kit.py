@@ -159,6 +159,15 @@ async def call(session: aiohttp.ClientSession, method: str, url: str, **kw) -> t
 SUITE_SERVICES = ("membership", "catalog", "stock", "orders", "settlement", "notifications")
 
 
+def suite_marks(needed: tuple[str, ...]) -> list:
+    """`pytestmark` of a module that runs real services behind the gateway: the module's loop, and a skip naming
+    the service packages not in the tree yet."""
+    import pytest
+    missing = missing_services(needed)
+    return [pytest.mark.asyncio(loop_scope="module"),
+            pytest.mark.skipif(bool(missing), reason=f"service packages not in the tree yet: {missing}")]
+
+
 def missing_services(needed: tuple[str, ...] = SUITE_SERVICES) -> list[str]:
     """Services whose package cannot be imported yet (the tests that need them skip, saying which)."""
     import importlib

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
-import pytest
 import pytest_asyncio
 
-from tests.integration.gateway.gateway_kit import (LOCAL_PROXY, ROOMY_LOGIN_LIMITS, call, missing_services,
+from tests.integration.gateway.gateway_kit import (LOCAL_PROXY, ROOMY_LOGIN_LIMITS, call, suite_marks,
                                                    suite_behind_gateway)
 
 NEEDED = ("membership",)
-_missing = missing_services(NEEDED)
-pytestmark = [pytest.mark.asyncio(loop_scope="module"),
-              pytest.mark.skipif(bool(_missing), reason=f"service packages not in the tree yet: {_missing}")]
+pytestmark = suite_marks(NEEDED)
 
 MANAGER = {"username": "jingan.manager", "password": "jingan-manager-pass"}
 HASH_CONCURRENCY, HASH_WAITING = 2, 4
@@ -40,35 +36,30 @@ async def suite(mongo_url, bus_namespace):
         yield running
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def http():
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
-        yield session
 
-
-def login(suite, http, credentials: dict, address: str):
-    return call(http, "POST", suite.api + "/auth/staff/token", json=credentials,
+def login(suite, suite_http, credentials: dict, address: str):
+    return call(suite_http, "POST", suite.api + "/auth/staff/token", json=credentials,
                 headers={"X-Forwarded-For": address})
 
 
-async def test_parallel_wrong_passwords_then_the_right_one_is_refused_not_logged_in(suite, http):
+async def test_parallel_wrong_passwords_then_the_right_one_is_refused_not_logged_in(suite, suite_http):
     attacker = "203.0.113.66"
-    wrong = [login(suite, http, {"username": MANAGER["username"], "password": f"guess-{n}"}, attacker)
+    wrong = [login(suite, suite_http, {"username": MANAGER["username"], "password": f"guess-{n}"}, attacker)
              for n in range(24)]
     answers = await asyncio.gather(*wrong)
     statuses = [a[0] for a in answers]
     assert set(statuses) <= {401, 429}, statuses
     assert statuses.count(401) <= 5, statuses  # the requester's free failures; the others never judged
-    right = await login(suite, http, MANAGER, attacker)
+    right = await login(suite, suite_http, MANAGER, attacker)
     assert right[0] == 429 and right[1]["type"].endswith("/too-many-login-failures"), right
     assert int(right[2]["Retry-After"]) >= 1
     # A delay, not a lock: the owner at her own counter logs in.
-    owner = await login(suite, http, MANAGER, "192.0.2.40")
+    owner = await login(suite, suite_http, MANAGER, "192.0.2.40")
     assert owner[0] == 200, owner
 
 
-async def test_a_flood_of_logins_is_refused_before_hashing_and_membership_stays_up(suite, http):
-    flood = [login(suite, http, {"username": f"nobody-{n}", "password": "x"}, f"198.51.100.{n + 1}")
+async def test_a_flood_of_logins_is_refused_before_hashing_and_membership_stays_up(suite, suite_http):
+    flood = [login(suite, suite_http, {"username": f"nobody-{n}", "password": "x"}, f"198.51.100.{n + 1}")
              for n in range(40)]
     answers = await asyncio.gather(*flood)
     statuses = [a[0] for a in answers]
@@ -77,10 +68,10 @@ async def test_a_flood_of_logins_is_refused_before_hashing_and_membership_stays_
     assert len(busy) >= 40 - HASH_CONCURRENCY - HASH_WAITING, statuses
     assert all(int(a[2]["Retry-After"]) >= 1 for a in busy)
     # Membership's other routes answered throughout; the gateway's breaker never opened.
-    jwks = await call(http, "GET", suite.api + "/auth/jwks")
+    jwks = await call(suite_http, "GET", suite.api + "/auth/jwks")
     assert jwks[0] == 200 and jwks[1]["keys"]
-    sent = await call(http, "POST", suite.api + "/auth/member/otp", json={"phone": "+8613500000001"},
+    sent = await call(suite_http, "POST", suite.api + "/auth/member/otp", json={"phone": "+8613500000001"},
                       headers={"X-Forwarded-For": "192.0.2.41"})
     assert sent[0] == 202, sent
-    health = await call(http, "GET", suite.gateway + "/readyz")
+    health = await call(suite_http, "GET", suite.gateway + "/readyz")
     assert health[0] == 200
