@@ -41,6 +41,9 @@ SERVICE_GRANTS: dict[str, dict[str, frozenset[str]]] = {
         "membership": frozenset({"membership:audiences", "membership:otp-codes"}),
         "orders": frozenset({"orders:pickup-codes"}),
     },
+    "gateway": {
+        "membership": frozenset({"membership:revocations"}),
+    },
 }
 
 

@@ -191,6 +191,10 @@ async def read_json(request: web.Request) -> Any:
         raise Problem(400, "malformed-json", "request body is empty; a JSON document is required")
     try:
         document = json.loads(raw)
+    except RecursionError:
+        # The decoder recurses once per nesting level: a body of many brackets exhausts the stack before
+        # our own depth check can look at it.
+        raise Problem(400, "json-too-deep", f"JSON nesting deeper than {MAX_JSON_DEPTH}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise Problem(400, "malformed-json", f"request body is not valid JSON: {exc}") from None
     if _depth(document) > MAX_JSON_DEPTH:

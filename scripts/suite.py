@@ -44,6 +44,7 @@ SERVICES = ("catalog", "stock", "orders", "membership", "notifications", "settle
 DEFAULT_PORTS = {"gateway": 8080, "catalog": 8081, "stock": 8082, "orders": 8083, "membership": 8084,
                  "notifications": 8085, "settlement": 8086}
 # The services that own a database (the gateway has none); locally each gets its own nx launcher.
+DEFAULT_GATEWAY_METRICS_PORT = 9080
 DB_SERVICES = ("catalog", "stock", "orders", "membership", "notifications", "settlement")
 DEFAULT_NX_PORT = 27017
 NX_LAUNCHER = ROOT / "scripts" / "nxd.py"
@@ -132,6 +133,21 @@ class Suite:
     prometheus_port: int = 9090
     replicas: int = 1                   # processes per domain service and gateway
     replica_ports: dict[str, list[int]] = field(default_factory=dict)  # per service, replica 1's first (else derived)
+    # The gateway's internal listener (/metrics, detailed /healthz): never on its public port. None: 9080 with
+    # the default ports (what prometheus.local.yml scrapes; replica k: +100 per replica), else free ports.
+    gateway_metrics_port: int | None = None
+    gateway_metrics_ports: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.gateway_metrics_port is None:
+            self.gateway_metrics_port = DEFAULT_GATEWAY_METRICS_PORT if self.ports == DEFAULT_PORTS else free_port()
+
+    def metrics_port_of_gateway(self, replica: int = 1) -> int:
+        ports = self.gateway_metrics_ports or [self.gateway_metrics_port]
+        self.gateway_metrics_ports = ports
+        while len(ports) < replica:
+            ports.append(self.gateway_metrics_port + 100 * len(ports) if self.ports == DEFAULT_PORTS else free_port())
+        return ports[replica - 1]
 
     @property
     def logs(self) -> Path:
@@ -185,6 +201,12 @@ class Suite:
             return service, int(replica)
         return name, 1
 
+    def metrics_url(self, service: str) -> str:
+        """Where Prometheus scrapes a process: the gateway on its internal listener, the others on their port."""
+        if service == "gateway":
+            return f"http://127.0.0.1:{self.gateway_metrics_port}/metrics"
+        return self.url(service) + "/metrics"
+
     # -- databases -------------------------------------------------------------------------------
     def nx_port_of(self, service: str) -> int:
         """This service's nx port: explicit, else nx_port + its DB_SERVICES index when nx_port is the default
@@ -226,8 +248,10 @@ class Suite:
             "O2O_JWKS_URL": ",".join(url + "/auth/jwks" for url in self.urls("membership")),
         })
         if self.dev_mode:
-            # One developer's machine logs in as many people from one address: a roomier login bucket.
-            env.setdefault("GATEWAY_RATE_SENSITIVE_BURST", "60")
+            # One developer's machine logs in as the same few people again and again: roomier per-target budgets.
+            env.setdefault("GATEWAY_RATE_LOGIN_TARGET_BURST", "60")
+            env.setdefault("GATEWAY_RATE_LOGIN_PAIR_BURST", "60")
+        env["GATEWAY_METRICS_PORT"] = str(self.metrics_port_of_gateway(replica if service == "gateway" else 1))
         for other in SERVICES:
             env[f"{other.upper()}_PORT"] = str(self.ports_of(other)[replica - 1 if other == service else 0])
             env[f"{other.upper()}_URL"] = ",".join(self.urls(other))
@@ -418,7 +442,7 @@ def print_welcome(suite: Suite) -> None:
     dataset = json.loads((ROOT / "deploy/demo/dataset.json").read_text())
     print("\nO2O Loop is running.\n")
     print(f"  Gateway (public API)   {suite.url('gateway')}/api/v1   (health: {suite.url('gateway')}/healthz,"
-          f" docs: {suite.url('gateway')}/api/docs)")
+          f" docs: {suite.url('gateway')}/api/docs; metrics: {suite.metrics_url('gateway')})")
     for url in suite.urls("gateway")[1:]:
         print(f"  Gateway replica        {url}/api/v1")
     for service in SERVICES:

@@ -21,7 +21,8 @@ PART_OF = "o2o-loop"
 
 # service -> port, replicas/HPA bounds, requests. Stock, orders and the gateway take the flash-sale load.
 SERVICES: dict[str, dict] = {
-    "gateway": {"port": 8080, "min": 2, "max": 12, "cpu": "200m", "memory": "192Mi", "limit": "512Mi"},
+    # The gateway serves /metrics on an internal listener only (GATEWAY_METRICS_PORT), never on its API port.
+    "gateway": {"port": 8080, "metrics_port": 9080, "min": 2, "max": 12, "cpu": "200m", "memory": "192Mi", "limit": "512Mi"},
     "catalog": {"port": 8081, "min": 2, "max": 6, "cpu": "100m", "memory": "192Mi", "limit": "512Mi"},
     "stock": {"port": 8082, "min": 2, "max": 12, "cpu": "200m", "memory": "256Mi", "limit": "768Mi"},
     "orders": {"port": 8083, "min": 2, "max": 12, "cpu": "200m", "memory": "256Mi", "limit": "768Mi"},
@@ -61,7 +62,12 @@ def labels(service: str) -> dict:
 
 def infrastructure_env(service: str) -> list[dict]:
     if service == "gateway":
-        return []  # the gateway keeps nothing and uses no broker
+        # The gateway keeps nothing and uses no broker. Its only peers are the ingress controller (and
+        # Prometheus), which the NetworkPolicy lets in from the cluster's private pod network: X-Forwarded-For
+        # is believed from there, never from anywhere else. Narrow it to the cluster's pod CIDR.
+        return [{"name": "GATEWAY_TRUSTED_PROXIES",
+                 "value": '["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8"]'},
+                {"name": "GATEWAY_METRICS_PORT", "value": "9080"}]
     return [
         {"name": "MONGO_URL", "valueFrom": {"secretKeyRef": {"name": MONGO_SECRET, "key": "connectionString.standard"}}},
         {"name": "AMQP_USERNAME", "valueFrom": {"secretKeyRef": {"name": RABBITMQ_SECRET, "key": "username"}}},
@@ -84,7 +90,7 @@ def deployment(service: str, spec: dict) -> dict:
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
                 "metadata": {"labels": labels(service), "annotations": {
-                    "prometheus.io/scrape": "true", "prometheus.io/port": str(spec["port"]),
+                    "prometheus.io/scrape": "true", "prometheus.io/port": str(spec.get("metrics_port", spec["port"])),
                     "prometheus.io/path": "/metrics"}},
                 "spec": {
                     "terminationGracePeriodSeconds": 30,
@@ -98,7 +104,9 @@ def deployment(service: str, spec: dict) -> dict:
                         "image": f"{IMAGE}:latest",
                         "imagePullPolicy": "IfNotPresent",
                         "command": ["python", "-m", f"services.{service}"],
-                        "ports": [{"name": "http", "containerPort": spec["port"], "protocol": "TCP"}],
+                        "ports": [{"name": "http", "containerPort": spec["port"], "protocol": "TCP"},
+                                  *([{"name": "metrics", "containerPort": spec["metrics_port"], "protocol": "TCP"}]
+                                    if "metrics_port" in spec else [])],
                         "envFrom": [{"configMapRef": {"name": "o2o-config"}}],
                         "env": [{"name": f"{prefix}_HOST", "value": "0.0.0.0"},
                                 {"name": f"{prefix}_PORT", "value": str(spec["port"])},

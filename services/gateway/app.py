@@ -30,14 +30,19 @@ from yarl import URL
 
 from libs.auth import Principal, TokenVerifier
 from libs.http import (CORRELATION_HEADER, READINESS_CHECKS, REQUEST_ID_HEADER, SETTINGS, context_middleware,
-                       json_response, metrics_endpoint, readyz)
+                       json_response, readyz)
 from libs.logging import bind_contextvars, get_logger
 from libs.problems import Problem
 from libs.replicas import IDEMPOTENT_METHODS, ReplicaPool
 from services.gateway import metrics
+from services.gateway.addresses import address_key, client_address, parse_networks
 from services.gateway.breaker import BreakerState, CircuitBreaker
 from services.gateway.docs import aggregate, fetch_documents, render_html
-from services.gateway.policy import Access, LimitClass, RoutePolicy, has_dot_segment, is_internal, match
+from services.gateway.operations import internal_app, mark_replica, poll_revocations, probe_replicas, probe_services
+from services.gateway.limits import LOGIN_BODY_MAX_BYTES, TARGET_FIELDS, login_target, takes
+from services.gateway.policy import (BREAKER_CLASSES, Access, LimitClass, RoutePolicy, breaker_class, breaker_name,
+                                     has_dot_segment, is_internal, match)
+from services.gateway.revocations import Revocations
 from services.gateway.ratelimit import BucketRule, InFlightGate, RateLimiter, retry_after_header
 from services.gateway.routing import API_PREFIX, resolve
 from services.gateway.settings import GatewaySettings
@@ -84,6 +89,8 @@ class GatewayState:
     breakers: dict[str, CircuitBreaker]
     rules: dict[str, BucketRule]
     verified: VerifiedTokens
+    proxies: tuple = ()  # trusted proxy networks (addresses.parse_networks)
+    revocations: Revocations = field(default_factory=Revocations)
     docs_cache: dict = field(default_factory=dict)  # {"at": monotonic, "document": dict}
     session: aiohttp.ClientSession | None = None
     # Built once: the hot path does no settings lookups, label formatting or timeout construction per request.
@@ -111,15 +118,18 @@ def _on_breaker_change(service: str, state: BreakerState) -> None:
 
 
 def _bucket_rules(settings: GatewaySettings) -> dict[str, BucketRule]:
-    sensitive = (settings.rate_sensitive_per_s, settings.rate_sensitive_burst)
-    return {
-        "ip": BucketRule("ip", settings.rate_ip_per_s, settings.rate_ip_burst),
-        "principal": BucketRule("principal", settings.rate_principal_per_s, settings.rate_principal_burst),
-        "sensitive_ip": BucketRule("sensitive_ip", *sensitive),
-        "sensitive_principal": BucketRule("sensitive_principal", *sensitive),
-        "sensitive_target": BucketRule("sensitive_target", *sensitive),
-        "order_member": BucketRule("order_member", settings.rate_order_per_s, settings.rate_order_burst),
+    rates = {
+        "ip": (settings.rate_ip_per_s, settings.rate_ip_burst),
+        "principal": (settings.rate_principal_per_s, settings.rate_principal_burst),
+        "login_ip": (settings.rate_login_ip_per_s, settings.rate_login_ip_burst),
+        "login_target": (settings.rate_login_target_per_s, settings.rate_login_target_burst),
+        "login_pair": (settings.rate_login_pair_per_s, settings.rate_login_pair_burst),
+        "otp_send": (settings.rate_otp_send_per_s, settings.rate_otp_send_burst),
+        "pickup_order": (settings.rate_pickup_order_per_s, settings.rate_pickup_order_burst),
+        "pickup_store": (settings.rate_pickup_store_per_s, settings.rate_pickup_store_burst),
+        "order_member": (settings.rate_order_per_s, settings.rate_order_burst),
     }
+    return {name: BucketRule(name, rate, burst) for name, (rate, burst) in rates.items()}
 
 
 def _rate_limited(bucket: str, wait_s: float, detail: str) -> Problem:
@@ -133,13 +143,8 @@ def _take(state: GatewayState, bucket: str, key: str, detail: str) -> None:
         raise _rate_limited(bucket, wait, detail)
 
 
-def client_ip(request: web.Request, settings: GatewaySettings) -> str:
-    if settings.trust_forwarded_for:
-        # The rightmost entry is the one our trusted proxy appended; entries left of it are client-supplied.
-        hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
-        if hops:
-            return hops[-1]
-    return request.remote or "unknown"
+def client_ip(request: web.Request, state: GatewayState) -> str:
+    return client_address(request.remote, request.headers.get("X-Forwarded-For"), state.proxies)
 
 
 # --- middlewares and response decoration ---------------------------------------------------------------
@@ -210,6 +215,10 @@ async def _authenticate(request: web.Request, state: GatewayState) -> Principal 
     header = request.headers.get("Authorization")
     if header is None:
         return None
+    if len(request.headers.getall("Authorization")) > 1:
+        # The service must see the very token the gateway judged, not another one sent beside it.
+        metrics.AUTH_FAILURES.labels("invalid-token").inc()
+        raise Problem(400, "invalid-token", "send one Authorization header")
     scheme, _, token = header.partition(" ")
     try:
         if scheme.lower() != "bearer" or not token.strip():
@@ -225,6 +234,10 @@ async def _authenticate(request: web.Request, state: GatewayState) -> Principal 
         if problem.status == 401:
             problem.headers.setdefault("WWW-Authenticate", 'Bearer error="invalid_token"')
         raise
+    if state.revocations.revoked(principal):
+        metrics.AUTH_FAILURES.labels("token-revoked").inc()
+        raise Problem(401, "token-revoked", "this login has ended; log in again",
+                      headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
     bind_contextvars(principal=principal.subject)
     return principal
 
@@ -262,14 +275,14 @@ def _too_large(settings: GatewaySettings) -> Problem:
                    max_bytes=settings.max_body_bytes)
 
 
-def _upstream_headers(request: web.Request, settings: GatewaySettings) -> CIMultiDict:
-    connection = request.headers.get("Connection")
-    skipped = DROPPED_UPSTREAM if not connection else \
-        DROPPED_UPSTREAM | {token.strip().lower() for token in connection.split(",")}
-    headers = CIMultiDict([(k, v) for k, v in request.headers.items() if k.lower() not in skipped])
+def _upstream_headers(request: web.Request, state: GatewayState) -> CIMultiDict:
+    # Only the fixed hop-by-hop set is dropped, never what a client lists in `Connection`: naming
+    # `Connection: Authorization` must not make the service see an anonymous caller after the gateway
+    # authenticated the token (nor hide any other end-to-end header the gateway judged).
+    headers = CIMultiDict([(k, v) for k, v in request.headers.items() if k.lower() not in DROPPED_UPSTREAM])
     headers[REQUEST_ID_HEADER] = request["request_id"]
     headers[CORRELATION_HEADER] = request["correlation_id"]
-    headers["X-Forwarded-For"] = client_ip(request, settings)
+    headers["X-Forwarded-For"] = client_ip(request, state)
     headers["X-Forwarded-Proto"] = request.scheme
     if request.body_exists and request.content_length is not None:
         headers["Content-Length"] = str(request.content_length)
@@ -280,7 +293,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     settings = state.settings
     path, raw_path = request.path, request.rel_url.raw_path
-    ip = client_ip(request, settings)
+    ip = address_key(client_ip(request, state))
     _take(state, "ip", ip, "too many requests from this address")  # scans of unknown paths count too
     if has_dot_segment(path) or "\\" in path or "%2f" in raw_path.lower() or "%5c" in raw_path.lower():
         metrics.REJECTED.labels("bad_path").inc()
@@ -303,49 +316,62 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     if principal is not None:
         _take(state, "principal", principal.subject, "too many requests for this caller")
 
+    body: bytes | None = None
+    if policy.limit in TARGET_FIELDS:
+        body = await _login_body(request)
+    for take in takes(policy.limit, address=ip, principal=principal, params=params,
+                      target=login_target(policy.limit, body or b"")):
+        _take(state, take.bucket, take.key, "too many attempts; wait before trying again")
     gate_key: str | None = None
-    if policy.limit is LimitClass.SENSITIVE:
-        detail = "too many attempts; wait before trying again"
-        _take(state, "sensitive_ip", ip, detail)
-        if principal is not None:
-            _take(state, "sensitive_principal", principal.subject, detail)
-        if params:  # e.g. the pickup code of one order: its own budget, whoever tries it
-            _take(state, "sensitive_target", upstream_path, detail)
-    elif policy.limit is LimitClass.ORDER_CREATE and principal is not None:
+    if policy.limit is LimitClass.ORDER_CREATE and principal is not None:
         member = principal.member_id or principal.subject
         _take(state, "order_member", member, "too many orders from this member; wait before trying again")
         if not state.order_gate.try_enter(member):
             raise _rate_limited("order_in_flight", 1.0, "an order from this member is already being placed")
         gate_key = member
     try:
-        return await _forward(request, state, service, upstream_path, raw_path, policy)
+        return await _forward(request, state, service, upstream_path, raw_path, policy, body)
     finally:
         if gate_key is not None:
             state.order_gate.leave(gate_key)
 
 
+async def _login_body(request: web.Request) -> bytes:
+    """A login route's body, read whole (it is a few short fields) so its target can key the buckets."""
+    if request.content_length is not None and request.content_length > LOGIN_BODY_MAX_BYTES:
+        raise Problem(413, "payload-too-large", f"a login body is at most {LOGIN_BODY_MAX_BYTES} bytes",
+                      max_bytes=LOGIN_BODY_MAX_BYTES)
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(STREAM_CHUNK):
+        body += chunk
+        if len(body) > LOGIN_BODY_MAX_BYTES:
+            raise Problem(413, "payload-too-large", f"a login body is at most {LOGIN_BODY_MAX_BYTES} bytes",
+                          max_bytes=LOGIN_BODY_MAX_BYTES)
+    return bytes(body)
+
+
 async def _forward(request: web.Request, state: GatewayState, service: str, upstream_path: str, raw_path: str,
-                   policy: RoutePolicy) -> web.StreamResponse:
+                   policy: RoutePolicy, read_body: bytes | None = None) -> web.StreamResponse:
     settings = state.settings
-    breaker = state.breakers[service]
+    breaker = state.breakers[breaker_name(service, breaker_class(policy))]
     wait = breaker.before_call()
     if wait is not None:
-        metrics.BREAKER_REFUSED.labels(service).inc()
+        metrics.BREAKER_REFUSED.labels(breaker.name).inc()
         raise Problem(503, "upstream-unavailable", f"{service} is failing; calls are paused",
                       headers={"Retry-After": retry_after_header(wait)})
 
     raw_query = request.rel_url.raw_query_string
     tail = raw_path[len(API_PREFIX):] + (f"?{raw_query}" if raw_query else "")
     overflow: list[bool] = []
-    body = None
-    if request.body_exists:
+    body = read_body
+    if read_body is None and request.body_exists:
         body = request.content if request.content_length is not None else _capped(
             request.content, settings.max_body_bytes, overflow)
     # After a replica broke off mid-request the call may go to another only if sending it again is harmless
     # and possible (a streamed body is gone); after a refused connection nothing was sent, so always.
     resendable = request.method in IDEMPOTENT_METHODS and not request.body_exists
     timeout = state.timeout_for(policy.timeout_s)
-    headers = _upstream_headers(request, settings)
+    headers = _upstream_headers(request, state)
     pool = state.pools[service]
     assert state.session is not None
     started = time.perf_counter()
@@ -371,7 +397,7 @@ async def _forward(request: web.Request, state: GatewayState, service: str, upst
                 if overflow:
                     breaker.record_abandoned()
                     raise _too_large(settings) from None
-                _mark(pool, base, up=False)
+                mark_replica(pool, base, up=False)
                 refused = isinstance(exc, aiohttp.ClientConnectorError)
                 if attempt < len(candidates) and (refused or resendable):
                     metrics.UPSTREAM_RETRIES.labels(service, "refused" if refused else "broken").inc()
@@ -384,7 +410,7 @@ async def _forward(request: web.Request, state: GatewayState, service: str, upst
                 breaker.record_abandoned()
                 raise
         if pool.is_down(base):
-            _mark(pool, base, up=True)
+            mark_replica(pool, base, up=True)
         outcome = "ok" if upstream.status < 400 else "client_error" if upstream.status < 500 else "server_error"
         state.latency[service, outcome].observe(time.perf_counter() - started)
         if upstream.status in (502, 503, 504):
@@ -444,63 +470,15 @@ async def _stream_back(request: web.Request, upstream: aiohttp.ClientResponse, s
     return response
 
 
-def _mark(pool: ReplicaPool, url: str, *, up: bool) -> None:
-    if up:
-        pool.mark_up(url)
-    else:
-        pool.mark_down(url)
-    metrics.REPLICA_UP.labels(pool.name, url).set(1 if up else 0)
-
-
-async def _probe_replicas(state: GatewayState, interval_s: float) -> None:
-    """Every replica of a service that has several: ready (/readyz 200) or marked down, so calls skip it."""
-    assert state.session is not None
-    probe_timeout = aiohttp.ClientTimeout(total=min(2.0, interval_s))
-
-    async def probe(pool: ReplicaPool, url: str) -> None:
-        try:
-            async with state.session.get(url + "/readyz", timeout=probe_timeout) as response:
-                ready = response.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError):
-            ready = False
-        _mark(pool, url, up=ready)
-
-    while True:
-        await asyncio.gather(*(probe(pool, url) for pool in state.pools.values() if len(pool) > 1
-                               for url in pool.urls))
-        await asyncio.sleep(interval_s)
-
-
 # --- gateway's own endpoints -----------------------------------------------------------------------------
 
 async def aggregated_health(request: web.Request) -> web.Response:
-    """Health of the gateway and every service behind it (each service's /readyz)."""
-    state = request.app[STATE]
-    assert state.session is not None
-
-    async def probe(name: str, base: str) -> tuple[str, dict]:
-        try:
-            async with state.session.get(base + "/readyz", timeout=aiohttp.ClientTimeout(total=2)) as response:
-                body = await response.json(content_type=None)
-                return name, {"status": "up" if response.status == 200 else "degraded",
-                              "checks": body.get("checks") if isinstance(body, dict) else None,
-                              "breaker": state.breakers[name].state.name.lower()}
-        except Exception as exc:  # a down service is reported, not raised
-            return name, {"status": "down", "error": type(exc).__name__,
-                          "breaker": state.breakers[name].state.name.lower()}
-
-    async def service_health(name: str, pool: ReplicaPool) -> tuple[str, dict]:
-        replicas = [(await probe(name, url))[1] for url in pool.urls]
-        if len(replicas) == 1:
-            return name, replicas[0]
-        up = sum(replica["status"] == "up" for replica in replicas)
-        status = "up" if up == len(replicas) else "degraded" if up else replicas[0]["status"]
-        return name, {**replicas[0], "status": status,
-                      "replicas": {url: replica["status"] for url, replica in zip(pool.urls, replicas)}}
-
-    results = dict(await asyncio.gather(*(service_health(n, p) for n, p in state.pools.items())))
-    all_up = all(r["status"] == "up" for r in results.values())
-    return json_response({"status": "ok" if all_up else "degraded", "service": "gateway", "services": results})
+    """The public health: up or down per service, nothing more (no checks, error names or breaker states:
+    those are on the internal listener)."""
+    results = await probe_services(request.app[STATE])
+    services = {name: {"status": "up" if r["status"] == "up" else "down"} for name, r in results.items()}
+    all_up = all(r["status"] == "up" for r in services.values())
+    return json_response({"status": "ok" if all_up else "degraded", "services": services})
 
 
 async def _aggregated_document(state: GatewayState) -> dict:
@@ -549,14 +527,17 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
     app[SETTINGS] = settings
     app[READINESS_CHECKS] = {}
     breakers = {name: CircuitBreaker(name, settings.breaker_failure_threshold, settings.breaker_open_s,
-                                     on_change=_on_breaker_change) for name in settings.upstreams()}
+                                     on_change=_on_breaker_change)
+                for name in (breaker_name(service, group) for service in settings.upstreams()
+                             for group in BREAKER_CLASSES)}
     for name in breakers:
         metrics.BREAKER_STATE.labels(name).set(BreakerState.CLOSED.value)
     state = GatewayState(settings=settings, verifier=TokenVerifier(settings),
                          limiter=RateLimiter(settings.rate_limit_max_keys),
                          order_gate=InFlightGate(settings.order_in_flight_per_member), breakers=breakers,
                          rules=_bucket_rules(settings),
-                         verified=VerifiedTokens(settings.token_cache_s, settings.token_cache_entries))
+                         verified=VerifiedTokens(settings.token_cache_s, settings.token_cache_entries),
+                         proxies=parse_networks(settings.trusted_proxies))
     state.pools = {name: ReplicaPool(name, urls, settings.upstream_down_s)
                    for name, urls in settings.upstreams().items()}
     for name, pool in state.pools.items():
@@ -574,7 +555,7 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
         state.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
         prober = None
         if settings.upstream_probe_interval_s > 0 and any(len(pool) > 1 for pool in state.pools.values()):
-            prober = asyncio.create_task(_probe_replicas(state, settings.upstream_probe_interval_s),
+            prober = asyncio.create_task(probe_replicas(state, settings.upstream_probe_interval_s),
                                          name="gateway-replica-probe")
         yield
         if prober is not None:
@@ -584,12 +565,31 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
         await state.session.close()
         await state.verifier.close()
 
+    async def revocation_poller(app: web.Application):
+        task = asyncio.create_task(poll_revocations(state)) if settings.revocation_poll_s > 0 else None
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def internal_listener(app: web.Application):
+        if not settings.metrics_port:
+            yield
+            return
+        runner = web.AppRunner(internal_app(state), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, settings.host, settings.metrics_port).start()
+        yield
+        await runner.cleanup()
+
     app.cleanup_ctx.append(upstream_pool)
+    app.cleanup_ctx.append(internal_listener)
+    app.cleanup_ctx.append(revocation_poller)
     app.on_startup.append(_tune_gc)
     app.on_response_prepare.append(decorate_response)
     app.router.add_get("/healthz", aggregated_health)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/api/docs", openapi_page)
     app.router.add_get("/api/docs/openapi.json", openapi_json)
     app.router.add_route("*", "/api/v1/{tail:.*}", proxy)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 RATE_LIMITED = Counter("o2o_gateway_rate_limited_total", "Requests refused with 429, by bucket",
-                       ["bucket"])  # ip | principal | sensitive_ip | sensitive_principal | sensitive_target | order_member | order_in_flight
+                       ["bucket"])  # ip | principal | login_ip | login_target | login_pair | otp_send | pickup_order | pickup_store | order_member | order_in_flight
 REJECTED = Counter("o2o_gateway_rejected_total", "Requests refused before routing, by reason",
                    ["reason"])  # body_too_large | url_too_long | headers_too_large | internal_route | bad_path | no_route | cors_origin
 AUTH_FAILURES = Counter("o2o_gateway_auth_failures_total", "Requests refused by authentication/authorization",
@@ -27,3 +27,6 @@ UPSTREAM_RETRIES = Counter("o2o_gateway_upstream_retries_total", "Calls sent aga
                            "service, by why the first replica failed", ["service", "reason"])  # refused | broken
 REPLICA_UP = Gauge("o2o_gateway_upstream_replica_up", "Replica of an upstream service found ready by the last "
                    "probe or call (1) or marked down (0)", ["service", "replica"])  # replica: its base URL (config)
+REVOCATION_POLLS = Counter("o2o_gateway_revocation_polls_total", "Polls of membership's revoked sessions, by outcome",
+                           ["outcome"])  # ok | failed
+REVOCATIONS = Gauge("o2o_gateway_revocations", "Revoked sessions and accounts the gateway currently refuses")

@@ -24,8 +24,12 @@ class Access(Enum):
 
 class LimitClass(str, Enum):
     DEFAULT = "default"
-    # Login, OTP and pickup-code endpoints: guessable secrets, so few attempts per client and per target.
-    SENSITIVE = "sensitive"
+    # Guessable secrets: budgets per target (the phone, the username, the order) and per requester and target;
+    # the client address only as a coarse guard (see limits.py).
+    OTP_SEND = "otp_send"
+    OTP_LOGIN = "otp_login"
+    STAFF_LOGIN = "staff_login"
+    PICKUP = "pickup"
     # Order placement: one place in the queue per member.
     ORDER_CREATE = "order_create"
 
@@ -90,10 +94,14 @@ POLICIES: tuple[RoutePolicy, ...] = (
     # through the front door must not even be possible.
     denied("/auth/service/**"),
     public(GET, "/auth/jwks"),
-    public(POST, "/auth/member/otp", limit=LimitClass.SENSITIVE),
-    public(POST, "/auth/member/token", limit=LimitClass.SENSITIVE),
-    public(POST, "/auth/staff/token", limit=LimitClass.SENSITIVE),
-    public(POST, "/auth/token/refresh", limit=LimitClass.SENSITIVE),
+    public(POST, "/auth/member/otp", limit=LimitClass.OTP_SEND),
+    public(POST, "/auth/member/token", limit=LimitClass.OTP_LOGIN),
+    public(POST, "/auth/staff/token", limit=LimitClass.STAFF_LOGIN),
+    # A refresh token is 256 random bits used once: nothing to guess, and every app refreshes hourly, so it
+    # has only the address's flood guard (behind one carrier NAT thousands refresh every hour).
+    public(POST, "/auth/token/refresh"),
+    # Logging out needs only the refresh token: an app whose access token has expired can still end its login.
+    public(POST, "/auth/logout"),
     roles(POST, "/auth/keys/**", ADMIN),
     roles(POST, "/members/scan", frozenset({"customer"}) | STAFF),
     roles(ANY_METHOD, "/members/me/**", frozenset({"customer"})),
@@ -121,8 +129,8 @@ POLICIES: tuple[RoutePolicy, ...] = (
     # The payment provider calls back without a member token; orders verifies the provider's signature.
     public(POST, "/orders/payments/callback"),
     roles(POST, "/orders", frozenset({"customer"}) | STAFF, limit=LimitClass.ORDER_CREATE, timeout_s=15.0),
-    # The pickup code is a short secret: attempts are limited per staff member and per order.
-    roles(POST, "/orders/{order_id}/pickup", STAFF, limit=LimitClass.SENSITIVE),
+    # The pickup code is a short secret: a few attempts per order, and a generous budget per store counter.
+    roles(POST, "/orders/{order_id}/pickup", STAFF, limit=LimitClass.PICKUP),
     roles(POST, "/orders/{order_id}/pickup-code/**", frozenset({"store_manager", "hq_admin"})),
     roles(POST, "/orders/{order_id}/ready-for-pickup", STAFF),
     roles(POST, "/orders/{order_id}/ship", STAFF),
@@ -175,6 +183,26 @@ def match(method: str, path: str, policies: tuple[RoutePolicy, ...] = POLICIES) 
         if found:
             return policy, found.groupdict()
     return DEFAULT_POLICY, {}
+
+
+BREAKER_CLASSES = ("default", "login", "slow")
+LOGIN_CLASSES = frozenset({LimitClass.OTP_SEND, LimitClass.OTP_LOGIN, LimitClass.STAFF_LOGIN})
+
+
+def breaker_class(policy: RoutePolicy) -> str:
+    """Routes that fail for their own reasons get their own breaker per upstream: a flood of password logins
+    (each an expensive hash) or a slow report must not pause the rest of that service (JWKS, member login,
+    checkout) for everyone."""
+    if policy.limit in LOGIN_CLASSES:
+        return "login"
+    if policy.timeout_s is not None and policy.timeout_s > 10:
+        return "slow"
+    return "default"
+
+
+def breaker_name(service: str, breaker_class_: str) -> str:
+    """The breaker's name (its metric label): the service itself for its default routes."""
+    return service if breaker_class_ == "default" else f"{service}/{breaker_class_}"
 
 
 def is_internal(path: str) -> bool:

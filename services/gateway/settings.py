@@ -2,7 +2,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from libs.replicas import split_urls
-from libs.settings import ServiceSettings
+from libs.settings import ServiceSettings, secret
 
 
 class GatewaySettings(ServiceSettings):
@@ -11,7 +11,12 @@ class GatewaySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", populate_by_name=True)
 
     service_name: str = "gateway"
+    # its credential at membership (GATEWAY_CLIENT_SECRET): the gateway asks for revoked sessions
+    client_secret: str = secret()
     port: int = 8080
+    # Prometheus (/metrics) and the detailed health of every service (/healthz with readiness checks, errors
+    # and breaker states) are served on this internal port only, never on the public `port`; 0: not at all.
+    metrics_port: int = 9080
 
     # Upstream calls: the default timeout; the route policy table overrides it per route.
     upstream_timeout_s: float = 10.0
@@ -32,22 +37,41 @@ class GatewaySettings(ServiceSettings):
     max_url_bytes: int = 4096
     max_header_bytes: int = 16 * 1024
 
-    # Token buckets. Per client IP before authentication, per principal after it.
+    # Token buckets. Per client address before authentication (a coarse flood guard: IPv6 by /64), per
+    # principal after it.
     rate_ip_per_s: float = 100.0
     rate_ip_burst: int = 200
     rate_principal_per_s: float = 50.0
     rate_principal_burst: int = 100
-    # Login, OTP and pickup-code endpoints: a few tries, slowly refilled (brute force is cut off).
-    rate_sensitive_per_s: float = 5 / 60
-    rate_sensitive_burst: int = 5
+    # Login and one-time-code routes (see limits.py). Per address only a coarse guard: a store's Wi-Fi or a
+    # carrier NAT is hundreds of shoppers behind one address.
+    rate_login_ip_per_s: float = 5.0
+    rate_login_ip_burst: int = 300
+    # Per target (the phone whose code is guessed, the username whose password is): from any address.
+    # Refilled quickly, so a stranger spending it shuts the owner out for a minute, not for hours.
+    rate_login_target_per_s: float = 1 / 60
+    rate_login_target_burst: int = 10
+    # Per requester (address) and target together: one device's retries.
+    rate_login_pair_per_s: float = 1 / 60
+    rate_login_pair_burst: int = 5
+    # Codes sent to one phone (text messages cost money and bother the owner), from any address.
+    rate_otp_send_per_s: float = 1 / 120
+    rate_otp_send_burst: int = 3
+    # Pickup codes: a few tries per order; a generous budget per store counter (a busy counter hands over
+    # dozens of orders an hour, and bounds how many codes a rogue device can try across orders).
+    rate_pickup_order_per_s: float = 5 / 3600
+    rate_pickup_order_burst: int = 5
+    rate_pickup_store_per_s: float = 200 / 3600
+    rate_pickup_store_burst: int = 100
     # POST /orders per member (flash sale: one person, one place in the queue): at most
     # `order_in_flight_per_member` order requests at once, and a slow bucket on top.
     rate_order_per_s: float = 1.0
     rate_order_burst: int = 3
     order_in_flight_per_member: int = 1
     rate_limit_max_keys: int = 200_000
-    # Client IP is the TCP peer unless the gateway sits behind a proxy we trust to set X-Forwarded-For.
-    trust_forwarded_for: bool = False
+    # The client address is the TCP peer, unless the peer is inside one of these ranges (CIDR, JSON list, e.g.
+    # ["10.0.0.0/8"]): then X-Forwarded-For is read from the right past every trusted hop. Empty: never.
+    trusted_proxies: list[str] = Field(default_factory=list)
 
     # Circuit breaker per upstream service (over all its replicas): opens after this many consecutive failed
     # calls (every replica tried refused, a timeout, a 502/503/504 answer) and stays open for `breaker_open_s` before one trial request is let through.
@@ -63,6 +87,10 @@ class GatewaySettings(ServiceSettings):
     # collections rarer, since a request's garbage is mostly freed by reference counting.
     gc_freeze: bool = True
     gc_gen0_threshold: int = 50_000
+
+    # Ended sessions and revoked accounts (logout, password change or reset, disabled staff, new roles) are polled
+    # from membership this often; tokens they name are refused (401 token-revoked). 0: not polled.
+    revocation_poll_s: float = 5.0
 
     # Aggregated OpenAPI: how long the assembled document is reused, and how long a service may take.
     docs_cache_s: float = 30.0

@@ -1,12 +1,14 @@
 """Mongo repositories, one per aggregate. Every write takes the caller's transaction session."""
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
+from pymongo.errors import DuplicateKeyError
 
 from libs.clock import utcnow
-from libs.mongo import IndexSpec, Mongo, replace_versioned
+from libs.mongo import ConcurrencyConflict, IndexSpec, Mongo, replace_versioned
 
 INDEXES = [
     IndexSpec("staff", [("username", ASCENDING)], unique=True, name="username_unique"),
@@ -25,9 +27,19 @@ INDEXES = [
     IndexSpec("refresh_tokens", [("family_id", ASCENDING)], name="family"),
     IndexSpec("scan_tokens", [("expires_at_ms", ASCENDING)], name="expiry"),
     IndexSpec("identity_scans", [("staff_id", ASCENDING)], name="staff"),
+    IndexSpec("revocations", [("at_ms", ASCENDING)], name="at"),
 ]
 COLLECTIONS = ["signing_keys", "otp_challenges", "login_failures", "campaigns", "coupon_templates",
                "coupon_member_counts", "campaign_grants", "checkout_holds", "member_stats"]
+
+
+@contextlib.contextmanager
+def refuse_duplicates_as_conflict():
+    """A concurrent insert of the same key lost the race: retry the unit of work (it will see the winner)."""
+    try:
+        yield
+    except DuplicateKeyError as exc:
+        raise ConcurrencyConflict(str(exc)) from None
 
 
 async def _put(collection, doc: dict, session, replace: bool) -> None:
@@ -93,9 +105,13 @@ class StaffRepository:
     async def insert(self, doc: dict, session) -> None:
         await self.collection.insert_one(doc, session=session)
 
-    async def set_password(self, staff_id: str, password_hash: str, session) -> None:
-        await self.collection.update_one({"_id": staff_id}, {"$set": {"password_hash": password_hash}},
-                                         session=session)
+    async def set_password(self, staff_id: str, password_hash: str, session, change_required: bool = False) -> None:
+        await self.collection.update_one({"_id": staff_id}, {"$set": {
+            "password_hash": password_hash, "password_change_required": change_required}}, session=session)
+
+    async def set_fields(self, staff_id: str, fields: dict, session) -> bool:
+        result = await self.collection.update_one({"_id": staff_id}, {"$set": fields}, session=session)
+        return result.matched_count == 1
 
     async def get(self, staff_id: str, session=None) -> dict | None:
         return await self.collection.find_one({"_id": staff_id}, session=session)
@@ -107,15 +123,26 @@ class StaffRepository:
         query = {"store_ids": store_id} if store_id else {}
         return await self.collection.find(query, {"password_hash": 0}).sort("_id", ASCENDING).to_list(1000)
 
-    async def failure_window(self, username: str) -> dict | None:
-        return await self.failures.find_one({"_id": username})
+    async def failure_records(self, keys: list[str], session) -> dict[str, dict]:
+        """The login-failure records under these keys (a username, a username and requester)."""
+        found = await self.failures.find({"_id": {"$in": keys}}, session=session).to_list(len(keys))
+        return {doc["_id"]: doc for doc in found}
 
-    async def record_failure(self, username: str, window_start_ms: int, failures: int, session) -> None:
-        await self.failures.replace_one({"_id": username}, {"_id": username, "window_start_ms": window_start_ms,
-                                                             "failures": failures}, upsert=True, session=session)
+    async def count_failure(self, key: str, seen: dict | None, failures: int, now_ms: int, session) -> None:
+        """Store the new count only if the record is still the one judged (compare-and-set), so two attempts
+        judged on the same count cannot both pass; the loser's unit of work is retried and sees the new count."""
+        doc = {"_id": key, "failures": failures, "last_failure_ms": now_ms}
+        if seen is None:
+            with refuse_duplicates_as_conflict():
+                await self.failures.insert_one(doc, session=session)
+            return
+        result = await self.failures.replace_one({"_id": key, "failures": seen["failures"],
+                                                  "last_failure_ms": seen["last_failure_ms"]}, doc, session=session)
+        if result.matched_count == 0:
+            raise ConcurrencyConflict(f"login failures of {key} changed")
 
-    async def clear_failures(self, username: str, session) -> None:
-        await self.failures.delete_one({"_id": username}, session=session)
+    async def clear_failures(self, keys: list[str], session) -> None:
+        await self.failures.delete_many({"_id": {"$in": keys}}, session=session)
 
 
 class RefreshTokenRepository(Documents):
@@ -138,6 +165,28 @@ class RefreshTokenRepository(Documents):
         """Every login of one account (after a password change)."""
         await self.collection.update_many({"kind": kind, "subject_id": subject_id}, {"$set": {"revoked": True}},
                                           session=session)
+
+
+class RevocationRepository(Documents):
+    """Ended sessions (a login's `sid`) and accounts whose earlier tokens no longer count (`not_before_ms`),
+    kept until the longest-lived access token issued before them has expired. The gateway polls them."""
+
+    collection_name = "revocations"
+
+    async def end_session(self, sid: str, at_ms: int, keep_until_ms: int, session) -> None:
+        await self.collection.replace_one({"_id": f"sid|{sid}"}, {
+            "_id": f"sid|{sid}", "kind": "session", "sid": sid, "at_ms": at_ms, "expires_at_ms": keep_until_ms},
+            upsert=True, session=session)
+
+    async def end_tokens_before(self, subject: str, not_before_ms: int, at_ms: int, keep_until_ms: int,
+                                session) -> None:
+        await self.collection.replace_one({"_id": f"sub|{subject}"}, {
+            "_id": f"sub|{subject}", "kind": "subject", "subject": subject, "not_before_ms": not_before_ms,
+            "at_ms": at_ms, "expires_at_ms": keep_until_ms}, upsert=True, session=session)
+
+    async def since(self, since_ms: int, now_ms: int, limit: int = 10_000) -> list[dict]:
+        found = await self.collection.find({"at_ms": {"$gte": since_ms}}).sort("at_ms", ASCENDING).to_list(limit)
+        return [doc for doc in found if doc["expires_at_ms"] > now_ms]
 
 
 class OtpRepository(Documents):

@@ -23,6 +23,7 @@ class TokenOut(BaseModel):
     expires_in: int
     refresh_token: str | None = Field(None, description="members and staff: single use, see /auth/token/refresh")
     refresh_expires_in: int | None = None
+    password_change_required: bool | None = Field(None, description="staff: HQ reset the password; change it")
 
 
 class RefreshRequest(Strict):
@@ -283,12 +284,12 @@ class QrQuery(Strict):
     store_id: Id | None = None
 
 
-class NewStaff(Strict):
-    id: Annotated[str, StringConstraints(pattern=r"^stf_[A-Za-z0-9_]{1,60}$")]
-    username: Annotated[str, StringConstraints(pattern=r"^[a-z0-9._-]{3,64}$")]
-    password: Annotated[str, StringConstraints(min_length=10, max_length=256)]
-    name: Text
-    roles: list[Literal["store_staff", "store_manager", "franchisee", "hq_admin"]] = Field(min_length=1, max_length=4)
+StaffRole = Literal["store_staff", "store_manager", "franchisee", "hq_admin"]
+
+
+class StaffAccess(Strict):
+    """What a staff account may do: its roles and stores (HQ changes them; earlier tokens stop counting)."""
+    roles: list[StaffRole] = Field(min_length=1, max_length=4)
     store_ids: list[Id] = Field(default_factory=list, max_length=500)
     franchisee_id: Id | None = None
 
@@ -299,6 +300,18 @@ class NewStaff(Strict):
         if "franchisee" in self.roles and not self.franchisee_id:
             raise ValueError("a franchisee account needs franchisee_id")
         return self
+
+
+class PasswordReset(Strict):
+    """HQ's temporary password for a staff account; every login of the account ends."""
+    temporary_password: Annotated[str, StringConstraints(min_length=10, max_length=256)]
+
+
+class NewStaff(StaffAccess):
+    id: Annotated[str, StringConstraints(pattern=r"^stf_[A-Za-z0-9_]{1,60}$")]
+    username: Annotated[str, StringConstraints(pattern=r"^[a-z0-9._-]{3,64}$")]
+    password: Annotated[str, StringConstraints(min_length=10, max_length=256)]
+    name: Text
 
 
 class Merge(Strict):

@@ -24,18 +24,33 @@ class MembershipSettings(ServiceSettings):
     # service reads as its own credential). What each may call is libs.auth.SERVICE_GRANTS.
     orders_client_secret: str = secret("ORDERS_CLIENT_SECRET")
     notifications_client_secret: str = secret("NOTIFICATIONS_CLIENT_SECRET")
+    gateway_client_secret: str = secret("GATEWAY_CLIENT_SECRET")
 
     # One-time codes: the pepper keys the stored digest of a code (its own secret, shared with nothing).
     otp_pepper: str = secret()
     otp_ttl_s: int = 300
     otp_max_attempts: int = 5            # wrong codes before the code is burnt
-    otp_max_requests: int = 5            # codes per phone per window
-    otp_request_window_s: int = 3600
+    # Codes per phone per window: a short window, so whoever spends a phone's budget (a stranger can ask for
+    # the owner's phone) keeps the owner waiting minutes, not an hour. The gateway's per-phone budget is
+    # smaller (it refuses first); this one holds across gateway replicas.
+    otp_max_requests: int = 10
+    otp_request_window_s: int = 600
     # argon2id cost (the hash records its own parameters, so raising these later keeps old hashes valid)
     password_time_cost: int = 3
     password_memory_kib: int = 65536
-    staff_login_max_failures: int = 10   # failed passwords per username per window before refusing
-    staff_login_window_s: int = 900
+    # Each hash takes `password_memory_kib`: at most this many run at once and this many more wait; a login
+    # beyond that is answered 429 `login-busy` before anything is hashed (a flood cannot exhaust memory).
+    password_hash_concurrency: int = 4
+    password_hash_waiting: int = 8
+    # Staff login throttling (domain/logins.py), a progressive delay, never a lock: per username and requester
+    # a few free failures, then a delay doubling from `staff_login_first_delay_s` up to a long cap; per
+    # username from anywhere many free failures and a short cap (a stranger cannot keep the owner out longer).
+    staff_login_requester_free_failures: int = 5
+    staff_login_requester_max_delay_s: float = 900.0
+    staff_login_username_free_failures: int = 20
+    staff_login_username_max_delay_s: float = 60.0
+    staff_login_first_delay_s: float = 1.0
+    staff_login_forget_after_s: float = 3600.0  # failures this old (since the last one) no longer count
 
     # Attribution
     binding_days: int = 365
@@ -69,4 +84,5 @@ class MembershipSettings(ServiceSettings):
 
     def client_secrets(self) -> dict[str, str]:
         """client id -> its secret."""
-        return {"orders": self.orders_client_secret, "notifications": self.notifications_client_secret}
+        return {"orders": self.orders_client_secret, "notifications": self.notifications_client_secret,
+                "gateway": self.gateway_client_secret}

@@ -19,7 +19,7 @@ async def private_suite(mongo_url: str, **env: str):
     namespace = new_namespace()
     suite = Suite(state_dir=state, ports={s: free_port() for s in SERVICES}, mongo_url=mongo_url,
                   bus_namespace=namespace, db_prefix="o2o" + namespace.replace(".", "_"),
-                  extra_env={"GATEWAY_TRUST_FORWARDED_FOR": "true", "LOG_LEVEL": "WARNING", **env})
+                  extra_env={"GATEWAY_TRUSTED_PROXIES": '["127.0.0.1/32"]', "LOG_LEVEL": "WARNING", **env})
     try:
         import asyncio
         await asyncio.to_thread(suite.start)

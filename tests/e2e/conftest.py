@@ -28,7 +28,7 @@ def private_suite(prefix: str, extra_env: dict[str, str] | None = None, **option
     namespace = new_namespace()
     env = {"O2O_BUS_RETRY_DELAY_MS": "300", "O2O_OUTBOX_POLL_INTERVAL_S": "0.2", "LOG_LEVEL": "INFO",
            # Simulated phones each come from their own address, as behind a load balancer.
-           "GATEWAY_TRUST_FORWARDED_FOR": "true", **(extra_env or {})}
+           "GATEWAY_TRUSTED_PROXIES": '["127.0.0.1/32"]', **(extra_env or {})}
     suite = Suite(state_dir=state, ports={s: free_port() for s in SERVICES},
                   mongo_url=os.environ.get("TEST_MONGO_URL") or None, nx_port=free_port(),
                   bus_namespace=namespace, db_prefix="o2o" + namespace.replace(".", "_"), extra_env=env, **options)

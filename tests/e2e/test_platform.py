@@ -21,7 +21,7 @@ async def test_gateway_health_lists_every_service_up(suite, http):
 
 async def test_every_process_serves_prometheus_metrics(suite, http):
     for service in ("gateway", *DOMAIN_SERVICES):
-        async with http.get(suite.url(service) + "/metrics") as response:
+        async with http.get(suite.metrics_url(service)) as response:
             assert response.status == 200, service
             assert response.headers["Content-Type"].startswith("text/plain")
             text = await response.text()

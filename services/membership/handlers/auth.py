@@ -9,12 +9,20 @@ from libs.http import json_response, parse_body
 from libs.openapi import openapi
 from libs.problems import Problem
 from services.membership.handlers.common import body_for, once, short_list
-from services.membership.schemas import (NewStaff, OtpLogin, OtpRequest, OtpSent, PasswordChange, RefreshRequest,
-                                         ServiceCredentials, StaffCredentials, TokenOut)
+from services.membership.schemas import (NewStaff, OtpLogin, OtpRequest, OtpSent, PasswordChange, PasswordReset,
+                                         RefreshRequest, ServiceCredentials, StaffAccess,
+                                         StaffCredentials, TokenOut)
 from services.membership.usecases import CODES, KEYS, STAFF, TOKENS
 
 routes = web.RouteTableDef()
 NO_STORE = {"Cache-Control": "no-store"}
+
+
+def requester_of(request: web.Request) -> str:
+    """Who is asking, for login throttling: the client address the gateway asserts in X-Forwarded-For (it
+    replaces whatever the client sent; membership is reachable only from inside), else the TCP peer."""
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    return forwarded.rsplit(",", 1)[-1].strip() or request.remote or "unknown"
 
 
 @routes.get("/auth/jwks")
@@ -37,7 +45,8 @@ async def service_token(request: web.Request) -> web.Response:
          public=True)
 async def staff_token(request: web.Request) -> web.Response:
     body = await parse_body(request, StaffCredentials)
-    return json_response(await request.app[STAFF].login(body.username, body.password), headers=NO_STORE)
+    return json_response(await request.app[STAFF].login(body.username, body.password, requester_of(request)),
+                         headers=NO_STORE)
 
 
 @routes.post("/auth/member/otp")
@@ -72,8 +81,8 @@ async def refresh_token(request: web.Request) -> web.Response:
 
 
 @routes.post("/auth/logout")
-@openapi(summary="End a login: its refresh tokens stop working", tags=["auth"], request=RefreshRequest,
-         responses={204: None}, public=True)
+@openapi(summary="End a login: its refresh tokens stop working and its access tokens are refused", tags=["auth"],
+         request=RefreshRequest, responses={204: None}, public=True)
 async def logout(request: web.Request) -> web.Response:
     body = await parse_body(request, RefreshRequest)
     await request.app[TOKENS].logout(body.refresh_token)
@@ -110,3 +119,49 @@ async def create_staff(request: web.Request) -> web.Response:
     doc = {"_id": body.id, "username": body.username, "name": body.name, "roles": sorted(set(body.roles)),
            "store_ids": sorted(set(body.store_ids)), "franchisee_id": body.franchisee_id}
     return await once(request, lambda: request.app[STAFF].create(doc, body.password))
+
+
+STAFF_ID = "{staff_id:stf_[A-Za-z0-9_]+}"
+
+
+@routes.post(f"/members/staff/{STAFF_ID}/disable")
+@openapi(summary="Disable a staff account (HQ): no login, no refresh, its tokens refused", tags=["staff"])
+async def disable_staff(request: web.Request) -> web.Response:
+    require(request, "hq_admin")
+    return json_response(await request.app[STAFF].disable(request.match_info["staff_id"]))
+
+
+@routes.post(f"/members/staff/{STAFF_ID}/enable")
+@openapi(summary="Enable a disabled staff account again (HQ)", tags=["staff"])
+async def enable_staff(request: web.Request) -> web.Response:
+    require(request, "hq_admin")
+    return json_response(await request.app[STAFF].enable(request.match_info["staff_id"]))
+
+
+@routes.put(f"/members/staff/{STAFF_ID}/access")
+@openapi(summary="Change a staff account's roles and stores (HQ); its earlier tokens are refused", tags=["staff"],
+         request=StaffAccess)
+async def change_staff_access(request: web.Request) -> web.Response:
+    body = await body_for(request, StaffAccess, "hq_admin")
+    return json_response(await request.app[STAFF].change_access(request.match_info["staff_id"], body.roles,
+                                                                body.store_ids, body.franchisee_id))
+
+
+@routes.post(f"/members/staff/{STAFF_ID}/password-reset")
+@openapi(summary="Force a password reset (HQ): a temporary password, every login ended", tags=["staff"],
+         request=PasswordReset)
+async def reset_staff_password(request: web.Request) -> web.Response:
+    body = await body_for(request, PasswordReset, "hq_admin")
+    return json_response(await request.app[STAFF].force_reset(request.match_info["staff_id"],
+                                                              body.temporary_password))
+
+
+@routes.get("/auth/internal/revocations")
+async def revocations(request: web.Request) -> web.Response:
+    """Ended sessions and accounts whose earlier tokens no longer count: the gateway polls it (Revocations)."""
+    require(request, scope="membership:revocations")
+    try:
+        since_ms = max(0, int(request.query.get("since_ms", "0")))
+    except ValueError:
+        raise Problem(400, "bad-request", "since_ms must be an integer (epoch milliseconds)") from None
+    return json_response(await request.app[TOKENS].revocations_since(since_ms), headers=NO_STORE)

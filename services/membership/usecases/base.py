@@ -11,7 +11,7 @@ from services.membership.domain.errors import NOT_FOUND, MembershipError
 from services.membership.domain.tiers import tier_ladder
 from services.membership.repository import (CouponRepository, HoldRepository, LedgerRepository, MemberRepository,
                                             OtpRepository, PurchaseRepository, RefreshTokenRepository,
-                                            StaffRepository)
+                                            RevocationRepository, StaffRepository)
 from services.membership.settings import MembershipSettings
 
 DAY_MS = 86_400_000
@@ -32,6 +32,7 @@ class UseCase:
         self.staff = StaffRepository(mongo)
         self.otp = OtpRepository(mongo)
         self.refresh_tokens = RefreshTokenRepository(mongo)
+        self.revocations = RevocationRepository(mongo)
         self.members = MemberRepository(mongo)
         self.ledger = LedgerRepository(mongo)
         self.coupons = CouponRepository(mongo)

@@ -62,7 +62,7 @@ def public_qr(q: dict[str, Any]) -> dict[str, Any]:
 def public_staff(s: dict[str, Any]) -> dict[str, Any]:
     return {"id": s["_id"], "username": s["username"], "name": s.get("name"), "roles": s["roles"],
             "store_ids": s.get("store_ids", []), "franchisee_id": s.get("franchisee_id"),
-            "status": s.get("status", "active")}
+            "status": s.get("status", "active"), "password_change_required": bool(s.get("password_change_required"))}
 
 
 def public_entry(e: dict[str, Any]) -> dict[str, Any]:

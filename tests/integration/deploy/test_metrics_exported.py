@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from libs.settings import ServiceSettings
-from tests.support import running_app, settings_for
+from tests.support import free_port, running_app, settings_for
 
 ROOT = Path(__file__).resolve().parents[3]
 SERVICES = ("gateway", "catalog", "stock", "orders", "membership", "notifications", "settlement")
@@ -63,10 +63,13 @@ async def test_service_exports_every_metric_the_dashboards_and_alerts_use(servic
     if not (ROOT / "services" / service / "app.py").exists():
         pytest.skip(f"services/{service} has no app.py yet")
     app_module = importlib.import_module(f"services.{service}.app")
-    settings = settings_for(settings_class(service), mongo_url, bus_namespace)
+    extra = {"metrics_port": free_port()} if service == "gateway" else {}
+    settings = settings_for(settings_class(service), mongo_url, bus_namespace, **extra)
     async with running_app(app_module.create_app(settings), settings.port) as base:
+        # The gateway serves its metrics on its internal listener only.
+        metrics_base = f"http://127.0.0.1:{settings.metrics_port}" if service == "gateway" else base
         async with aiohttp.ClientSession() as http:
-            async with http.get(f"{base}/metrics") as response:
+            async with http.get(f"{metrics_base}/metrics") as response:
                 assert response.status == 200
                 exposition = await response.text()
     families = exported_families(exposition)

@@ -41,3 +41,10 @@ async def catalog_url(mongo_url, bus_namespace, jwks_url):
 async def http():
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def suite_http():
+    """One client for a module's calls through a suite of real services (generous timeout: argon2 and nx)."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        yield session

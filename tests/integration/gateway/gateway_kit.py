@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.support import TokenMint, free_port, running_app
-from services.gateway.app import create_app
+from services.gateway.app import STATE, create_app
 from services.gateway.settings import GatewaySettings
 
 from tests.support.tokens import AUDIENCE, ISSUER  # noqa: F401  (the gateway tests name them)
@@ -42,21 +42,62 @@ async def jwks_server(*keys: TokenMint, published: list[TokenMint] | None = None
 
 
 DOWN = "http://127.0.0.1:9"  # the discard port: nothing listens there
+# Tests send every request from 127.0.0.1 and tell the gateway other addresses in X-Forwarded-For.
+LOCAL_PROXY = ["127.0.0.1/32"]
+# Gateway overrides for tests whose subject is not the login and pickup budgets (one test logs in as
+# the same few people many times from one address).
+ROOMY_LOGIN_LIMITS = {f"rate_{name}_{part}": value for name in ("login_ip", "login_target", "login_pair",
+                                                                  "otp_send", "pickup_order", "pickup_store")
+                      for part, value in (("burst", 100_000), ("per_s", 10_000.0))}
 
 
 def gateway_settings(jwks_url: str, **overrides) -> GatewaySettings:
-    values = dict(port=free_port(), jwks_url=jwks_url, catalog_url=DOWN, stock_url=DOWN, orders_url=DOWN,
+    values = dict(port=free_port(), metrics_port=free_port(), jwks_url=jwks_url, catalog_url=DOWN, stock_url=DOWN, orders_url=DOWN,
                   membership_url=DOWN, notifications_url=DOWN, settlement_url=DOWN, upstream_timeout_s=5.0,
-                  upstream_connect_timeout_s=1.0)
+                  upstream_connect_timeout_s=1.0, revocation_poll_s=0)  # a fake membership has no revocations
     values.update(overrides)
     return GatewaySettings(**values)
 
 
+class ManualClock:
+    """The rate limiter's clock, moved by the test: "50 logins within a minute" is 50 logins with the clock
+    advanced 1.2 s between them, however slow the machine is (no assertion depends on real time)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def gateway_app(settings: GatewaySettings, limiter_clock: ManualClock | None = None) -> web.Application:
+    app = create_app(settings)
+    if limiter_clock is not None:
+        app[STATE].limiter.clock = limiter_clock
+    return app
+
+
+class GatewayBase(str):
+    """The gateway's public base URL; `.internal` is its internal listener (/metrics, detailed /healthz)."""
+
+    internal: str
+
+    @classmethod
+    def of(cls, base: str, settings: GatewaySettings) -> GatewayBase:
+        url = cls(base)
+        url.internal = f"http://127.0.0.1:{settings.metrics_port}"
+        return url
+
+
 @contextlib.asynccontextmanager
-async def running_gateway(jwks_url: str, **overrides) -> AsyncIterator[str]:
+async def running_gateway(jwks_url: str, limiter_clock: ManualClock | None = None,
+                          **overrides) -> AsyncIterator[GatewayBase]:
     settings = gateway_settings(jwks_url, **overrides)
-    async with running_app(create_app(settings), settings.port) as base:
-        yield base
+    async with running_app(gateway_app(settings, limiter_clock), settings.port) as base:
+        yield GatewayBase.of(base, settings)
 
 
 @dataclass
@@ -118,6 +159,15 @@ async def call(session: aiohttp.ClientSession, method: str, url: str, **kw) -> t
 SUITE_SERVICES = ("membership", "catalog", "stock", "orders", "settlement", "notifications")
 
 
+def suite_marks(needed: tuple[str, ...]) -> list:
+    """`pytestmark` of a module that runs real services behind the gateway: the module's loop, and a skip naming
+    the service packages not in the tree yet."""
+    import pytest
+    missing = missing_services(needed)
+    return [pytest.mark.asyncio(loop_scope="module"),
+            pytest.mark.skipif(bool(missing), reason=f"service packages not in the tree yet: {missing}")]
+
+
 def missing_services(needed: tuple[str, ...] = SUITE_SERVICES) -> list[str]:
     """Services whose package cannot be imported yet (the tests that need them skip, saying which)."""
     import importlib
@@ -133,7 +183,7 @@ def missing_services(needed: tuple[str, ...] = SUITE_SERVICES) -> list[str]:
 
 @dataclass
 class Suite:
-    gateway: str
+    gateway: GatewayBase
     urls: dict[str, str]
 
     @property
@@ -143,12 +193,15 @@ class Suite:
 
 @contextlib.asynccontextmanager
 async def suite_behind_gateway(mongo_url: str, namespace: str, needed: tuple[str, ...] = SUITE_SERVICES,
-                               publish_openapi: bool = False, **gateway_overrides) -> AsyncIterator[Suite]:
+                               publish_openapi: bool = False, limiter_clock: ManualClock | None = None,
+                               service_overrides: dict[str, dict] | None = None,
+                               **gateway_overrides) -> AsyncIterator[Suite]:
     """The real services (demo data, dev mode) started in-process, each on its own port, with membership as the
     token issuer everyone verifies against, and the gateway in front of them.
 
     `publish_openapi`: a service that does not serve GET /openapi.json yet gets one generated from its routes by
-    libs.openapi (what its owner's one-line adoption will do), so the aggregated spec covers every route."""
+    libs.openapi (what its owner's one-line adoption will do), so the aggregated spec covers every route.
+    `service_overrides`: settings per service, e.g. {"membership": {"password_memory_kib": 65536}}."""
     import importlib
 
     from tests.support import settings_for
@@ -157,8 +210,12 @@ async def suite_behind_gateway(mongo_url: str, namespace: str, needed: tuple[str
     membership_url = urls.get("membership", DOWN)
     common = dict(mongo_db_prefix=prefix, jwks_url=membership_url + "/auth/jwks", membership_url=membership_url,
                   demo_data=True)
+    gateway_overrides = {f"{n}_url": u for n, u in urls.items()} | {
+        "revocation_poll_s": 0.2 if "membership" in urls else 0} | gateway_overrides
     extra = {"orders": dict(catalog_url=urls.get("catalog", DOWN), stock_url=urls.get("stock", DOWN)),
              "membership": dict(password_time_cost=1, password_memory_kib=8192)}
+    for name, values in (service_overrides or {}).items():
+        extra[name] = {**extra.get(name, {}), **values}
     async with contextlib.AsyncExitStack() as stack:
         for name in needed:  # membership first: the others fetch its JWKS and service tokens
             settings_module = importlib.import_module(f"services.{name}.settings")
@@ -173,7 +230,7 @@ async def suite_behind_gateway(mongo_url: str, namespace: str, needed: tuple[str
                 from libs.openapi import add_openapi_route
                 add_openapi_route(app, name.title())
             await stack.enter_async_context(running_app(app, port))
-        gateway_settings_ = gateway_settings(common["jwks_url"], **{f"{n}_url": u for n, u in urls.items()},
-                                             **gateway_overrides)
-        gateway = await stack.enter_async_context(running_app(create_app(gateway_settings_), gateway_settings_.port))
+        gateway_settings_ = gateway_settings(common["jwks_url"], **gateway_overrides)
+        gateway = GatewayBase.of(await stack.enter_async_context(
+            running_app(gateway_app(gateway_settings_, limiter_clock), gateway_settings_.port)), gateway_settings_)
         yield Suite(gateway=gateway, urls=urls)

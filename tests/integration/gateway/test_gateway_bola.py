@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 
 from tests.support import eventually
-from tests.integration.gateway.gateway_kit import bearer, call, missing_services, suite_behind_gateway
+from tests.integration.gateway.gateway_kit import ROOMY_LOGIN_LIMITS, bearer, call, missing_services, suite_behind_gateway
 
 NEEDED = ("membership", "catalog", "stock", "orders", "settlement")
 _missing = missing_services(NEEDED)
@@ -24,7 +24,7 @@ SKU = "sku_tee_classic_bla_s"  # 15 on hand there
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def suite(mongo_url, bus_namespace):
     # Logins all come from 127.0.0.1 here: the strict login budget is not what this test is about.
-    async with suite_behind_gateway(mongo_url, bus_namespace, NEEDED, rate_sensitive_burst=100,
+    async with suite_behind_gateway(mongo_url, bus_namespace, NEEDED, **ROOMY_LOGIN_LIMITS,
                                     rate_order_burst=100) as running:
         yield running
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from tests.support import eventually
-from tests.integration.gateway.gateway_kit import bearer, call, recording_upstream, running_gateway
+from tests.integration.gateway.gateway_kit import (ROOMY_LOGIN_LIMITS, bearer, call, recording_upstream,
+                                                   running_gateway)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -37,8 +38,8 @@ async def test_breaker_opens_after_failures_and_answers_503_with_retry_after(jwk
         failures = [await call(http, "GET", url) for _ in range(3)]
         refused = await call(http, "GET", url)
         also_refused = await call(http, "GET", gateway + "/api/v1/stock/locations")
-        exposition = await (await http.get(gateway + "/metrics")).text()
-        health = await call(http, "GET", gateway + "/healthz")
+        exposition = await (await http.get(gateway.internal + "/metrics")).text()
+        health = await call(http, "GET", gateway.internal + "/healthz")
     assert [f[0] for f in failures] == [503, 503, 503]
     assert seen.count("GET", "/stock/availability") == 3  # once open, nothing more reaches the sick service
     assert refused[0] == 503 and "paused" in refused[1]["detail"]
@@ -46,6 +47,24 @@ async def test_breaker_opens_after_failures_and_answers_503_with_retry_after(jwk
     assert also_refused[0] == 503
     assert 'o2o_gateway_breaker_state{service="stock"} 2.0' in exposition
     assert health[1]["services"]["stock"]["breaker"] == "open"
+
+
+async def test_failing_logins_open_only_the_login_breaker_of_membership(jwks_url, http):
+    """Staff logins that time out (membership hashing a flood of passwords) pause staff login only: JWKS,
+    member routes and the rest of membership keep answering."""
+    async with recording_upstream(hang_paths=frozenset({"/auth/staff/token"})) as (membership_url, seen), \
+            running_gateway(jwks_url, membership_url=membership_url, upstream_timeout_s=0.5,
+                            breaker_failure_threshold=3, breaker_open_s=3600, **ROOMY_LOGIN_LIMITS) as gateway:
+        logins = [await call(http, "POST", gateway + "/api/v1/auth/staff/token",
+                             json={"username": f"u{n}", "password": "x"}) for n in range(4)]
+        jwks = await call(http, "GET", gateway + "/api/v1/auth/jwks")
+        refresh = await call(http, "POST", gateway + "/api/v1/auth/token/refresh", json={"refresh_token": "r"})
+        health = await call(http, "GET", gateway.internal + "/healthz")
+    assert [a[0] for a in logins[:3]] == [504] * 3
+    assert logins[3][0] == 503 and "paused" in logins[3][1]["detail"]
+    assert seen.count("POST", "/auth/staff/token") == 3
+    assert jwks[0] == 200 and refresh[0] == 200
+    assert health[1]["services"]["membership"]["breaker"] == "closed"
 
 
 async def test_breaker_half_open_trial_closes_it_again(jwks_url, http):
@@ -59,7 +78,7 @@ async def test_breaker_half_open_trial_closes_it_again(jwks_url, http):
         refused = await call(http, "GET", url)
         answers.clear()  # the service recovers
         await eventually(lambda: _ok(http, url), timeout=10)
-        exposition = await (await http.get(gateway + "/metrics")).text()
+        exposition = await (await http.get(gateway.internal + "/metrics")).text()
     assert [f[0] for f in first] == [503, 503]
     assert refused[0] == 503 and "paused" in refused[1]["detail"]
     assert 'o2o_gateway_breaker_state{service="stock"} 0.0' in exposition
@@ -104,7 +123,7 @@ async def test_security_headers_on_pass_through_and_on_problems(jwks_url, http):
             running_gateway(jwks_url, catalog_url=catalog_url) as gateway:
         proxied = await call(http, "GET", gateway + "/api/v1/catalog/products")
         problem = await call(http, "GET", gateway + "/api/v1/orders/ord_1")  # 401
-        exposition = await (await http.get(gateway + "/metrics")).text()
+        exposition = await (await http.get(gateway.internal + "/metrics")).text()
     assert 'o2o_gateway_upstream_duration_seconds_count{outcome="ok",service="catalog"}' in exposition
     assert 'o2o_gateway_auth_failures_total{reason="unauthorized"}' in exposition
     for status, _, headers in (proxied, problem):
@@ -163,3 +182,20 @@ async def test_large_and_chunked_answers_stream_through_unchanged(signing_key, j
                 assert hashlib.sha256(body).digest() == hashlib.sha256(payload).digest()
             if statement == "stm_2":
                 assert response.headers["Content-Length"] == str(len(payload))
+
+
+async def test_public_port_serves_no_metrics_and_a_health_without_details(jwks_url, http):
+    """Error names, readiness checks, breaker states and the metrics are for operators: the internal listener."""
+    async with running_gateway(jwks_url) as gateway:  # every upstream is down
+        public_metrics = await call(http, "GET", gateway + "/metrics")
+        public_health = await call(http, "GET", gateway + "/healthz")
+        internal_metrics = await http.get(gateway.internal + "/metrics")
+        internal_health = await call(http, "GET", gateway.internal + "/healthz")
+    assert public_metrics[0] == 404
+    assert public_health[0] == 200
+    assert public_health[1] == {"status": "degraded",
+                                "services": {name: {"status": "down"} for name in public_health[1]["services"]}}
+    assert set(public_health[1]["services"]) == {"catalog", "stock", "orders", "membership", "notifications",
+                                                 "settlement"}
+    assert internal_metrics.status == 200 and "o2o_gateway_breaker_state" in await internal_metrics.text()
+    assert internal_health[1]["services"]["catalog"]["error"]

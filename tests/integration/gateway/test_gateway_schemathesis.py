@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 from openapi_spec_validator import validate
 
-from tests.integration.gateway.gateway_kit import call, missing_services, suite_behind_gateway
+from tests.integration.gateway.gateway_kit import ROOMY_LOGIN_LIMITS, call, missing_services, suite_behind_gateway
 
 NEEDED = ("membership", "catalog", "stock", "orders", "settlement", "notifications")
 _missing = missing_services(NEEDED)
@@ -29,7 +29,7 @@ async def suite(mongo_url, bus_namespace):
     # One fuzzer from one address sends thousands of requests: the limits are not under test here.
     async with suite_behind_gateway(mongo_url, bus_namespace, NEEDED, publish_openapi=True, rate_ip_burst=100_000,
                                     rate_ip_per_s=10_000, rate_principal_burst=100_000, rate_principal_per_s=10_000,
-                                    rate_sensitive_burst=100_000, rate_sensitive_per_s=10_000,
+                                    **ROOMY_LOGIN_LIMITS,
                                     rate_order_burst=100_000, rate_order_per_s=10_000) as running:
         yield running
 

@@ -121,7 +121,8 @@ def test_prometheus_and_grafana_mount_the_committed_configuration():
     # The scrape targets are the compose service names on the services' ports.
     scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.compose.yml").read_text())["scrape_configs"]
     targets = {t for job in scrape for group in job["static_configs"] for t in group["targets"]}
-    assert {f"{s}:{p}" for s, p in SERVICES.items()} | {"rabbitmq:15692"} <= targets
+    scraped = {**SERVICES, "gateway": 9080}  # the gateway's internal listener, not its API port
+    assert {f"{s}:{p}" for s, p in scraped.items()} | {"rabbitmq:15692"} <= targets
     for target in targets:
         assert target.split(":")[0] in COMPOSE["services"], target
 

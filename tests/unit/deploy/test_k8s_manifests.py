@@ -18,6 +18,8 @@ K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").exists())
 SERVICES = {"gateway": 8080, "catalog": 8081, "stock": 8082, "orders": 8083, "membership": 8084,
             "notifications": 8085, "settlement": 8086}
+# Where Prometheus scrapes: the gateway's metrics are on its internal listener only, never on the API port.
+METRICS_PORTS = {**SERVICES, "gateway": 9080}
 # The oldest Kubernetes minor we support and the newest the pinned kubernetes-validate knows.
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 CRD_SCHEMAS = {
@@ -104,7 +106,9 @@ def test_every_service_has_deployment_service_hpa_and_pdb_that_fit_together(over
     assert selector.items() <= pod_labels.items()
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["python", "-m", f"services.{service}"]
-    assert container["ports"] == [{"name": "http", "containerPort": SERVICES[service], "protocol": "TCP"}]
+    metrics = [{"name": "metrics", "containerPort": METRICS_PORTS[service], "protocol": "TCP"}] \
+        if METRICS_PORTS[service] != SERVICES[service] else []
+    assert container["ports"] == [{"name": "http", "containerPort": SERVICES[service], "protocol": "TCP"}, *metrics]
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert {"cpu", "memory"} <= set(container["resources"]["requests"])
@@ -114,7 +118,7 @@ def test_every_service_has_deployment_service_hpa_and_pdb_that_fit_together(over
     if service != "gateway":
         assert "MONGO_URL" in env and "AMQP_URL" in env
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/port"] == str(SERVICES[service])
+    assert annotations["prometheus.io/port"] == str(METRICS_PORTS[service])
 
     svc = objects(overlay, "Service")[service]
     assert svc["spec"]["selector"].items() <= pod_labels.items()

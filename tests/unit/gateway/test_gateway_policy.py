@@ -54,10 +54,12 @@ def test_role_rules(method, path, allowed, refused):
 
 
 def test_limit_classes_and_timeouts():
-    assert match("POST", "/auth/member/otp")[0].limit is LimitClass.SENSITIVE
-    assert match("POST", "/auth/staff/token")[0].limit is LimitClass.SENSITIVE
+    assert match("POST", "/auth/member/otp")[0].limit is LimitClass.OTP_SEND
+    assert match("POST", "/auth/member/token")[0].limit is LimitClass.OTP_LOGIN
+    assert match("POST", "/auth/staff/token")[0].limit is LimitClass.STAFF_LOGIN
+    assert match("POST", "/auth/token/refresh")[0].limit is LimitClass.DEFAULT
     pickup, params = match("POST", "/orders/ord_42/pickup")
-    assert pickup.limit is LimitClass.SENSITIVE and params == {"order_id": "ord_42"}
+    assert pickup.limit is LimitClass.PICKUP and params == {"order_id": "ord_42"}
     assert match("POST", "/orders")[0].limit is LimitClass.ORDER_CREATE
     assert match("GET", "/orders")[0].limit is LimitClass.DEFAULT
     assert match("GET", "/settlement/statements")[0].timeout_s == 30.0
@@ -120,3 +122,13 @@ def test_segment_index_gives_the_same_answer_as_a_full_scan():
                              if (p.allows_method("GET" if method == "HEAD" else method) or p.allows_method(method))
                              and p.regex.match(path)), (DEFAULT_POLICY, {}))
             assert match(method, path) == expected, (method, path)
+
+
+def test_breaker_classes():
+    from services.gateway.policy import breaker_class, breaker_name
+    assert breaker_class(match("POST", "/auth/staff/token")[0]) == "login"
+    assert breaker_class(match("POST", "/auth/member/otp")[0]) == "login"
+    assert breaker_class(match("GET", "/auth/jwks")[0]) == "default"
+    assert breaker_class(match("GET", "/settlement/statements")[0]) == "slow"
+    assert breaker_name("membership", "default") == "membership"
+    assert breaker_name("membership", "login") == "membership/login"

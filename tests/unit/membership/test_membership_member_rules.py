@@ -106,7 +106,8 @@ def test_token_claims_carry_identity_and_lifetime():
     staff = {"_id": "stf_1", "roles": ["franchisee"], "store_ids": ["loc_b", "loc_a"], "franchisee_id": "frn_1"}
     body = tokens.claims(now_s=1000, ttl_s=60, issuer="iss", audience="aud", **tokens.staff_identity(staff))
     assert body == {"sub": "stf_1", "roles": ["franchisee"], "staff_id": "stf_1", "store_ids": ["loc_a", "loc_b"],
-                    "franchisee_id": "frn_1", "iss": "iss", "aud": "aud", "iat": 1000, "nbf": 1000, "exp": 1060}
+                    "franchisee_id": "frn_1", "iss": "iss", "aud": "aud", "iat": 1000, "iat_ms": 1_000_000, "nbf": 1000,
+                    "exp": 1060}
     member_claims = tokens.claims(now_s=0, ttl_s=1, issuer="i", audience="a", **tokens.member_identity("mbr_1"))
     assert member_claims["roles"] == ["customer"] and member_claims["member_id"] == "mbr_1"
     assert tokens.token_answer("t", 60) == {"access_token": "t", "token_type": "Bearer", "expires_in": 60}

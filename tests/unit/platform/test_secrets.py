@@ -36,8 +36,10 @@ def test_every_secret_of_the_issue_is_declared():
         "ORDERS_CLIENT_SECRET", "ORDERS_PICKUP_CODE_SECRET", "ORDERS_PAYMENT_WEBHOOK_SECRET"}
     assert set(MembershipSettings.secret_variables().values()) == {
         "MEMBERSHIP_SIGNING_KEY_PASSPHRASE", "MEMBERSHIP_OTP_PEPPER", "ORDERS_CLIENT_SECRET",
-        "NOTIFICATIONS_CLIENT_SECRET"}
+        "NOTIFICATIONS_CLIENT_SECRET", "GATEWAY_CLIENT_SECRET"}
     assert set(NotificationsSettings.secret_variables().values()) == {"NOTIFICATIONS_CLIENT_SECRET"}
+    from services.gateway.settings import GatewaySettings
+    assert set(GatewaySettings.secret_variables().values()) == {"GATEWAY_CLIENT_SECRET"}
 
 
 def test_weak_values_are_named_for_what_is_wrong():
