@@ -12,6 +12,10 @@ class OrdersSettings(ServiceSettings):
     max_reservations_in_flight: int = 32      # per process: backpressure on stock
     sold_out_memory_s: float = 1.0            # the same demand refused as sold-out is answered so at once this long
     quote_cache_s: float = 2.0               # identical price quotes within this delay share one catalog call
+    # Limited (flash-sale) SKUs: {"<sku_id>": {"per_order": n, "per_member": n}} (JSON in ORDERS_LIMITED_SKUS);
+    # either bound may be left out. SKUs not listed have no limit beyond 99 units a line.
+    limited_skus: dict[str, dict[str, int]] = {}
+    attribution_cache_s: float = 60.0         # a member's attribution binding is reused this long
 
     payment_window_s: int = 15 * 60           # unpaid orders are cancelled after this
     reservation_margin_s: int = 120           # stock holds a little longer than the payment window

@@ -26,6 +26,7 @@ class Upstreams:
         self._quotes: dict[tuple, tuple[float, dict]] = {}
         self._quoting: dict[tuple, asyncio.Future] = {}
         self._qr_codes: tuple[float, dict[str, dict]] | None = None
+        self._bindings: dict[str, tuple[float, asyncio.Future]] = {}
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
@@ -121,6 +122,21 @@ class Upstreams:
         return self._qr_codes[1].get(code)
 
     async def attribution(self, member_id: str) -> dict:
+        """The member's binding (store / assistant / campaign), kept per member for `attribution_cache_s`:
+        concurrent and repeated checkouts of one member share one call (a new binding shows within that
+        delay). A failed lookup is not kept."""
+        now = time.monotonic()
+        cached = self._bindings.get(member_id)
+        if cached is None or now - cached[0] >= self.settings.attribution_cache_s:
+            if len(self._bindings) > 10_000:
+                self._bindings.clear()
+            cached = (now, asyncio.ensure_future(self._fetch_attribution(member_id)))
+            self._bindings[member_id] = cached
+            cached[1].add_done_callback(
+                lambda done: done.cancelled() or done.exception() is None or self._bindings.pop(member_id, None))
+        return await asyncio.shield(cached[1])
+
+    async def _fetch_attribution(self, member_id: str) -> dict:
         try:
             return await self.membership.get(f"/members/internal/members/{member_id}/attribution")
         except UpstreamError as exc:
