@@ -2,6 +2,7 @@
 produces, who is acting, and how another service's refusal is passed on to our caller."""
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -93,23 +94,25 @@ class OrderFlow:
 
         return await self.mongo.transaction(unit)
 
-    async def mutate_alone(self, order_id: str, change: Change, *, attempts: int = 10):
+    async def mutate_alone(self, order_id: str, change: Change, *, attempts: int = 10, loaded: dict | None = None):
         """`mutate` as ONE atomic single-document write, without a multi-document transaction: load, change
         (pure domain), write guarded by the version with the events inside the order (the outbox in the
         aggregate). For the hot path (checkout, payment claim and confirmation), where every transaction
         costs throughput. A lost race with another writer loads again and decides again. Called inside a
-        unit of work, it is part of that unit (as `mutate`)."""
+        unit of work, it is part of that unit (as `mutate`). `loaded`: the order as the caller just read or
+        wrote it, tried first (saves a read; a stale copy only costs the retry)."""
         if self.mongo.current_session() is not None:
             return await self.mutate(order_id, change)
         for _ in range(attempts):
-            order = await self.repo.get_committed(order_id)
+            order, loaded = (copy.deepcopy(loaded), None) if loaded is not None else \
+                (await self.repo.get_committed(order_id), None)  # a retry always reads afresh
             if order is None:
                 raise order_not_found()
-            loaded = set(order)
+            fields_before = set(order)
             result = change(order)
             events = self.events_for(order, result.events) if isinstance(result, domain.Change) else []
             try:
-                order = await self.repo.save_alone(order, loaded, events)
+                order = await self.repo.save_alone(order, fields_before, events)
             except ConcurrencyConflict:
                 continue
             self._committed(order, result)

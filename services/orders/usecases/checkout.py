@@ -120,10 +120,10 @@ class Checkout(OrderFlow):
             # on the buyer's wait. A refused checkout only warmed the cache.
             self._warm_binding(member_id)
         reservation = await self._reserve(order)
-        await self._still_running(order["_id"], [saga.RESERVE_STOCK])
+        current = await self._still_running(order["_id"], [saga.RESERVE_STOCK])
         benefits = await self._hold_benefits(order) if saga.HOLD_BENEFITS in planned else None
         if benefits is not None:
-            await self._still_running(order["_id"], [saga.RESERVE_STOCK, saga.HOLD_BENEFITS])
+            current = await self._still_running(order["_id"], [saga.RESERVE_STOCK, saga.HOLD_BENEFITS])
         try:
             priced, totals = apply_discounts(lines, int((benefits or {}).get("coupon_discount", 0)),
                                              int((benefits or {}).get("points_discount", 0)))
@@ -144,7 +144,7 @@ class Checkout(OrderFlow):
             return change
 
         # One atomic write of the order with its `placed` event: no transaction on the hot path.
-        placed, _ = await self.mutate_alone(order["_id"], place)
+        placed, _ = await self.mutate_alone(order["_id"], place, loaded=current)
         metrics.ORDERS_PLACED.labels(request.channel, fulfilment["type"]).inc()
         metrics.ORDER_VALUE.labels(request.channel).observe(totals["total"])
         return 201, public_order(placed)
@@ -340,11 +340,12 @@ class Checkout(OrderFlow):
             await self._reject(order_id, problem.type, [*done_before, current])
             raise
 
-    async def _still_running(self, order_id: str, done: list[str]) -> None:
-        """After each step: if the order was rejected meanwhile, undo what this checkout did and stop."""
+    async def _still_running(self, order_id: str, done: list[str]) -> dict:
+        """After each step: if the order was rejected meanwhile, undo what this checkout did and stop.
+        Returns the order as it is now."""
         current = await self.repo.get_committed(order_id)
         if current is not None and current["status"] == PENDING:
-            return
+            return current
         await self.mutate(order_id, lambda o: domain.undo_late_steps(o, done))
         metrics.CHECKOUTS_REJECTED.labels("overtaken").inc()
         raise OrderError("checkout-rejected", "this checkout took too long and was cancelled; nothing is held "

@@ -57,7 +57,7 @@ class Payments(OrderFlow):
                 _keep_request(order, key, {"body_hash": key.body_hash, "attempt_id": attempt_id})
             domain.begin_payment(order, attempt_id, utcnow(), stale_ms)
 
-        order, _ = await self.mutate_alone(order_id, claim)
+        order, _ = await self.mutate_alone(order_id, claim, loaded=current)
         amount = order["totals"]["total"]
         if amount == 0:
             payment = {"provider": "none", "payment_id": f"free_{attempt_id}", "amount": 0, "fee": 0}
@@ -84,7 +84,7 @@ class Payments(OrderFlow):
                              kind=PAYMENT_REQUIRED)
         metrics.PAYMENTS.labels(self.payments.name, "succeeded").inc()
         return 200, public_order(await self._confirm(order_id, attempt_id, self._payment_of(result),
-                                                     actor_of(principal), key)), False
+                                                     actor_of(principal), key, claimed=order)), False
 
     def _payment_of(self, charge: ChargeResult) -> dict:
         return {"provider": self.payments.name, "payment_id": charge.payment_id, "amount": charge.amount,
@@ -107,7 +107,7 @@ class Payments(OrderFlow):
         return order
 
     async def _confirm(self, order_id: str, attempt_id: str, payment: dict, actor: str,
-                       key: RequestKey | None = None) -> dict:
+                       key: RequestKey | None = None, claimed: dict | None = None) -> dict:
         """Record a successful payment (one single-document write, the events and the stored answer in the
         order); money that arrives for an order no longer payable is refunded."""
         def change(order):
@@ -124,7 +124,7 @@ class Payments(OrderFlow):
             _answer_request(order, key, 200)
             return confirmed
 
-        order, result = await self.mutate_alone(order_id, change)
+        order, result = await self.mutate_alone(order_id, change, loaded=claimed)
         if result == "late":
             metrics.PAYMENTS.labels(payment["provider"], "late_refunded").inc()
             raise OrderError("order-not-payable", f"the order is {order['status']}; the payment is refunded",
