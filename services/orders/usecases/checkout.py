@@ -18,7 +18,7 @@ from libs.ids import new_id
 from libs.logging import get_logger
 from libs.principal import Principal
 from libs.problems import Problem
-from libs.refusal import CONFLICT, FORBIDDEN, INVALID, UNAVAILABLE, UPSTREAM_TIMEOUT, Refusal
+from libs.refusal import CONFLICT, FORBIDDEN, INVALID, LIMITED, UNAVAILABLE, UPSTREAM_TIMEOUT, Refusal
 from services.orders import metrics
 from services.orders.domain import order as domain
 from services.orders.domain import limits as limit_rules
@@ -31,7 +31,7 @@ from services.orders.usecases.base import OrderFlow, actor_of, passed_on
 from services.orders.views import public_order
 
 log = get_logger("orders")
-NAMED_REFUSALS = ("sold-out", "coupon-unavailable", "insufficient-points")
+NAMED_REFUSALS = ("sold-out", "coupon-unavailable", "insufficient-points", "checkout-busy")
 
 
 def rejection_reason(error: Exception) -> str:
@@ -166,7 +166,12 @@ class Checkout(OrderFlow):
         fulfilment, lines = order["fulfilment"], order["lines"]
         kind = fulfilment["type"]
         demand = demand_of(kind, fulfilment.get("location_id"), lines)
-        async with self._reservation_gate:
+        try:  # a checkout that cannot get a slot in time is told to retry, before anything is written
+            await asyncio.wait_for(self._reservation_gate.acquire(), timeout=self.settings.checkout_queue_limit_s)
+        except TimeoutError:
+            raise Refusal("checkout-busy", "too many checkouts at this moment; please try again", kind=LIMITED,
+                          retry_after_s=1) from None
+        try:
             self._answer_recent_sold_out(demand)
             # The process running this checkout; the sweeper leaves it alone while this process is alive.
             order["checkout_owner"] = PROCESS_OWNER
@@ -180,6 +185,8 @@ class Checkout(OrderFlow):
                 destination=({"lat": fulfilment["address"]["lat"], "lng": fulfilment["address"]["lng"]}
                              if kind == "ship" else None),
                 ttl_s=self.settings.payment_window_s + self.settings.reservation_margin_s))
+        finally:
+            self._reservation_gate.release()
         self._settle_probe(demand, False)
         return reservation
 
