@@ -11,6 +11,7 @@ called service accepts it only on routes that name one of those scopes, never wh
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from typing import Any
@@ -64,6 +65,7 @@ class TokenVerifier:
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
+        self.verified: dict[bytes, tuple[float, Principal]] = {}  # see verify_cached
 
     def load_jwks(self, jwks: dict[str, Any]) -> None:
         keys = {}
@@ -141,6 +143,26 @@ class TokenVerifier:
 
 
 VERIFIER = web.AppKey("token_verifier", TokenVerifier)
+VERIFIED_CACHE_MAX = 20_000
+VERIFIED_CACHE_MAX_AGE_S = 300
+
+
+async def verify_cached(verifier: TokenVerifier, token: str) -> Principal:
+    """`verifier.verify`, remembered per token until it expires (at most VERIFIED_CACHE_MAX_AGE_S): a client
+    that sends the same token on every request pays one signature check, not one per request. Only tokens
+    that verified are kept (by their digest); a refused one is checked again each time."""
+    digest = hashlib.sha256(token.encode()).digest()
+    now = time.time()
+    known = verifier.verified.get(digest)
+    if known is not None and now < known[0]:
+        return known[1]
+    principal = await verifier.verify(token)
+    expires = jwt.decode(token, options={"verify_signature": False}).get("exp")
+    if isinstance(expires, (int, float)):
+        if len(verifier.verified) >= VERIFIED_CACHE_MAX:
+            verifier.verified.clear()
+        verifier.verified[digest] = (min(float(expires), now + VERIFIED_CACHE_MAX_AGE_S), principal)
+    return principal
 
 
 @web.middleware
@@ -152,7 +174,7 @@ async def auth_middleware(request: web.Request, handler):
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Problem(401, "invalid-token", "Authorization must be 'Bearer <token>'")
-        principal = await request.app[VERIFIER].verify(token.strip())
+        principal = await verify_cached(request.app[VERIFIER], token.strip())
         request["principal"] = principal
         bind_contextvars(principal=principal.subject)
     return await handler(request)

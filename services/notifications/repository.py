@@ -1,6 +1,8 @@
 """Mongo repositories of notifications: one per aggregate. Writes take the caller's transaction session."""
 from __future__ import annotations
 
+import copy
+import time
 from datetime import time as clock
 from typing import Any
 
@@ -21,6 +23,10 @@ def _index(collection: str, *fields: str, name: str, unique: bool = False, **opt
 INDEXES = [
     _index("deliveries", "event_id", "recipient_id", "channel", unique=True, name="one_per_event_recipient_channel"),
     _index("deliveries", "status", "due_at_ms", name="due"),
+    # What the worker polls: `poll_ms` is the due time of a delivery still to send, absent once it is done.
+    # One field, so nx-27017 (which ignores compound indexes) reads only the waiting deliveries instead of
+    # scanning every delivery ever made on each poll.
+    _index("deliveries", "poll_ms", name="poll", sparse=True),
     _index("deliveries", "recipient_id", name="recipient"),
     _index("deliveries", "event_type", name="event_type"),
     _index("delivery_attempts", "delivery_id", "number", unique=True, name="one_per_attempt"),
@@ -34,6 +40,40 @@ INDEXES = [
     _index("preferences", "updated_at", name="updated_at"),
     _index("daily_caps", "created_at", name="expire_after_3d", expireAfterSeconds=3 * 86400),
 ]
+
+
+READ_CACHE_S = 5.0
+
+
+class ReadCache:
+    """Reads of small documents that change rarely and are read for every event (templates, webhook
+    subscriptions, a member's preferences), kept READ_CACHE_S per process and database. A write through
+    this process forgets them at once and again after its commit; another replica's write shows within
+    READ_CACHE_S."""
+
+    _shared: dict[tuple[str, str], ReadCache] = {}
+
+    def __init__(self) -> None:
+        self.values: dict[Any, tuple[float, Any]] = {}
+
+    @classmethod
+    def of(cls, mongo: Mongo, collection: str) -> ReadCache:
+        return cls._shared.setdefault((mongo.db.name, collection), cls())
+
+    async def read(self, key: Any, load):
+        now = time.monotonic()
+        known = self.values.get(key)
+        if known is not None and now - known[0] < READ_CACHE_S:
+            return copy.deepcopy(known[1])
+        value = await load()
+        if len(self.values) > 10_000:
+            self.values.clear()
+        self.values[key] = (now, copy.deepcopy(value))
+        return value
+
+    def forget(self, mongo: Mongo) -> None:
+        self.values.clear()
+        mongo.after_commit(self.values.clear)
 
 
 class _Aggregates:
@@ -105,8 +145,10 @@ def parse_clock(value: str) -> clock:
 
 class PreferenceRepository:
     def __init__(self, mongo: Mongo, default_daily_cap: int) -> None:
+        self.mongo = mongo
         self.collection = mongo.db["preferences"]
         self.default_daily_cap = default_daily_cap
+        self.cache = ReadCache.of(mongo, "preferences")
 
     def defaults(self, member_id: str) -> dict:
         return {"_id": member_id, "channels": {c: True for c in PERSON_CHANNELS},
@@ -117,9 +159,11 @@ class PreferenceRepository:
         return await self.collection.find_one({"_id": member_id}, session=session) or self.defaults(member_id)
 
     async def get(self, member_id: str, session=None) -> Preferences:
-        return to_preferences(await self.get_doc(member_id, session))
+        """The member's preferences as the fan-out and the worker read them (cached, see ReadCache)."""
+        return to_preferences(await self.cache.read(member_id, lambda: self.get_doc(member_id, session)))
 
     async def save(self, doc: dict, session) -> dict:
+        self.cache.forget(self.mongo)
         if doc.get("version", 0) == 0:
             saved = {**doc, "version": 1}
             try:
@@ -160,7 +204,9 @@ class DailyCaps:
 
 class TemplateRepository:
     def __init__(self, mongo: Mongo) -> None:
+        self.mongo = mongo
         self.collection = mongo.db["templates"]
+        self.cache = ReadCache.of(mongo, "templates")
 
     @staticmethod
     def key(template_type: str, channel: str, locale: str) -> str:
@@ -168,6 +214,11 @@ class TemplateRepository:
 
     async def get(self, template_type: str, channel: str, locale: str, session=None) -> dict | None:
         return await self.collection.find_one({"_id": self.key(template_type, channel, locale)}, session=session)
+
+    async def for_rendering(self, template_type: str, channel: str, locale: str, session=None) -> dict | None:
+        """`get` for the fan-out, which renders every event with it (cached, see ReadCache)."""
+        return await self.cache.read(self.key(template_type, channel, locale),
+                                     lambda: self.get(template_type, channel, locale, session))
 
     async def list(self, template_type: str | None = None) -> list[dict]:
         query = {"type": template_type} if template_type else {}
@@ -194,9 +245,22 @@ class TemplateRepository:
         return await self._store(doc, existing, session)
 
     async def _store(self, doc: dict, existing: dict | None, session) -> dict:
+        self.cache.forget(self.mongo)
         if existing is None:
             return await insert_versioned(self.collection, doc, session)
         return await replace_versioned(self.collection, {**doc, "version": existing["version"]}, session)
+
+
+WAITING = ("pending", "sending")
+LEGACY_POLL_S = 60
+
+
+def polled(doc: dict) -> dict:
+    """The delivery with its `poll_ms`: its due time while it still waits to be sent, absent after."""
+    doc = {k: v for k, v in doc.items() if k != "poll_ms"}
+    if doc.get("status") in WAITING:
+        doc["poll_ms"] = doc["due_at_ms"]
+    return doc
 
 
 class DeliveryRepository(_Aggregates):
@@ -205,6 +269,7 @@ class DeliveryRepository(_Aggregates):
     def __init__(self, mongo: Mongo) -> None:
         super().__init__(mongo)
         self.attempts = mongo.db["delivery_attempts"]
+        self._legacy_polled_ms = 0
 
     async def existing_keys(self, event_id: str, session) -> set[tuple[str, str]]:
         docs = await self.collection.find({"event_id": event_id}, {"recipient_id": 1, "channel": 1},
@@ -216,15 +281,25 @@ class DeliveryRepository(_Aggregates):
         if not docs:
             return []
         existing = await self.existing_keys(docs[0]["event_id"], session)
-        fresh = [d for d in docs if (d["recipient_id"], d["channel"]) not in existing]
+        fresh = [polled(d) for d in docs if (d["recipient_id"], d["channel"]) not in existing]
         if fresh:
             await self.collection.insert_many(fresh, ordered=True, session=session)
         return fresh
 
+    async def save(self, doc: dict, session) -> dict:
+        return await replace_versioned(self.collection, polled(doc), session)
+
     async def due(self, at_ms: int, limit: int) -> list[dict]:
-        query = {"status": {"$in": ["pending", "sending"]}, "due_at_ms": {"$lte": at_ms}}
-        return await self.mongo.read_committed(
-            lambda: self.collection.find(query).sort("due_at_ms", ASCENDING).limit(limit).to_list())
+        """Deliveries due to be sent (or whose lease ran out), soonest first, read by the `poll` index. Now
+        and then also those stored before `poll_ms` existed (a scan, at most every LEGACY_POLL_S)."""
+        docs = await self.mongo.read_committed(lambda: self.collection.find(
+            {"poll_ms": {"$lte": at_ms}}).sort("poll_ms", ASCENDING).limit(limit).to_list())
+        if at_ms - self._legacy_polled_ms >= LEGACY_POLL_S * 1000 and len(docs) < limit:
+            self._legacy_polled_ms = at_ms
+            query = {"status": {"$in": list(WAITING)}, "due_at_ms": {"$lte": at_ms}, "poll_ms": {"$exists": False}}
+            docs += await self.mongo.read_committed(
+                lambda: self.collection.find(query).sort("due_at_ms", ASCENDING).limit(limit - len(docs)).to_list())
+        return docs
 
     async def add_attempt(self, attempt: dict, session) -> None:
         await self.attempts.insert_one(attempt, session=session)
@@ -252,8 +327,18 @@ class WebhookRepository(_Aggregates):
 
     async def active_for(self, event_type: str, session) -> list[dict]:
         # Event types are a plain list of strings; filtering in Python keeps the query trivially portable.
-        docs = await self.collection.find({"active": True}, session=session).to_list()
+        # Every event the suite publishes asks this: the active subscriptions are cached (see ReadCache).
+        docs = await ReadCache.of(self.mongo, "webhooks").read(
+            "active", lambda: self.collection.find({"active": True}, session=session).to_list())
         return [d for d in docs if event_type in d.get("event_types", [])]
+
+    async def add(self, doc: dict, session) -> dict:
+        ReadCache.of(self.mongo, "webhooks").forget(self.mongo)
+        return await super().add(doc, session)
+
+    async def save(self, doc: dict, session) -> dict:
+        ReadCache.of(self.mongo, "webhooks").forget(self.mongo)
+        return await super().save(doc, session)
 
     async def list(self) -> list[dict]:
         return await self.mongo.read_committed(lambda: self.collection.find({}).sort("_id", ASCENDING).to_list())

@@ -33,6 +33,7 @@ def create_app(settings: OrdersSettings | None = None) -> web.Application:
         provider = app[PAYMENT_PROVIDER]
         if hasattr(provider, "remember_in"):  # the sandbox's provider side keeps its charges in its own database
             provider.remember_in(app[MONGO].client[f"{settings.mongo_db_prefix}payments_sandbox"]["charges"])
+        app[OUTBOX].embed_in("orders")  # every order event travels inside its order (outbox in the aggregate)
         adapters = (settings, app[MONGO], app[OUTBOX], upstreams, provider)
         app[FOLLOW_UPS] = followups = FollowUps(*adapters)
         app[ORDERS] = Orders(*adapters, followups)

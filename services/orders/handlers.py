@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from libs.auth import require
 from libs.http import SETTINGS, json_response, parse_body, parse_query, validation_problem
-from libs.idempotency import create_once, saga_once
+from libs.idempotency import IdempotencyGuard, create_once
 from libs.openapi import openapi
 from libs.problems import Problem
 from libs.service import MONGO
@@ -16,6 +16,7 @@ from services.orders.payments.port import SIGNATURE_HEADER
 from services.orders.schemas import (CancelRequest, ListQuery, OrderPage, OrderRequest, OrderView, PayRequest,
                                      CounterOrderView, PaymentCallback, PickupCodeView, PickupRequest, ReceiveReturn,
                                      ReturnAnswer, ReturnCodeOut, ReturnRequest, ShipRequest)
+from services.orders.domain.requests import RequestKey
 from services.orders.usecases import (CHECKOUT, FULFILMENT, ORDERS, PAYMENT_PROVIDER, PAYMENTS, RETURNS)
 from services.orders.views import public_order
 
@@ -38,6 +39,17 @@ def _order_id(request: web.Request) -> str:
     return order_id
 
 
+async def request_key(request: web.Request) -> RequestKey | None:
+    """The request's Idempotency-Key (scoped to caller, method and path, with the body's hash), kept inside
+    the order by the use case instead of a record of its own; None without the header."""
+    guard = IdempotencyGuard(request.app[MONGO], request, await request.read())
+    return RequestKey.of(guard.scope, guard.body_hash) if guard.active else None
+
+
+def answered(status: int, body: dict, replayed: bool) -> web.Response:
+    return json_response(body, status=status, headers={"Idempotent-Replayed": "true"} if replayed else None)
+
+
 def _with_dev_code(request: web.Request, order: dict, code: str) -> dict:
     """In dev mode only (like the OTP's dev_code), the answer shows the code notifications would send."""
     body = public_order(order)
@@ -52,9 +64,8 @@ def _with_dev_code(request: web.Request, order: dict, code: str) -> dict:
 async def create_order(request: web.Request) -> web.Response:
     principal = require(request, "customer", "store_staff", "store_manager")
     body = await parse_body(request, OrderRequest)
-    checkout = request.app[CHECKOUT]
-    checkout.refuse_if_known_sold_out(body)
-    return await saga_once(request.app[MONGO], request, lambda remember: checkout.place(principal, body, remember))
+    # A demand known to be sold out is refused before any claim or write: such a refusal costs nothing.
+    return answered(*await request.app[CHECKOUT].place(principal, body, await request_key(request)))
 
 
 @routes.get("/orders")
@@ -100,8 +111,7 @@ async def pay(request: web.Request) -> web.Response:
     body = await parse_body(request, PayRequest)
     order_id, payments = _order_id(request), request.app[PAYMENTS]
     # A retried /pay (lost answer) with the same Idempotency-Key gets the first answer, never a second charge.
-    return await saga_once(request.app[MONGO], request,
-                           lambda remember: payments.pay(principal, order_id, body.card_number, remember))
+    return answered(*await payments.pay(principal, order_id, body.card_number, await request_key(request)))
 
 
 @routes.post("/orders/{order_id}/cancel")

@@ -24,11 +24,24 @@ class LineIn(Strict):
     qty: int = Field(ge=1, le=99)
 
 
-class Address(BaseModel):
-    """Where to ship; the coordinates route the order to the nearest store with stock."""
-    model_config = ConfigDict(extra="allow")
+Text = Annotated[str, Field(max_length=200)]
+
+
+class Address(Strict):
+    """Where to ship; the coordinates route the order to the nearest store with stock. Every field is
+    bounded and no others are taken: the address is copied into the order and into every order event."""
     lat: float = Field(ge=-90, le=90)
     lng: float = Field(ge=-180, le=180)
+    name: Text | None = None
+    phone: Annotated[str, Field(max_length=32)] | None = None
+    line1: Text | None = None
+    line2: Text | None = None
+    district: Annotated[str, Field(max_length=100)] | None = None
+    city: Annotated[str, Field(max_length=100)] | None = None
+    province: Annotated[str, Field(max_length=100)] | None = None
+    postal_code: Annotated[str, Field(max_length=16)] | None = None
+    country: Annotated[str, Field(max_length=64)] | None = None
+    note: Text | None = None
 
 
 class ShipTo(Strict):
@@ -129,7 +142,7 @@ class PaymentCallback(BaseModel):
     payment_id: Id | None = None
     amount: int = Field(ge=0)
     fee: int = Field(default=0, ge=0)
-    reason: str | None = None
+    reason: str | None = Field(None, max_length=500)
 
 
 # -- answers ----------------------------------------------------------------------------------------

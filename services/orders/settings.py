@@ -10,8 +10,15 @@ class OrdersSettings(ServiceSettings):
     port: int = 8083
     upstream_timeout_s: float = 5.0
     max_reservations_in_flight: int = 32      # per process: backpressure on stock
+    # A checkout that waited this long for one of those slots answers 429 checkout-busy (Retry-After 1 s),
+    # having written nothing: a crowd is told to retry instead of queueing past the gateway's timeout.
+    checkout_queue_limit_s: float = 8.0
     sold_out_memory_s: float = 1.0            # the same demand refused as sold-out is answered so at once this long
     quote_cache_s: float = 2.0               # identical price quotes within this delay share one catalog call
+    # Limited (flash-sale) SKUs: {"<sku_id>": {"per_order": n, "per_member": n}} (JSON in ORDERS_LIMITED_SKUS);
+    # either bound may be left out. SKUs not listed have no limit beyond 99 units a line.
+    limited_skus: dict[str, dict[str, int]] = {}
+    attribution_cache_s: float = 60.0         # a member's attribution binding is reused this long
 
     payment_window_s: int = 15 * 60           # unpaid orders are cancelled after this
     reservation_margin_s: int = 120           # stock holds a little longer than the payment window

@@ -25,6 +25,7 @@ class Upstreams:
         self.membership: ServiceClient | None = None
         self._quotes: dict[tuple, tuple[float, dict]] = {}
         self._quoting: dict[tuple, asyncio.Future] = {}
+        self._bindings: dict[str, tuple[float, asyncio.Future]] = {}
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
@@ -112,7 +113,24 @@ class Upstreams:
             raise
 
     async def attribution(self, member_id: str, scan_token: str | None = None) -> dict:
-        """The member's binding; with the scan token their checkout named, the QR they scanned (`scan`)."""
+        """The member's binding (store / assistant / campaign), kept per member for `attribution_cache_s`:
+        concurrent and repeated checkouts of one member share one call (a new binding shows within that
+        delay; a failed lookup is not kept). With the scan token their checkout named, asked afresh: the QR
+        they scanned (`scan`)."""
+        if scan_token:
+            return await self._fetch_attribution(member_id, scan_token)
+        now = time.monotonic()
+        cached = self._bindings.get(member_id)
+        if cached is None or now - cached[0] >= self.settings.attribution_cache_s:
+            if len(self._bindings) > 10_000:
+                self._bindings.clear()
+            cached = (now, asyncio.ensure_future(self._fetch_attribution(member_id)))
+            self._bindings[member_id] = cached
+            cached[1].add_done_callback(
+                lambda done: done.cancelled() or done.exception() is None or self._bindings.pop(member_id, None))
+        return await asyncio.shield(cached[1])
+
+    async def _fetch_attribution(self, member_id: str, scan_token: str | None = None) -> dict:
         path = f"/members/internal/members/{member_id}/attribution"
         if scan_token:
             path += f"?scan_token={quote(scan_token)}"

@@ -13,6 +13,8 @@ class StockSettings(ServiceSettings):
                                                     "otherwise (an unpaid order then lets go)")
     reservation_max_ttl_s: int = Field(30 * 24 * 3600, description="a paid pickup order may wait days for "
                                                                    "collection")
+    paid_reservation_ttl_s: int = Field(10 * 86400, description="a paid order's reservation is held this long "
+                                                                 "(on orders.order.confirmed) until its goods leave")
     sweeper_interval_s: float = 5.0
     sweeper_batch: int = 200
     max_splits: int = Field(3, description="a ship order is split over at most this many locations")

@@ -153,8 +153,8 @@ class Fanout:
     async def _render(self, template_type: str, channel: str, locale: str, context: dict[str, Any],
                       session) -> templates.Rendered:
         """Render the stored template (the member's locale, else zh-CN, else the built-in default)."""
-        stored = await self.templates.get(template_type, channel, locale, session) or await self.templates.get(
-            template_type, channel, policy.DEFAULT_LOCALE, session)
+        stored = await self.templates.for_rendering(template_type, channel, locale, session) or \
+            await self.templates.for_rendering(template_type, channel, policy.DEFAULT_LOCALE, session)
         if stored is not None:
             subject, body = stored["subject"], stored["body"]
         else:

@@ -70,6 +70,7 @@ def place(order: dict, *, lines: list[dict], totals: dict, reservation: dict, be
 def reject(order: dict, reason: str, now: datetime) -> Change:
     """The saga failed before the order was placed: undo what was started."""
     order["rejection"] = reason
+    order.pop("checkout_key", None)  # a refusal stores no answer: the Idempotency-Key may be used again
     transition(order, REJECTED, "system:checkout", now, note=reason)
     actions = saga.compensations(order["saga"]["started"])
     order["pending_actions"] = [*order["pending_actions"], *actions]

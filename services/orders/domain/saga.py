@@ -41,12 +41,12 @@ def compensations(steps_started: list[str]) -> list[str]:
 
 
 def on_confirmed(order: dict) -> list[str]:
-    """Paid: spend the held benefits; in store the goods leave now, otherwise keep them reserved longer."""
+    """Paid: spend the held benefits; in store the goods leave now. Otherwise stock holds the goods longer
+    on its own when it hears `orders.order.confirmed` (no call after the payment; STOCK_EXTEND is only
+    still run for orders paid before that)."""
     actions = [BENEFITS_COMMIT] if order.get("benefits_held") else []
     if order["fulfilment"]["type"] == "in_store":
         actions.append(STOCK_COMMIT)
-    else:
-        actions.append(STOCK_EXTEND)
     return actions
 
 

@@ -2,12 +2,13 @@
 produces, who is acting, and how another service's refusal is passed on to our caller."""
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from libs.clients import UpstreamError
 from libs.http import kind_of_status
-from libs.mongo import Mongo
+from libs.mongo import ConcurrencyConflict, Mongo
 from libs.outbox import Outbox
 from libs.principal import Principal
 from libs.refusal import FORBIDDEN, NOT_FOUND, UNAVAILABLE, Refusal
@@ -63,7 +64,7 @@ class OrderFlow:
         self.settings = settings
         self.mongo = mongo
         self.outbox = outbox
-        self.repo = OrderRepository(mongo)
+        self.repo = OrderRepository(mongo, outbox)
         self.upstreams = upstreams
         self.payments = payments
         self.followups = followups if followups is not None else self  # FollowUps is its own
@@ -82,17 +83,41 @@ class OrderFlow:
             if order is None:
                 raise order_not_found()
             result = change(order)
-            order = await self.repo.save(order, session)
             events = self.events_for(order, result.events) if isinstance(result, domain.Change) else []
             events += extra_events(order, result) if extra_events is not None else []
-            for event in events:
-                await self.outbox.record(session, event, subject=order["_id"])
+            self.repo.embed(order, events)  # the order's events travel in the order (one outbox, in order)
+            order = await self.repo.save(order, session)
             if session_hook is not None:
                 await session_hook(session, order)
             self.mongo.after_commit(lambda: self._committed(order, result))
             return order, result
 
         return await self.mongo.transaction(unit)
+
+    async def mutate_alone(self, order_id: str, change: Change, *, attempts: int = 10, loaded: dict | None = None):
+        """`mutate` as ONE atomic single-document write, without a multi-document transaction: load, change
+        (pure domain), write guarded by the version with the events inside the order (the outbox in the
+        aggregate). For the hot path (checkout, payment claim and confirmation), where every transaction
+        costs throughput. A lost race with another writer loads again and decides again. Called inside a
+        unit of work, it is part of that unit (as `mutate`). `loaded`: the order as the caller just read or
+        wrote it, tried first (saves a read; a stale copy only costs the retry)."""
+        if self.mongo.current_session() is not None:
+            return await self.mutate(order_id, change)
+        for _ in range(attempts):
+            order, loaded = (copy.deepcopy(loaded), None) if loaded is not None else \
+                (await self.repo.get_committed(order_id), None)  # a retry always reads afresh
+            if order is None:
+                raise order_not_found()
+            fields_before = set(order)
+            result = change(order)
+            events = self.events_for(order, result.events) if isinstance(result, domain.Change) else []
+            try:
+                order = await self.repo.save_alone(order, fields_before, events)
+            except ConcurrencyConflict:
+                continue
+            self._committed(order, result)
+            return order, result
+        raise ConcurrencyConflict(f"orders {order_id} kept changing")
 
     def _committed(self, order: dict, result: object) -> None:
         if isinstance(result, domain.Change):

@@ -9,26 +9,29 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
+from pymongo.errors import DuplicateKeyError
 
 from libs.clients import UpstreamError
-from libs.clock import utcnow
-from libs.idempotency import PROCESS_OWNER
+from libs.clock import to_ms, utcnow
+from libs.idempotency import PROCESS_OWNER, owner_is_dead
 from libs.ids import new_id
 from libs.logging import get_logger
 from libs.principal import Principal
 from libs.problems import Problem
-from libs.refusal import CONFLICT, FORBIDDEN, INVALID, UNAVAILABLE, UPSTREAM_TIMEOUT, Refusal
+from libs.refusal import CONFLICT, FORBIDDEN, INVALID, LIMITED, UNAVAILABLE, UPSTREAM_TIMEOUT, Refusal
 from services.orders import metrics
 from services.orders.domain import order as domain
+from services.orders.domain import limits as limit_rules
 from services.orders.domain import saga
 from services.orders.domain.access import is_staff
 from services.orders.domain.lifecycle import PENDING, OrderError
 from services.orders.domain.pricing import apply_discounts, price_lines
+from services.orders.domain.requests import RequestKey, key_in_progress, stored_answer
 from services.orders.usecases.base import OrderFlow, actor_of, passed_on
 from services.orders.views import public_order
 
 log = get_logger("orders")
-NAMED_REFUSALS = ("sold-out", "coupon-unavailable", "insufficient-points", "not-in-store")
+NAMED_REFUSALS = ("sold-out", "coupon-unavailable", "insufficient-points", "not-in-store", "checkout-busy")
 
 
 def rejection_reason(error: Exception) -> str:
@@ -46,25 +49,51 @@ def rejection_reason(error: Exception) -> str:
 class Checkout(OrderFlow):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._sold_out: dict[tuple, tuple[float, dict]] = {}
+        self._sold_out: dict[tuple, float] = {}          # demand -> refused from memory until (monotonic)
+        self._probes: dict[tuple, asyncio.Future] = {}   # demand -> the one reservation asking again
+        self._warming: set[asyncio.Task] = set()
         self._reservation_gate = asyncio.Semaphore(self.settings.max_reservations_in_flight)
 
-    async def place(self, principal: Principal, request, remember=None) -> tuple[int, dict]:
-        """Run the saga for `request` (the parsed order request). `remember(session, status, body)` stores
-        the answer under the request's Idempotency-Key in the unit of work that places the order."""
+    async def place(self, principal: Principal, request, key: RequestKey | None = None) -> tuple[int, dict, bool]:
+        """Run the saga for `request` (the parsed order request). Returns (status, body, replayed). With an
+        Idempotency-Key (`key`) the order itself is the claim (its insert, unique by the key) and keeps the
+        answer: a retry is answered from it, and no transaction ever joins the two."""
+        probing = await self.refuse_if_known_sold_out(request)  # before any claim or write
         started = time.perf_counter()
         outcome = "placed"
         try:
-            return await self._place(principal, request, remember)
+            if key is not None:
+                replay = await self._replay(key)
+                if replay is not None:
+                    outcome = "replayed"
+                    return (*replay, True)
+            return (*await self._place(principal, request, key), False)
         except Exception as error:
             outcome = rejection_reason(error)
             metrics.CHECKOUTS_REJECTED.labels(outcome).inc()
             raise
         finally:
-            metrics.CHECKOUT_DURATION.labels("placed" if outcome == "placed" else "rejected").observe(
-                time.perf_counter() - started)
+            if probing is not None:  # this request was the probe and ended before stock answered: its
+                self._settle_probe(probing, False)  # waiters ask stock themselves
+            if outcome != "replayed":
+                metrics.CHECKOUT_DURATION.labels("placed" if outcome == "placed" else "rejected").observe(
+                    time.perf_counter() - started)
 
-    async def _place(self, principal: Principal, request, remember) -> tuple[int, dict]:
+    async def _replay(self, key: RequestKey) -> tuple[int, dict] | None:
+        """The order this key created, answered again; a checkout left half-way by a dead process is
+        rejected (what it started is undone, its key given back) so that this retry carries the request on."""
+        earlier = await self.repo.by_checkout_key(key.digest)
+        if earlier is None:
+            return None
+        if earlier["status"] == PENDING and earlier.get("checkout_request", {}).get("body_hash") == key.body_hash:
+            owner = {"owner": earlier.get("checkout_owner"), "claimed_ms": earlier.get("created_at_ms")}
+            if not await owner_is_dead(self.mongo, owner, to_ms(utcnow())):
+                raise key_in_progress()
+            await self._reject(earlier["_id"], "checkout interrupted", earlier["saga"]["started"])
+            return None
+        return stored_answer(earlier.get("checkout_request"), key)
+
+    async def _place(self, principal: Principal, request, key: RequestKey | None) -> tuple[int, dict]:
         fulfilment = request.fulfilment.model_dump(exclude_none=True)
         member_id = self._buyer(principal, fulfilment)
         coupon_codes, points = list(request.coupon_codes), request.points
@@ -73,6 +102,7 @@ class Checkout(OrderFlow):
         requested = [line.model_dump() for line in request.lines]
         if not requested:  # scan and pay: the codes scanned in store are the basket
             requested = await self._scanned_lines(fulfilment.get("scanned_codes") or [])
+        await self._check_limits(member_id, requested)
         lines = price_lines(requested, await self._quote(request.channel, requested))
         order = domain.new_order(new_id("ord"), member_id=member_id, channel=request.channel, fulfilment=fulfilment,
                                  lines=lines, requested_lines=requested, coupon_codes=coupon_codes, points=points,
@@ -81,14 +111,21 @@ class Checkout(OrderFlow):
         # Every planned step is written down before the first call, so a crash at any point leaves an
         # order that the stuck-checkout sweeper can compensate (releases are idempotent at stock/membership).
         order["saga"] = {"steps": planned, "started": planned}
+        if key is not None:
+            order["checkout_key"] = key.digest
+            order["checkout_request"] = {"body_hash": key.body_hash}
         order["totals"] = apply_discounts(lines, 0, 0)[1]
         if fulfilment["type"] == "in_store" and member_id is not None:
             await self._require_store_session(member_id, fulfilment["location_id"], request.attribution)
+        if member_id and not (request.attribution and request.attribution.scan_token):
+            # The member's binding is fetched while stock decides (and kept per member): not one more hop
+            # on the buyer's wait. A refused checkout only warmed the cache.
+            self._warm_binding(member_id)
         reservation = await self._reserve(order)
-        await self._still_running(order["_id"], [saga.RESERVE_STOCK])
+        current = await self._still_running(order["_id"], [saga.RESERVE_STOCK])
         benefits = await self._hold_benefits(order) if saga.HOLD_BENEFITS in planned else None
         if benefits is not None:
-            await self._still_running(order["_id"], [saga.RESERVE_STOCK, saga.HOLD_BENEFITS])
+            current = await self._still_running(order["_id"], [saga.RESERVE_STOCK, saga.HOLD_BENEFITS])
         try:
             priced, totals = apply_discounts(lines, int((benefits or {}).get("coupon_discount", 0)),
                                              int((benefits or {}).get("points_discount", 0)),
@@ -103,17 +140,27 @@ class Checkout(OrderFlow):
 
         def place(doc):
             doc["attribution"] = attribution
-            return domain.place(doc, lines=priced, totals=totals, reservation=reservation, benefits=benefits,
-                                expires_at=expires_at, now=utcnow())
+            change = domain.place(doc, lines=priced, totals=totals, reservation=reservation, benefits=benefits,
+                                  expires_at=expires_at, now=utcnow())
+            if doc.get("checkout_request") is not None:  # the answer a retry with the same key gets
+                doc["checkout_request"] = {**doc["checkout_request"], "status": 201, "body": public_order(doc)}
+            return change
 
-        async def answer(session, placed):
-            if remember is not None:
-                await remember(session, 201, public_order(placed))
-
-        placed, _ = await self.mutate(order["_id"], place, session_hook=answer)
+        # One atomic write of the order with its `placed` event: no transaction on the hot path.
+        placed, _ = await self.mutate_alone(order["_id"], place, loaded=current)
         metrics.ORDERS_PLACED.labels(request.channel, fulfilment["type"]).inc()
         metrics.ORDER_VALUE.labels(request.channel).observe(totals["total"])
         return 201, public_order(placed)
+
+    async def _check_limits(self, member_id: str | None, requested: list[dict]) -> None:
+        """Limited SKUs: per order always; per member against the member's recorded orders (two requests of
+        one member in the same instant can both pass; each is still bounded by the per-order limit)."""
+        limits = self.settings.limited_skus
+        if not limits or not any(line["sku_id"] in limits for line in requested):
+            return
+        limit_rules.check_per_order(requested, limits)
+        if member_id is not None and any("per_member" in (limits.get(l["sku_id"]) or {}) for l in requested):
+            limit_rules.check_per_member(requested, limits, await self.repo.of_member(member_id))
 
     async def _reserve(self, order: dict) -> dict:
         """Record the intent, then reserve. A bounded number of reservations in flight per process:
@@ -122,17 +169,29 @@ class Checkout(OrderFlow):
         fulfilment, lines = order["fulfilment"], order["lines"]
         kind = fulfilment["type"]
         demand = demand_of(kind, fulfilment.get("location_id"), lines)
-        async with self._reservation_gate:
+        try:  # a checkout that cannot get a slot in time is told to retry, before anything is written
+            await asyncio.wait_for(self._reservation_gate.acquire(), timeout=self.settings.checkout_queue_limit_s)
+        except TimeoutError:
+            raise Refusal("checkout-busy", "too many checkouts at this moment; please try again", kind=LIMITED,
+                          retry_after_s=1) from None
+        try:
             self._answer_recent_sold_out(demand)
             # The process running this checkout; the sweeper leaves it alone while this process is alive.
             order["checkout_owner"] = PROCESS_OWNER
-            await self.mongo.transaction(lambda s: self.repo.add(order, s))
-            return await self._saga_step(order["_id"], [], demand=demand, call=lambda: self.upstreams.reserve(
+            try:  # the intent, and the Idempotency-Key's claim: one insert, no transaction (group commit)
+                await self.repo.insert_alone(order, [])
+            except DuplicateKeyError:
+                raise key_in_progress() from None
+            reservation = await self._saga_step(order["_id"], [], demand=demand, call=lambda: self.upstreams.reserve(
                 order["_id"], kind, [{"sku_id": l["sku_id"], "qty": l["qty"]} for l in lines],
                 location_id=fulfilment.get("location_id"),
                 destination=({"lat": fulfilment["address"]["lat"], "lng": fulfilment["address"]["lng"]}
                              if kind == "ship" else None),
                 ttl_s=self.settings.payment_window_s + self.settings.reservation_margin_s))
+        finally:
+            self._reservation_gate.release()
+        self._settle_probe(demand, False)
+        return reservation
 
     async def _hold_benefits(self, order: dict) -> dict:
         """Hold the coupons and points for as long as stock holds the goods: the payment window plus the
@@ -216,6 +275,11 @@ class Checkout(OrderFlow):
             raise OrderError("not-in-store", f"scan a QR code of store {store_id} there to pay in store "
                                              "(attribution.scan_token)", kind=FORBIDDEN)
 
+    def _warm_binding(self, member_id: str) -> None:
+        task = asyncio.ensure_future(self._binding(member_id))
+        self._warming.add(task)
+        task.add_done_callback(self._warming.discard)
+
     async def _binding(self, member_id: str, scan_token: str | None = None) -> dict:
         try:
             return await self.upstreams.attribution(member_id, scan_token)
@@ -223,27 +287,50 @@ class Checkout(OrderFlow):
             log.warning("orders.attribution_unavailable", error=str(exc))
             return {}
 
-    def refuse_if_known_sold_out(self, request) -> None:
+    async def refuse_if_known_sold_out(self, request) -> tuple | None:
         """Before anything is claimed or written: a demand stock refused as sold-out a moment ago is refused
-        again from memory (never accepted from memory). A refusal then costs no transaction at all."""
-        if request.lines:
-            self._answer_recent_sold_out(demand_of(request.fulfilment.type,
-                                                   getattr(request.fulfilment, "location_id", None),
-                                                   [line.model_dump() for line in request.lines]))
+        again from memory (never accepted from memory). A refusal then costs no transaction at all. When the
+        memory of a demand has just run out, ONE request asks stock again and the others wait for its
+        answer (single flight), instead of all of them racing to record a checkout. Returns the demand
+        when this request is that probe."""
+        if not request.lines:
+            return None
+        demand = demand_of(request.fulfilment.type, getattr(request.fulfilment, "location_id", None),
+                           [line.model_dump() for line in request.lines])
+        while True:
+            until = self._sold_out.get(demand)
+            if until is None:
+                return None
+            if time.monotonic() < until:
+                raise self._sold_out_from_memory()
+            probe = self._probes.get(demand)
+            if probe is None:  # this request asks stock again; its reservation settles the probe
+                self._probes[demand] = asyncio.get_running_loop().create_future()
+                self._sold_out.pop(demand, None)
+                return demand
+            try:
+                await asyncio.wait_for(asyncio.shield(probe), timeout=self.settings.upstream_timeout_s)
+            except TimeoutError:
+                return None  # the probe is slow: ask stock as before
+            if not probe.result():
+                return None  # stock had some again (or the probe ended early): try for it
+
+    @staticmethod
+    def _sold_out_from_memory() -> Refusal:
+        metrics.SOLD_OUT_SHORTCUTS.inc()
+        return sold_out()
 
     def _answer_recent_sold_out(self, demand: tuple) -> None:
-        """Stock said sold-out for exactly this demand a moment ago: answer so at once, without recording a
-        checkout or asking stock again (a flash sale's thousands of losers cost almost nothing)."""
-        known = self._sold_out.get(demand)
-        if known is None:
-            return
-        until, body = known
-        if time.monotonic() >= until:
-            self._sold_out.pop(demand, None)
-            return
-        metrics.SOLD_OUT_SHORTCUTS.inc()
-        raise Refusal("sold-out", "not enough stock to serve this order", kind=CONFLICT,
-                      nearest=body.get("nearest", []))
+        """Stock said sold-out for exactly this demand a moment ago (the memo filled while this request
+        waited at the reservation gate): answer so at once, without asking stock again."""
+        until = self._sold_out.get(demand)
+        if until is not None and time.monotonic() < until:
+            raise self._sold_out_from_memory()
+
+    def _settle_probe(self, demand: tuple, sold_out_now: bool) -> None:
+        probe = self._probes.pop(demand, None)
+        if probe is not None and not probe.done():
+            probe.set_result(sold_out_now)
 
     async def _saga_step(self, order_id: str, done_before: list[str], call, demand: tuple | None = None):
         """Run one forward step; on failure reject the order and compensate what may have taken effect."""
@@ -251,23 +338,28 @@ class Checkout(OrderFlow):
             return await call()
         except UpstreamError as exc:
             # A definite refusal: this step did not take effect, only earlier ones need undoing.
-            if demand is not None and exc.problem_type == "sold-out" and self.settings.sold_out_memory_s > 0:
+            sold = exc.problem_type == "sold-out"
+            if demand is not None and sold and self.settings.sold_out_memory_s > 0:
                 if len(self._sold_out) > 10_000:
                     self._sold_out.clear()
-                self._sold_out[demand] = (time.monotonic() + self.settings.sold_out_memory_s, exc.body)
+                self._sold_out[demand] = time.monotonic() + self.settings.sold_out_memory_s
+            if demand is not None:
+                self._settle_probe(demand, sold)
             await self._reject(order_id, exc.problem_type or "upstream-error", done_before)
-            raise passed_on(exc) from None
+            # Sold out is said in so many words: where else it is, and how many, is not the buyer's to map.
+            raise (sold_out() if sold else passed_on(exc)) from None
         except Problem as problem:
             # Unavailable or timed out: the step may have taken effect; undo it as well.
             current = saga.RESERVE_STOCK if not done_before else saga.HOLD_BENEFITS
             await self._reject(order_id, problem.type, [*done_before, current])
             raise
 
-    async def _still_running(self, order_id: str, done: list[str]) -> None:
-        """After each step: if the order was rejected meanwhile, undo what this checkout did and stop."""
+    async def _still_running(self, order_id: str, done: list[str]) -> dict:
+        """After each step: if the order was rejected meanwhile, undo what this checkout did and stop.
+        Returns the order as it is now."""
         current = await self.repo.get_committed(order_id)
         if current is not None and current["status"] == PENDING:
-            return
+            return current
         await self.mutate(order_id, lambda o: domain.undo_late_steps(o, done))
         metrics.CHECKOUTS_REJECTED.labels("overtaken").inc()
         raise OrderError("checkout-rejected", "this checkout took too long and was cancelled; nothing is held "
@@ -278,7 +370,7 @@ class Checkout(OrderFlow):
             order["saga"]["started"] = started
             return domain.reject(order, reason, utcnow())
         try:
-            await self.mutate(order_id, change)
+            await self.mutate_alone(order_id, change)
         except Refusal as refusal:  # already rejected by the stuck-checkout sweeper
             log.warning("orders.reject_failed", order_id=order_id, error=refusal.detail)
 
@@ -294,6 +386,11 @@ def _still_bound(bound_until: str | None) -> bool:
 
 
 CHECKOUT = web.AppKey("orders.checkout", Checkout)
+
+
+def sold_out() -> Refusal:
+    """The one sold-out answer: no locations, no quantities (stock's refusal carries them; we do not)."""
+    return Refusal("sold-out", "sold out: not enough stock to serve this order", kind=CONFLICT)
 
 
 def demand_of(kind: str, location_id: str | None, lines: list[dict]) -> tuple:

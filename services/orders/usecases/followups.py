@@ -112,9 +112,8 @@ class FollowUps(OrderFlow):
             if name == saga.PAYMENT_REFUND:
                 refund = next(r for r in order["refunds"] if r["id"] == argument)
                 refund = None if refund["state"] == "done" else domain.refund_done(order, argument, outcome, utcnow())
-            order = await self.repo.save(order, session)
-            for event in _refund_events(order, refund):
-                await self.outbox.record(session, event, subject=order_id)
+            self.repo.embed(order, _refund_events(order, refund))
+            await self.repo.save(order, session)
             return refund
 
         refund = await self.mongo.transaction(unit)

@@ -60,3 +60,22 @@ async def test_a_delivery_claimed_by_a_crashed_worker_is_sent_after_its_lease(st
     accepted = [r for r in webhook_receiver.requests if r["headers"]["X-O2O-Event-Id"] == envelope.id
                 and r["status"] == 200]
     assert len(accepted) == 1
+
+
+async def test_the_worker_polls_only_deliveries_still_to_send(start_notifications):
+    """The worker's poll reads a one-field index that holds only deliveries waiting to be sent (nx-27017
+    ignores compound indexes: the old status + due query read every delivery ever made on each poll)."""
+    from libs.service import MONGO
+    notifications = await start_notifications(delivery_poll_interval_s=NEVER)
+    member_id = uid("mbr")
+    await notifications.register_member(member_id, phone="+8613200000002")
+    envelope = await notifications.publish("orders.order.shipped", {
+        "order_id": uid("ord"), "member_id": member_id, "carrier": "SF", "tracking_number": "1"})
+    await eventually(lambda: created(notifications, envelope.id, 2))
+    collection = notifications.app[MONGO].db["deliveries"]
+    waiting = await collection.find({"event_id": envelope.id}).to_list()
+    assert all(d["poll_ms"] == d["due_at_ms"] for d in waiting)
+    assert await notifications.app[DELIVERY_WORKER].deliver_due() >= 2
+    done = await collection.find({"event_id": envelope.id}).to_list()
+    assert {d["status"] for d in done} == {"sent"} and all("poll_ms" not in d for d in done)
+    assert await notifications.app[DELIVERY_WORKER].deliver_due() == 0

@@ -268,11 +268,15 @@ async def test_paid_pickup_redeems_the_coupon_and_earns_points(suite):
     await eventually(earned)
 
 
-async def test_sold_out_at_a_store_says_where_else(suite):
-    status, problem = await suite.place(pickup_order(sku="sku_tee_limited_red_m", qty=50),
-                                        suite.mint.member(LIN))
-    assert status == 409 and problem["type"].endswith("sold-out")
-    assert "nearest" in problem
+async def test_sold_out_says_sold_out_and_nothing_about_other_stores_or_counts(suite):
+    """Stock's refusal names the stores that still have the SKU and how far they are; the buyer's answer
+    must not map a brand's stock and routing for whoever asks. Also when it comes from memory."""
+    member = suite.mint.member(LIN)
+    for _ in range(2):  # stock's answer, then the sold-out memo's
+        status, problem = await suite.place(pickup_order(sku="sku_tee_limited_red_m", qty=50), member)
+        assert status == 409 and problem["type"].endswith("sold-out")
+        assert set(problem) <= {"type", "title", "status", "detail", "instance", "request_id"}, problem
+        assert "loc_" not in problem["detail"] and "50" not in problem["detail"]
 
 
 async def test_a_known_sold_out_refusal_claims_no_key_and_writes_nothing(suite, monkeypatch):

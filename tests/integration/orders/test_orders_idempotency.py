@@ -85,34 +85,55 @@ async def test_a_replayed_payment_answers_the_first_result_and_charges_once(suit
     assert [e["status"] for e in final["timeline"]].count("confirmed") == 1
 
 
+async def plant_checkout(suite, key: str, raw: bytes, *, owner: str | None, age_s: float,
+                         heartbeat_until_ms: int | None = None) -> str:
+    """A checkout some process started under `key` and never finished: its order is still pending (the key's
+    claim is the order itself), as a crash between the claim and the reservation leaves it."""
+    import hashlib
+    from datetime import UTC, datetime, timedelta
+
+    from services.orders.domain import order as domain
+    from services.orders.domain.requests import RequestKey
+    from services.orders.usecases import ORDERS
+    repo = suite.apps["orders"][ORDERS].repo
+    request_key = RequestKey.of(f"{LIN}|POST|/orders|{key}", hashlib.sha256(raw).hexdigest())
+    order = domain.new_order(f"ord_planted_{key}", member_id=LIN, channel="app",
+                             fulfilment={"type": "pickup", "location_id": JINGAN}, lines=[], requested_lines=[],
+                             coupon_codes=[], points=0, attribution={}, created_by=f"member:{LIN}",
+                             now=datetime.now(UTC) - timedelta(seconds=age_s))
+    order.update({"saga": {"steps": ["reserve_stock"], "started": ["reserve_stock"]},
+                  "checkout_key": request_key.digest, "checkout_request": {"body_hash": request_key.body_hash}})
+    if owner is not None:
+        order["checkout_owner"] = owner
+    mongo = repo.mongo
+    await repo.insert_alone(order, [])
+    if heartbeat_until_ms is not None:
+        await mongo.transaction(lambda s: mongo.db["process_heartbeats"].insert_one(
+            {"_id": owner, "until_ms": heartbeat_until_ms}, session=s))
+    return order["_id"]
+
+
 async def test_a_key_left_in_progress_by_a_dead_process_is_taken_over_by_the_retry(suite):
     """The process serving the first attempt died after claiming the key: the client's retry with the same
-    key must not be refused forever (a fresh claim still is: that request may be running)."""
-    import hashlib
+    key must not be refused forever (a fresh claim still is: that request may be running). The half-done
+    checkout is rejected (what it started undone) and the retry carries the request on."""
     import json
-    import time
-    from datetime import UTC, datetime
 
     from libs.idempotency import IN_PROGRESS_STALE_S
     from services.orders.usecases import ORDERS
     member = suite.mint.member(LIN)
     raw = json.dumps(body()).encode()
-    service = suite.apps["orders"][ORDERS]
-    idempotency = service.mongo.db["idempotency"]
-
-    async def claim(key: str, age_s: float):
-        await service.mongo.transaction(lambda s: idempotency.insert_one(
-            {"_id": f"{LIN}|POST|/orders|{key}", "state": "in_progress", "body_hash": hashlib.sha256(raw).hexdigest(),
-             "created_at": datetime.now(UTC), "claimed_ms": int((time.time() - age_s) * 1000)}, session=s))
-
     headers = {**member, "Content-Type": "application/json"}
-    await claim("died-long-ago", IN_PROGRESS_STALE_S + 5)
+    planted = await plant_checkout(suite, "died-long-ago", raw, owner=None, age_s=IN_PROGRESS_STALE_S + 5)
     status, order, _ = await suite.call("POST", "/orders", {**headers, "Idempotency-Key": "died-long-ago"}, data=raw)
     assert status == 201, order
+    assert order["id"] != planted
     status, replay, _ = await suite.call("POST", "/orders", {**headers, "Idempotency-Key": "died-long-ago"}, data=raw)
     assert status == 201 and replay["id"] == order["id"]
+    stale = await suite.apps["orders"][ORDERS].repo.get_committed(planted)
+    assert stale["status"] == "rejected" and "checkout_key" not in stale
 
-    await claim("still-running", 1)
+    await plant_checkout(suite, "still-running", raw, owner=None, age_s=1)
     status, problem, _ = await suite.call("POST", "/orders", {**headers, "Idempotency-Key": "still-running"}, data=raw)
     assert status == 409 and problem["type"].endswith("idempotency-conflict")
 
@@ -120,10 +141,8 @@ async def test_a_key_left_in_progress_by_a_dead_process_is_taken_over_by_the_ret
 async def test_a_claim_is_taken_over_only_when_its_owner_process_is_known_dead(suite):
     """However old a claim looks, a live owner (its heartbeat fresh) may still be running the request: the
     retry is refused, and one key never makes two orders. A dead owner's claim is taken over at once."""
-    import hashlib
     import json
     import time
-    from datetime import UTC, datetime
 
     from services.orders.usecases import ORDERS
     member = suite.mint.member(LIN)
@@ -131,27 +150,17 @@ async def test_a_claim_is_taken_over_only_when_its_owner_process_is_known_dead(s
     mongo = suite.apps["orders"][ORDERS].mongo
     now_ms = int(time.time() * 1000)
 
-    async def claim(key: str, owner: str, age_s: float, heartbeat_until_ms: int | None):
-        async def unit(s):
-            await mongo.db["idempotency"].insert_one(
-                {"_id": f"{LIN}|POST|/orders|{key}", "state": "in_progress", "owner": owner,
-                 "body_hash": hashlib.sha256(raw).hexdigest(), "created_at": datetime.now(UTC),
-                 "claimed_ms": now_ms - int(age_s * 1000)}, session=s)
-            if heartbeat_until_ms is not None:
-                await mongo.db["process_heartbeats"].insert_one({"_id": owner, "until_ms": heartbeat_until_ms},
-                                                                session=s)
-        await mongo.transaction(unit)
-
     headers = {**member, "Content-Type": "application/json"}
-    await claim("slow-but-alive", "host:1:alive", 300, now_ms + 60_000)
+    await plant_checkout(suite, "slow-but-alive", raw, owner="host:1:alive", age_s=300,
+                         heartbeat_until_ms=now_ms + 60_000)
     status, problem, _ = await suite.call("POST", "/orders", {**headers, "Idempotency-Key": "slow-but-alive"}, data=raw)
     assert status == 409 and problem["type"].endswith("idempotency-conflict")
 
-    await claim("owner-died", "host:2:dead", 1, now_ms - 1_000)
+    await plant_checkout(suite, "owner-died", raw, owner="host:2:dead", age_s=1, heartbeat_until_ms=now_ms - 1_000)
     status, order, _ = await suite.call("POST", "/orders", {**headers, "Idempotency-Key": "owner-died"}, data=raw)
     assert status == 201, order
     status, replay, _ = await suite.call("POST", "/orders", {**headers, "Idempotency-Key": "owner-died"}, data=raw)
     assert status == 201 and replay["id"] == order["id"]
-    orders = await mongo.db["orders"].count_documents({"member_id": LIN})
+    live = await mongo.db["orders"].count_documents({"member_id": LIN, "status": {"$in": ["pending_payment"]}})
     status, listing, _ = await suite.call("GET", "/orders", member)
-    assert status == 200 and len([o for o in listing["items"] if o["id"] == order["id"]]) == 1 and orders >= 1
+    assert status == 200 and len([o for o in listing["items"] if o["id"] == order["id"]]) == 1 and live == 1

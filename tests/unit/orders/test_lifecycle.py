@@ -66,12 +66,13 @@ def test_placing_takes_the_store_ownership_from_the_reservation():
     assert [e["status"] for e in order["timeline"]] == ["pending_payment"]
 
 
-def test_a_paid_ship_order_is_allocated_and_stock_kept_longer():
+def test_a_paid_ship_order_is_allocated_and_asks_stock_for_nothing_after_the_payment():
+    """Stock holds the goods longer on its own when it hears orders.order.confirmed."""
     order = placed("ship")
     change = pay(order)
     assert order["status"] == "allocated"
     assert change.events == ["confirmed", "allocated"]
-    assert change.actions == [saga.STOCK_EXTEND]
+    assert change.actions == []
     assert order["fulfilment"]["location_id"] == "loc_a"
 
 
