@@ -71,7 +71,8 @@ def may_write_at(principal: Principal, location_id: str | None) -> None:
 
 
 def may_approve_at(principal: Principal, location_id: str | None) -> bool:
-    """HQ, a service, or a manager of that store: who may move stock in bulk and approve a clerk's movement."""
+    """HQ or a manager of that store: who may move stock in bulk and approve a clerk's movement (orders' returns
+    are trusted by their scope, not here)."""
     return principal.is_admin or (principal.has("store_manager") and principal.can_see_store(location_id))
 
 

@@ -35,15 +35,15 @@ class Movements:
     async def record(self, movement: dict, principal: Principal) -> tuple[int, dict]:
         """Apply one movement and append it to the ledger (201), or keep it for a manager's approval (202); a
         replayed key answers the first result."""
-        if principal.has_scope("stock:returns") and movement["kind"] == "return_to_stock":
-            pass  # orders books a return taken back at any store
-        elif movement["kind"] == "transfer_in":
+        location_id = movement.get("location_id")
+        if movement["kind"] == "transfer_in":
             transfer = await self.core.transfers.get(movement["transfer_id"])
-            location_id = transfer["to_location_id"] if transfer else movement.get("location_id")
-        else:
-            location_id = movement.get("location_id")
-        may_write_at(principal, location_id)
-        may_approve = may_approve_at(principal, location_id)
+            location_id = transfer["to_location_id"] if transfer else location_id
+        # orders books a return taken back at any store (its scope says so); everyone else writes where they work
+        trusted_return = principal.has_scope("stock:returns") and movement["kind"] == "return_to_stock"
+        if not trusted_return:
+            may_write_at(principal, location_id)
+        may_approve = trusted_return or may_approve_at(principal, location_id)
         try:
             model.reason_of(movement["kind"], movement.get("reason"), movement.get("delta"))
             outcome, doc = await transaction_replaying_duplicates(

@@ -54,7 +54,8 @@ ROOMY_LOGIN_LIMITS = {f"rate_{name}_{part}": value for name in ("login_ip", "log
 def gateway_settings(jwks_url: str, **overrides) -> GatewaySettings:
     values = dict(port=free_port(), metrics_port=free_port(), jwks_url=jwks_url, catalog_url=DOWN, stock_url=DOWN, orders_url=DOWN,
                   membership_url=DOWN, notifications_url=DOWN, settlement_url=DOWN, upstream_timeout_s=5.0,
-                  upstream_connect_timeout_s=1.0, revocation_poll_s=0)  # a fake membership has no revocations
+                  upstream_connect_timeout_s=1.0, revocation_poll_s=0,  # a fake membership has no revocations
+                  dev_mode=True)  # its client secret is then the one the test services (dev mode too) expect
     values.update(overrides)
     return GatewaySettings(**values)
 

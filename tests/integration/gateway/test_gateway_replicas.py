@@ -56,7 +56,7 @@ async def test_a_replica_that_refuses_connections_is_skipped_for_any_method(jwks
                             breaker_failure_threshold=1) as gateway:
         reads = [await call(http, "GET", gateway + PRODUCTS) for _ in range(4)]
         write = await call(http, "POST", gateway + PRODUCTS, json={"name": "tea"}, headers=admin)
-        exposition = await (await http.get(gateway + "/metrics")).text()
+        exposition = await (await http.get(gateway.internal + "/metrics")).text()
     assert [status for status, _, _ in reads] == [200] * 4 and write[0] == 200
     assert seen.count("GET", "/catalog/products") == 4 and seen.count("POST", "/catalog/products") == 1
     assert 'o2o_gateway_upstream_retries_total{reason="refused",service="catalog"}' in exposition
@@ -75,7 +75,7 @@ async def test_a_replica_failing_its_readiness_probe_gets_no_calls(jwks_url, htt
 
 
 async def _health_reports(http, gateway: str, replica: str, status: str) -> bool:
-    _, health, _ = await call(http, "GET", gateway + "/healthz")
+    _, health, _ = await call(http, "GET", gateway.internal + "/healthz")
     catalog = health["services"]["catalog"]
     return catalog["replicas"][replica] == status and catalog["status"] == "degraded"
 

@@ -131,7 +131,7 @@ async def test_a_release_racing_a_pending_commit_resolves_and_orders_stops_retry
 
     # The same answer through orders' own client: its follow-up drops the commit instead of retrying forever.
     upstreams = Upstreams(settings_for(OrdersSettings, mongo_url, bus_namespace, membership_url=membership.api.base,
-                                       service_client_secret=membership.settings.service_client_secret))
+                                       client_secret=membership.settings.orders_client_secret))
     await upstreams.start()
     try:
         try:
