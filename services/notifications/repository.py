@@ -10,7 +10,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
 
 from libs.clock import utcnow
-from libs.mongo import ConcurrencyConflict, IndexSpec, Mongo, insert_versioned, replace_versioned
+from libs.mongo import ConcurrencyConflict, IndexSpec, Mongo, VersionedRepository, insert_versioned, replace_versioned
 from services.notifications.domain.policy import DEFAULT_TIMEZONE, Preferences, QuietHours, Recipient, normalize_locale
 from services.notifications.domain.rules import MEMBER_CATEGORIES, PERSON_CHANNELS
 
@@ -74,25 +74,6 @@ class ReadCache:
     def forget(self, mongo: Mongo) -> None:
         self.values.clear()
         mongo.after_commit(self.values.clear)
-
-
-class _Aggregates:
-    """A collection of versioned aggregates: read by id, inserted at version 1, saved with a version check."""
-
-    collection_name = ""
-
-    def __init__(self, mongo: Mongo) -> None:
-        self.mongo = mongo
-        self.collection = mongo.db[self.collection_name]
-
-    async def get(self, aggregate_id: str, session=None) -> dict | None:
-        return await self.collection.find_one({"_id": aggregate_id}, session=session)
-
-    async def add(self, doc: dict, session) -> dict:
-        return await insert_versioned(self.collection, doc, session)
-
-    async def save(self, doc: dict, session) -> dict:
-        return await replace_versioned(self.collection, doc, session)
 
 
 class RecipientDirectory:
@@ -263,8 +244,8 @@ def polled(doc: dict) -> dict:
     return doc
 
 
-class DeliveryRepository(_Aggregates):
-    collection_name = "deliveries"
+class DeliveryRepository(VersionedRepository):
+    name = "deliveries"
 
     def __init__(self, mongo: Mongo) -> None:
         super().__init__(mongo)
@@ -322,8 +303,8 @@ class DeliveryRepository(_Aggregates):
             lambda: self.collection.find(query).sort("_id", DESCENDING).limit(limit).to_list())
 
 
-class WebhookRepository(_Aggregates):
-    collection_name = "webhooks"
+class WebhookRepository(VersionedRepository):
+    name = "webhooks"
 
     async def active_for(self, event_type: str, session) -> list[dict]:
         # Event types are a plain list of strings; filtering in Python keeps the query trivially portable.
@@ -344,8 +325,8 @@ class WebhookRepository(_Aggregates):
         return await self.mongo.read_committed(lambda: self.collection.find({}).sort("_id", ASCENDING).to_list())
 
 
-class CampaignRepository(_Aggregates):
-    collection_name = "campaigns"
+class CampaignRepository(VersionedRepository):
+    name = "campaigns"
 
     async def running(self) -> list[dict]:
         return await self.mongo.read_committed(lambda: self.collection.find(
