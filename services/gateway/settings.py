@@ -32,10 +32,10 @@ class GatewaySettings(ServiceSettings):
     token_cache_s: float = 30.0
     token_cache_entries: int = 10_000
 
-    # Request limits (answered 413 / 414 / 431 as problem+json before anything reaches a service).
-    max_body_bytes: int = 1024 * 1024
-    max_url_bytes: int = 4096
-    max_header_bytes: int = 16 * 1024
+    # Request limits, answered as problem+json before anything reaches a service.
+    max_body_bytes: int = Field(1024 * 1024, description="a larger body is answered 413")
+    max_url_bytes: int = Field(4096, description="a longer URL is answered 414")
+    max_header_bytes: int = Field(16 * 1024, description="larger headers are answered 431")
 
     # Token buckets. Per client address before authentication (a coarse flood guard: IPv6 by /64), per
     # principal after it.

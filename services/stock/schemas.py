@@ -256,10 +256,10 @@ class ApprovalOut(BaseModel):
     id: str
     key: str
     status: Literal["pending", "approved", "rejected"]
-    kind: str
+    kind: str = Field(description="the movement kind asked for (adjust, count, receive, return_to_stock)")
     location_id: str
     sku_id: str
-    reason: str
+    reason: str = Field(description="one of the reason codes")
     units: int = Field(description="units the movement changes on-hand by, as planned when asked")
     movement: dict = Field(description="the movement as the clerk asked for it")
     requested_by: str
