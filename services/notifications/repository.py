@@ -22,6 +22,10 @@ def _index(collection: str, *fields: str, name: str, unique: bool = False, **opt
 
 INDEXES = [
     _index("deliveries", "event_id", "recipient_id", "channel", unique=True, name="one_per_event_recipient_channel"),
+    # The same rule on one field: `key` names (event, recipient, channel), so checking which deliveries of an
+    # event exist is an index lookup on nx-27017 too (it ignores the compound index above and scanned every
+    # delivery ever made for each consumed event). Sparse: deliveries stored before `key` existed have none.
+    _index("deliveries", "key", unique=True, name="one_per_key", sparse=True),
     _index("deliveries", "status", "due_at_ms", name="due"),
     # What the worker polls: `poll_ms` is the due time of a delivery still to send, absent once it is done.
     # One field, so nx-27017 (which ignores compound indexes) reads only the waiting deliveries instead of
@@ -252,17 +256,15 @@ class DeliveryRepository(VersionedRepository):
         self.attempts = mongo.db["delivery_attempts"]
         self._legacy_polled_ms = 0
 
-    async def existing_keys(self, event_id: str, session) -> set[tuple[str, str]]:
-        docs = await self.collection.find({"event_id": event_id}, {"recipient_id": 1, "channel": 1},
-                                          session=session).to_list()
-        return {(d["recipient_id"], d["channel"]) for d in docs}
-
     async def add_many(self, docs: list[dict], session) -> list[dict]:
-        """Insert deliveries that do not exist yet for their (event id, recipient, channel)."""
+        """Insert the deliveries whose key (event, recipient, channel) is not stored yet: a redelivered event
+        or a replayed campaign step creates nothing twice."""
         if not docs:
             return []
-        existing = await self.existing_keys(docs[0]["event_id"], session)
-        fresh = [polled(d) for d in docs if (d["recipient_id"], d["channel"]) not in existing]
+        keys = [d["key"] for d in docs]
+        stored = await self.collection.find({"key": {"$in": keys}}, {"key": 1}, session=session).to_list()
+        existing = {d["key"] for d in stored}
+        fresh = [polled(d) for d in docs if d["key"] not in existing]
         if fresh:
             await self.collection.insert_many(fresh, ordered=True, session=session)
         return fresh

@@ -212,3 +212,21 @@ async def test_many_events_at_once_with_duplicates_each_reach_their_member_exact
         messages = await notifications.outbound(event_id=envelope.id)
         assert sorted(m["channel"] for m in messages) == ["push", "sms"]
         assert all(envelope.data["tracking_number"] in m["body"] for m in messages)
+
+
+async def test_the_fanout_given_an_event_it_already_planned_creates_no_delivery_twice(notifications):
+    # Past the inbox (a campaign step replayed, an inbox record lost with a restored backup): the fan-out
+    # itself finds the deliveries of this event by their key and adds none.
+    from services.notifications.usecases import FANOUT
+
+    member_id = uid("mbr")
+    await notifications.register_member(member_id, phone="+8613900000031", locale="en")
+    envelope = Envelope(type="orders.order.confirmed", source="orders", subject="ord_x",
+                        data={"order_id": uid("ord"), "member_id": member_id, "total": 12900})
+    fanout = notifications.app[FANOUT]
+    first = await fanout.handle_event(envelope)
+    again = await fanout.handle_event(envelope)
+    assert first >= 1 and again == 0
+    deliveries = await notifications.deliveries(event_id=envelope.id)
+    assert len(deliveries) == first
+    assert len({d["channel"] for d in deliveries}) == len(deliveries)
