@@ -368,11 +368,30 @@ class Suite:
             self.start_service(name)
         self.wait_ready(gateways)
 
+    def scrape_targets(self) -> list[dict]:
+        """Every process Prometheus scrapes, one target group per replica (file-based discovery): an alert
+        then says which replica of which service is down, not only whether the first one is."""
+        groups = []
+        for service in SERVICES:
+            for replica in range(1, self.replicas + 1):
+                port = (self.metrics_port_of_gateway(replica) if service == "gateway"
+                        else self.ports_of(service, replica)[replica - 1])
+                groups.append({"targets": [f"127.0.0.1:{port}"],
+                               "labels": {"service": service, "replica": str(replica)}})
+        return groups
+
+    def write_scrape_targets(self) -> Path:
+        path = self.state_dir / "prometheus" / "targets" / "o2o.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.scrape_targets(), indent=1))
+        return path
+
     def start_prometheus(self) -> str | None:
         binary = shutil.which("prometheus")
         config = ROOT / "deploy/prometheus/prometheus.local.yml"
         if not self.with_prometheus or binary is None or not config.exists():
             return None
+        self.write_scrape_targets()
         if self.pid_of("prometheus") or port_open(self.prometheus_port):
             return f"http://127.0.0.1:{self.prometheus_port}"
         data = self.state_dir / "prometheus"

@@ -32,14 +32,15 @@ async def test_local_prometheus_scrapes_the_suite_and_loads_every_alert(tmp_path
     from services.catalog.settings import CatalogSettings
 
     settings = settings_for(CatalogSettings, mongo_url, bus_namespace)
-    # The committed local config, with catalog's target moved to the port this test's catalog listens on.
+    # The committed local config, discovering targets from this test's own file (as make run writes it),
+    # which names catalog on the port this test's catalog listens on.
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.local.yml").read_text())
     config["global"]["scrape_interval"] = "1s"
     config["global"]["evaluation_interval"] = "1s"
     o2o = next(job for job in config["scrape_configs"] if job["job_name"] == "o2o")
-    for group in o2o["static_configs"]:
-        if group["labels"]["service"] == "catalog":
-            group["targets"] = [f"127.0.0.1:{settings.port}"]
+    (tmp_path / "targets.json").write_text(json.dumps(
+        [{"targets": [f"127.0.0.1:{settings.port}"], "labels": {"service": "catalog", "replica": "1"}}]))
+    o2o["file_sd_configs"] = [{"files": [str(tmp_path / "targets.json")], "refresh_interval": "1s"}]
     config["rule_files"] = [str(PROMETHEUS_DIR / rule) for rule in config["rule_files"]]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
 

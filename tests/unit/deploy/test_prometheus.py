@@ -1,8 +1,10 @@
 """Prometheus configuration and alert rules: promtool accepts them and the rule unit tests pass."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,16 +76,33 @@ def test_every_alert_has_severity_summary_and_description():
                     assert {"summary", "description"} <= set(rule["annotations"]), rule["alert"]
 
 
-@pytest.mark.parametrize("config,host", [("prometheus.local.yml", None), ("prometheus.compose.yml", "service")])
-def test_scrape_config_names_every_service_on_its_port(config, host):
-    scrape = yaml.safe_load((PROMETHEUS / config).read_text())["scrape_configs"]
+def test_compose_scrape_config_names_every_service_on_its_port():
+    scrape = yaml.safe_load((PROMETHEUS / "prometheus.compose.yml").read_text())["scrape_configs"]
     o2o = next(job for job in scrape if job["job_name"] == "o2o")
     targets = {group["labels"]["service"]: group["targets"] for group in o2o["static_configs"]}
-    assert set(targets) == set(SERVICES)
-    for service, port in SCRAPE_PORTS.items():
-        expected = f"{service}:{port}" if host == "service" else f"127.0.0.1:{port}"
-        assert targets[service] == [expected]
+    assert targets == {service: [f"{service}:{port}"] for service, port in SCRAPE_PORTS.items()}
     assert {"rabbitmq", "o2o"} <= {job["job_name"] for job in scrape}
+
+
+def test_local_scrape_config_discovers_every_replica_that_make_run_started(tmp_path):
+    # make run writes one target group per process; the committed config reads them from .state.
+    sys.path.insert(0, str(PROMETHEUS.parents[1] / "scripts"))
+    from suite import Suite
+
+    scrape = yaml.safe_load((PROMETHEUS / "prometheus.local.yml").read_text())["scrape_configs"]
+    o2o = next(job for job in scrape if job["job_name"] == "o2o")
+    [discovery] = o2o["file_sd_configs"]
+    assert (PROMETHEUS / discovery["files"][0]).resolve().parent == (PROMETHEUS.parents[1] / ".state/prometheus/targets")
+
+    written = Suite(state_dir=tmp_path, replicas=2).write_scrape_targets()
+    assert written.parent == tmp_path / "prometheus" / "targets"
+    groups = json.loads(written.read_text())
+    found = {(g["labels"]["service"], g["labels"]["replica"]): g["targets"] for g in groups}
+    expected = {}
+    for service, port in SCRAPE_PORTS.items():
+        expected[(service, "1")] = [f"127.0.0.1:{port}"]
+        expected[(service, "2")] = [f"127.0.0.1:{port + 100}"]
+    assert found == expected
 
 
 def test_readme_lists_every_alert():
